@@ -1,0 +1,123 @@
+from taskgrid.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskRef(_message.Message):
+    __slots__ = ("id", "uuid")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    uuid: str
+    def __init__(self, id: _Optional[int] = ..., uuid: _Optional[str] = ...) -> None: ...
+
+class QueueTaskRequest(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _common_pb2.TaskSpec
+    def __init__(self, task: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ...) -> None: ...
+
+class QueueTaskResponse(_message.Message):
+    __slots__ = ("id", "uuid", "errors")
+    class ErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    uuid: str
+    errors: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., uuid: _Optional[str] = ..., errors: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class QueueTasksRequest(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ...) -> None: ...
+
+class QueueTasksResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[QueueTaskResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueueTaskResponse, _Mapping]]] = ...) -> None: ...
+
+class GetTaskRequest(_message.Message):
+    __slots__ = ("ref", "all_runs")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ALL_RUNS_FIELD_NUMBER: _ClassVar[int]
+    ref: TaskRef
+    all_runs: bool
+    def __init__(self, ref: _Optional[_Union[TaskRef, _Mapping]] = ..., all_runs: _Optional[bool] = ...) -> None: ...
+
+class GetTaskResponse(_message.Message):
+    __slots__ = ("task", "runs", "waiting_reason")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
+    task: _common_pb2.Task
+    runs: _containers.RepeatedCompositeFieldContainer[_common_pb2.Run]
+    waiting_reason: str
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., runs: _Optional[_Iterable[_Union[_common_pb2.Run, _Mapping]]] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
+
+class ListTasksRequest(_message.Message):
+    __slots__ = ("statuses", "group_name", "function_name", "task_name", "page_size", "page_token")
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.TaskStatus]
+    group_name: str
+    function_name: str
+    task_name: str
+    page_size: int
+    page_token: str
+    def __init__(self, statuses: _Optional[_Iterable[_Union[_common_pb2.TaskStatus, str]]] = ..., group_name: _Optional[str] = ..., function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTasksResponse(_message.Message):
+    __slots__ = ("tasks", "next_page_token")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]
+    next_page_token: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_common_pb2.Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class StopTaskRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: TaskRef
+    def __init__(self, ref: _Optional[_Union[TaskRef, _Mapping]] = ...) -> None: ...
+
+class StopTaskResponse(_message.Message):
+    __slots__ = ("stopped", "status", "message")
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    stopped: bool
+    status: _common_pb2.TaskStatus
+    message: str
+    def __init__(self, stopped: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class WatchTaskRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: TaskRef
+    def __init__(self, ref: _Optional[_Union[TaskRef, _Mapping]] = ...) -> None: ...
+
+class TaskEvent(_message.Message):
+    __slots__ = ("task", "output")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    task: _common_pb2.Task
+    output: _common_pb2.OutputChunk
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., output: _Optional[_Union[_common_pb2.OutputChunk, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,4 @@
+from taskgrid.cli import main
+import sys
+
+sys.exit(main())
