@@ -1,0 +1,75 @@
+"""Wiring: build the runtime, the gRPC server and the background reaper. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+
+import grpc
+
+from taskgrid.coordinator.clock import Clock, SystemClock
+from taskgrid.coordinator.config import CoordinatorConfig
+from taskgrid.coordinator.events import TaskFeed, WorkSignal
+from taskgrid.coordinator.reaper import Reaper
+from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.servicers.admin import AdminServicer
+from taskgrid.coordinator.servicers.client import ClientServicer
+from taskgrid.coordinator.servicers.worker import WorkerServicer
+from taskgrid.coordinator.store import Store, redact_url
+from taskgrid.coordinator.workers import Registry
+from taskgrid.v1 import admin_pb2_grpc, client_pb2_grpc, worker_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+#: seconds in-flight calls get to finish at shutdown
+SHUTDOWN_GRACE_S = 2.0
+
+
+@dataclasses.dataclass
+class Coordinator:
+    """A running coordinator: its server, bound port and background tasks."""
+
+    server: grpc.aio.Server
+    port: int
+    runtime: Runtime
+    stopping: asyncio.Event
+    background: list[asyncio.Task[None]]
+
+    async def stop(self) -> None:
+        """Stop serving, finish background work, close the database."""
+        self.stopping.set()
+        await self.server.stop(SHUTDOWN_GRACE_S)
+        for task in self.background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.get_running_loop().run_in_executor(None, self.runtime.store.close)
+        logger.info("coordinator stopped")
+
+
+async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -> Coordinator:
+    """Open the database (migrating it), bind the server and start it.
+
+    `config.listen` may use port 0; the bound port is returned in the result.
+    """
+    store = Store(config.db_url)
+    await asyncio.get_running_loop().run_in_executor(None, store.migrate)
+    rt = Runtime(config, clock or SystemClock(), store, WorkSignal(), TaskFeed())
+    rt.registry = Registry(rt)
+    await rt.registry.load()
+    options = [("grpc.max_receive_message_length", config.max_message_bytes),
+               ("grpc.max_send_message_length", config.max_message_bytes)]
+    server = grpc.aio.server(options=options)
+    client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(rt), server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(rt), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(rt), server)
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    await server.start()
+    stopping = asyncio.Event()
+    reaper = asyncio.create_task(Reaper(rt).loop(stopping), name="taskgrid-reaper")
+    logger.info("serving db=%s", redact_url(config.db_url))
+    return Coordinator(server, port, rt, stopping, [reaper])

@@ -1,0 +1,46 @@
+"""The coordinator's domain errors. No grpc here: servicers/status.py maps them to codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class TaskgridError(Exception):
+    """Root of every error the coordinator raises on purpose."""
+
+
+class TaskNotFoundError(TaskgridError):
+    """The task id or uuid names no task."""
+
+
+class InvalidRequestError(TaskgridError):
+    """A malformed request; the message names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class UnknownWorkerError(TaskgridError):
+    """The worker session is unknown or the worker was declared dead: register again."""
+
+
+class BadSessionError(TaskgridError):
+    """The session token does not match the worker's."""
+
+
+class StaleLeaseError(TaskgridError):
+    """A worker wrote about a lease it no longer holds; nothing was changed.
+
+    `stale` lists the (task_id, attempt) pairs rejected, so the worker can drop
+    exactly those.
+    """
+
+    def __init__(self, stale: Iterable[tuple[int, int]], detail: str) -> None:
+        self.stale = sorted(set(stale))
+        refs = ", ".join(f"task {t} attempt {a}" for t, a in self.stale)
+        super().__init__(f"stale lease: {refs} ({detail}); nothing was changed")
+
+
+class TransitionConflictError(TaskgridError):
+    """A compare-and-set matched no row: someone else moved the task first."""

@@ -1,0 +1,381 @@
+"""The task, run and worker state machines: the only place that decides a status.
+
+Everything here is pure: functions take a task snapshot and `now` and return a
+`Transition` (what to write, guarded by the status it expects), never touching
+the database. `store.py` applies a Transition as one compare-and-set; if the row
+moved meanwhile, nothing is written and the caller learns of the conflict.
+
+The tables below are data: `docs/state-machine.md` is rendered from them
+(`python -m taskgrid.coordinator.lifecycle --markdown`) and a unit test fails
+when the two differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from taskgrid.coordinator import timing
+
+
+class TaskStatus(enum.StrEnum):
+    """Status of a task; the value is what the database stores."""
+
+    QUEUED = "QUEUED"  # in: queue, retry, repeat, lost worker; out: lease, stop, expire
+    ASSIGNED = "ASSIGNED"  # in: lease with prefetch; out: start, stop, expire, lost worker
+    RUNNING = "RUNNING"  # in: start; out: report (complete/fail/time_out/stop), lost worker
+    COMPLETED = "COMPLETED"  # terminal: the last wanted run succeeded
+    FAILED = "FAILED"  # terminal: failure with no retry left, or too many lost workers
+    TIMEOUT = "TIMEOUT"  # terminal: timed out with no retry left
+    STOPPED = "STOPPED"  # terminal: stop_task
+    EXPIRED = "EXPIRED"  # terminal: past stop_time
+
+
+TERMINAL_TASK_STATUSES = frozenset(
+    {
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.TIMEOUT,
+        TaskStatus.STOPPED,
+        TaskStatus.EXPIRED,
+    }
+)
+#: Statuses in which a worker holds a lease on the task.
+LEASED_TASK_STATUSES = frozenset({TaskStatus.ASSIGNED, TaskStatus.RUNNING})
+
+
+class RunStatus(enum.StrEnum):
+    """Status of one run record (one attempt)."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    STOPPED = "STOPPED"
+
+
+class WorkerStatus(enum.StrEnum):
+    """Status of a worker: set by admins, obeyed by the worker."""
+
+    ACTIVE = "ACTIVE"  # leases work (default at registration, or resume)
+    DISABLED = "DISABLED"  # heartbeats but leases nothing (disable)
+    TERMINATE = "TERMINATE"  # finishes running tasks, leases nothing, exits (terminate)
+    KILL = "KILL"  # stops running tasks now and exits (kill)
+
+
+class Event(enum.StrEnum):
+    """What happened to a task."""
+
+    LEASE = "lease"
+    START = "start"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    TIME_OUT = "time_out"
+    STOP = "stop"
+    EXPIRE = "expire"
+    LOSE_WORKER = "lose_worker"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One edge family of the task machine: (from, event) -> allowed targets."""
+
+    source: TaskStatus
+    event: Event
+    targets: frozenset[TaskStatus]
+    trigger: str
+    effects: str
+
+
+def _rule(
+    source: TaskStatus, event: Event, targets: set[TaskStatus], trigger: str, effects: str
+) -> Rule:
+    return Rule(source, event, frozenset(targets), trigger, effects)
+
+
+_T = TaskStatus
+TASK_RULES: tuple[Rule, ...] = (
+    _rule(_T.QUEUED, Event.LEASE, {_T.ASSIGNED}, "Lease by an ACTIVE worker of the group that "
+          "offers the function; task due, enabled", "attempt+1, assigned_worker_name"),
+    _rule(_T.ASSIGNED, Event.START, {_T.RUNNING}, "Lease without prefetch (same transaction), "
+          "or StartRuns", "last_run_time=now; run record RUNNING inserted"),
+    _rule(_T.RUNNING, Event.COMPLETE, {_T.COMPLETED, _T.QUEUED, _T.EXPIRED}, "Report COMPLETED",
+          "times_run+1, times_failed=0; QUEUED if more repeats are wanted (next_run_time "
+          "moved), EXPIRED if that next run falls after stop_time"),
+    _rule(_T.RUNNING, Event.FAIL, {_T.FAILED, _T.QUEUED}, "Report FAILED",
+          "times_failed+1; QUEUED while retry_failed allows (-1 = always)"),
+    _rule(_T.RUNNING, Event.TIME_OUT, {_T.TIMEOUT, _T.QUEUED}, "Report TIMEOUT",
+          "times_failed+1; QUEUED while retry_failed allows"),
+    _rule(_T.RUNNING, Event.STOP, {_T.STOPPED}, "Report STOPPED after a stop command",
+          "enabled=false; no retry consumed"),
+    _rule(_T.QUEUED, Event.STOP, {_T.STOPPED}, "stop_task", "enabled=false, stop_time=now"),
+    _rule(_T.ASSIGNED, Event.STOP, {_T.STOPPED}, "stop_task", "enabled=false, stop_time=now; "
+          "the lease is void"),
+    _rule(_T.QUEUED, Event.EXPIRE, {_T.EXPIRED}, "Lease finds stop_time passed", "none"),
+    _rule(_T.ASSIGNED, Event.EXPIRE, {_T.EXPIRED}, "StartRuns finds stop_time passed", "none"),
+    _rule(_T.RUNNING, Event.LOSE_WORKER, {_T.QUEUED, _T.FAILED, _T.STOPPED},
+          "Its worker is declared dead", "run closed FAILED naming the worker; lost_count+1; "
+          "FAILED once lost_count exceeds the cap; STOPPED if a stop was pending; "
+          "times_run/times_failed untouched"),
+    _rule(_T.ASSIGNED, Event.LOSE_WORKER, {_T.QUEUED}, "Its worker is declared dead before "
+          "starting it", "assigned_worker_name=''"),
+)
+
+#: (from, event) -> allowed targets: the table every decision is checked against.
+TASK_TRANSITIONS: Mapping[tuple[TaskStatus, Event], frozenset[TaskStatus]] = {
+    (r.source, r.event): r.targets for r in TASK_RULES
+}
+
+_W = WorkerStatus
+#: worker status -> statuses an admin command may move it to. TERMINATE and KILL
+#: never go back to ACTIVE or DISABLED (a web2py defect we fix).
+WORKER_TRANSITIONS: Mapping[WorkerStatus, frozenset[WorkerStatus]] = {
+    _W.ACTIVE: frozenset({_W.DISABLED, _W.TERMINATE, _W.KILL}),
+    _W.DISABLED: frozenset({_W.ACTIVE, _W.TERMINATE, _W.KILL}),
+    _W.TERMINATE: frozenset({_W.KILL}),
+    _W.KILL: frozenset(),
+}
+
+#: run outcome reported by a worker -> the task event it causes.
+OUTCOME_EVENTS: Mapping[RunStatus, Event] = {
+    RunStatus.COMPLETED: Event.COMPLETE,
+    RunStatus.FAILED: Event.FAIL,
+    RunStatus.TIMEOUT: Event.TIME_OUT,
+    RunStatus.STOPPED: Event.STOP,
+}
+
+DEFAULT_MAX_LOST_REQUEUES = 3
+
+
+class IllegalTransitionError(Exception):
+    """A decision asked for an edge the table does not allow (a bug, not bad input)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """A decided task change, applied by the store as a compare-and-set.
+
+    `values` are the columns to write besides `status`; `attempt` (when not
+    None) is also required to match, fencing writes that come from a worker.
+    """
+
+    task_id: int
+    source: TaskStatus
+    target: TaskStatus
+    event: Event
+    reason: str
+    values: Mapping[str, Any]
+    attempt: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunClose:
+    """How a run record ends: its final values, or removal (contract §2.11)."""
+
+    status: RunStatus
+    values: Mapping[str, Any]
+    delete: bool = False
+
+
+def _decide(
+    task: Mapping[str, Any],
+    event: Event,
+    target: TaskStatus,
+    reason: str,
+    values: Mapping[str, Any],
+    attempt: int | None = None,
+) -> Transition:
+    source = TaskStatus(task["status"])
+    allowed = TASK_TRANSITIONS.get((source, event), frozenset())
+    if target not in allowed:
+        raise IllegalTransitionError(f"{source} --{event}--> {target} is not a legal transition")
+    return Transition(task["id"], source, target, event, reason, dict(values), attempt)
+
+
+def is_legal(source: TaskStatus, event: Event) -> bool:
+    """True when `event` may happen to a task in `source` status."""
+    return (source, event) in TASK_TRANSITIONS
+
+
+def lease(task: Mapping[str, Any], worker_name: str) -> Transition:
+    """QUEUED -> ASSIGNED: the task is leased to `worker_name` with a new attempt number."""
+    values = {"attempt": task["attempt"] + 1, "assigned_worker_name": worker_name}
+    return _decide(task, Event.LEASE, TaskStatus.ASSIGNED, "leased", values)
+
+
+def start(task: Mapping[str, Any], now: dt.datetime) -> Transition:
+    """ASSIGNED -> RUNNING: the worker starts the run now."""
+    return _decide(task, Event.START, TaskStatus.RUNNING, "started", {"last_run_time": now},
+                   attempt=task["attempt"])
+
+
+def lease_and_start(task: Mapping[str, Any], worker_name: str, now: dt.datetime) -> Transition:
+    """QUEUED -> ASSIGNED -> RUNNING in one write, for a worker that starts at once."""
+    leased = lease(task, worker_name)
+    started = start({**task, **leased.values, "status": leased.target}, now)
+    return Transition(task["id"], leased.source, started.target, Event.START, "leased and started",
+                      {**leased.values, **started.values})
+
+
+def expire(task: Mapping[str, Any]) -> Transition:
+    """QUEUED/ASSIGNED -> EXPIRED: stop_time passed before the task could start."""
+    return _decide(task, Event.EXPIRE, TaskStatus.EXPIRED, "stop_time passed",
+                   {"assigned_worker_name": ""})
+
+
+def is_expired(task: Mapping[str, Any], now: dt.datetime) -> bool:
+    """True when the task's stop_time is in the past (it must never start)."""
+    stop_time = task.get("stop_time")
+    return stop_time is not None and stop_time < now
+
+
+def stop_waiting(task: Mapping[str, Any], now: dt.datetime) -> Transition:
+    """QUEUED/ASSIGNED -> STOPPED at once (contract §2.1)."""
+    return _decide(task, Event.STOP, TaskStatus.STOPPED, "stopped by stop_task",
+                   {"enabled": False, "stop_time": now, "stop_requested": False})
+
+
+def finish(
+    task: Mapping[str, Any], outcome: RunStatus, run_start: dt.datetime | None
+) -> Transition:
+    """RUNNING -> the status a reported run outcome leads to, with web2py's counters.
+
+    Success: times_run+1, times_failed reset, another run while repeats allow
+    (EXPIRED when it would start after stop_time). Failure or timeout:
+    times_failed+1 and a retry while retry_failed allows, due one period after
+    the failed run started (web2py). Stop: STOPPED, no retry consumed.
+    """
+    event = OUTCOME_EVENTS[outcome]
+    attempt = task["attempt"]
+    base = {"stop_requested": False}
+    if outcome is RunStatus.STOPPED:
+        return _decide(task, event, TaskStatus.STOPPED, "stopped while running",
+                       {**base, "enabled": False}, attempt)
+    started_at = run_start or task.get("last_run_time") or task["next_run_time"]
+    next_run = timing.next_run_time(task, started_at)
+    if outcome is RunStatus.COMPLETED:
+        times_run = task["times_run"] + 1
+        values = {**base, "times_run": times_run, "times_failed": 0}
+        repeats = task["repeats"]
+        if repeats != 0 and times_run >= repeats:
+            return _decide(task, event, TaskStatus.COMPLETED, "completed", values, attempt)
+        stop_time = task.get("stop_time")
+        if stop_time is not None and next_run > stop_time:
+            return _decide(task, event, TaskStatus.EXPIRED, "next run after stop_time", values,
+                           attempt)
+        return _decide(task, event, TaskStatus.QUEUED, "repeat due",
+                       {**values, "next_run_time": next_run}, attempt)
+    failed_status = TaskStatus.TIMEOUT if outcome is RunStatus.TIMEOUT else TaskStatus.FAILED
+    times_failed = task["times_failed"]
+    values = {**base, "times_failed": times_failed + 1}
+    retry_failed = task["retry_failed"]
+    if retry_failed == -1 or (retry_failed > 0 and times_failed < retry_failed):
+        return _decide(task, event, TaskStatus.QUEUED, f"retry after {outcome.lower()}",
+                       {**values, "next_run_time": next_run}, attempt)
+    return _decide(task, event, failed_status, f"no retry left after {outcome.lower()}", values,
+                   attempt)
+
+
+def lose_worker(task: Mapping[str, Any], max_lost_requeues: int) -> Transition:
+    """ASSIGNED/RUNNING -> QUEUED (or FAILED past the cap) when the worker is declared dead.
+
+    An unstarted lease goes back without counting. A started one counts as a
+    lost-worker requeue; past `max_lost_requeues` the task ends FAILED so a task
+    that kills its worker cannot loop for ever (contract §2.8).
+    """
+    values: dict[str, Any] = {"assigned_worker_name": "", "stop_requested": False}
+    if task["status"] == TaskStatus.ASSIGNED:
+        return _decide(task, Event.LOSE_WORKER, TaskStatus.QUEUED, "lease of a lost worker",
+                       values)
+    lost = task["lost_count"]
+    if task["stop_requested"]:
+        return _decide(task, Event.LOSE_WORKER, TaskStatus.STOPPED, "stopped; its worker was lost",
+                       {**values, "enabled": False})
+    if lost >= max_lost_requeues:
+        return _decide(task, Event.LOSE_WORKER, TaskStatus.FAILED,
+                       f"worker lost {lost + 1} times; cap is {max_lost_requeues}",
+                       {**values, "lost_count": lost + 1,
+                        "times_failed": task["times_failed"] + 1})
+    return _decide(task, Event.LOSE_WORKER, TaskStatus.QUEUED, "requeued after a lost worker",
+                   {**values, "lost_count": lost + 1})
+
+
+def close_run(
+    outcome: RunStatus,
+    now: dt.datetime,
+    result: str | None,
+    traceback: str,
+    output: str,
+    discard_empty: bool = True,
+) -> RunClose:
+    """The end of a run record.
+
+    A success that returned None (JSON "null") and printed nothing is removed
+    (contract §2.11); anything else is kept.
+    """
+    values = {"status": outcome, "stop_time": now, "run_result": result,
+              "traceback": traceback, "run_output": output}
+    empty = outcome is RunStatus.COMPLETED and result in (None, "null") and not output
+    return RunClose(outcome, values, delete=discard_empty and empty and not traceback)
+
+
+def change_worker_status(current: WorkerStatus, wanted: WorkerStatus) -> bool:
+    """True when an admin command may move a worker from `current` to `wanted`."""
+    return wanted in WORKER_TRANSITIONS[current]
+
+
+def render_markdown() -> str:
+    """The state-machine document, generated from the tables above."""
+    lines = [
+        "# State machines",
+        "",
+        "Generated by `python -m taskgrid.coordinator.lifecycle --markdown` from the tables",
+        "in `coordinator/lifecycle.py`; `tests/unit/test_state_machine_doc.py` fails when",
+        "they differ.",
+        "Every status write is a compare-and-set on the expected status (and, for worker writes,",
+        "the attempt number), so a lost race changes nothing.",
+        "",
+        "## Task",
+        "",
+        "| from | event | to | trigger | effects |",
+        "|---|---|---|---|---|",
+        "| (insert) | queue | QUEUED | QueueTask / QueueTasks | validated row written |",
+    ]
+    for r in TASK_RULES:
+        targets = ", ".join(sorted(t.value for t in r.targets))
+        lines.append(f"| {r.source} | {r.event} | {targets} | {r.trigger} | {r.effects} |")
+    lines += ["", "```mermaid", "stateDiagram-v2", "    [*] --> QUEUED"]
+    for r in TASK_RULES:
+        for t in sorted(r.targets):
+            lines.append(f"    {r.source} --> {t}: {r.event}")
+    lines += ["```", "", "## Run", "", "| from | to | when |", "|---|---|---|",
+              "| (insert) | RUNNING | the task starts (ASSIGNED -> RUNNING) |"]
+    for status, event in OUTCOME_EVENTS.items():
+        lines.append(f"| RUNNING | {status} | the worker reports {status} (task event {event}) |")
+    lines += [
+        "| RUNNING | FAILED | its worker is declared dead (traceback names the worker) |",
+        "| RUNNING | (deleted) | COMPLETED with result null and no output (contract §2.11) |",
+        "",
+        "## Worker",
+        "",
+        "| from | allowed commands |",
+        "|---|---|",
+    ]
+    for source, targets in WORKER_TRANSITIONS.items():
+        allowed = ", ".join(t.value for t in WorkerStatus if t in targets) or "(none: final)"
+        lines.append(f"| {source} | {allowed} |")
+    lines += ["", "A worker silent for `dead_after` seconds (3 heartbeat intervals) is declared",
+              "dead: its leases go through the lose_worker edges above.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(render_markdown())
+    else:
+        sys.stderr.write("usage: python -m taskgrid.coordinator.lifecycle --markdown\n")
+        sys.exit(2)

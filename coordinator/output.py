@@ -1,0 +1,57 @@
+"""Live output: chunks from workers, stored append-only, folded at the end of a run.
+
+`!clear!` is applied by the worker, which marks the chunk that follows the
+last marker with `clear`; folding keeps only what comes from the last such
+chunk on (semantics.md §10.2).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.store import Tx
+
+logger = logging.getLogger(__name__)
+
+
+def fold(chunks: Iterable[Mapping[str, Any]]) -> str:
+    """The output text of a run from its chunks (any order, duplicates ignored)."""
+    by_seq = {c["seq"]: c for c in chunks}
+    text: list[str] = []
+    for seq in sorted(by_seq):
+        chunk = by_seq[seq]
+        if chunk["clear"]:
+            text.clear()
+        text.append(chunk["data"])
+    return "".join(text)
+
+
+def last_seq(chunks: Iterable[Mapping[str, Any]]) -> int:
+    """The highest sequence number among the chunks, 0 when none."""
+    return max((c["seq"] for c in chunks), default=0)
+
+
+async def append(rt: Runtime, worker_id: int, chunks: Sequence[dict[str, Any]]) -> None:
+    """Store chunks of running tasks of this (already authenticated) worker.
+
+    Each chunk dict has task_id, attempt, seq, data, clear. The caller checked
+    the leases; chunks of a task that keeps no run record are dropped.
+    """
+    refs = {(c["task_id"], c["attempt"]) for c in chunks}
+
+    def write(tx: Tx) -> dict[tuple[int, int], int]:
+        run_ids = tx.run_ids(refs)
+        tx.insert_chunks([
+            {"run_id": run_ids[(c["task_id"], c["attempt"])], "seq": c["seq"],
+             "data": c["data"], "clear": c["clear"]}
+            for c in chunks if (c["task_id"], c["attempt"]) in run_ids])
+        return run_ids
+
+    run_ids = await rt.store.run(write)
+    for c in chunks:
+        run_id = run_ids.get((c["task_id"], c["attempt"]))
+        if run_id is not None and rt.feed.is_watched(c["task_id"]):
+            rt.feed.publish(c["task_id"], {**c, "run_id": run_id})

@@ -1,0 +1,103 @@
+"""The database tables (SQLAlchemy Core). Migrations in migrations/ create them.
+
+Table and column names are web2py's (scheduler_task, scheduler_run,
+scheduler_worker) where one exists. Datetimes are stored as naive UTC.
+Live output gets its own append-only table so the hot task table stays small;
+it is folded into scheduler_run.run_output when the run ends.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+#: 64-bit ids on PostgreSQL; SQLite needs INTEGER for its rowid primary key.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+task = sa.Table(
+    "scheduler_task",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("uuid", sa.String(255), nullable=False, unique=True),
+    sa.Column("task_name", sa.String(512), nullable=False),
+    sa.Column("group_name", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("function_name", sa.String(512), nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("vars", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("start_time", sa.DateTime, nullable=False),
+    sa.Column("next_run_time", sa.DateTime, nullable=False),
+    sa.Column("stop_time", sa.DateTime, nullable=True),
+    sa.Column("repeats", sa.BigInteger, nullable=False),
+    sa.Column("retry_failed", sa.BigInteger, nullable=False),
+    sa.Column("period", sa.BigInteger, nullable=False),
+    sa.Column("prevent_drift", sa.Boolean, nullable=False),
+    sa.Column("cronline", sa.String(255), nullable=True),
+    sa.Column("timeout", sa.BigInteger, nullable=False),
+    sa.Column("sync_output", sa.BigInteger, nullable=False),
+    sa.Column("times_run", sa.BigInteger, nullable=False),
+    sa.Column("times_failed", sa.BigInteger, nullable=False),
+    sa.Column("last_run_time", sa.DateTime, nullable=True),
+    sa.Column("assigned_worker_name", sa.String(255), nullable=False),
+    sa.Column("broadcast", sa.Boolean, nullable=False),
+    sa.Column("priority", sa.BigInteger, nullable=False),
+    sa.Column("discard_results", sa.Boolean, nullable=False),
+    sa.Column("attempt", sa.BigInteger, nullable=False),
+    sa.Column("lost_count", sa.BigInteger, nullable=False),
+    sa.Column("stop_requested", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_scheduler_task_due", "status", "priority", "next_run_time"),
+)
+
+run = sa.Table(
+    "scheduler_run",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("task_id", Id, sa.ForeignKey("scheduler_task.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("attempt", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("start_time", sa.DateTime, nullable=False),
+    sa.Column("stop_time", sa.DateTime, nullable=True),
+    sa.Column("run_output", sa.Text, nullable=False),
+    sa.Column("run_result", sa.Text, nullable=True),
+    sa.Column("traceback", sa.Text, nullable=False),
+    sa.Column("worker_name", sa.String(255), nullable=False),
+    sa.Index("ix_scheduler_run_task", "task_id", "attempt"),
+)
+
+output = sa.Table(
+    "scheduler_output",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("run_id", Id, sa.ForeignKey("scheduler_run.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("clear", sa.Boolean, nullable=False),
+    sa.UniqueConstraint("run_id", "seq", name="uq_scheduler_output_run_seq"),
+)
+
+worker = sa.Table(
+    "scheduler_worker",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("worker_name", sa.String(255), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("first_heartbeat", sa.DateTime, nullable=False),
+    sa.Column("last_heartbeat", sa.DateTime, nullable=False),
+    sa.Column("group_names", sa.Text, nullable=False),
+    sa.Column("functions", sa.Text, nullable=False),
+    sa.Column("capabilities", sa.Text, nullable=False),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("language", sa.String(64), nullable=False),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=False),
+    sa.Column("alive", sa.Boolean, nullable=False),
+    sa.Column("lost_at", sa.DateTime, nullable=True),
+    sa.Column("rss_bytes", sa.BigInteger, nullable=False),
+)

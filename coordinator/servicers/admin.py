@@ -1,0 +1,45 @@
+"""AdminService: list workers, set their status."""
+
+from __future__ import annotations
+
+import grpc
+
+from taskgrid.coordinator.lifecycle import WorkerStatus
+from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.servicers import convert, status
+from taskgrid.coordinator.store import Row, Tx
+from taskgrid.v1 import admin_pb2, admin_pb2_grpc, common_pb2
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    """Serves the admin API over the shared runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    @status.unary
+    async def ListWorkers(self, request: admin_pb2.ListWorkersRequest,
+                          context: grpc.aio.ServicerContext) -> admin_pb2.ListWorkersResponse:
+        """Live workers from memory; dead ones from the database when asked."""
+        live = [w for w in self.rt.registry.by_id.values() if w.alive]
+        workers = [convert.live_worker_to_proto(w) for w in live]
+        if request.include_dead:
+            names = {w.name for w in live}
+
+            def read(tx: Tx) -> list[Row]:
+                return tx.workers()
+            rows = await self.rt.store.run(read)
+            workers += [convert.worker_row_to_proto(r) for r in rows
+                        if r["worker_name"] not in names]
+        return admin_pb2.ListWorkersResponse(workers=workers)
+
+    @status.unary
+    async def SetWorkerStatus(self, request: admin_pb2.SetWorkerStatusRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> admin_pb2.SetWorkerStatusResponse:
+        """Command the workers of some groups, or one worker by name."""
+        wanted = WorkerStatus(convert.status_name(request.status, common_pb2.WorkerStatus,
+                                                  "WORKER_STATUS_"))
+        names = await self.rt.registry.set_status(wanted, list(request.group_names),
+                                                  request.worker_name)
+        return admin_pb2.SetWorkerStatusResponse(worker_names=names)

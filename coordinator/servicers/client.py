@@ -1,0 +1,88 @@
+"""ClientService: queue, read, list, stop and watch tasks. Thin: convert, call, convert."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from taskgrid.coordinator import tasks, watch
+from taskgrid.coordinator.errors import InvalidRequestError
+from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.servicers import convert, status
+from taskgrid.v1 import client_pb2, client_pb2_grpc, common_pb2
+
+
+def _queued(q: tasks.Queued) -> client_pb2.QueueTaskResponse:
+    return client_pb2.QueueTaskResponse(id=q.id, uuid=q.uuid, errors=dict(q.errors))
+
+
+class ClientServicer(client_pb2_grpc.ClientServiceServicer):
+    """Serves the client API over the shared runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    @status.unary
+    async def QueueTask(self, request: client_pb2.QueueTaskRequest,
+                        context: grpc.aio.ServicerContext) -> client_pb2.QueueTaskResponse:
+        """Queue one task."""
+        if not request.HasField("task"):
+            raise InvalidRequestError("task", "required")
+        [result] = await tasks.queue(self.rt, [convert.spec_fields(request.task)])
+        return _queued(result)
+
+    @status.unary
+    async def QueueTasks(self, request: client_pb2.QueueTasksRequest,
+                         context: grpc.aio.ServicerContext) -> client_pb2.QueueTasksResponse:
+        """Queue many tasks atomically."""
+        if not request.tasks:
+            raise InvalidRequestError("tasks", "give at least one task")
+        if len(request.tasks) > tasks.MAX_QUEUE_BATCH:
+            raise InvalidRequestError("tasks", f"at most {tasks.MAX_QUEUE_BATCH} per call")
+        results = await tasks.queue(self.rt, [convert.spec_fields(s) for s in request.tasks])
+        return client_pb2.QueueTasksResponse(results=[_queued(r) for r in results])
+
+    @status.unary
+    async def GetTask(self, request: client_pb2.GetTaskRequest,
+                      context: grpc.aio.ServicerContext) -> client_pb2.GetTaskResponse:
+        """One task with its latest or all runs."""
+        view = await tasks.get(self.rt, convert.task_ref(request.ref), request.all_runs)
+        return client_pb2.GetTaskResponse(
+            task=convert.task_to_proto(view.task),
+            runs=[convert.run_to_proto(r) for r in view.runs], waiting_reason=view.waiting_reason)
+
+    @status.unary
+    async def ListTasks(self, request: client_pb2.ListTasksRequest,
+                        context: grpc.aio.ServicerContext) -> client_pb2.ListTasksResponse:
+        """A page of tasks."""
+        if request.page_size < 0:
+            raise InvalidRequestError("page_size", "must not be negative")
+        if request.page_token and not request.page_token.isdigit():
+            raise InvalidRequestError("page_token", "not a token from a previous page")
+        statuses = [convert.status_name(s, common_pb2.TaskStatus, "TASK_STATUS_")
+                    for s in request.statuses]
+        filters = {"group_name": request.group_name, "function_name": request.function_name,
+                   "task_name": request.task_name}
+        rows, token = await tasks.list_tasks(self.rt, statuses, filters, request.page_size,
+                                             request.page_token)
+        return client_pb2.ListTasksResponse(tasks=[convert.task_to_proto(r) for r in rows],
+                                            next_page_token=token)
+
+    @status.unary
+    async def StopTask(self, request: client_pb2.StopTaskRequest,
+                       context: grpc.aio.ServicerContext) -> client_pb2.StopTaskResponse:
+        """Stop a task."""
+        stopped, after, message = await tasks.stop(self.rt, convert.task_ref(request.ref))
+        return client_pb2.StopTaskResponse(stopped=stopped, status=convert.task_status(after),
+                                           message=message)
+
+    @status.stream
+    async def WatchTask(self, request: client_pb2.WatchTaskRequest,
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[client_pb2.TaskEvent]:
+        """Stream status snapshots and output until the task ends."""
+        async for event in watch.watch(self.rt, convert.task_ref(request.ref)):
+            if "seq" in event:
+                yield client_pb2.TaskEvent(output=convert.chunk_to_proto(event))
+            else:
+                yield client_pb2.TaskEvent(task=convert.task_to_proto(event))

@@ -1,0 +1,83 @@
+"""The one table from domain errors to gRPC status codes, applied around every method.
+
+Anything unexpected becomes INTERNAL with a short message and an error id;
+the traceback goes to the log, never onto the wire (grpc issues #13629).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from taskgrid.coordinator import errors
+
+logger = logging.getLogger(__name__)
+
+CODES: dict[type[errors.TaskgridError], grpc.StatusCode] = {
+    errors.TaskNotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.UnknownWorkerError: grpc.StatusCode.NOT_FOUND,
+    errors.BadSessionError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.StaleLeaseError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.TransitionConflictError: grpc.StatusCode.ABORTED,
+}
+STALE_LEASES_KEY = "taskgrid-stale-leases"
+
+R = TypeVar("R")
+
+
+def _code(exc: errors.TaskgridError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, errors.TaskgridError):
+        metadata: tuple[tuple[str, str], ...] = ()
+        if isinstance(exc, errors.StaleLeaseError):
+            metadata = ((STALE_LEASES_KEY, ",".join(f"{t}:{a}" for t, a in exc.stale)),)
+            logger.warning("rejected method=%s %s", method, exc)
+        await context.abort(_code(exc), str(exc), trailing_metadata=metadata)
+    error_id = uuid.uuid4().hex[:12]
+    logger.exception("internal error method=%s error_id=%s", method, error_id)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
+
+
+def unary(
+    fn: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Map errors of a unary method to status codes."""
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(exc, context, fn.__name__)
+            raise  # unreachable: abort raises
+    return wrapper
+
+
+def stream(
+    fn: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]:
+    """Map errors of a server-streaming method to status codes."""
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext
+                      ) -> AsyncIterator[R]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(exc, context, fn.__name__)
+    return wrapper

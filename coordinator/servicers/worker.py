@@ -1,0 +1,119 @@
+"""WorkerService: register, lease, start, heartbeat, output, report. Thin: convert, call."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+
+from taskgrid.coordinator import leasing, output
+from taskgrid.coordinator.errors import InvalidRequestError
+from taskgrid.coordinator.lifecycle import RunStatus
+from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.servicers import convert, status
+from taskgrid.coordinator.workers import LiveWorker
+from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+
+MAX_NAME = 255
+_OUTCOMES = {
+    common_pb2.RUN_STATUS_COMPLETED: RunStatus.COMPLETED,
+    common_pb2.RUN_STATUS_FAILED: RunStatus.FAILED,
+    common_pb2.RUN_STATUS_TIMEOUT: RunStatus.TIMEOUT,
+    common_pb2.RUN_STATUS_STOPPED: RunStatus.STOPPED,
+}
+
+
+def _outcome(r: worker_pb2.RunReport) -> leasing.Outcome:
+    if r.status not in _OUTCOMES:
+        raise InvalidRequestError("reports.status", "must be COMPLETED, FAILED, TIMEOUT or "
+                                  "STOPPED")
+    chunks = tuple({**convert.chunk_dict(c), "task_id": r.ref.task_id,
+                    "attempt": r.ref.attempt} for c in r.output)
+    return leasing.Outcome(r.ref.task_id, r.ref.attempt, _OUTCOMES[r.status],
+                           r.result if r.HasField("result") else None, r.traceback, chunks)
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
+    """Serves the worker protocol over the shared runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def _session(self, session: worker_pb2.WorkerSession) -> LiveWorker:
+        return self.rt.registry.authenticate(session.worker_id, session.session_token)
+
+    @status.unary
+    async def Register(self, request: worker_pb2.RegisterRequest,
+                       context: grpc.aio.ServicerContext) -> worker_pb2.RegisterResponse:
+        """Announce a worker; returns its session."""
+        name = request.worker_name or f"{request.hostname or socket.gethostname()}#{request.pid}"
+        if len(name) > MAX_NAME:
+            raise InvalidRequestError("worker_name", f"at most {MAX_NAME} characters")
+        if request.heartbeat < 0 or request.capacity < 0:
+            raise InvalidRequestError("heartbeat" if request.heartbeat < 0 else "capacity",
+                                      "must not be negative")
+        spec = {"worker_name": name, "group_names": list(request.group_names) or ["main"],
+                "functions": list(request.functions), "capabilities": list(request.capabilities),
+                "capacity": request.capacity or 1, "language": request.language,
+                "hostname": request.hostname, "pid": request.pid,
+                "heartbeat": request.heartbeat}
+        w, token = await self.rt.registry.register(spec)
+        return worker_pb2.RegisterResponse(
+            session=worker_pb2.WorkerSession(worker_id=w.id, session_token=token),
+            heartbeat=w.heartbeat_s, status=convert.worker_status(w.status),
+            dead_after=self.rt.config.dead_after_s(w.heartbeat_s))
+
+    @status.unary
+    async def Lease(self, request: worker_pb2.LeaseRequest,
+                    context: grpc.aio.ServicerContext) -> worker_pb2.LeaseResponse:
+        """Lease due tasks, long-polling up to wait_s."""
+        w = self._session(request.session)
+        if request.max_tasks < 0 or request.wait_s < 0:
+            raise InvalidRequestError("max_tasks" if request.max_tasks < 0 else "wait_s",
+                                      "must not be negative")
+        answer = await leasing.lease(self.rt, w, request.max_tasks or 1, request.wait_s,
+                                     request.prefetch)
+        return worker_pb2.LeaseResponse(
+            leases=[convert.lease_to_proto(g) for g in answer.leases],
+            status=convert.worker_status(answer.status), stop=convert.ref_msgs(answer.stop))
+
+    @status.unary
+    async def StartRuns(self, request: worker_pb2.StartRunsRequest,
+                        context: grpc.aio.ServicerContext) -> worker_pb2.StartRunsResponse:
+        """Start prefetched leases."""
+        w = self._session(request.session)
+        granted = await leasing.start_runs(self.rt, w, convert.refs(request.leases))
+        return worker_pb2.StartRunsResponse(leases=[convert.lease_to_proto(g) for g in granted])
+
+    @status.unary
+    async def Heartbeat(self, request: worker_pb2.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> worker_pb2.HeartbeatResponse:
+        """Record liveness; reply with the worker's status and the runs to stop."""
+        w = self._session(request.session)
+        orphans = self.rt.registry.heartbeat(w, convert.refs(request.running), request.rss_bytes)
+        if orphans:
+            await leasing.lose(self.rt, w, "no longer holds the lease", orphans)
+        return worker_pb2.HeartbeatResponse(status=convert.worker_status(w.status),
+                                            stop=convert.ref_msgs(sorted(w.stop)),
+                                            heartbeat=w.heartbeat_s)
+
+    @status.unary
+    async def SendOutput(self, request: worker_pb2.SendOutputRequest,
+                         context: grpc.aio.ServicerContext) -> worker_pb2.SendOutputResponse:
+        """Store live output chunks of running tasks."""
+        w = self._session(request.session)
+        chunks = [convert.chunk_dict(c) for c in request.chunks]
+        self.rt.registry.check_refs(w, {(c["task_id"], c["attempt"]) for c in chunks}, "output")
+        if chunks:
+            await output.append(self.rt, w.id, chunks)
+        return worker_pb2.SendOutputResponse()
+
+    @status.unary
+    async def Report(self, request: worker_pb2.ReportRequest,
+                     context: grpc.aio.ServicerContext) -> worker_pb2.ReportResponse:
+        """Apply finished runs' outcomes."""
+        w = self._session(request.session)
+        outcomes = [_outcome(r) for r in request.reports]
+        if outcomes:
+            await leasing.report(self.rt, w, outcomes)
+        return worker_pb2.ReportResponse()

@@ -1,0 +1,176 @@
+"""Client operations on tasks: queue (one or many), read, list, stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from taskgrid.coordinator import lifecycle, output
+from taskgrid.coordinator.errors import TaskNotFoundError
+from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
+from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.store import Row, Tx
+from taskgrid.coordinator.validation import validate_task
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_QUEUE_BATCH = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Queued:
+    """The answer for one queued task: id and uuid, or errors (and nothing written)."""
+
+    id: int = 0
+    uuid: str = ""
+    errors: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskView:
+    """A task with its runs and, when it waits, why."""
+
+    task: Row
+    runs: list[Row]
+    waiting_reason: str
+
+
+Ref = tuple[int | None, str | None]
+
+
+async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str, str]]]
+                ) -> list[Queued]:
+    """Validate and insert tasks in one transaction: all are queued, or none.
+
+    Args:
+        rt: the coordinator runtime.
+        specs: per task, (typed fields the client set, raw fields it could not type).
+    """
+    now = rt.clock.now()
+    checked = [validate_task(fields, raw, now) for fields, raw in specs]
+    errors = [dict(errs) for _, errs in checked]
+    rows = [row for row, _ in checked]
+    counts = Counter(r["uuid"] for r in rows if r is not None)
+    for i, row in enumerate(rows):
+        if row is not None and counts[row["uuid"]] > 1:
+            errors[i]["uuid"] = "duplicate uuid in this batch"
+    if any(errors):
+        return [Queued(errors=e) for e in errors]
+    ready = [r for r in rows if r is not None]
+
+    def insert(tx: Tx) -> list[int] | set[str]:
+        taken = tx.existing_uuids(r["uuid"] for r in ready)
+        return taken if taken else tx.insert_tasks(ready)
+
+    result = await rt.store.run(insert)
+    if isinstance(result, set):
+        return [Queued(errors={"uuid": "already in use"} if r["uuid"] in result else {})
+                for r in ready]
+    rt.signal.fire(min(r["next_run_time"] for r in ready))
+    logger.debug("queued tasks=%d", len(ready))
+    return [Queued(id=i, uuid=r["uuid"]) for i, r in zip(result, ready, strict=True)]
+
+
+def _live_output(tx: Tx, runs: list[Row]) -> None:
+    """Fill run_output of RUNNING runs from their live chunks."""
+    running = [r for r in runs if r["status"] == lifecycle.RunStatus.RUNNING]
+    if running:
+        chunks = tx.chunks(r["id"] for r in running)
+        for r in running:
+            r["run_output"] = output.fold(chunks[r["id"]])
+
+
+async def get(rt: Runtime, ref: Ref, all_runs: bool) -> TaskView:
+    """One task with its latest run (or all runs), live output included."""
+    def read(tx: Tx) -> tuple[Row | None, list[Row]]:
+        task = tx.task_by_ref(*ref)
+        if task is None:
+            return None, []
+        runs = tx.runs_of(task["id"], latest_only=not all_runs)
+        _live_output(tx, runs)
+        return task, runs
+
+    task, runs = await rt.store.run(read)
+    if task is None:
+        raise TaskNotFoundError(f"no task with {_ref_text(ref)}")
+    return TaskView(task, runs, waiting_reason(rt, task))
+
+
+def _ref_text(ref: Ref) -> str:
+    return f"id {ref[0]}" if ref[0] is not None else f"uuid {ref[1]!r}"
+
+
+def waiting_reason(rt: Runtime, task: Row) -> str:
+    """Why a QUEUED or ASSIGNED task is not running, from what the coordinator knows now."""
+    status = task["status"]
+    if status == TaskStatus.ASSIGNED:
+        return f"leased to worker {task['assigned_worker_name']}, not started yet"
+    if status != TaskStatus.QUEUED:
+        return ""
+    if not task["enabled"]:
+        return "disabled (enabled=false)"
+    now = rt.clock.now()
+    if task["next_run_time"] > now:
+        return f"not due until {task['next_run_time'].isoformat()}"
+    group, function = task["group_name"], task["function_name"]
+    live = [w for w in rt.registry.by_id.values() if w.alive and group in w.group_names]
+    if not live:
+        return f"no live worker serves group {group!r}"
+    active = [w for w in live if w.status is WorkerStatus.ACTIVE]
+    if not active:
+        return f"no ACTIVE worker in group {group!r} (all disabled or stopping)"
+    if not any(function in w.functions for w in active):
+        return f"no live ACTIVE worker of group {group!r} offers function {function!r}"
+    return "due; waiting for a free worker slot"
+
+
+async def list_tasks(rt: Runtime, statuses: Sequence[str], filters: Mapping[str, str],
+                     page_size: int, page_token: str) -> tuple[list[Row], str]:
+    """A page of tasks, newest first, and the token of the next page ('' at the end)."""
+    limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    before = int(page_token) if page_token else None
+    rows = await rt.store.run(lambda tx: tx.list_tasks(statuses, filters, before, limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, str(rows[-1]["id"]) if more else ""
+
+
+async def stop(rt: Runtime, ref: Ref) -> tuple[bool, TaskStatus, str]:
+    """Stop a task: QUEUED/ASSIGNED at once, RUNNING through its worker (contract §2.1).
+
+    Returns (stopped or stop sent, status after, message).
+    """
+    now = rt.clock.now()
+
+    def apply(tx: Tx) -> tuple[Row | None, str]:
+        task = tx.task_by_ref(*ref, lock=True)
+        if task is None:
+            return None, ""
+        status = task["status"]
+        if status in (TaskStatus.QUEUED, TaskStatus.ASSIGNED):
+            tr = lifecycle.stop_waiting(task, now)
+            tx.apply([tr])
+            return {**task, **tr.values, "status": tr.target.value}, "stopped"
+        if status == TaskStatus.RUNNING:
+            tx.set_stop_requested(task["id"], task["attempt"])
+            return task, "stop sent to worker"
+        return task, f"already {status}; nothing to stop"
+
+    task, what = await rt.store.run(apply)
+    if task is None:
+        raise TaskNotFoundError(f"no task with {_ref_text(ref)}")
+    owner = rt.registry.by_name(task["assigned_worker_name"])
+    if owner is not None and what == "stopped":
+        owner.forget(task["id"])
+    elif owner is not None and what == "stop sent to worker":
+        owner.stop.add((task["id"], task["attempt"]))
+        owner.notify()
+    if what == "stopped" and rt.feed.is_watched(task["id"]):
+        rt.feed.publish(task["id"], task)
+    logger.info("stop task=%s result=%s", task["id"], what)
+    return not what.startswith("already"), TaskStatus(task["status"]), what

@@ -1,0 +1,175 @@
+"""queue_task field checks: typed fields in, a task row or {field: message} out. Pure.
+
+Bad values never raise: they come back as errors and nothing is written
+(contract §1). The uuid's uniqueness needs the database and is checked by
+tasks.py in the same transaction as the insert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid as uuidlib
+from collections.abc import Mapping
+from typing import Any
+
+from taskgrid.coordinator import timing
+from taskgrid.coordinator.lifecycle import TaskStatus
+
+DEFAULT_GROUP = "main"
+DEFAULT_REPEATS = 1
+DEFAULT_RETRY_FAILED = 0
+DEFAULT_PERIOD_S = 60
+DEFAULT_TIMEOUT_S = 60
+DEFAULT_SYNC_OUTPUT_S = 0
+#: ten years: larger periods or timeouts are typos and overflow date arithmetic
+MAX_SECONDS = 10 * 365 * 24 * 3600
+MAX_NAME = 512
+MAX_KEY = 255
+INT64 = 2**63 - 1
+
+#: field -> (kind, default). Fields a client may set.
+WRITABLE: Mapping[str, str] = {
+    "function_name": "str", "task_name": "str", "group_name": "str", "uuid": "str",
+    "args": "json", "vars": "json", "enabled": "bool", "start_time": "time",
+    "next_run_time": "time", "stop_time": "time", "repeats": "int", "retry_failed": "int",
+    "period": "int", "prevent_drift": "bool", "cronline": "str", "timeout": "int",
+    "sync_output": "int", "immediate": "bool", "broadcast": "bool", "priority": "int",
+    "discard_results": "bool",
+}
+#: Columns the scheduler owns: naming one in queue_task is an error (web2py: writable=False).
+READ_ONLY = frozenset({
+    "id", "status", "times_run", "times_failed", "last_run_time", "assigned_worker_name",
+    "application_name", "attempt", "lost_count", "stop_requested", "created_at",
+})
+_KIND_MESSAGES = {
+    "str": "must be a string", "json": "must be JSON text", "bool": "must be a boolean",
+    "time": "must be a timestamp", "int": "must be an integer",
+}
+#: field -> (minimum, maximum) for integers
+_RANGES: Mapping[str, tuple[int, int]] = {
+    "repeats": (0, INT64), "retry_failed": (-1, INT64), "period": (0, MAX_SECONDS),
+    "timeout": (1, MAX_SECONDS), "sync_output": (0, MAX_SECONDS), "priority": (-INT64, INT64),
+}
+
+
+def _json_of(kind: type, text: str, what: str) -> tuple[Any, str | None]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"invalid JSON: {exc}"
+    if not isinstance(value, kind):
+        return None, f"must be a JSON {what}"
+    return value, None
+
+
+def _check_raw(raw: Mapping[str, str], errors: dict[str, str]) -> None:
+    for name in raw:
+        if name in READ_ONLY:
+            errors[name] = "read-only field: set by the scheduler"
+        elif name not in WRITABLE:
+            errors[name] = "unknown field"
+        else:
+            errors[name] = _KIND_MESSAGES[WRITABLE[name]]
+
+
+def _check_strings(f: Mapping[str, Any], errors: dict[str, str]) -> None:
+    name = f.get("function_name", "")
+    if not name or not name.strip():
+        errors["function_name"] = "must not be empty"
+    elif len(name) > MAX_NAME:
+        errors["function_name"] = f"must be at most {MAX_NAME} characters"
+    if len(f.get("task_name") or "") > MAX_NAME:
+        errors["task_name"] = f"must be at most {MAX_NAME} characters"
+    for key in ("group_name", "uuid"):
+        if key in f:
+            value = f[key]
+            if not value.strip():
+                errors[key] = "must not be empty"
+            elif len(value) > MAX_KEY:
+                errors[key] = f"must be at most {MAX_KEY} characters"
+    if f.get("cronline"):
+        problem = timing.cron_error(f["cronline"])
+        if problem:
+            errors["cronline"] = problem
+
+
+def _check_ints(f: Mapping[str, Any], errors: dict[str, str]) -> None:
+    for key, (low, high) in _RANGES.items():
+        if key in f:
+            value = f[key]
+            if value < low:
+                errors[key] = f"must be greater than or equal to {low}"
+            elif value > high:
+                errors[key] = f"must be less than or equal to {high}"
+
+
+def validate_task(
+    fields: Mapping[str, Any], raw: Mapping[str, str], now: dt.datetime
+) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """Check one queue_task request and build the row to insert.
+
+    Args:
+        fields: the typed fields the client set (absent = default); times are aware UTC.
+        raw: values the client could not type, by field name (always errors).
+        now: the coordinator's current time (default start_time).
+
+    Returns:
+        (row, {}) when valid, else (None, {field: message}).
+    """
+    errors: dict[str, str] = {}
+    _check_raw(raw, errors)
+    _check_strings(fields, errors)
+    _check_ints(fields, errors)
+    _args, problem = _json_of(list, fields.get("args", "[]"), "list")
+    if problem:
+        errors["args"] = problem
+    _kwargs, problem = _json_of(dict, fields.get("vars", "{}"), "object")
+    if problem:
+        errors["vars"] = problem
+    period = fields.get("period", DEFAULT_PERIOD_S)
+    cronline = fields.get("cronline") or None
+    if fields.get("prevent_drift") and period == 0 and not cronline:
+        errors["prevent_drift"] = "needs a period > 0 or a cronline"
+    if fields.get("broadcast") and period == 0 and not cronline:
+        errors["broadcast"] = "needs a period > 0 or a cronline"
+    if errors:
+        return None, errors
+    start_time = fields.get("start_time", now)
+    next_run_time = fields.get("next_run_time")
+    if next_run_time is None:
+        # A cron task first runs at its next match, never at once (contract §2.3).
+        next_run_time = timing.next_cron_time(cronline, start_time) if cronline else start_time
+    function_name = fields["function_name"]
+    row = {
+        "uuid": fields.get("uuid") or str(uuidlib.uuid4()),
+        "task_name": fields.get("task_name") or function_name,
+        "group_name": fields.get("group_name", DEFAULT_GROUP),
+        "status": TaskStatus.QUEUED.value,
+        "function_name": function_name,
+        "args": fields.get("args", "[]"),
+        "vars": fields.get("vars", "{}"),
+        "enabled": fields.get("enabled", True),
+        "start_time": start_time,
+        "next_run_time": next_run_time,
+        "stop_time": fields.get("stop_time"),
+        "repeats": fields.get("repeats", DEFAULT_REPEATS),
+        "retry_failed": fields.get("retry_failed", DEFAULT_RETRY_FAILED),
+        "period": period,
+        "prevent_drift": fields.get("prevent_drift", False),
+        "cronline": cronline,
+        "timeout": fields.get("timeout", DEFAULT_TIMEOUT_S),
+        "sync_output": fields.get("sync_output", DEFAULT_SYNC_OUTPUT_S),
+        "times_run": 0,
+        "times_failed": 0,
+        "last_run_time": None,
+        "assigned_worker_name": "",
+        "broadcast": fields.get("broadcast", False),
+        "priority": fields.get("priority", 0),
+        "discard_results": fields.get("discard_results", False),
+        "attempt": 0,
+        "lost_count": 0,
+        "stop_requested": False,
+        "created_at": now,
+    }
+    return row, {}
