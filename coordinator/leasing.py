@@ -212,11 +212,11 @@ async def report(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome]) -> Non
     """Apply reported run outcomes, all or nothing (a stale one rejects the batch)."""
     refs = [(o.task_id, o.attempt) for o in outcomes]
     rt.registry.check_refs(w, refs, "report")
-    await finish(rt, w, outcomes, check_worker=True)
+    await finish(rt, w, outcomes, reported=True)
 
 
 async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
-                 check_worker: bool) -> list[Row]:
+                 reported: bool) -> list[Row]:
     """End runs with these outcomes through lifecycle.finish; returns the task rows after."""
     now = rt.clock.now()
     refs = [(o.task_id, o.attempt) for o in outcomes]
@@ -233,14 +233,14 @@ async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
         return [_after(tasks[tr.task_id], tr) for tr in trs]
 
     rows = await rt.store.run(apply)
-    _settle(rt, w, rows)
+    _settle(rt, w, rows, reported)
     return rows
 
 
-def _settle(rt: Runtime, w: LiveWorker, rows: Sequence[Row]) -> None:
+def _settle(rt: Runtime, w: LiveWorker, rows: Sequence[Row], reported: bool = False) -> None:
     """Memory and signals after runs ended: forget leases, wake leasers, tell watchers."""
     for row in rows:
-        w.forget(row["id"])
+        w.forget(row["id"], reported)
         logger.debug("run ended task=%s status=%s worker=%s", row["id"], row["status"], w.name)
     requeued = [r["next_run_time"] for r in rows if r["status"] == TaskStatus.QUEUED]
     if requeued:

@@ -234,7 +234,9 @@ def is_expired(task: Mapping[str, Any], now: dt.datetime) -> bool:
 
 
 def stop_waiting(task: Mapping[str, Any], now: dt.datetime) -> Transition:
-    """QUEUED/ASSIGNED -> STOPPED at once (contract §2.1)."""
+    """QUEUED/ASSIGNED -> STOPPED at once (contract §2.1); RUNNING goes through its worker."""
+    if task["status"] not in (TaskStatus.QUEUED, TaskStatus.ASSIGNED):
+        raise IllegalTransitionError(f"stop_task cannot stop a {task['status']} task at once")
     return _decide(task, Event.STOP, TaskStatus.STOPPED, "stopped by stop_task",
                    {"enabled": False, "stop_time": now, "stop_requested": False})
 

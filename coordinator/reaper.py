@@ -46,7 +46,7 @@ class Reaper:
                 # The worker learns of it when its next heartbeat lists the lease: stale.
                 logger.warning("runs closed TIMEOUT by the coordinator worker=%s tasks=%s",
                                w.name, ",".join(str(o.task_id) for o in overdue))
-                await leasing.finish(self.rt, w, overdue, check_worker=True)
+                await leasing.finish(self.rt, w, overdue, reported=False)
 
     def interval_s(self) -> float:
         """How long to sleep between passes: a fraction of the fastest heartbeat."""

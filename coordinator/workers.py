@@ -81,10 +81,15 @@ class LiveWorker:
     empty_epoch: int = -1
     next_due: dt.datetime | None = None
 
-    def forget(self, task_id: int) -> None:
-        """Drop a lease that ended; keep it as recent for in-flight heartbeats."""
+    def forget(self, task_id: int, reported: bool = False) -> None:
+        """Drop a lease that ended.
+
+        One the worker itself reported stays tolerated for a few beats, since a
+        heartbeat built before the report may still be on its way; one the
+        coordinator took away (stop, lost, timeout) is stale at once.
+        """
         held = self.leases.pop(task_id, None)
-        if held is not None:
+        if held is not None and reported:
             self.recent[(task_id, held.attempt)] = time.monotonic()
         self.stop = {s for s in self.stop if s[0] != task_id}
 

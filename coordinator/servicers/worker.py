@@ -25,8 +25,8 @@ _OUTCOMES = {
 
 def _outcome(r: worker_pb2.RunReport) -> leasing.Outcome:
     if r.status not in _OUTCOMES:
-        raise InvalidRequestError("reports.status", "must be COMPLETED, FAILED, TIMEOUT or "
-                                  "STOPPED")
+        names = ", ".join(s.value for s in _OUTCOMES.values())
+        raise InvalidRequestError("reports.status", f"must be one of {names}")
     chunks = tuple({**convert.chunk_dict(c), "task_id": r.ref.task_id,
                     "attempt": r.ref.attempt} for c in r.output)
     return leasing.Outcome(r.ref.task_id, r.ref.attempt, _OUTCOMES[r.status],

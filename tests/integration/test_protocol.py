@@ -1,0 +1,225 @@
+"""The worker protocol driven by hand: leases, fencing, ASSIGNED, output, bad input.
+
+A FakeWorker speaks the raw gRPC API to a real coordinator, so each step can be
+observed between two calls; the Python worker is covered in test_worker_*.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from taskgrid.v1 import client_pb2, common_pb2, worker_pb2
+from tests.support.rpc import FakeWorker, connect, get, queue, status_of
+from tests.support.wait import wait_until
+
+
+@pytest.fixture
+def stubs(coordinator):
+    s = connect(coordinator.address)
+    yield s
+    s.close()
+
+
+def code_of(call, *args):
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args)
+    return info.value
+
+
+def test_lease_start_report_walks_queued_assigned_running_completed(stubs):
+    tid = queue(stubs, "add", args="[1, 2]").id
+    assert status_of(stubs, tid) == "QUEUED"
+    w = FakeWorker(stubs, "hand", ["add"])
+    [lease] = w.lease(prefetch=True).leases
+    assert not lease.started and lease.run_id == 0
+    assert status_of(stubs, tid) == "ASSIGNED"
+    assert get(stubs, tid).runs == []
+    assert "leased to worker hand" in get(stubs, tid).waiting_reason
+    [started] = stubs.worker.StartRuns(worker_pb2.StartRunsRequest(
+        session=w.session, leases=[lease.ref])).leases
+    assert started.started and started.run_id > 0
+    assert status_of(stubs, tid) == "RUNNING"
+    w.output(lease.ref, 1, "partial\n")
+    assert get(stubs, tid).runs[0].run_output == "partial\n"
+    w.report(lease.ref, "COMPLETED", result="3", output=[(2, "done\n")])
+    view = get(stubs, tid)
+    assert status_of(stubs, tid) == "COMPLETED"
+    assert view.task.times_run == 1 and view.task.assigned_worker_name == "hand"
+    [run] = view.runs
+    assert common_pb2.RunStatus.Name(run.status) == "RUN_STATUS_COMPLETED"
+    assert run.run_result == "3" and run.run_output == "partial\ndone\n"
+    assert run.worker_name == "hand" and run.stop_time.seconds > 0
+
+
+def test_stale_report_is_rejected_and_changes_nothing(stubs):
+    tid = queue(stubs, "add", retry_failed=1, period=0).id
+    w = FakeWorker(stubs, "hand", ["add"])
+    [first] = w.lease().leases
+    w.report(first.ref, "FAILED", traceback="boom")
+    [second] = w.lease().leases
+    assert second.ref.attempt == first.ref.attempt + 1
+    before = get(stubs, tid, all_runs=True)
+    err = code_of(w.report, first.ref, "COMPLETED", "1")
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"task {tid} attempt {first.ref.attempt}" in err.details()
+    assert dict(err.trailing_metadata())["taskgrid-stale-leases"] == f"{tid}:{first.ref.attempt}"
+    err = code_of(w.output, first.ref, 9, "late")
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # A heartbeat may still list a lease the worker reported a moment ago (in flight);
+    # an attempt it never held is stale.
+    w.heartbeat(first.ref, second.ref)
+    bogus = common_pb2.LeaseRef(task_id=tid, attempt=second.ref.attempt + 7)
+    err = code_of(w.heartbeat, bogus)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert get(stubs, tid, all_runs=True) == before
+
+
+def test_another_workers_lease_is_refused(stubs):
+    queue(stubs, "add")
+    owner = FakeWorker(stubs, "owner", ["add"])
+    thief = FakeWorker(stubs, "thief", ["add"])
+    [lease] = owner.lease().leases
+    err = code_of(thief.report, lease.ref, "COMPLETED", "1")
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_of(stubs, lease.ref.task_id) == "RUNNING"
+
+
+def test_bad_session_token_is_unauthenticated(stubs):
+    w = FakeWorker(stubs, "hand", ["add"])
+    w.session.session_token = "not-the-token"
+    assert code_of(w.heartbeat).code() == grpc.StatusCode.UNAUTHENTICATED
+    w.session.worker_id = 10_000
+    assert code_of(w.heartbeat).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_function_and_group_routing(stubs):
+    wrong_fn = queue(stubs, "mul").id
+    wrong_group = queue(stubs, "add", group_name="other").id
+    w = FakeWorker(stubs, "hand", ["add"], groups=["main"])
+    assert list(w.lease(n=5).leases) == []
+    assert "offers function 'mul'" in get(stubs, wrong_fn).waiting_reason
+    assert "group 'other'" in get(stubs, wrong_group).waiting_reason
+    mine = queue(stubs, "add").id
+    assert [x.ref.task_id for x in w.lease(n=5).leases] == [mine]
+    assert status_of(stubs, wrong_fn) == status_of(stubs, wrong_group) == "QUEUED"
+
+
+def test_long_poll_wakes_when_work_is_queued(stubs):
+    import threading
+
+    w = FakeWorker(stubs, "hand", ["add"])
+    got = {}
+
+    def poll():
+        t0 = time.monotonic()
+        got["reply"] = w.lease(wait_s=10)
+        got["waited"] = time.monotonic() - t0
+
+    t = threading.Thread(target=poll)
+    t.start()
+    # wait until the lease call is parked in the coordinator: an empty poll takes no DB work
+    time.sleep(0.2)  # not a synchronisation stand-in: gives the call time to reach its wait
+    tid = queue(stubs, "add").id
+    t.join(10)
+    assert [x.ref.task_id for x in got["reply"].leases] == [tid]
+    assert got["waited"] < 5
+
+
+def test_empty_long_poll_returns_after_wait(stubs):
+    w = FakeWorker(stubs, "hand", ["add"])
+    t0 = time.monotonic()
+    assert list(w.lease(wait_s=0.3).leases) == []
+    assert 0.25 < time.monotonic() - t0 < 3
+
+
+def test_silent_worker_is_declared_dead_and_its_task_requeued(stubs):
+    tid = queue(stubs, "add").id
+    w = FakeWorker(stubs, "ghost", ["add"], heartbeat=0.3)
+    [lease] = w.lease().leases
+    wait_until(lambda: status_of(stubs, tid) == "QUEUED", timeout=10, desc="requeued")
+    view = get(stubs, tid, all_runs=True)
+    assert view.task.lost_count == 1 and view.task.times_failed == 0
+    [run] = view.runs
+    assert common_pb2.RunStatus.Name(run.status) == "RUN_STATUS_FAILED"
+    assert "worker ghost" in run.traceback
+    assert code_of(w.heartbeat).code() == grpc.StatusCode.NOT_FOUND
+    assert code_of(w.report, lease.ref, "COMPLETED", "1").code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_lost_worker_requeues_are_capped(start_coordinator):
+    coord = start_coordinator(extra_args=["--max-lost-requeues", "1"])
+    stubs = connect(coord.address)
+    tid = queue(stubs, "add").id
+    for i in range(2):
+        w = FakeWorker(stubs, f"doomed{i}", ["add"], heartbeat=0.2)
+        assert w.lease().leases
+        wait_until(lambda: status_of(stubs, tid) != "RUNNING", timeout=10)
+    assert status_of(stubs, tid) == "FAILED"
+    assert get(stubs, tid).task.lost_count == 2
+
+
+def test_stop_queued_and_running_tasks(stubs):
+    queued = queue(stubs, "add").id
+    reply = stubs.client.StopTask(client_pb2.StopTaskRequest(ref=client_pb2.TaskRef(id=queued)))
+    assert reply.stopped and status_of(stubs, queued) == "STOPPED"
+    assert not get(stubs, queued).task.enabled
+    running = queue(stubs, "add").id
+    w = FakeWorker(stubs, "hand", ["add"])
+    [lease] = w.lease().leases
+    reply = stubs.client.StopTask(client_pb2.StopTaskRequest(ref=client_pb2.TaskRef(id=running)))
+    assert reply.stopped and status_of(stubs, running) == "RUNNING"
+    assert [(r.task_id, r.attempt) for r in w.heartbeat(lease.ref).stop] == \
+        [(lease.ref.task_id, lease.ref.attempt)]
+    w.report(lease.ref, "STOPPED")
+    assert status_of(stubs, running) == "STOPPED"
+    again = stubs.client.StopTask(client_pb2.StopTaskRequest(ref=client_pb2.TaskRef(id=running)))
+    assert not again.stopped and "already STOPPED" in again.message
+
+
+@pytest.mark.parametrize(("request_factory", "field"), [
+    (lambda: client_pb2.GetTaskRequest(), "ref"),
+    (lambda: client_pb2.GetTaskRequest(ref=client_pb2.TaskRef(id=-3)), "ref.id"),
+])
+def test_malformed_requests_are_invalid_argument(stubs, request_factory, field):
+    err = code_of(stubs.client.GetTask, request_factory())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith(field)
+
+
+def test_malformed_queue_and_list_requests(stubs):
+    err = code_of(stubs.client.QueueTask, client_pb2.QueueTaskRequest())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "task" in err.details()
+    err = code_of(stubs.client.ListTasks, client_pb2.ListTasksRequest(page_token="zz"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in err.details()
+    err = code_of(stubs.client.GetTask, client_pb2.GetTaskRequest(
+        ref=client_pb2.TaskRef(id=12345)))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_validation_errors_write_nothing(stubs):
+    reply = stubs.client.QueueTasks(client_pb2.QueueTasksRequest(tasks=[
+        common_pb2.TaskSpec(function_name="add"),
+        common_pb2.TaskSpec(function_name="add", timeout=0, args="{}",
+                            raw_fields={"status": '"COMPLETED"', "bogus": "1"}),
+    ]))
+    assert reply.results[0].id == 0 and dict(reply.results[0].errors) == {}
+    errors = dict(reply.results[1].errors)
+    assert set(errors) == {"timeout", "args", "status", "bogus"}
+    listed = stubs.client.ListTasks(client_pb2.ListTasksRequest())
+    assert list(listed.tasks) == []
+    ok = queue(stubs, "add", uuid="u-1")
+    dup = queue(stubs, "add", uuid="u-1")
+    assert ok.id and dup.id == 0 and "uuid" in dup.errors
+
+
+def test_list_tasks_pages_and_filters(stubs):
+    ids = [queue(stubs, "add" if i % 2 else "mul").id for i in range(5)]
+    page = stubs.client.ListTasks(client_pb2.ListTasksRequest(page_size=2))
+    assert [t.id for t in page.tasks] == ids[::-1][:2] and page.next_page_token
+    rest = stubs.client.ListTasks(client_pb2.ListTasksRequest(page_size=10,
+                                                              page_token=page.next_page_token))
+    assert [t.id for t in rest.tasks] == ids[::-1][2:] and not rest.next_page_token
+    adds = stubs.client.ListTasks(client_pb2.ListTasksRequest(function_name="add"))
+    assert {t.id for t in adds.tasks} == {ids[1], ids[3]}

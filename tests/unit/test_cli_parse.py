@@ -1,0 +1,427 @@
+"""The client command line: argument parsing, queue option mapping, exit codes, and output,
+driven through main() with a fake Scheduler (no coordinator, no sockets)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from taskgrid.client import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutputChunk,
+    QueueResult,
+    RunRecord,
+    RunStatus,
+    TaskgridError,
+    TaskRecord,
+    TaskStatus,
+    TaskStatusResult,
+    UnavailableError,
+    WorkerRecord,
+    WorkerStatus,
+    cli,
+)
+
+T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def task(**overrides: Any) -> TaskRecord:
+    fields: dict[str, Any] = dict(
+        id=12, uuid="u-12", task_name="add", group_name="main", status=TaskStatus.QUEUED,
+        function_name="add", args=[1, 2], vars={}, enabled=True, start_time=T0,
+        next_run_time=T0, stop_time=None, repeats=1, retry_failed=0, period=60,
+        prevent_drift=False, cronline=None, timeout=60, sync_output=0, times_run=0,
+        times_failed=0, last_run_time=None, assigned_worker_name="", broadcast=False,
+        priority=0, discard_results=False, attempt=0, lost_count=0, stop_requested=False,
+    )
+    fields.update(overrides)
+    return TaskRecord(**fields)
+
+
+def run(**overrides: Any) -> RunRecord:
+    fields: dict[str, Any] = dict(
+        id=3, task_id=12, attempt=1, status=RunStatus.COMPLETED, start_time=T0,
+        stop_time=T0 + timedelta(seconds=1), run_output="line 1\nline 2\n", run_result="3",
+        traceback="", worker_name="w1",
+    )
+    fields.update(overrides)
+    return RunRecord(**fields)
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def test_queue_with_every_option_maps_to_queue_task_kwargs() -> None:
+    ns = cli.parse_args([
+        "queue", "add", "[1, 2]", "--vars", '{"a": 1}', "--timeout", "30", "--repeats", "0",
+        "--period", "90", "--retry-failed", "-1", "--group", "g1", "--uuid", "u1",
+        "--task-name", "nightly", "--sync-output", "2", "--priority", "5",
+        "--start-time", "2030-01-02T03:04:05", "--stop-time", "2030-01-03T00:00:00+02:00",
+        "--prevent-drift", "--cronline", "*/5 * * * *", "--disabled", "--discard-results",
+    ])
+    assert ns.command == "queue" and ns.function == "add"
+    assert cli.queue_kwargs(ns) == {
+        "args": "[1, 2]", "vars": '{"a": 1}', "timeout": 30, "repeats": 0, "period": 90,
+        "retry_failed": -1, "group_name": "g1", "uuid": "u1", "task_name": "nightly",
+        "sync_output": 2, "priority": 5,
+        "start_time": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "stop_time": datetime(2030, 1, 2, 22, 0, tzinfo=UTC),
+        "prevent_drift": True, "cronline": "*/5 * * * *", "enabled": False,
+        "discard_results": True,
+    }
+
+
+def test_queue_without_options_sends_only_the_function() -> None:
+    ns = cli.parse_args(["queue", "add"])
+    assert cli.queue_kwargs(ns) == {}
+
+
+def test_json_texts_pass_through_unparsed_for_the_coordinator_to_judge() -> None:
+    ns = cli.parse_args(["queue", "add", "{not json", "--vars", "[1]"])
+    assert cli.queue_kwargs(ns) == {"args": "{not json", "vars": "[1]"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--coordinator", "h:1", "--json", "workers"],
+        ["workers", "--coordinator", "h:1", "--json"],
+        ["--json", "workers", "--coordinator", "h:1"],
+        ["--coordinator", "h:1", "workers", "--json"],
+    ],
+)
+def test_global_options_work_before_or_after_the_subcommand(argv: list[str]) -> None:
+    ns = cli.parse_args(argv)
+    assert ns.coordinator == "h:1" and ns.json is True
+
+
+def test_coordinator_defaults_from_env_then_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cli.ENV_COORDINATOR, raising=False)
+    ns = cli.parse_args(["workers"])
+    assert ns.coordinator == "127.0.0.1:50051" and ns.json is False
+    monkeypatch.setenv(cli.ENV_COORDINATOR, "10.0.0.5:6000")
+    assert cli.parse_args(["workers"]).coordinator == "10.0.0.5:6000"
+    assert cli.parse_args(["workers", "--coordinator", "x:1"]).coordinator == "x:1"
+
+
+def test_refs_are_ids_when_all_digits_else_uuids() -> None:
+    assert cli.parse_args(["status", "42"]).ref == 42
+    assert cli.parse_args(["tail", "3f2a-77"]).ref == "3f2a-77"
+    assert cli.parse_args(["stop", "-1"]).ref == "-1"
+    ns = cli.parse_args(["status", "7", "--output", "--runs"])
+    assert ns.output and ns.runs
+
+
+@pytest.mark.parametrize("command", ["resume", "disable", "terminate", "kill"])
+def test_worker_commands_take_groups_and_a_worker(command: str) -> None:
+    ns = cli.parse_args([command, "--group", "a", "--group", "b", "--worker", "w1"])
+    assert ns.command == command and ns.group_names == ["a", "b"] and ns.worker_name == "w1"
+    ns = cli.parse_args([command])
+    assert ns.group_names is None and ns.worker_name is None
+
+
+def test_tasks_filters() -> None:
+    ns = cli.parse_args(["tasks", "--status", "queued", "--status", "RUNNING", "--limit", "5"])
+    assert ns.statuses == ["QUEUED", "RUNNING"] and ns.limit == 5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["queue"],
+        ["queue", "add", "--timeout", "abc"],
+        ["queue", "add", "--start-time", "yesterday"],
+        ["status"],
+        ["nope"],
+        ["workers", "--bogus"],
+        ["tasks", "--status", "DONE"],
+    ],
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv, scheduler_factory=_no_scheduler) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"], scheduler_factory=_no_scheduler) == 0
+    assert "queue" in capsys.readouterr().out
+
+
+def _no_scheduler(target: str) -> Any:
+    raise AssertionError("no scheduler should be built")
+
+
+# -- exit codes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (NotFoundError("x"), 3),
+        (InvalidArgumentError("x"), 2),
+        (UnavailableError("x"), 4),
+        (DeadlineExceededError("x"), 4),
+        (FailedPreconditionError("x"), 1),
+        (TaskgridError("x"), 1),
+    ],
+)
+def test_exit_code_table(error: TaskgridError, code: int) -> None:
+    assert cli.exit_code_for(error) == code
+
+
+class FakeScheduler:
+    """Answers like a Scheduler; `fail` makes every call raise."""
+
+    def __init__(self, target: str, fail: BaseException | None = None) -> None:
+        self.target, self.fail = target, fail
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.queue_answer = QueueResult(id=12, uuid="u-12", errors={})
+        self.task: TaskRecord | None = task()
+        self.run: RunRecord | None = run()
+        self.events: list[Any] = []
+        self.stopped = True
+        self.closed = False
+
+    def __enter__(self) -> FakeScheduler:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.closed = True
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, args, kwargs))
+        if self.fail is not None:
+            raise self.fail
+
+    def queue_task(self, function: str, **kwargs: Any) -> QueueResult:
+        self._call("queue_task", function, **kwargs)
+        return self.queue_answer
+
+    def task_status(self, ref: Any, output: bool = False) -> Any:
+        self._call("task_status", ref, output=output)
+        if self.task is None or not output:
+            return self.task
+        return TaskStatusResult(self.task, self.run, self.run.result if self.run else None)
+
+    def explain(self, ref: Any) -> str | None:
+        self._call("explain", ref)
+        return "no live worker of group main offers add"
+
+    def runs(self, ref: Any) -> list[RunRecord]:
+        self._call("runs", ref)
+        return [run(id=1, status=RunStatus.FAILED, run_result=None), run(id=3)]
+
+    def watch(self, ref: Any) -> Iterator[Any]:
+        self._call("watch", ref)
+        yield from self.events
+
+    def stop_task(self, ref: Any) -> bool:
+        self._call("stop_task", ref)
+        return self.stopped
+
+    def list_tasks(self, **kwargs: Any) -> list[TaskRecord]:
+        self._call("list_tasks", **kwargs)
+        return [task(id=2), task(id=1, status=TaskStatus.COMPLETED)]
+
+    def get_workers(self, include_dead: bool = False) -> dict[str, WorkerRecord]:
+        self._call("get_workers", include_dead=include_dead)
+        now = datetime.now(UTC)
+        return {"w1": WorkerRecord(
+            worker_name="w1", status=WorkerStatus.ACTIVE, first_heartbeat=now,
+            last_heartbeat=now, group_names=("main",), functions=("add", "mul"), capacity=2,
+            language="python", alive=True, running=(12,), rss_bytes=50 * 1024 * 1024,
+            heartbeat=3.0, hostname="box", pid=99, capabilities=(),
+        )}
+
+    def kill(self, group_names: Any = None, worker_name: Any = None) -> list[str]:
+        self._call("kill", group_names=group_names, worker_name=worker_name)
+        return ["w1"]
+
+    resume = disable = terminate = kill
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.fake: FakeScheduler | None = None
+        self.setup: list[Any] = []
+
+    def factory(self, target: str) -> FakeScheduler:
+        self.fake = FakeScheduler(target)
+        for step in self.setup:
+            step(self.fake)
+        return self.fake
+
+    def run(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main(list(argv), scheduler_factory=self.factory, stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (UnavailableError("failed to connect to all addresses"), 4),
+        (NotFoundError("task 9 not found"), 3),
+        (InvalidArgumentError("bad ref"), 2),
+        (TaskgridError("boom"), 1),
+        (RuntimeError("bug"), 1),
+    ],
+)
+def test_errors_become_one_line_and_an_exit_code(
+    h: Harness, error: BaseException, code: int
+) -> None:
+    h.setup.append(lambda f: setattr(f, "fail", error))
+    status, out, err = h.run("workers", "--coordinator", "h:9")
+    assert status == code and out == ""
+    assert err.count("\n") == 1 and err.startswith("taskgrid: ") and "Traceback" not in err
+    if code == 4:
+        assert "h:9" in err
+
+
+def test_interrupt_exits_130(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "fail", KeyboardInterrupt()))
+    assert h.run("workers")[0] == 130
+
+
+def test_queue_prints_id_and_uuid(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cli.ENV_COORDINATOR, raising=False)
+    code, out, _ = h.run("queue", "add", "[1, 2]", "--timeout", "5")
+    assert code == 0 and "12" in out and "u-12" in out
+    assert h.fake is not None and h.fake.calls == [
+        ("queue_task", ("add",), {"args": "[1, 2]", "timeout": 5})
+    ]
+    assert h.fake.closed and h.fake.target == "127.0.0.1:50051"
+
+
+def test_queue_errors_exit_2(h: Harness) -> None:
+    answer = QueueResult(None, None, {"timeout": "Enter an integer greater than or equal to 1"})
+    h.setup.append(lambda f: setattr(f, "queue_answer", answer))
+    code, out, err = h.run("queue", "add", "--timeout", "0")
+    assert code == 2 and out == ""
+    assert "timeout: Enter an integer greater than or equal to 1" in err
+    code, out, err = h.run("queue", "add", "--timeout", "0", "--json")
+    assert code == 2 and json.loads(out) == {"id": None, "uuid": None, "errors": answer.errors}
+
+
+def test_status_prints_task_run_and_waiting_reason(h: Harness) -> None:
+    code, out, _ = h.run("status", "12", "--output", "--runs")
+    assert code == 0
+    assert "status:" in out and "QUEUED" in out and "no live worker" in out
+    assert "line 2" in out and "runs (2):" in out
+    assert h.fake is not None
+    assert [c[0] for c in h.fake.calls] == ["task_status", "explain", "runs"]
+
+
+def test_status_json_is_one_document(h: Harness) -> None:
+    code, out, _ = h.run("status", "u-12", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["task"]["uuid"] == "u-12" and doc["task"]["status"] == "QUEUED"
+    assert doc["task"]["start_time"] == T0.isoformat()
+    assert doc["run"]["run_output"] == "line 1\nline 2\n" and doc["result"] == 3
+    assert doc["waiting_reason"].startswith("no live worker")
+
+
+def test_status_of_a_missing_task_exits_3(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "task", None))
+    code, out, err = h.run("status", "99")
+    assert code == 3 and out == "" and "99" in err
+
+
+def _chunk(seq: int, data: str, clear: bool = False, attempt: int = 1) -> OutputChunk:
+    return OutputChunk(task_id=12, attempt=attempt, run_id=3, seq=seq, data=data, clear=clear)
+
+
+def test_tail_prints_output_and_exits_0_on_completed(h: Harness) -> None:
+    events = [
+        task(status=TaskStatus.RUNNING), _chunk(1, "hello "), _chunk(2, "10%"),
+        _chunk(3, "100%\n", clear=True), task(status=TaskStatus.COMPLETED),
+    ]
+    h.setup.append(lambda f: setattr(f, "events", events))
+    code, out, err = h.run("tail", "12")
+    assert code == 0
+    assert out == "hello 10%\n100%\n"  # not a terminal: a clear starts a new line
+    assert "RUNNING" in err and "COMPLETED" in err
+
+
+def test_tail_json_holds_the_output_after_the_last_clear(h: Harness) -> None:
+    events = [_chunk(1, "a"), _chunk(2, "b\n", clear=True), task(status=TaskStatus.COMPLETED)]
+    h.setup.append(lambda f: setattr(f, "events", events))
+    code, out, _ = h.run("tail", "12", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["output"] == "b\n" and doc["task"]["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("final", [TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.STOPPED])
+def test_tail_exits_1_unless_completed(h: Harness, final: TaskStatus) -> None:
+    events = [_chunk(1, "x"), task(status=final)]
+    h.setup.append(lambda f: setattr(f, "events", events))
+    code, out, _ = h.run("tail", "12")
+    assert code == 1 and out == "x\n"
+
+
+def test_tail_clears_a_terminal_screen() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    fake = FakeScheduler("t")
+    fake.events = [_chunk(1, "old"), _chunk(2, "new", clear=True),
+                   task(status=TaskStatus.COMPLETED)]
+    out = Tty()
+    code = cli.main(["tail", "1"], scheduler_factory=lambda t: fake, stdout=out,
+                    stderr=io.StringIO())
+    assert code == 0 and out.getvalue() == "old\x1b[2J\x1b[Hnew\n"
+
+
+def test_stop(h: Harness) -> None:
+    code, out, _ = h.run("stop", "12")
+    assert code == 0 and "stop sent" in out
+    h.setup.append(lambda f: setattr(f, "stopped", False))
+    h.setup.append(lambda f: setattr(f, "task", task(status=TaskStatus.COMPLETED)))
+    code, out, err = h.run("stop", "12")
+    assert code == 1 and "COMPLETED" in err
+    h.setup.append(lambda f: setattr(f, "task", None))
+    assert h.run("stop", "12")[0] == 3
+
+
+def test_workers_table_and_json(h: Harness) -> None:
+    code, out, _ = h.run("workers", "--all")
+    header, row = out.splitlines()
+    assert code == 0
+    assert header.split() == ["NAME", "STATUS", "ALIVE", "GROUPS", "FUNCTIONS", "RUNNING",
+                              "HEARTBEAT", "RSS"]
+    assert row.split()[:6] == ["w1", "ACTIVE", "yes", "main", "add,mul", "1"]
+    assert row.split()[-1] == "50.0M"
+    assert h.fake is not None and h.fake.calls[0][2] == {"include_dead": True}
+    code, out, _ = h.run("workers", "--json")
+    assert json.loads(out)[0]["group_names"] == ["main"]
+
+
+@pytest.mark.parametrize("command", ["resume", "disable", "terminate", "kill"])
+def test_worker_commands_print_changed_names(h: Harness, command: str) -> None:
+    code, out, _ = h.run(command, "--group", "main", "--worker", "w1")
+    assert code == 0 and out == "w1\n"
+    assert h.fake is not None
+    assert h.fake.calls == [("kill", (), {"group_names": ["main"], "worker_name": "w1"})]
+    code, out, _ = h.run(command, "--json")
+    assert json.loads(out) == {"worker_names": ["w1"]}
+
+
+def test_tasks_table(h: Harness) -> None:
+    code, out, _ = h.run("tasks", "--status", "queued", "--group", "main")
+    assert code == 0 and len(out.splitlines()) == 3
+    assert h.fake is not None and h.fake.calls[0][2]["status"] == ["QUEUED"]

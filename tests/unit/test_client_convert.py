@@ -1,0 +1,692 @@
+"""Conversions between taskgrid.v1 messages and client records, RPC error mapping, and the
+Scheduler's handling of answers, all without a socket (stubs are replaced by fakes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import grpc
+import pytest
+
+from taskgrid.client import (
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutputChunk,
+    PermissionDeniedError,
+    ProtocolError,
+    QueueResult,
+    RunRecord,
+    RunStatus,
+    Scheduler,
+    TaskgridError,
+    TaskRecord,
+    TaskStatus,
+    TaskStatusResult,
+    UnauthenticatedError,
+    UnavailableError,
+    WorkerRecord,
+    WorkerStatus,
+    _channel,
+    _convert,
+)
+from taskgrid.v1 import admin_pb2, client_pb2, common_pb2
+
+T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+
+
+def make_task(**overrides: Any) -> TaskRecord:
+    fields: dict[str, Any] = dict(
+        id=7, uuid="u-7", task_name="nightly add", group_name="g1", status=TaskStatus.RUNNING,
+        function_name="add", args=[1, "two", {"x": [3]}], vars={"a": 1, "b": None},
+        enabled=True, start_time=T0, next_run_time=T0 + timedelta(minutes=1),
+        stop_time=T0 + timedelta(days=1), repeats=3, retry_failed=-1, period=90,
+        prevent_drift=True, cronline="*/5 * * * *", timeout=30, sync_output=2, times_run=2,
+        times_failed=1, last_run_time=T0 + timedelta(seconds=5), assigned_worker_name="w1",
+        broadcast=False, priority=-4, discard_results=True, attempt=5, lost_count=1,
+        stop_requested=True,
+    )
+    fields.update(overrides)
+    return TaskRecord(**fields)
+
+
+def make_run(**overrides: Any) -> RunRecord:
+    fields: dict[str, Any] = dict(
+        id=11, task_id=7, attempt=5, status=RunStatus.COMPLETED, start_time=T0,
+        stop_time=T0 + timedelta(seconds=1), run_output="hello\n", run_result='{"sum": 3}',
+        traceback="", worker_name="w1",
+    )
+    fields.update(overrides)
+    return RunRecord(**fields)
+
+
+def make_worker(**overrides: Any) -> WorkerRecord:
+    fields: dict[str, Any] = dict(
+        worker_name="w1", status=WorkerStatus.DISABLED, first_heartbeat=T0,
+        last_heartbeat=T0 + timedelta(seconds=3), group_names=("main", "g1"),
+        functions=("add", "mul"), capacity=4, language="python", alive=True, running=(7, 8),
+        rss_bytes=123456789, heartbeat=0.5, hostname="box", pid=4242, capabilities=("command",),
+    )
+    fields.update(overrides)
+    return WorkerRecord(**fields)
+
+
+# -- records <-> protos -----------------------------------------------------------------------
+
+
+def test_task_round_trips_through_proto() -> None:
+    record = make_task()
+    message = _convert.task_to_proto(record)
+    assert json.loads(message.args) == record.args
+    assert message.start_time.ToDatetime(tzinfo=UTC) == T0
+    assert _convert.task_from_proto(message) == record
+    again = _convert.task_to_proto(_convert.task_from_proto(message))
+    assert again == message
+
+
+def test_task_from_proto_gives_none_for_unset_times_and_empty_cronline() -> None:
+    message = common_pb2.Task(id=1, uuid="u", status=common_pb2.TASK_STATUS_QUEUED)
+    task = _convert.task_from_proto(message)
+    assert task.start_time is None and task.stop_time is None and task.last_run_time is None
+    assert task.cronline is None
+    assert task.args == [] and task.vars == {}
+    assert _convert.task_to_proto(task) == common_pb2.Task(
+        id=1, uuid="u", status=common_pb2.TASK_STATUS_QUEUED, args="[]", vars="{}"
+    )
+
+
+def test_task_times_are_aware_utc() -> None:
+    message = _convert.task_to_proto(make_task())
+    task = _convert.task_from_proto(message)
+    assert task.start_time is not None and task.start_time.utcoffset() == timedelta(0)
+
+
+def test_corrupt_stored_json_falls_back_to_empty_values() -> None:
+    message = common_pb2.Task(id=1, status=common_pb2.TASK_STATUS_QUEUED, args="{not json",
+                              vars="[1]")
+    task = _convert.task_from_proto(message)
+    assert task.args == [] and task.vars == {}
+
+
+def test_unspecified_status_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        _convert.task_from_proto(common_pb2.Task(id=1))
+    with pytest.raises(ProtocolError):
+        _convert.run_status_from_proto(99)
+
+
+@pytest.mark.parametrize(
+    ("client_enum", "proto_enum", "prefix"),
+    [
+        (TaskStatus, common_pb2.TaskStatus, "TASK_STATUS_"),
+        (RunStatus, common_pb2.RunStatus, "RUN_STATUS_"),
+        (WorkerStatus, common_pb2.WorkerStatus, "WORKER_STATUS_"),
+    ],
+)
+def test_status_enums_match_the_proto_names(client_enum: Any, proto_enum: Any, prefix: str) -> None:
+    proto_names = {n.removeprefix(prefix) for n in proto_enum.keys()} - {"UNSPECIFIED"}
+    assert {m.value for m in client_enum} == proto_names
+    to_proto = {
+        TaskStatus: _convert.task_status_to_proto,
+        RunStatus: _convert.run_status_to_proto,
+        WorkerStatus: _convert.worker_status_to_proto,
+    }[client_enum]
+    from_proto = {
+        TaskStatus: _convert.task_status_from_proto,
+        RunStatus: _convert.run_status_from_proto,
+        WorkerStatus: _convert.worker_status_from_proto,
+    }[client_enum]
+    for member in client_enum:
+        number = to_proto(member)
+        assert proto_enum.Name(number) == prefix + member.value
+        assert from_proto(number) is member
+        assert to_proto(member.value) == number  # plain strings are accepted too
+
+
+@pytest.mark.parametrize("run_result", ['{"sum": 3}', "null", None])
+def test_run_round_trips_through_proto(run_result: str | None) -> None:
+    record = make_run(run_result=run_result)
+    message = _convert.run_to_proto(record)
+    assert message.HasField("run_result") is (run_result is not None)
+    assert _convert.run_from_proto(message) == record
+    assert _convert.run_to_proto(_convert.run_from_proto(message)) == message
+
+
+def test_run_result_property_decodes_json() -> None:
+    assert make_run().result == {"sum": 3}
+    assert make_run(run_result=None).result is None
+    assert make_run(run_result="").result is None
+    assert make_run(run_result="not json").result == "not json"
+
+
+def test_running_run_has_no_stop_time() -> None:
+    message = _convert.run_to_proto(make_run(status=RunStatus.RUNNING, stop_time=None))
+    assert not message.HasField("stop_time")
+    assert _convert.run_from_proto(message).stop_time is None
+
+
+def test_worker_round_trips_through_proto() -> None:
+    record = make_worker()
+    message = _convert.worker_to_proto(record)
+    assert list(message.running) == [7, 8]
+    assert _convert.worker_from_proto(message) == record
+    assert _convert.worker_to_proto(_convert.worker_from_proto(message)) == message
+
+
+def test_output_chunk_round_trips_through_proto() -> None:
+    record = OutputChunk(task_id=7, attempt=2, run_id=11, seq=3, data="50%\n", clear=True)
+    message = _convert.output_to_proto(record)
+    assert _convert.output_from_proto(message) == record
+    assert _convert.output_to_proto(_convert.output_from_proto(message)) == message
+
+
+def test_events_become_task_snapshots_or_output_chunks() -> None:
+    task = make_task()
+    chunk = OutputChunk(task_id=7, attempt=2, run_id=11, seq=1, data="x", clear=False)
+    assert _convert.event_from_proto(
+        client_pb2.TaskEvent(task=_convert.task_to_proto(task))
+    ) == task
+    assert _convert.event_from_proto(
+        client_pb2.TaskEvent(output=_convert.output_to_proto(chunk))
+    ) == chunk
+    assert _convert.event_from_proto(client_pb2.TaskEvent()) is None
+
+
+def test_records_are_frozen() -> None:
+    task = make_task()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.status = TaskStatus.QUEUED  # type: ignore[misc]
+
+
+# -- queue results and refs -------------------------------------------------------------------
+
+
+def test_queue_result_success_and_failure() -> None:
+    ok = _convert.queue_result_from_proto(client_pb2.QueueTaskResponse(id=3, uuid="u3"))
+    assert ok == QueueResult(id=3, uuid="u3", errors={})
+    bad = _convert.queue_result_from_proto(
+        client_pb2.QueueTaskResponse(
+            errors={"timeout": "Enter an integer greater than or equal to 1"}
+        )
+    )
+    assert bad == QueueResult(
+        id=None, uuid=None, errors={"timeout": "Enter an integer greater than or equal to 1"}
+    )
+
+
+def test_client_written_errors_replace_the_coordinators_wording() -> None:
+    response = client_pb2.QueueTaskResponse(errors={"args": "Not of type list", "x": "invalid"})
+    result = _convert.queue_result_from_proto(response, {"args": "cannot be encoded as JSON: .."})
+    assert result.errors == {"args": "cannot be encoded as JSON: ..", "x": "invalid"}
+    assert result.id is None and result.uuid is None
+
+
+def test_task_refs() -> None:
+    assert _convert.task_ref_to_proto(5) == client_pb2.TaskRef(id=5)
+    assert _convert.task_ref_to_proto("abc") == client_pb2.TaskRef(uuid="abc")
+    assert _convert.task_ref_to_proto("12") == client_pb2.TaskRef(uuid="12")
+    for bad in (True, 1.5, None, [1], b"u"):
+        with pytest.raises(TypeError):
+            _convert.task_ref_to_proto(bad)
+
+
+# -- queue_task arguments -> TaskSpec ------------------------------------------------------------
+
+
+def spec_for(function: Any = "add", pargs: Any = None, pvars: Any = None, **kwargs: Any) -> Any:
+    spec, errors = _convert.task_spec_from_call(function, pargs, pvars, kwargs)
+    assert errors == {}
+    return spec
+
+
+def raw(spec: Any) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in spec.raw_fields.items()}
+
+
+def test_spec_field_tables_cover_the_task_spec_exactly() -> None:
+    typed = (
+        _convert.SPEC_STRING_FIELDS | _convert.SPEC_BOOL_FIELDS | _convert.SPEC_INT_FIELDS
+        | _convert.SPEC_TIME_FIELDS
+    )
+    proto = {f.name for f in common_pb2.TaskSpec.DESCRIPTOR.fields}
+    assert typed | {"function_name", "args", "vars", "raw_fields"} == proto
+
+
+def test_typed_kwargs_fill_typed_fields() -> None:
+    spec = spec_for(
+        "add", [1, 2], {"k": "v"}, timeout=30, repeats=0, period=60, retry_failed=-1,
+        group_name="g", uuid="u1", task_name="t", cronline="@daily", sync_output=1,
+        priority=5, enabled=False, prevent_drift=True, immediate=True, broadcast=False,
+        discard_results=True, start_time=T0, next_run_time=T0, stop_time=T0 + timedelta(hours=1),
+    )
+    assert spec.function_name == "add"
+    assert json.loads(spec.args) == [1, 2] and json.loads(spec.vars) == {"k": "v"}
+    assert (spec.timeout, spec.repeats, spec.period, spec.retry_failed) == (30, 0, 60, -1)
+    assert (spec.group_name, spec.uuid, spec.task_name, spec.cronline) == ("g", "u1", "t", "@daily")
+    assert (spec.sync_output, spec.priority) == (1, 5)
+    assert spec.HasField("enabled") and spec.enabled is False
+    assert spec.prevent_drift and spec.immediate and spec.discard_results
+    assert spec.HasField("broadcast") and not spec.broadcast
+    assert spec.start_time.ToDatetime(tzinfo=UTC) == T0
+    assert spec.stop_time.ToDatetime(tzinfo=UTC) == T0 + timedelta(hours=1)
+    assert dict(spec.raw_fields) == {}
+
+
+def test_unset_kwargs_leave_fields_unset_for_coordinator_defaults() -> None:
+    spec = spec_for("add")
+    for name in ("task_name", "group_name", "uuid", "args", "vars", "enabled", "timeout",
+                 "repeats", "period", "start_time", "stop_time", "cronline"):
+        assert not spec.HasField(name), name
+
+
+def test_none_values_mean_default() -> None:
+    spec = spec_for("add", uuid=None, task_name=None, start_time=None, stop_time=None,
+                    cronline=None, timeout=None)
+    assert not any(spec.HasField(n) for n in ("uuid", "task_name", "start_time", "timeout"))
+    assert dict(spec.raw_fields) == {}
+
+
+def test_falsy_uuid_and_task_name_mean_default_as_in_web2py() -> None:
+    spec = spec_for("add", uuid="", task_name="")
+    assert not spec.HasField("uuid") and not spec.HasField("task_name")
+    spec = spec_for("add", group_name="")
+    assert spec.HasField("group_name") and spec.group_name == ""  # the coordinator judges it
+
+
+def test_naive_datetimes_are_taken_as_utc_and_aware_ones_converted() -> None:
+    naive = datetime(2030, 1, 2, 3, 4, 5)
+    plus2 = datetime(2030, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    spec = spec_for("add", start_time=naive, stop_time=plus2)
+    assert spec.start_time.ToDatetime(tzinfo=UTC) == naive.replace(tzinfo=UTC)
+    assert spec.stop_time.ToDatetime(tzinfo=UTC) == naive.replace(tzinfo=UTC)
+
+
+def test_function_may_be_anything_with_a_name() -> None:
+    def nightly() -> None:
+        pass
+
+    assert spec_for(nightly).function_name == "nightly"
+    assert spec_for(len).function_name == "len"
+    assert spec_for(TaskRecord).function_name == "TaskRecord"
+
+
+def test_function_without_a_name_goes_to_raw_fields() -> None:
+    spec = spec_for(42)
+    assert spec.function_name == ""
+    assert raw(spec) == {"function_name": 42}
+
+
+def test_args_and_vars_json_strings_take_precedence_when_truthy() -> None:
+    spec = spec_for("add", [9], {"z": 9}, args="[1, 2]", vars='{"a": 1}')
+    assert spec.args == "[1, 2]" and spec.vars == '{"a": 1}'
+    spec = spec_for("add", [9], {"z": 9}, args="", vars=None)
+    assert json.loads(spec.args) == [9] and json.loads(spec.vars) == {"z": 9}
+
+
+def test_args_strings_are_passed_unjudged() -> None:
+    spec = spec_for("add", args="{not json")
+    assert spec.args == "{not json"
+
+
+def test_non_string_args_kwarg_goes_to_raw_fields() -> None:
+    spec = spec_for("add", args=[1, 2], vars={"a": 1})
+    assert not spec.HasField("args") and not spec.HasField("vars")
+    assert raw(spec) == {"args": [1, 2], "vars": {"a": 1}}
+
+
+def test_wrongly_shaped_pargs_are_dumped_for_the_coordinator_to_judge() -> None:
+    spec = spec_for("add", pargs={"a": 1}, pvars=[1, 2])
+    assert json.loads(spec.args) == {"a": 1} and json.loads(spec.vars) == [1, 2]
+    assert dict(spec.raw_fields) == {}
+
+
+@pytest.mark.parametrize("pargs", [[object()], [math.nan], [{1, 2}]])
+def test_unencodable_pargs_are_a_client_error_and_raw_field(pargs: Any) -> None:
+    spec, errors = _convert.task_spec_from_call("add", pargs, None, {})
+    assert set(errors) == {"args"} and errors["args"].startswith("cannot be encoded as JSON")
+    assert not spec.HasField("args")
+    assert isinstance(raw(spec)["args"], str)  # a JSON string, never a list: not queueable
+
+
+def test_unencodable_pvars_are_a_client_error() -> None:
+    spec, errors = _convert.task_spec_from_call("add", None, {"when": datetime.now()}, {})
+    assert set(errors) == {"vars"}
+    assert isinstance(raw(spec)["vars"], str)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["status", "times_run", "times_failed", "last_run_time", "assigned_worker_name",
+     "application_name", "id", "attempt", "lost_count", "stop_requested", "function_name",
+     "raw_fields", "no_such_field"],
+)
+def test_unknown_and_read_only_kwargs_go_to_raw_fields(name: str) -> None:
+    spec = spec_for("add", **{name: "QUEUED"})
+    assert raw(spec) == {name: "QUEUED"}
+
+
+def test_read_only_kwargs_go_to_raw_fields_even_when_none() -> None:
+    assert raw(spec_for("add", status=None)) == {"status": None}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected_raw"),
+    [
+        ("timeout", "abc", "abc"),
+        ("timeout", "30", "30"),
+        ("timeout", 2.5, 2.5),
+        ("timeout", True, True),
+        ("timeout", 2**63, 2**63),
+        ("repeats", [1], [1]),
+        ("enabled", "yes", "yes"),
+        ("enabled", 1, 1),
+        ("group_name", 5, 5),
+        ("cronline", 0, 0),
+        ("start_time", "2030-01-01 00:00:00", "2030-01-01 00:00:00"),
+        ("stop_time", 1700000000, 1700000000),
+    ],
+)
+def test_values_of_the_wrong_type_go_to_raw_fields(
+    name: str, value: Any, expected_raw: Any
+) -> None:
+    spec = spec_for("add", **{name: value})
+    assert not spec.HasField(name)
+    assert raw(spec) == {name: expected_raw}
+
+
+def test_integral_floats_fit_integer_fields() -> None:
+    spec = spec_for("add", timeout=30.0)
+    assert spec.timeout == 30 and dict(spec.raw_fields) == {}
+
+
+def test_unjsonable_raw_values_are_sent_as_their_repr() -> None:
+    marker = object()
+    spec = spec_for("add", extra=marker)
+    assert raw(spec) == {"extra": repr(marker)}
+    loop: list[Any] = []
+    loop.append(loop)
+    spec = spec_for("add", extra=loop)
+    assert raw(spec) == {"extra": repr(loop)}
+
+
+# -- RPC errors -------------------------------------------------------------------------------
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        super().__init__()
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (grpc.StatusCode.NOT_FOUND, NotFoundError),
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
+        (grpc.StatusCode.FAILED_PRECONDITION, FailedPreconditionError),
+        (grpc.StatusCode.PERMISSION_DENIED, PermissionDeniedError),
+        (grpc.StatusCode.UNAUTHENTICATED, UnauthenticatedError),
+        (grpc.StatusCode.UNAVAILABLE, UnavailableError),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceededError),
+        (grpc.StatusCode.CANCELLED, CancelledError),
+        (grpc.StatusCode.INTERNAL, InternalError),
+        (grpc.StatusCode.UNKNOWN, InternalError),
+    ],
+)
+def test_rpc_errors_map_to_the_typed_tree(code: grpc.StatusCode, cls: type) -> None:
+    error = _channel.to_taskgrid_error(FakeRpcError(code, "details here"))
+    assert type(error) is cls
+    assert error.code == code.name and str(error) == "details here"
+
+
+def test_every_status_code_maps_to_a_taskgrid_error() -> None:
+    for code in grpc.StatusCode:
+        if code is grpc.StatusCode.OK:
+            continue
+        error = _channel.to_taskgrid_error(FakeRpcError(code))
+        assert isinstance(error, TaskgridError) and not isinstance(error, grpc.RpcError)
+        assert error.message  # a message even without details
+
+
+def test_deadline_exceeded_counts_as_unavailable() -> None:
+    assert issubclass(DeadlineExceededError, UnavailableError)
+
+
+def test_translated_errors_raise_without_chaining_the_rpc_error() -> None:
+    with pytest.raises(NotFoundError) as info, _channel.translated_errors():
+        raise FakeRpcError(grpc.StatusCode.NOT_FOUND, "gone")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# -- Scheduler over fake stubs ----------------------------------------------------------------
+
+
+class FakeStub:
+    """Records requests; answers from a per-method function."""
+
+    def __init__(self, **answers: Any) -> None:
+        self.answers = answers
+        self.requests: list[tuple[str, Any]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        def call(request: Any, timeout: float | None = None) -> Any:
+            self.requests.append((method, request))
+            answer = self.answers[method]
+            return answer(request) if callable(answer) else answer
+
+        return call
+
+
+class FakeStream:
+    def __init__(self, messages: list[Any], error: grpc.RpcError | None = None) -> None:
+        self.messages, self.error, self.cancelled = messages, error, False
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.messages
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def raise_(error: Exception) -> Any:
+    def answer(request: Any) -> Any:
+        raise error
+
+    return answer
+
+
+@pytest.fixture
+def scheduler() -> Iterator[Scheduler]:
+    s = Scheduler("127.0.0.1:1")  # channels connect lazily; the stubs are replaced below
+    yield s
+    s.close()
+
+
+def test_task_status_maps_not_found_to_none(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(GetTask=raise_(FakeRpcError(grpc.StatusCode.NOT_FOUND)))
+    assert scheduler.task_status(5) is None
+    assert scheduler.task_status("u", output=True) is None
+
+
+def test_task_status_with_output_gives_latest_run_and_result(scheduler: Scheduler) -> None:
+    task, run = make_task(), make_run()
+    stub = FakeStub(GetTask=client_pb2.GetTaskResponse(
+        task=_convert.task_to_proto(task), runs=[_convert.run_to_proto(run)]
+    ))
+    scheduler._tasks = stub
+    assert scheduler.task_status(7) == task
+    assert scheduler.task_status("u-7", output=True) == TaskStatusResult(task, run, {"sum": 3})
+    assert stub.requests[0][1].ref.id == 7 and not stub.requests[0][1].all_runs
+    assert stub.requests[1][1].ref.uuid == "u-7"
+
+
+def test_task_status_without_runs(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(GetTask=client_pb2.GetTaskResponse(
+        task=_convert.task_to_proto(make_task())
+    ))
+    status = scheduler.task_status(7, output=True)
+    assert status is not None and status.run is None and status.result is None
+
+
+def test_other_errors_are_raised_typed(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(GetTask=raise_(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")))
+    with pytest.raises(UnavailableError, match="down"):
+        scheduler.task_status(1)
+    with pytest.raises(TypeError):
+        scheduler.task_status(1.0)  # type: ignore[call-overload]
+
+
+def test_runs_and_explain(scheduler: Scheduler) -> None:
+    runs = [make_run(id=1, attempt=1, status=RunStatus.FAILED), make_run(id=2, attempt=2)]
+    scheduler._tasks = FakeStub(GetTask=client_pb2.GetTaskResponse(
+        task=_convert.task_to_proto(make_task()), runs=[_convert.run_to_proto(r) for r in runs],
+        waiting_reason="no live worker of group g1 offers add",
+    ))
+    assert scheduler.runs(7) == runs
+    assert scheduler._tasks.requests[0][1].all_runs
+    assert scheduler.explain(7) == "no live worker of group g1 offers add"
+    scheduler._tasks = FakeStub(GetTask=raise_(FakeRpcError(grpc.StatusCode.NOT_FOUND)))
+    with pytest.raises(NotFoundError):
+        scheduler.runs(7)
+
+
+def test_queue_task_never_raises_on_bad_values(scheduler: Scheduler) -> None:
+    stub = FakeStub(QueueTask=lambda r: client_pb2.QueueTaskResponse(
+        errors={k: "invalid" for k in r.task.raw_fields}
+    ))
+    scheduler._tasks = stub
+    result = scheduler.queue_task("add", timeout="abc", status="QUEUED")
+    assert result == QueueResult(None, None, {"timeout": "invalid", "status": "invalid"})
+    with pytest.raises(TypeError):
+        scheduler.queue_task()  # type: ignore[call-arg]
+
+
+def test_queue_tasks_is_all_or_nothing(scheduler: Scheduler) -> None:
+    def answer(request: Any) -> Any:
+        return client_pb2.QueueTasksResponse(results=[
+            client_pb2.QueueTaskResponse(id=1, uuid="a"),
+            client_pb2.QueueTaskResponse(errors={"timeout": "too small"}),
+        ])
+
+    stub = FakeStub(QueueTasks=answer)
+    scheduler._tasks = stub
+    results = scheduler.queue_tasks([
+        {"function": "add", "pargs": [1, 2], "timeout": 5},
+        {"function": "add", "timeout": 0, "pvars": {"a": 1}},
+    ])
+    assert results == [
+        QueueResult(None, None, {}),
+        QueueResult(None, None, {"timeout": "too small"}),
+    ]
+    (method, request), = stub.requests
+    assert method == "QueueTasks" and len(request.tasks) == 2
+    assert json.loads(request.tasks[0].args) == [1, 2] and request.tasks[0].timeout == 5
+    assert json.loads(request.tasks[1].vars) == {"a": 1}
+    with pytest.raises(TypeError):
+        scheduler.queue_tasks([{"pargs": [1]}])
+    assert scheduler.queue_tasks([]) == []
+
+
+def test_list_tasks_pages_until_the_limit(scheduler: Scheduler) -> None:
+    all_tasks = [make_task(id=i) for i in range(250, 0, -1)]
+
+    def answer(request: Any) -> Any:
+        start = int(request.page_token or 0)
+        page = all_tasks[start:start + request.page_size]
+        more = start + request.page_size < len(all_tasks)
+        return client_pb2.ListTasksResponse(
+            tasks=[_convert.task_to_proto(t) for t in page],
+            next_page_token=str(start + request.page_size) if more else "",
+        )
+
+    stub = FakeStub(ListTasks=answer)
+    scheduler._tasks = stub
+    assert scheduler.list_tasks(limit=5) == all_tasks[:5]
+    assert scheduler.list_tasks(limit=None) == all_tasks
+    got = scheduler.list_tasks(status=[TaskStatus.RUNNING, "QUEUED"], group_name="g1", limit=120)
+    assert got == all_tasks[:120]
+    request = stub.requests[-1][1]
+    assert list(request.statuses) == [common_pb2.TASK_STATUS_RUNNING, common_pb2.TASK_STATUS_QUEUED]
+    assert request.group_name == "g1" and request.function_name == ""
+    with pytest.raises(ValueError):
+        scheduler.list_tasks(status="NOPE")
+
+
+def test_watch_yields_records_and_cancels_the_stream(scheduler: Scheduler) -> None:
+    chunk = OutputChunk(task_id=7, attempt=5, run_id=11, seq=1, data="hi", clear=False)
+    stream = FakeStream([
+        client_pb2.TaskEvent(task=_convert.task_to_proto(make_task())),
+        client_pb2.TaskEvent(output=_convert.output_to_proto(chunk)),
+        client_pb2.TaskEvent(task=_convert.task_to_proto(make_task(status=TaskStatus.COMPLETED))),
+    ])
+    scheduler._tasks = FakeStub(WatchTask=stream)
+    events = scheduler.watch(7)
+    first = next(events)
+    assert isinstance(first, TaskRecord)
+    assert next(events) == chunk
+    events.close()
+    assert stream.cancelled
+    stream = FakeStream([], FakeRpcError(grpc.StatusCode.NOT_FOUND, "no task 7"))
+    scheduler._tasks = FakeStub(WatchTask=stream)
+    with pytest.raises(NotFoundError):
+        list(scheduler.watch(7))
+    with pytest.raises(TypeError):
+        scheduler.watch(None)  # type: ignore[arg-type]
+
+
+def test_stop_task(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(StopTask=client_pb2.StopTaskResponse(stopped=True))
+    assert scheduler.stop_task(3) is True
+    scheduler._tasks = FakeStub(StopTask=client_pb2.StopTaskResponse(
+        stopped=False, status=common_pb2.TASK_STATUS_COMPLETED, message="already COMPLETED"
+    ))
+    assert scheduler.stop_task("u") is False
+    scheduler._tasks = FakeStub(StopTask=raise_(FakeRpcError(grpc.StatusCode.NOT_FOUND)))
+    assert scheduler.stop_task(3) is False
+
+
+def test_worker_commands_and_listing(scheduler: Scheduler) -> None:
+    worker = make_worker()
+    stub = FakeStub(
+        SetWorkerStatus=lambda r: admin_pb2.SetWorkerStatusResponse(worker_names=["w1", "w2"]),
+        ListWorkers=admin_pb2.ListWorkersResponse(workers=[_convert.worker_to_proto(worker)]),
+    )
+    scheduler._admin = stub
+    assert scheduler.kill("main") == ["w1", "w2"]
+    assert scheduler.resume(["a", "b"]) == ["w1", "w2"]
+    assert scheduler.disable(worker_name="w9") == ["w1", "w2"]
+    assert scheduler.terminate() == ["w1", "w2"]
+    sent = [r for _, r in stub.requests]
+    assert [(r.status, list(r.group_names), r.worker_name) for r in sent] == [
+        (common_pb2.WORKER_STATUS_KILL, ["main"], ""),
+        (common_pb2.WORKER_STATUS_ACTIVE, ["a", "b"], ""),
+        (common_pb2.WORKER_STATUS_DISABLED, [], "w9"),
+        (common_pb2.WORKER_STATUS_TERMINATE, [], ""),
+    ]
+    assert scheduler.get_workers() == {"w1": worker}
+    assert stub.requests[-1][1].include_dead is False
+    scheduler.get_workers(include_dead=True)
+    assert stub.requests[-1][1].include_dead is True
+
+
+def test_token_and_tls_are_refused_until_supported() -> None:
+    with pytest.raises(NotImplementedError):
+        Scheduler("127.0.0.1:1", token="secret")
+    with pytest.raises(NotImplementedError):
+        Scheduler("127.0.0.1:1", tls=True)

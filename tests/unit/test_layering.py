@@ -1,0 +1,58 @@
+"""Import rules of style.md 2.1, checked by walking the imports with ast."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def files(folder: str) -> list[pathlib.Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def test_worker_and_client_never_import_the_coordinator():
+    for folder in ("worker", "client"):
+        for path in files(folder):
+            bad = [m for m in imports(path) if m.startswith("taskgrid.coordinator")]
+            assert not bad, f"{path} imports {bad}"
+
+
+def test_only_the_store_opens_engines_or_runs_sql():
+    for path in files("coordinator"):
+        if path.name in {"store.py", "schema.py"} or "migrations" in path.parts:
+            continue
+        bad = [m for m in imports(path) if m == "sqlalchemy" or m.startswith("sqlalchemy.")]
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_generated_stubs_only_behind_the_boundary():
+    allowed = {"servicers", "app.py", "agent.py", "scheduler.py", "_channel.py", "_convert.py"}
+    for folder in ("coordinator", "worker", "client"):
+        for path in files(folder):
+            uses = [m for m in imports(path) if m.startswith("taskgrid.v1")]
+            if uses:
+                assert allowed & set(path.parts), f"{path} imports generated stubs {uses}"
+
+
+def test_no_status_literal_outside_lifecycle():
+    statuses = ('"QUEUED"', '"ASSIGNED"', '"RUNNING"', '"COMPLETED"', '"FAILED"', '"TIMEOUT"',
+                '"STOPPED"', '"EXPIRED"')
+    for path in files("coordinator"):
+        if path.name == "lifecycle.py" or "migrations" in path.parts:
+            continue
+        text = path.read_text()
+        assert not [s for s in statuses if s in text], f"{path} writes a status literal"
