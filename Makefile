@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint check-protos protos unit bench clean
+.PHONY: install demo test lint check-protos protos postgres bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,7 +28,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: check-protos lint
+## PostgreSQL server binaries for the PostgreSQL half of the suite.
+postgres:
+	@scripts/ensure_postgres.sh
+
+test: check-protos lint postgres
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

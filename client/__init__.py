@@ -1,1 +1,71 @@
-"""TODO"""
+"""taskgrid.client: queue tasks, read their status and runs, command workers.
+
+The public API is exactly ``__all__``: `Scheduler` (web2py's scheduler client
+methods over gRPC), the typed records it returns, and the error tree it
+raises. Protobuf messages and ``grpc`` types stay in the private modules
+(``_channel``, ``_convert``) and never appear in a public signature; this
+package must not import ``taskgrid.coordinator``.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AbortedError,
+    AlreadyExistsError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    ResourceExhaustedError,
+    TaskgridError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+)
+from .records import (
+    OutputChunk,
+    QueueResult,
+    RunRecord,
+    RunStatus,
+    TaskEvent,
+    TaskRecord,
+    TaskStatus,
+    TaskStatusResult,
+    WorkerRecord,
+    WorkerStatus,
+)
+from .scheduler import Scheduler, TaskRef
+
+__all__ = [
+    "AbortedError",
+    "AlreadyExistsError",
+    "CancelledError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutputChunk",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "QueueResult",
+    "ResourceExhaustedError",
+    "RunRecord",
+    "RunStatus",
+    "Scheduler",
+    "TaskEvent",
+    "TaskRecord",
+    "TaskRef",
+    "TaskStatus",
+    "TaskStatusResult",
+    "TaskgridError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "WorkerRecord",
+    "WorkerStatus",
+]

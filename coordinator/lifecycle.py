@@ -348,8 +348,8 @@ def render_markdown() -> str:
         "| (insert) | queue | QUEUED | QueueTask / QueueTasks | validated row written |",
     ]
     for r in TASK_RULES:
-        targets = ", ".join(sorted(t.value for t in r.targets))
-        lines.append(f"| {r.source} | {r.event} | {targets} | {r.trigger} | {r.effects} |")
+        names = ", ".join(sorted(t.value for t in r.targets))
+        lines.append(f"| {r.source} | {r.event} | {names} | {r.trigger} | {r.effects} |")
     lines += ["", "```mermaid", "stateDiagram-v2", "    [*] --> QUEUED"]
     for r in TASK_RULES:
         for t in sorted(r.targets):

@@ -39,7 +39,8 @@ def connect(address: str) -> Stubs:
 class FakeWorker:
     """A worker driven by the test, one RPC at a time."""
 
-    def __init__(self, stubs: Stubs, name: str, functions: list[str], groups: list[str] | None = None,
+    def __init__(self, stubs: Stubs, name: str, functions: list[str],
+                 groups: list[str] | None = None,
                  heartbeat: float = 0.5, capacity: int = 1) -> None:
         self.stubs = stubs
         reply = stubs.worker.Register(worker_pb2.RegisterRequest(
@@ -63,7 +64,8 @@ class FakeWorker:
 
     def report(self, ref: Any, status: str, result: str | None = None, traceback: str = "",
                output: list[tuple[int, str]] | None = None) -> Any:
-        rep = worker_pb2.RunReport(ref=ref, status=common_pb2.RunStatus.Value(f"RUN_STATUS_{status}"),
+        run_status = common_pb2.RunStatus.Value(f"RUN_STATUS_{status}")
+        rep = worker_pb2.RunReport(ref=ref, status=run_status,
                                    traceback=traceback,
                                    output=[common_pb2.OutputChunk(seq=s, data=d)
                                            for s, d in output or []])

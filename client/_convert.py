@@ -1,0 +1,444 @@
+"""Conversions between taskgrid.v1 protobuf messages and the client's records.
+
+The only client module (with `scheduler`, which just passes messages along)
+that touches message classes. Each record has a ``*_from_proto`` /
+``*_to_proto`` pair, round-trip tested; ``task_spec_from_call`` maps web2py's
+``queue_task(function, pargs, pvars, **kwargs)`` onto a ``TaskSpec``.
+
+queue_task never raises on bad field values, and the client never judges
+them: a value that fits its typed TaskSpec field goes there, and anything
+else (unknown or read-only names, wrong types) goes into
+``TaskSpec.raw_fields`` as JSON text so the coordinator reports it in
+``errors`` with the same wording for every client language.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from taskgrid.v1 import client_pb2, common_pb2
+
+from .errors import ProtocolError
+from .records import (
+    OutputChunk,
+    QueueResult,
+    RunRecord,
+    RunStatus,
+    TaskEvent,
+    TaskRecord,
+    TaskStatus,
+    WorkerRecord,
+    WorkerStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+#: TaskSpec fields a queue_task keyword may fill directly, by the Python type they hold.
+#: function_name, args and vars are filled from queue_task's own arguments.
+SPEC_STRING_FIELDS = frozenset({"task_name", "group_name", "uuid", "cronline"})
+SPEC_BOOL_FIELDS = frozenset(
+    {"enabled", "prevent_drift", "immediate", "broadcast", "discard_results"}
+)
+SPEC_INT_FIELDS = frozenset(
+    {"repeats", "retry_failed", "period", "timeout", "sync_output", "priority"}
+)
+SPEC_TIME_FIELDS = frozenset({"start_time", "next_run_time", "stop_time"})
+#: Fields web2py fills from a default when the given value is falsy (``uuid=""``).
+_FALSY_MEANS_DEFAULT = frozenset({"uuid", "task_name"})
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+_E = TypeVar("_E", TaskStatus, RunStatus, WorkerStatus)
+
+
+# --- enums ---------------------------------------------------------------------------------
+
+
+def _enum_from_proto(enum_cls: type[_E], proto_enum: Any, prefix: str, value: int) -> _E:
+    """Map a proto enum number to the client enum of the same name, minus its prefix."""
+    try:
+        name = str(proto_enum.Name(value))
+        return enum_cls(name.removeprefix(prefix))
+    except ValueError:
+        raise ProtocolError(f"unknown {enum_cls.__name__} value {value}") from None
+
+
+def task_status_from_proto(value: int) -> TaskStatus:
+    """Proto TaskStatus number -> `TaskStatus`."""
+    return _enum_from_proto(TaskStatus, common_pb2.TaskStatus, "TASK_STATUS_", value)
+
+
+def task_status_to_proto(status: TaskStatus | str) -> int:
+    """`TaskStatus` (or its name) -> proto TaskStatus number."""
+    return int(common_pb2.TaskStatus.Value("TASK_STATUS_" + TaskStatus(status).value))
+
+
+def run_status_from_proto(value: int) -> RunStatus:
+    """Proto RunStatus number -> `RunStatus`."""
+    return _enum_from_proto(RunStatus, common_pb2.RunStatus, "RUN_STATUS_", value)
+
+
+def run_status_to_proto(status: RunStatus | str) -> int:
+    """`RunStatus` (or its name) -> proto RunStatus number."""
+    return int(common_pb2.RunStatus.Value("RUN_STATUS_" + RunStatus(status).value))
+
+
+def worker_status_from_proto(value: int) -> WorkerStatus:
+    """Proto WorkerStatus number -> `WorkerStatus`."""
+    return _enum_from_proto(WorkerStatus, common_pb2.WorkerStatus, "WORKER_STATUS_", value)
+
+
+def worker_status_to_proto(status: WorkerStatus | str) -> int:
+    """`WorkerStatus` (or its name) -> proto WorkerStatus number."""
+    return int(common_pb2.WorkerStatus.Value("WORKER_STATUS_" + WorkerStatus(status).value))
+
+
+# --- scalars -------------------------------------------------------------------------------
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive datetimes are taken as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _time_from(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _time_to(message: Any, name: str, value: datetime | None) -> None:
+    if value is not None:
+        getattr(message, name).FromDatetime(as_utc(value))
+
+
+def _decode_json(text: str, default: Any, kind: type) -> Any:
+    """Decode a stored args/vars text; a bad one is logged, never raised on."""
+    if not text:
+        return default
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, kind):
+        logger.warning("stored JSON is not a %s; using %r instead", kind.__name__, default)
+        return default
+    return value
+
+
+def encode_raw(value: Any) -> str:
+    """JSON text for a value the client could not type, for ``raw_fields``.
+
+    Objects JSON cannot hold are written as their ``repr`` so the
+    coordinator can still name the field and show what was passed.
+    """
+    try:
+        return json.dumps(value, default=repr)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def task_from_proto(message: Any) -> TaskRecord:
+    """``taskgrid.v1.Task`` -> `TaskRecord`."""
+    m = message
+    return TaskRecord(
+        id=int(m.id),
+        uuid=str(m.uuid),
+        task_name=str(m.task_name),
+        group_name=str(m.group_name),
+        status=task_status_from_proto(m.status),
+        function_name=str(m.function_name),
+        args=_decode_json(m.args, [], list),
+        vars=_decode_json(m.vars, {}, dict),
+        enabled=bool(m.enabled),
+        start_time=_time_from(m, "start_time"),
+        next_run_time=_time_from(m, "next_run_time"),
+        stop_time=_time_from(m, "stop_time"),
+        repeats=int(m.repeats),
+        retry_failed=int(m.retry_failed),
+        period=int(m.period),
+        prevent_drift=bool(m.prevent_drift),
+        cronline=str(m.cronline) or None,
+        timeout=int(m.timeout),
+        sync_output=int(m.sync_output),
+        times_run=int(m.times_run),
+        times_failed=int(m.times_failed),
+        last_run_time=_time_from(m, "last_run_time"),
+        assigned_worker_name=str(m.assigned_worker_name),
+        broadcast=bool(m.broadcast),
+        priority=int(m.priority),
+        discard_results=bool(m.discard_results),
+        attempt=int(m.attempt),
+        lost_count=int(m.lost_count),
+        stop_requested=bool(m.stop_requested),
+    )
+
+
+def task_to_proto(record: TaskRecord) -> Any:
+    """`TaskRecord` -> ``taskgrid.v1.Task`` (for tests and fakes)."""
+    r = record
+    message = common_pb2.Task(
+        id=r.id,
+        uuid=r.uuid,
+        task_name=r.task_name,
+        group_name=r.group_name,
+        status=task_status_to_proto(r.status),
+        function_name=r.function_name,
+        args=json.dumps(r.args),
+        vars=json.dumps(r.vars),
+        enabled=r.enabled,
+        repeats=r.repeats,
+        retry_failed=r.retry_failed,
+        period=r.period,
+        prevent_drift=r.prevent_drift,
+        cronline=r.cronline or "",
+        timeout=r.timeout,
+        sync_output=r.sync_output,
+        times_run=r.times_run,
+        times_failed=r.times_failed,
+        assigned_worker_name=r.assigned_worker_name,
+        broadcast=r.broadcast,
+        priority=r.priority,
+        discard_results=r.discard_results,
+        attempt=r.attempt,
+        lost_count=r.lost_count,
+        stop_requested=r.stop_requested,
+    )
+    for name in ("start_time", "next_run_time", "stop_time", "last_run_time"):
+        _time_to(message, name, getattr(r, name))
+    return message
+
+
+def run_from_proto(message: Any) -> RunRecord:
+    """``taskgrid.v1.Run`` -> `RunRecord`."""
+    m = message
+    return RunRecord(
+        id=int(m.id),
+        task_id=int(m.task_id),
+        attempt=int(m.attempt),
+        status=run_status_from_proto(m.status),
+        start_time=_time_from(m, "start_time"),
+        stop_time=_time_from(m, "stop_time"),
+        run_output=str(m.run_output),
+        run_result=str(m.run_result) if m.HasField("run_result") else None,
+        traceback=str(m.traceback),
+        worker_name=str(m.worker_name),
+    )
+
+
+def run_to_proto(record: RunRecord) -> Any:
+    """`RunRecord` -> ``taskgrid.v1.Run`` (for tests and fakes)."""
+    r = record
+    message = common_pb2.Run(
+        id=r.id,
+        task_id=r.task_id,
+        attempt=r.attempt,
+        status=run_status_to_proto(r.status),
+        run_output=r.run_output,
+        traceback=r.traceback,
+        worker_name=r.worker_name,
+    )
+    if r.run_result is not None:
+        message.run_result = r.run_result
+    _time_to(message, "start_time", r.start_time)
+    _time_to(message, "stop_time", r.stop_time)
+    return message
+
+
+def worker_from_proto(message: Any) -> WorkerRecord:
+    """``taskgrid.v1.Worker`` -> `WorkerRecord`."""
+    m = message
+    return WorkerRecord(
+        worker_name=str(m.worker_name),
+        status=worker_status_from_proto(m.status),
+        first_heartbeat=_time_from(m, "first_heartbeat"),
+        last_heartbeat=_time_from(m, "last_heartbeat"),
+        group_names=tuple(str(g) for g in m.group_names),
+        functions=tuple(str(f) for f in m.functions),
+        capacity=int(m.capacity),
+        language=str(m.language),
+        alive=bool(m.alive),
+        running=tuple(int(t) for t in m.running),
+        rss_bytes=int(m.rss_bytes),
+        heartbeat=float(m.heartbeat),
+        hostname=str(m.hostname),
+        pid=int(m.pid),
+        capabilities=tuple(str(c) for c in m.capabilities),
+    )
+
+
+def worker_to_proto(record: WorkerRecord) -> Any:
+    """`WorkerRecord` -> ``taskgrid.v1.Worker`` (for tests and fakes)."""
+    r = record
+    message = common_pb2.Worker(
+        worker_name=r.worker_name,
+        status=worker_status_to_proto(r.status),
+        group_names=list(r.group_names),
+        functions=list(r.functions),
+        capacity=r.capacity,
+        language=r.language,
+        alive=r.alive,
+        running=list(r.running),
+        rss_bytes=r.rss_bytes,
+        heartbeat=r.heartbeat,
+        hostname=r.hostname,
+        pid=r.pid,
+        capabilities=list(r.capabilities),
+    )
+    _time_to(message, "first_heartbeat", r.first_heartbeat)
+    _time_to(message, "last_heartbeat", r.last_heartbeat)
+    return message
+
+
+def output_from_proto(message: Any) -> OutputChunk:
+    """``taskgrid.v1.OutputChunk`` -> `OutputChunk`."""
+    m = message
+    return OutputChunk(
+        task_id=int(m.task_id),
+        attempt=int(m.attempt),
+        run_id=int(m.run_id),
+        seq=int(m.seq),
+        data=str(m.data),
+        clear=bool(m.clear),
+    )
+
+
+def output_to_proto(record: OutputChunk) -> Any:
+    """`OutputChunk` -> ``taskgrid.v1.OutputChunk`` (for tests and fakes)."""
+    r = record
+    return common_pb2.OutputChunk(
+        task_id=r.task_id, attempt=r.attempt, run_id=r.run_id, seq=r.seq, data=r.data, clear=r.clear
+    )
+
+
+def event_from_proto(message: Any) -> TaskEvent | None:
+    """``taskgrid.v1.TaskEvent`` -> a `TaskRecord` or `OutputChunk`; None for an empty event."""
+    kind = message.WhichOneof("event")
+    if kind == "task":
+        return task_from_proto(message.task)
+    if kind == "output":
+        return output_from_proto(message.output)
+    return None
+
+
+def queue_result_from_proto(
+    message: Any, client_errors: Mapping[str, str] | None = None
+) -> QueueResult:
+    """``QueueTaskResponse`` -> `QueueResult`, ids as None when nothing was queued.
+
+    ``client_errors`` are the few messages the client wrote itself (values JSON
+    cannot encode); they replace the coordinator's wording for those fields.
+    """
+    errors = {str(k): str(v) for k, v in message.errors.items()}
+    if errors and client_errors:
+        errors.update(client_errors)
+    if errors or not message.id:
+        return QueueResult(id=None, uuid=None, errors=errors)
+    return QueueResult(id=int(message.id), uuid=str(message.uuid), errors={})
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def task_ref_to_proto(ref: object) -> Any:
+    """A task id (int) or uuid (str) -> ``taskgrid.v1.TaskRef``.
+
+    Raises:
+        TypeError: ``ref`` is neither (web2py raised SyntaxError here).
+    """
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return client_pb2.TaskRef(id=ref)
+    if isinstance(ref, str):
+        return client_pb2.TaskRef(uuid=ref)
+    raise TypeError(f"a task is named by its id (int) or uuid (str), not {type(ref).__name__}")
+
+
+def _fits(name: str, value: Any) -> Any:
+    """The value to store in typed field ``name``, or None when it does not fit there."""
+    if name in SPEC_STRING_FIELDS:
+        return value if isinstance(value, str) else None
+    if name in SPEC_BOOL_FIELDS:
+        return value if isinstance(value, bool) else None
+    if name in SPEC_INT_FIELDS:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value if _INT64_MIN <= value <= _INT64_MAX else None
+        return None
+    if name in SPEC_TIME_FIELDS:
+        return as_utc(value) if isinstance(value, datetime) else None
+    return None
+
+
+def _function_name(function: object) -> str | None:
+    if isinstance(function, str):
+        return function
+    name = getattr(function, "__name__", None)
+    return name if isinstance(name, str) else None
+
+
+def _json_field(
+    spec: Any, name: str, given: Any, python_value: Any, errors: dict[str, str]
+) -> None:
+    """Fill ``args``/``vars``: a truthy JSON string given by name wins, else dump the value."""
+    if given:
+        if isinstance(given, str):
+            setattr(spec, name, given)
+        else:
+            spec.raw_fields[name] = encode_raw(given)
+        return
+    if python_value is None:
+        return
+    try:
+        setattr(spec, name, json.dumps(python_value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        # Sent as a JSON string (never a list or object) so the coordinator rejects the
+        # field too and nothing is queued; the client's message says why.
+        spec.raw_fields[name] = json.dumps(repr(python_value))
+        errors[name] = f"cannot be encoded as JSON: {exc}"
+
+
+def task_spec_from_call(
+    function: object, pargs: Any, pvars: Any, kwargs: Mapping[str, Any]
+) -> tuple[Any, dict[str, str]]:
+    """Build the ``TaskSpec`` for ``queue_task(function, pargs, pvars, **kwargs)``.
+
+    Returns:
+        The spec, and the field errors the client had to write itself (only
+        for values JSON cannot encode; everything else is judged by the
+        coordinator from ``raw_fields``).
+    """
+    spec = common_pb2.TaskSpec()
+    errors: dict[str, str] = {}
+    name = _function_name(function)
+    if name is None:
+        spec.raw_fields["function_name"] = encode_raw(function)
+    else:
+        spec.function_name = name
+    rest = dict(kwargs)
+    _json_field(spec, "args", rest.pop("args", None), pargs, errors)
+    _json_field(spec, "vars", rest.pop("vars", None), pvars, errors)
+    for key, value in rest.items():
+        known = key in SPEC_STRING_FIELDS | SPEC_BOOL_FIELDS | SPEC_INT_FIELDS | SPEC_TIME_FIELDS
+        if known and (value is None or (key in _FALSY_MEANS_DEFAULT and not value)):
+            continue  # the coordinator applies the default
+        typed = _fits(key, value) if known else None
+        if typed is None:
+            spec.raw_fields[key] = encode_raw(value)
+        elif key in SPEC_TIME_FIELDS:
+            getattr(spec, key).FromDatetime(typed)
+        else:
+            setattr(spec, key, typed)
+    return spec, errors

@@ -1,0 +1,368 @@
+"""`Scheduler`: web2py's scheduler client API, spoken over gRPC to a coordinator.
+
+It owns one channel and the stubs on it; every method is one request (or one
+paged loop, or one stream) converted by ``_convert`` and guarded by
+``_channel.translated_errors``, so callers only ever see records and
+``taskgrid.client.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Literal, overload
+
+from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
+
+from . import _channel, _convert
+from .errors import NotFoundError, ProtocolError
+from .records import (
+    QueueResult,
+    RunRecord,
+    TaskEvent,
+    TaskRecord,
+    TaskStatus,
+    TaskStatusResult,
+    WorkerRecord,
+    WorkerStatus,
+    decode_result,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+#: Deadline of every unary call; watch streams have none.
+DEFAULT_TIMEOUT_S = 30.0
+#: Tasks asked for per ListTasks page (the coordinator caps it at 1000).
+DEFAULT_PAGE_SIZE = 100
+_MAX_PAGE_SIZE = 1000
+
+#: A task reference: its id or its uuid.
+TaskRef = int | str
+
+
+class Scheduler:
+    """A client of one taskgrid coordinator, with web2py's Scheduler methods.
+
+    Use it as a context manager, or call `close` when done. It is safe to
+    share between threads.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        token: str | None = None,
+        tls: bool | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        """Connect (lazily) to the coordinator at ``target``.
+
+        Args:
+            target: ``HOST:PORT`` of the coordinator.
+            token: Bearer token for authenticated coordinators (not supported yet).
+            tls: Use TLS (not supported yet).
+            timeout_s: Deadline in seconds of each unary call.
+
+        Raises:
+            NotImplementedError: ``token`` or ``tls`` was given.
+        """
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = _channel.create_channel(target, token=token, tls=tls)
+        self._tasks = client_pb2_grpc.ClientServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    # --- lifetime ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the channel; running watches end with `CancelledError`."""
+        self._channel.close()
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Scheduler({self.target!r})"
+
+    # --- queueing ----------------------------------------------------------------------
+
+    def queue_task(
+        self,
+        function: str | Callable[..., Any],
+        pargs: list[Any] | None = None,
+        pvars: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> QueueResult:
+        """Queue one task; bad field values come back in ``errors``, never raised.
+
+        Args:
+            function: The function's name, or anything with a ``__name__``.
+            pargs: Positional arguments (JSON-encoded into ``args``).
+            pvars: Keyword arguments (JSON-encoded into ``vars``).
+            **kwargs: Task fields (timeout, repeats, period, group_name, uuid,
+                start_time, ...). ``args=``/``vars=`` JSON strings win over
+                pargs/pvars when truthy, as in web2py. Unknown or read-only
+                names and values of the wrong type are reported in ``errors``.
+
+        Returns:
+            The new task's id and uuid, or the field errors (nothing queued).
+        """
+        spec, client_errors = _convert.task_spec_from_call(function, pargs, pvars, kwargs)
+        with _channel.translated_errors():
+            response = self._tasks.QueueTask(
+                client_pb2.QueueTaskRequest(task=spec), timeout=self.timeout_s
+            )
+        return _convert.queue_result_from_proto(response, client_errors)
+
+    def queue_tasks(self, tasks: Iterable[Mapping[str, Any]]) -> list[QueueResult]:
+        """Queue many tasks in one call: all of them, or none if any has errors.
+
+        Args:
+            tasks: One mapping per task with queue_task's argument names, e.g.
+                ``{"function": "add", "pargs": [1, 2], "timeout": 5}``.
+
+        Returns:
+            One result per task, in order.
+
+        Raises:
+            TypeError: An entry is not a mapping or has no ``function``.
+        """
+        specs: list[Any] = []
+        client_errors: list[dict[str, str]] = []
+        for entry in tasks:
+            if not isinstance(entry, Mapping):
+                raise TypeError(f"each task is a mapping, not {type(entry).__name__}")
+            fields = dict(entry)
+            if "function" not in fields:
+                raise TypeError("each task needs a 'function'")
+            function = fields.pop("function")
+            pargs = fields.pop("pargs", None)
+            pvars = fields.pop("pvars", None)
+            spec, errors = _convert.task_spec_from_call(function, pargs, pvars, fields)
+            specs.append(spec)
+            client_errors.append(errors)
+        if not specs:
+            return []
+        with _channel.translated_errors():
+            response = self._tasks.QueueTasks(
+                client_pb2.QueueTasksRequest(tasks=specs), timeout=self.timeout_s
+            )
+        if len(response.results) != len(specs):
+            raise ProtocolError(
+                f"QueueTasks answered {len(response.results)} results for {len(specs)} tasks"
+            )
+        results = [
+            _convert.queue_result_from_proto(r, e)
+            for r, e in zip(response.results, client_errors, strict=True)
+        ]
+        if any(r.errors for r in results):
+            # All-or-nothing: ids of tasks that would have been fine were never written.
+            results = [QueueResult(id=None, uuid=None, errors=r.errors) for r in results]
+        return results
+
+    # --- reading -----------------------------------------------------------------------
+
+    def _get_task(self, ref: TaskRef, all_runs: bool) -> Any:
+        request = client_pb2.GetTaskRequest(ref=_convert.task_ref_to_proto(ref), all_runs=all_runs)
+        with _channel.translated_errors():
+            return self._tasks.GetTask(request, timeout=self.timeout_s)
+
+    @overload
+    def task_status(self, ref: TaskRef, output: Literal[False] = False) -> TaskRecord | None: ...
+
+    @overload
+    def task_status(self, ref: TaskRef, output: Literal[True]) -> TaskStatusResult | None: ...
+
+    @overload
+    def task_status(
+        self, ref: TaskRef, output: bool = False
+    ) -> TaskRecord | TaskStatusResult | None: ...
+
+    def task_status(
+        self, ref: TaskRef, output: bool = False
+    ) -> TaskRecord | TaskStatusResult | None:
+        """The task named by ``ref`` (id or uuid), or None if there is none.
+
+        Args:
+            ref: The task's id (int) or uuid (str).
+            output: Also return its latest run and that run's decoded result.
+
+        Returns:
+            A `TaskRecord`; with ``output=True`` a `TaskStatusResult`; None
+            when no such task exists.
+
+        Raises:
+            TypeError: ``ref`` is neither an int nor a str.
+        """
+        try:
+            response = self._get_task(ref, all_runs=False)
+        except NotFoundError:
+            return None
+        task = _convert.task_from_proto(response.task)
+        if not output:
+            return task
+        run = _convert.run_from_proto(response.runs[-1]) if response.runs else None
+        result = decode_result(run.run_result) if run is not None else None
+        return TaskStatusResult(task=task, run=run, result=result)
+
+    def runs(self, ref: TaskRef) -> list[RunRecord]:
+        """Every run of the task, oldest first.
+
+        Raises:
+            NotFoundError: No such task.
+        """
+        response = self._get_task(ref, all_runs=True)
+        return [_convert.run_from_proto(r) for r in response.runs]
+
+    def explain(self, ref: TaskRef) -> str | None:
+        """Why a QUEUED task is not running yet, if the coordinator knows.
+
+        Raises:
+            NotFoundError: No such task.
+        """
+        response = self._get_task(ref, all_runs=False)
+        return str(response.waiting_reason) or None
+
+    def list_tasks(
+        self,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        group_name: str | None = None,
+        function_name: str | None = None,
+        task_name: str | None = None,
+        limit: int | None = 100,
+    ) -> list[TaskRecord]:
+        """Tasks matching every given filter, newest first.
+
+        Args:
+            status: One status or several; None for any.
+            group_name: Only this group.
+            function_name: Only this function.
+            task_name: Only this task name.
+            limit: At most this many tasks; None for all of them.
+
+        Raises:
+            ValueError: A status name is not a `TaskStatus`.
+        """
+        if status is None:
+            statuses: list[TaskStatus | str] = []
+        elif isinstance(status, str):
+            statuses = [status]
+        else:
+            statuses = list(status)
+        request = client_pb2.ListTasksRequest(
+            statuses=[_convert.task_status_to_proto(s) for s in statuses],
+            group_name=group_name or "",
+            function_name=function_name or "",
+            task_name=task_name or "",
+        )
+        tasks: list[TaskRecord] = []
+        while limit is None or len(tasks) < limit:
+            want = _MAX_PAGE_SIZE if limit is None else limit - len(tasks)
+            request.page_size = min(want, _MAX_PAGE_SIZE)
+            with _channel.translated_errors():
+                response = self._tasks.ListTasks(request, timeout=self.timeout_s)
+            tasks.extend(_convert.task_from_proto(t) for t in response.tasks)
+            if not response.next_page_token or not response.tasks:
+                break
+            request.page_token = response.next_page_token
+        return tasks if limit is None else tasks[:limit]
+
+    def watch(self, ref: TaskRef) -> Iterator[TaskEvent]:
+        """Follow a task: status snapshots and output chunks, from the start, until it ends.
+
+        Closing the iterator (or leaving a ``for`` loop early) cancels the stream.
+
+        Raises:
+            TypeError: ``ref`` is neither an int nor a str (raised at once).
+            NotFoundError: No such task (raised when iteration starts).
+        """
+        request = client_pb2.WatchTaskRequest(ref=_convert.task_ref_to_proto(ref))
+        return self._watch(request)
+
+    def _watch(self, request: Any) -> Iterator[TaskEvent]:
+        with _channel.translated_errors():
+            stream = self._tasks.WatchTask(request)
+            try:
+                for message in stream:
+                    event = _convert.event_from_proto(message)
+                    if event is not None:
+                        yield event
+            finally:
+                stream.cancel()
+
+    # --- stopping and workers ----------------------------------------------------------
+
+    def stop_task(self, ref: TaskRef) -> bool:
+        """Stop a task: QUEUED or ASSIGNED at once, RUNNING through its worker.
+
+        Returns:
+            True when something was stopped or a stop was sent; False when the
+            task had already ended or does not exist.
+        """
+        request = client_pb2.StopTaskRequest(ref=_convert.task_ref_to_proto(ref))
+        try:
+            with _channel.translated_errors():
+                response = self._tasks.StopTask(request, timeout=self.timeout_s)
+        except NotFoundError:
+            return False
+        logger.debug(
+            "stop_task ref=%s stopped=%s message=%s", ref, response.stopped, response.message
+        )
+        return bool(response.stopped)
+
+    def get_workers(self, include_dead: bool = False) -> dict[str, WorkerRecord]:
+        """Known workers by name; dead ones only with ``include_dead``."""
+        request = admin_pb2.ListWorkersRequest(include_dead=include_dead)
+        with _channel.translated_errors():
+            response = self._admin.ListWorkers(request, timeout=self.timeout_s)
+        workers = (_convert.worker_from_proto(w) for w in response.workers)
+        return {w.worker_name: w for w in workers}
+
+    def _set_worker_status(
+        self, status: WorkerStatus, group_names: str | Iterable[str] | None, worker_name: str | None
+    ) -> list[str]:
+        groups = [group_names] if isinstance(group_names, str) else list(group_names or [])
+        request = admin_pb2.SetWorkerStatusRequest(
+            status=_convert.worker_status_to_proto(status),
+            group_names=groups,
+            worker_name=worker_name or "",
+        )
+        with _channel.translated_errors():
+            response = self._admin.SetWorkerStatus(request, timeout=self.timeout_s)
+        return [str(name) for name in response.worker_names]
+
+    def resume(
+        self, group_names: str | Iterable[str] | None = None, worker_name: str | None = None
+    ) -> list[str]:
+        """Set workers ACTIVE (never a TERMINATE or KILL one); returns those changed.
+
+        With neither argument every worker is targeted.
+        """
+        return self._set_worker_status(WorkerStatus.ACTIVE, group_names, worker_name)
+
+    def disable(
+        self, group_names: str | Iterable[str] | None = None, worker_name: str | None = None
+    ) -> list[str]:
+        """Set workers DISABLED (they lease nothing); returns those changed."""
+        return self._set_worker_status(WorkerStatus.DISABLED, group_names, worker_name)
+
+    def terminate(
+        self, group_names: str | Iterable[str] | None = None, worker_name: str | None = None
+    ) -> list[str]:
+        """Tell workers to finish their tasks and exit; returns those changed."""
+        return self._set_worker_status(WorkerStatus.TERMINATE, group_names, worker_name)
+
+    def kill(
+        self, group_names: str | Iterable[str] | None = None, worker_name: str | None = None
+    ) -> list[str]:
+        """Tell workers to stop their tasks now and exit; returns those changed."""
+        return self._set_worker_status(WorkerStatus.KILL, group_names, worker_name)

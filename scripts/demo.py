@@ -1,0 +1,118 @@
+"""`make demo`: a coordinator on SQLite, two workers, sample tasks, their statuses and outputs.
+
+Everything runs in a temporary folder and is stopped at the end, even on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TASKS = ROOT / "examples" / "demo_tasks.py"
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
+
+
+def taskgrid(*args: str) -> list[str]:
+    """The command line of `taskgrid ARGS` with this interpreter."""
+    return [sys.executable, "-m", "taskgrid", *args]
+
+
+def banner(text: str) -> None:
+    """Print a section title."""
+    print(f"\n=== {text} ===", flush=True)
+
+
+def start_coordinator(folder: pathlib.Path) -> tuple[subprocess.Popen[str], str]:
+    """Start the coordinator on a SQLite file; wait for its listening line."""
+    log = open(folder / "coordinator.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        taskgrid("coordinator", "--db", f"sqlite:///{folder / 'demo.sqlite'}",
+                 "--listen", "127.0.0.1:0", "--heartbeat", "1"),
+        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the coordinator is ready (or dies)
+    if "listening on" not in line:
+        raise SystemExit(f"coordinator did not start; see {folder / 'coordinator.log'}")
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+def main() -> int:
+    """Run the demo; returns 0 when every sample task ended as expected."""
+    from taskgrid.client import Scheduler
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="taskgrid-demo-"))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        banner("coordinator on SQLite")
+        coord, address = start_coordinator(folder)
+        procs.append(coord)
+        print(f"listening on {address}; database {folder / 'demo.sqlite'}")
+        env = {**os.environ, "TASKGRID_COORDINATOR": address}
+        for name in ("demo-w1", "demo-w2"):
+            log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            procs.append(subprocess.Popen(
+                taskgrid("worker", "--tasks", str(TASKS), "--coordinator", address,
+                         "--name", name, "--heartbeat", "1", "--concurrency", "2"),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env))
+        s = Scheduler(address)
+        deadline = time.monotonic() + 30
+        while len(s.get_workers()) < 2:
+            if time.monotonic() > deadline:
+                raise SystemExit("workers did not register; see " + str(folder))
+            time.sleep(0.1)  # polling a demo's readiness, not a test
+        banner("workers")
+        subprocess.run(taskgrid("workers", "--coordinator", address), check=False)
+
+        banner("queueing sample tasks")
+        queued = {
+            "add(2, 3)": s.queue_task("add", pargs=[2, 3]),
+            "greet('taskgrid')": s.queue_task("greet", pargs=["taskgrid"]),
+            "progress (sync_output=1, !clear!)": s.queue_task("progress", sync_output=1),
+            "fail (retry_failed=1)": s.queue_task("fail", retry_failed=1, period=0),
+            "slow(10) with timeout=2": s.queue_task("slow", pargs=[10], timeout=2),
+        }
+        for label, r in queued.items():
+            print(f"  #{r.id:<3} {label}  errors={r.errors or 'none'}")
+        bad = s.queue_task("add", pargs={"not": "a list"}, timeout=0)
+        print(f"  a bad request is refused, nothing queued: errors={bad.errors}")
+
+        banner("live output of the progress task (taskgrid tail)")
+        subprocess.run(taskgrid("tail", str(queued["progress (sync_output=1, !clear!)"].id),
+                                "--coordinator", address), check=False)
+
+        deadline = time.monotonic() + 60
+        while any(s.task_status(r.id).status not in TERMINAL for r in queued.values()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # a demo waiting for its tasks, not a test
+
+        banner("final statuses (taskgrid status ID --output)")
+        for label, r in queued.items():
+            print(f"\n--- {label} ---", flush=True)
+            subprocess.run(taskgrid("status", str(r.id), "--output", "--coordinator", address),
+                           check=False)
+        ok = [s.task_status(r.id).status for r in queued.values()] == [
+            "COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "TIMEOUT"]
+        banner("done" if ok else "some tasks did not end as expected")
+        s.close()
+        return 0 if ok else 1
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        print(f"(logs in {folder})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
