@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
+from typing import Any
 
 import grpc
 
@@ -27,6 +29,18 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 2.0
 
 
+class CallCounter(grpc.aio.ServerInterceptor):
+    """Counts calls per method, logged at shutdown so costs per task can be measured."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        """Count the call and hand it on."""
+        self.counts[handler_call_details.method.rsplit("/", 1)[-1]] += 1
+        return await continuation(handler_call_details)
+
+
 @dataclasses.dataclass
 class Coordinator:
     """A running coordinator: its server, bound port and background tasks."""
@@ -36,6 +50,7 @@ class Coordinator:
     runtime: Runtime
     stopping: asyncio.Event
     background: list[asyncio.Task[None]]
+    calls: CallCounter
 
     async def stop(self) -> None:
         """Stop serving, finish background work, close the database."""
@@ -46,7 +61,9 @@ class Coordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.get_running_loop().run_in_executor(None, self.runtime.store.close)
-        logger.info("coordinator stopped")
+        counts = " ".join(f"{k}={v}" for k, v in sorted(self.calls.counts.items()))
+        logger.info("coordinator stopped transactions=%d calls: %s",
+                    self.runtime.store.transactions, counts or "none")
 
 
 async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -> Coordinator:
@@ -61,7 +78,8 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     await rt.registry.load()
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
-    server = grpc.aio.server(options=options)
+    calls = CallCounter()
+    server = grpc.aio.server(options=options, interceptors=[calls])
     client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(rt), server)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(rt), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(rt), server)
@@ -72,4 +90,4 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     stopping = asyncio.Event()
     reaper = asyncio.create_task(Reaper(rt).loop(stopping), name="taskgrid-reaper")
     logger.info("serving db=%s", redact_url(config.db_url))
-    return Coordinator(server, port, rt, stopping, [reaper])
+    return Coordinator(server, port, rt, stopping, [reaper], calls)

@@ -289,6 +289,8 @@ class Store:
             threads = DEFAULT_PG_POOL_SIZE
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="taskgrid-store")
+        #: transactions run so far (logged at shutdown; read by bench/)
+        self.transactions = 0
 
     def migrate(self) -> None:
         """Apply every Alembic migration not applied yet (idempotent)."""
@@ -301,6 +303,7 @@ class Store:
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn(tx)` in one transaction on the calling thread."""
+        self.transactions += 1
         with self.engine.begin() as conn:
             return fn(Tx(conn))
 

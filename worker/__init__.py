@@ -3,14 +3,17 @@
 Public surface: `current_task()` (called from inside a task function) and the
 `TaskContext` it returns. Everything else is the worker's machinery:
 
-- main.py: command-line flags -> Agent; the only place that configures logging.
-- agent.py: talks to the coordinator (register, lease, heartbeat, output, reports);
-  the only module of this package that imports the generated gRPC stubs.
-- outbox.py: finished reports and output chunks waiting to be sent.
-- runner.py: the pool of long-lived task child processes (process groups,
-  timeouts, SIGTERM then SIGKILL, reaping, replacement).
-- child.py: the loop that runs inside each task child process.
-- capture.py: file-descriptor level stdout/stderr capture and `!clear!` chunking.
+- main.py: command-line flags -> Agent; the only place that configures logging
+  or installs signal handlers.
+- agent.py: talks to the coordinator (register, lease, heartbeat, commands,
+  delivery); the only module of this package that imports the generated stubs.
+- reporter.py: the thread that batches live output and finished runs;
+  outbox.py: what is waiting to be sent; backoff.py: retry delays.
+- runner.py: the pool of long-lived task children (dispatch, timeouts,
+  SIGTERM then SIGKILL to the process group, reaping, replacement).
+- child.py: a task child, both ends (the worker's handle, the loop inside).
+- capture.py: fd-level stdout/stderr capture and `!clear!` chunking.
+- records.py: the plain records passed between pool, reporter and agent.
 - registry.py: loading the task functions named by `--tasks`.
 - context.py: `current_task()`.
 

@@ -1,65 +1,63 @@
-"""The worker's side of the protocol: register, lease, heartbeat, output, reports.
+"""The worker's side of the protocol: register, lease, heartbeat, commands, delivery.
 
 `Agent` is the only module of taskgrid.worker that imports the generated
-stubs. It drives a runner.Pool and keeps four loops, each a `*_once` step
-wrapped by a thin loop:
+stubs. It runs a runner.Pool and three loops, each a `*_once` step inside a
+thin loop:
 
 - the calling thread (`run`): register, then long-poll Lease for exactly
   the free slots (wait_s = heartbeat) and submit what comes back;
 - a heartbeat thread: Heartbeat every `heartbeat` seconds with every held
   lease and the RSS; it never waits on a task, so a hung task cannot stop it;
-- a reporter thread: one SendOutput with the due output of every run, then
-  one Report with every finished run, each call batching whatever queued up;
-- the pool's I/O thread (runner.py), which hands finished runs to `_on_finish`.
+- the reporter thread (reporter.py), which batches output and reports and
+  hands them to `send_output` / `send_reports` here.
 
-Commands (DISABLED, TERMINATE, KILL, stop lease X) may arrive in Lease and
-Heartbeat replies and are applied by whichever thread got them. While the
-coordinator is away, running tasks continue, calls are retried with jittered
-exponential backoff, and reports and output wait in the outbox.
+Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and
+Heartbeat replies and are obeyed by whichever thread got them. While the
+coordinator is away, tasks keep running and every call is retried with a
+jittered exponential backoff; NOT_FOUND means the coordinator forgot this
+worker: its runs are stopped and dropped, and it registers again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
 
 from taskgrid import __version__
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from taskgrid.worker.backoff import Backoff
 from taskgrid.worker.capture import Chunk
-from taskgrid.worker.outbox import Outbox
-from taskgrid.worker.runner import LeaseKey, Outcome, Pool, RunResult, TaskRun
+from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun
+from taskgrid.worker.reporter import Delivery, Reporter, StaleLeasesError
+from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, Pool
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_COORDINATOR = "127.0.0.1:50051"
 DEFAULT_GROUP = "main"
 DEFAULT_HEARTBEAT = 3.0
-DEFAULT_OUTPUT_INTERVAL_S = 1.0
-"""Live output cadence of a run whose sync_output is 0 (web2py: about 1 s)."""
 DEFAULT_RPC_TIMEOUT_S = 10.0
-DEFAULT_BACKOFF_BASE_S = 0.1
-DEFAULT_BACKOFF_CAP_S = 5.0
 DEFAULT_EXIT_FLUSH_S = 10.0
-"""How long a leaving worker keeps retrying unsent reports before giving up."""
+"""How long a leaving worker keeps trying to deliver its last reports."""
 STALE_LEASES_KEY = "taskgrid-stale-leases"
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    # gRPC's own reconnect backoff grows to 2 minutes; a restarted coordinator must
+    # hear from us well within its dead-worker limit (3 heartbeats), so keep it short.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 _S = common_pb2
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-}
+_SESSION_GONE = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED}
+_NEVER_RETRY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
 _RUN_STATUS = {
     Outcome.COMPLETED: _S.RUN_STATUS_COMPLETED,
     Outcome.FAILED: _S.RUN_STATUS_FAILED,
@@ -70,7 +68,7 @@ _RUN_STATUS = {
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Everything `taskgrid worker` flags decide."""
+    """Everything the `taskgrid worker` flags decide."""
 
     tasks: str
     functions: list[str]
@@ -80,32 +78,14 @@ class AgentConfig:
     heartbeat: float = DEFAULT_HEARTBEAT
     max_empty_runs: int = 0
     concurrency: int = 1
-    kill_grace_s: float = 5.0
-
-
-class Backoff:
-    """Jittered exponential delays: base, 2*base, ... capped, each scaled by 0.5-1.0."""
-
-    def __init__(self, base_s: float = DEFAULT_BACKOFF_BASE_S, cap_s: float = DEFAULT_BACKOFF_CAP_S):
-        self._base = base_s
-        self._cap = cap_s
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """Count one more failure and return how long to wait before retrying."""
-        delay = min(self._cap, self._base * 2 ** min(self.failures, 30))
-        self.failures += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        """Forget the failures after a success."""
-        self.failures = 0
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S
 
 
 def stale_keys(error: grpc.RpcError) -> set[LeaseKey]:
     """Leases named in the ``taskgrid-stale-leases`` trailer of a FAILED_PRECONDITION."""
     found: set[LeaseKey] = set()
-    for key, value in getattr(error, "trailing_metadata", lambda: None)() or ():
+    trailer = getattr(error, "trailing_metadata", None)
+    for key, value in (trailer() if trailer else None) or ():
         if key == STALE_LEASES_KEY:
             for item in str(value).split(","):
                 task, _, attempt = item.strip().partition(":")
@@ -115,7 +95,7 @@ def stale_keys(error: grpc.RpcError) -> set[LeaseKey]:
 
 
 def rss_bytes(pids: Iterable[int]) -> int:
-    """Resident memory of this process and `pids` (Linux /proc; 0 where unknown)."""
+    """Resident memory of this process and `pids` (from Linux /proc; 0 where unknown)."""
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
     for pid in [os.getpid(), *pids]:
@@ -127,11 +107,11 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
-def _ref(key: LeaseKey) -> _S.LeaseRef:
+def _ref(key: LeaseKey) -> common_pb2.LeaseRef:
     return _S.LeaseRef(task_id=key[0], attempt=key[1])
 
 
-def _chunk_pb(key: LeaseKey, chunk: Chunk) -> _S.OutputChunk:
+def _chunk_pb(key: LeaseKey, chunk: Chunk) -> common_pb2.OutputChunk:
     return _S.OutputChunk(
         task_id=key[0], attempt=key[1], seq=chunk.seq, data=chunk.data, clear=chunk.clear
     )
@@ -169,25 +149,25 @@ def report_to_pb(result: RunResult) -> worker_pb2.RunReport:
 class Agent:
     """One worker: a session with the coordinator and a pool of task children."""
 
-    def __init__(self, config: AgentConfig, pool: Pool | None = None) -> None:
+    def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self._pool = pool or Pool(
+        self._pool = Pool(
             config.tasks, config.concurrency, self._on_finish, kill_grace_s=config.kill_grace_s
         )
-        self._outbox = Outbox()
-        self._cond = threading.Condition(threading.RLock())  # RLock: signal handlers take it
+        self._reporter = Reporter(self, self._pool.active_runs, self._has_session)
+        self._cond = threading.Condition()
         self._session: worker_pb2.WorkerSession | None = None
         self._generation = 0  # bumped when a session is lost: late errors of old calls are moot
-        self._status = _S.WORKER_STATUS_ACTIVE
-        self._leaving: str | None = None  # why the worker exits once idle
+        self._status: int = _S.WORKER_STATUS_ACTIVE
+        self._leaving: str | None = None  # why the worker exits once its runs are over
         self._killing = False
         self._heartbeat = config.heartbeat
         self._empty_runs = 0
-        self._dropped: set[LeaseKey] = set()  # runs whose results must not be reported
-        self._output_due: dict[LeaseKey, float] = {}
-        self._reporter_idle = False
-        self._threads_stop = threading.Event()
-        self._channel: grpc.Channel | None = None
+        self._hold_until = 0.0  # Lease answers at once while a stop is pending: pause leasing
+        self._dropped: set[LeaseKey] = set()  # runs whose outcome must not be reported
+        self._failed_calls = 0  # consecutive failed calls, so an outage is logged once
+        self._exit_code = 0
+        self._stopping = threading.Event()
         self._stub: worker_pb2_grpc.WorkerServiceStub | None = None
 
     # ---- entry points --------------------------------------------------------------
@@ -195,72 +175,68 @@ class Agent:
     def run(self) -> int:
         """Start the children, then serve until told to leave; return the exit code.
 
+        0 after TERMINATE, KILL, a signal or max_empty_runs; 1 when the
+        coordinator rejected the registration as invalid.
+
         Raises:
             runner.PoolError: the task children could not load the tasks.
         """
-        self._pool.start()  # children first, before gRPC starts its threads
-        self._channel = grpc.insecure_channel(
-            self.config.coordinator,
-            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-        )
-        self._stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
-        threads = [
-            threading.Thread(target=self._heartbeat_loop, name="taskgrid-heartbeat", daemon=True),
-            threading.Thread(target=self._reporter_loop, name="taskgrid-reporter", daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
+        self._pool.start()  # before the channel: nothing of gRPC exists when children start
+        channel = grpc.insecure_channel(self.config.coordinator, options=CHANNEL_OPTIONS)
+        self._stub = worker_pb2_grpc.WorkerServiceStub(channel)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="taskgrid-heartbeat",
+                                     daemon=True)  # fmt: skip
+        heartbeat.start()
+        self._reporter.start()
         try:
-            return self._main_loop()
+            self._main_loop()
+            if not self._reporter.wait_idle(DEFAULT_EXIT_FLUSH_S):
+                logger.error("exiting with undelivered reports leases=%s",
+                             sorted(self._reporter.outbox.held_keys()))  # fmt: skip
         finally:
-            self._threads_stop.set()
+            self._stopping.set()
             with self._cond:
                 self._cond.notify_all()
-            for thread in threads:
-                thread.join(DEFAULT_RPC_TIMEOUT_S)
+            self._reporter.stop(DEFAULT_RPC_TIMEOUT_S)
+            heartbeat.join(DEFAULT_RPC_TIMEOUT_S)
             self._pool.close()
-            self._channel.close()
+            channel.close()
+        logger.info("worker exiting reason=%s", self._leaving)
+        return self._exit_code
 
-    def request_exit(self, force: bool = False) -> None:
-        """Leave like TERMINATE (finish running tasks), or like KILL when `force`."""
-        self._apply_status(_S.WORKER_STATUS_KILL if force else _S.WORKER_STATUS_TERMINATE)
+    def request_exit(self) -> None:
+        """Leave like KILL: stop running tasks (reported STOPPED), take no more, exit.
+
+        Safe from a signal handler: the work happens on a new thread, because
+        the interrupted main thread may hold the locks it needs.
+        """
+        threading.Thread(target=self._apply_status, args=(_S.WORKER_STATUS_KILL,),
+                         daemon=True).start()  # fmt: skip
 
     # ---- main loop: register and lease ------------------------------------------
 
-    def _main_loop(self) -> int:
+    def _main_loop(self) -> None:
         backoff = Backoff()
-        idle_since: float | None = None
         while True:
             with self._cond:
                 if self._leaving and not self._pool.active_keys():
-                    if self._outbox.is_empty():
-                        break
-                    idle_since = idle_since or time.monotonic()
-                    if time.monotonic() - idle_since > DEFAULT_EXIT_FLUSH_S:
-                        logger.error("exiting with unsent reports leases=%s",
-                                     sorted(self._outbox.held_keys()))  # fmt: skip
-                        break
-                    self._cond.wait(0.5)  # woken by the reporter; the bound ends the flush
-                    continue
+                    return
                 if self._session is not None and not self._may_lease():
-                    self._cond.wait()
+                    hold = self._hold_until - time.monotonic()
+                    self._cond.wait(hold if hold > 0 else None)
                     continue
-            if self._session is None:
-                if self.register_once():
-                    backoff.reset()
-                    continue
-            elif self.lease_once():
+            ok = self.register_once() if self._session is None else self.lease_once()
+            if ok:
                 backoff.reset()
-                continue
-            with self._cond:
-                self._cond.wait(backoff.next_delay())
-        logger.info("worker exiting reason=%s", self._leaving)
-        return 0
+            else:
+                with self._cond:
+                    self._cond.wait(backoff.next_delay())
 
     def _may_lease(self) -> bool:
         return (
             not self._leaving
             and self._status == _S.WORKER_STATUS_ACTIVE
+            and time.monotonic() >= self._hold_until
             and self._pool.free_slots() > 0
         )
 
@@ -268,21 +244,21 @@ class Agent:
         """Register (again); True on success, False to retry after a backoff."""
         config = self.config
         request = worker_pb2.RegisterRequest(
-            worker_name=config.worker_name,
-            group_names=config.group_names,
-            functions=sorted(config.functions),
-            capacity=config.concurrency,
-            language="python",
-            heartbeat=config.heartbeat,
-            hostname=os.uname().nodename,
-            pid=os.getpid(),
-            version=__version__,
-        )
+            worker_name=config.worker_name, group_names=config.group_names,
+            functions=sorted(config.functions), capacity=config.concurrency,
+            language="python", heartbeat=config.heartbeat, hostname=os.uname().nodename,
+            pid=os.getpid(), version=__version__,
+        )  # fmt: skip
         try:
             response = self._rpc().Register(request, timeout=DEFAULT_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
-            self._log_rpc_error("Register", error)
+            self._log_failure("Register", error)
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # our flags are wrong
+                with self._cond:
+                    self._leaving = "registration rejected"
+                    self._exit_code = 1
             return False
+        self._note_success()
         with self._cond:
             self._session = response.session
             self._heartbeat = response.heartbeat or config.heartbeat
@@ -292,6 +268,7 @@ class Agent:
                     config.worker_name, response.session.worker_id,
                     ",".join(config.group_names), len(config.functions))  # fmt: skip
         self._apply_status(response.status)
+        self._reporter.wake()
         return True
 
     def lease_once(self) -> bool:
@@ -308,266 +285,231 @@ class Agent:
         try:
             response = self._rpc().Lease(request, timeout=self._heartbeat + DEFAULT_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
-            return self._handle_error("Lease", error, generation)
+            return self._failed("Lease", error, generation)
+        self._note_success()
+        logger.debug("lease answered asked=%s got=%s stop=%s",
+                     free, len(response.leases), len(response.stop))  # fmt: skip
         self._apply_status(response.status)
         self._apply_stops(response.stop)
         with self._cond:
             if generation != self._generation:
-                return True  # the session was lost meanwhile: these leases are gone too
+                return True  # the session was lost meanwhile, and these leases with it
             for lease in response.leases:
-                task = task_run_from_lease(lease)
-                logger.debug("leased task=%s attempt=%s function=%s", *task.key, task.function_name)
-                if self._killing:
-                    self._outbox.add_report(RunResult(task, Outcome.STOPPED, None, "", []))
-                else:
-                    self._pool.submit(task)
-            if self._reporter_idle:
-                self._cond.notify_all()
+                self._start(task_run_from_lease(lease))
+            if response.stop and not response.leases:
+                self._hold_until = time.monotonic() + self._heartbeat
             self._count_empty_run(bool(response.leases) or was_busy)
         return True
 
+    def _start(self, task: TaskRun) -> None:
+        """Caller holds the lock: run a fresh lease, or report it STOPPED when killing."""
+        logger.debug("leased task=%s attempt=%s function=%s", *task.key, task.function_name)
+        if self._killing:
+            self._reporter.add_report(RunResult(task, Outcome.STOPPED, None, "", []))
+        elif task.key in self._pool.active_keys():
+            logger.warning("lease received twice task=%s attempt=%s", *task.key)
+        else:
+            self._pool.submit(task)
+            self._reporter.run_started(task)
+
     def _count_empty_run(self, had_work: bool) -> None:
         """web2py's max_empty_runs: consecutive empty leases while idle end the worker."""
-        if had_work or self._status != _S.WORKER_STATUS_ACTIVE:
+        if had_work:
             self._empty_runs = 0
-            return
-        self._empty_runs += 1
-        limit = self.config.max_empty_runs
-        if limit > 0 and self._empty_runs >= limit and not self._leaving:
-            logger.info("no work after %s empty lease calls, leaving", self._empty_runs)
-            self._leaving = "max_empty_runs"
+        elif self._status == _S.WORKER_STATUS_ACTIVE:  # DISABLED passes are not counted
+            self._empty_runs += 1
+            limit = self.config.max_empty_runs
+            if 0 < limit <= self._empty_runs and not self._leaving:
+                logger.info("no work after %s empty lease calls, leaving", self._empty_runs)
+                self._leaving = "max_empty_runs"
 
     # ---- commands -------------------------------------------------------------------
 
     def _apply_status(self, status: int) -> None:
-        """Obey the worker status the coordinator sent (or a local signal asked for)."""
+        """Obey the worker status the coordinator sent (or a signal asked for)."""
         stop_all = False
         with self._cond:
             if status == _S.WORKER_STATUS_KILL and not self._killing:
-                logger.info("KILL received: stopping running tasks and leaving")
+                logger.info("KILL: stopping running tasks, then leaving")
                 self._leaving = self._leaving or "KILL"
                 self._killing = stop_all = True
             elif status == _S.WORKER_STATUS_TERMINATE and not self._leaving:
-                logger.info("TERMINATE received: finishing running tasks, then leaving")
+                logger.info("TERMINATE: finishing running tasks, then leaving")
                 self._leaving = "TERMINATE"
             elif status in (_S.WORKER_STATUS_ACTIVE, _S.WORKER_STATUS_DISABLED):
                 if status != self._status and not self._leaving:
-                    logger.info("worker status now %s", _S.WorkerStatus.Name(status))
+                    name = _S.WorkerStatus.Name(status).removeprefix("WORKER_STATUS_")
+                    logger.info("worker status now %s", name)
                     self._status = status
             self._cond.notify_all()
         if stop_all:
             self._pool.stop_all(Outcome.STOPPED)
 
-    def _apply_stops(self, refs: Iterable[_S.LeaseRef]) -> None:
+    def _apply_stops(self, refs: Iterable[common_pb2.LeaseRef]) -> None:
         for ref in refs:
-            if self._pool.stop((ref.task_id, ref.attempt), Outcome.STOPPED):
-                logger.info("stop received task=%s attempt=%s", ref.task_id, ref.attempt)
+            if self._pool.stop((ref.task_id, ref.attempt), Outcome.STOPPED):  # first time only
+                logger.info("stopping task on request task=%s attempt=%s",
+                            ref.task_id, ref.attempt)  # fmt: skip
+
+    def _on_finish(self, result: RunResult) -> None:
+        """Pool callback (from its I/O thread): queue the report, free the slot."""
+        key = result.task.key
+        logger.debug("run ended task=%s attempt=%s outcome=%s", *key, result.outcome.value)
+        with self._cond:
+            dropped = key in self._dropped
+            self._dropped.discard(key)
+            self._hold_until = 0.0
+            self._cond.notify_all()
+        if not dropped:
+            self._reporter.add_report(result)
 
     # ---- heartbeat thread -----------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
         backoff = Backoff()
-        while not self._threads_stop.is_set():
+        while True:
             with self._cond:
+                if self._stopping.is_set():
+                    return
                 if self._session is None:
-                    self._cond.wait(1.0)  # registration notifies; the bound covers exit
+                    self._cond.wait()  # registration and exit notify
                     continue
             if self.heartbeat_once():
                 backoff.reset()
                 delay = self._heartbeat
             else:
                 delay = min(backoff.next_delay(), self._heartbeat)
-            self._threads_stop.wait(delay)
+            if self._stopping.wait(delay):
+                return
 
     def heartbeat_once(self) -> bool:
         """Send one Heartbeat and obey its reply; False when it should be retried soon."""
-        with self._cond:
-            session, generation = self._session, self._generation
-            held = set(self._pool.active_keys()) | self._outbox.held_keys()
-            held -= self._dropped
-        if session is None:
-            return True
-        request = worker_pb2.HeartbeatRequest(
-            session=session,
-            running=[_ref(key) for key in sorted(held)],
-            rss_bytes=rss_bytes(self._pool.child_pids()),
-        )
-        try:
-            response = self._rpc().Heartbeat(request, timeout=max(self._heartbeat, 1.0))
-        except grpc.RpcError as error:
-            return self._handle_error("Heartbeat", error, generation)
-        if response.heartbeat > 0:
-            self._heartbeat = response.heartbeat
-        self._apply_status(response.status)
-        self._apply_stops(response.stop)
-        return True
-
-    # ---- reporter thread: output and reports --------------------------------------
-
-    def _reporter_loop(self) -> None:
-        backoff = Backoff()
-        while True:
-            with self._cond:
-                while not self._reporter_has_work():
-                    if self._threads_stop.is_set():
-                        return
-                    due = min(self._output_due.values(), default=float("inf"))
-                    self._reporter_idle = due == float("inf")
-                    wait = None if self._reporter_idle else max(0.0, due - time.monotonic())
-                    self._cond.wait(wait)
-                self._reporter_idle = False
-            if self.flush_once():
-                backoff.reset()
-            else:
-                self._threads_stop.wait(backoff.next_delay())
-
-    def _reporter_has_work(self) -> bool:
-        """Caller holds the lock: refresh output schedules and say whether to send now."""
-        now = time.monotonic()
-        active = {run.task.key: run for run in self._pool.active_runs()}
-        for key in [k for k in self._output_due if k not in active]:
-            del self._output_due[key]
-        for key, run in active.items():
-            if key not in self._output_due:
-                self._output_due[key] = run.started + _output_interval(run.task)
-        has_due_output = any(due <= now for due in self._output_due.values())
-        return self._session is not None and (
-            has_due_output or self._outbox.has_reports() or self._outbox.has_output()
-        )
-
-    def flush_once(self) -> bool:
-        """Send due live output, then every finished run; False when a call failed."""
-        now = time.monotonic()
-        for run in self._pool.active_runs():
-            key = run.task.key
-            with self._cond:
-                due = self._output_due.get(key, float("inf"))
-                if due > now:
-                    continue
-                self._output_due[key] = now + _output_interval(run.task)
-            self._outbox.add_chunks(key, run.output.take())
-        return self._send_output() and self._send_reports()
-
-    def _send_output(self) -> bool:
-        batch = self._outbox.take_output()
-        while batch:
+        for _ in range(3):  # a rejected beat is resent at once without its stale leases
             with self._cond:
                 session, generation = self._session, self._generation
+                held = set(self._pool.active_keys()) | self._reporter.outbox.held_keys()
+                held -= self._dropped
             if session is None:
                 return True
-            chunks = [_chunk_pb(key, chunk) for key, items in batch.items() for chunk in items]
-            try:
-                self._rpc().SendOutput(
-                    worker_pb2.SendOutputRequest(session=session, chunks=chunks),
-                    timeout=DEFAULT_RPC_TIMEOUT_S,
-                )
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.FAILED_PRECONDITION and stale_keys(error):
-                    stale = stale_keys(error)
-                    self._drop_leases(stale, "SendOutput")
-                    batch = {key: items for key, items in batch.items() if key not in stale}
-                    continue
-                if error.code() in _TRANSIENT:
-                    self._outbox.restore_output(batch)
-                return self._handle_error("SendOutput", error, generation)
-            batch = self._outbox.take_output()
-        return True
-
-    def _send_reports(self) -> bool:
-        batch = self._outbox.take_reports()
-        while batch:
-            with self._cond:
-                session, generation = self._session, self._generation
-            if session is None:
-                return True
-            request = worker_pb2.ReportRequest(
-                session=session, reports=[report_to_pb(result) for result in batch]
+            request = worker_pb2.HeartbeatRequest(
+                session=session,
+                running=[_ref(key) for key in sorted(held)],
+                rss_bytes=rss_bytes(self._pool.child_pids()),
             )
             try:
-                self._rpc().Report(request, timeout=DEFAULT_RPC_TIMEOUT_S)
+                response = self._rpc().Heartbeat(request, timeout=max(self._heartbeat, 1.0))
             except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.FAILED_PRECONDITION and stale_keys(error):
-                    stale = stale_keys(error)
-                    self._drop_leases(stale, "Report")
-                    batch = [result for result in batch if result.task.key not in stale]
+                if self._failed("Heartbeat", error, generation) and stale_keys(error):
                     continue
-                if error.code() in _TRANSIENT:
-                    self._outbox.restore_reports(batch)
-                return self._handle_error("Report", error, generation)
+                return False
+            self._note_success()
+            if response.heartbeat > 0:
+                self._heartbeat = response.heartbeat
+            self._apply_status(response.status)
+            self._apply_stops(response.stop)
+            return True
+        return False
+
+    # ---- delivery (reporter.Sender) -----------------------------------------------
+
+    def send_output(self, batch: dict[LeaseKey, list[Chunk]]) -> Delivery:
+        """Deliver live output chunks in one SendOutput call."""
+        chunks = [_chunk_pb(key, chunk) for key, items in batch.items() for chunk in items]
+        return self._deliver("SendOutput", lambda session: self._rpc().SendOutput(
+            worker_pb2.SendOutputRequest(session=session, chunks=chunks),
+            timeout=DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
+
+    def send_reports(self, batch: list[RunResult]) -> Delivery:
+        """Deliver finished runs in one Report call."""
+        reports = [report_to_pb(result) for result in batch]
+        delivery = self._deliver("Report", lambda session: self._rpc().Report(
+            worker_pb2.ReportRequest(session=session, reports=reports),
+            timeout=DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
+        if delivery is Delivery.SENT:
             logger.debug("reported runs=%s", len(batch))
-            with self._cond:
-                self._cond.notify_all()  # a leaving main loop waits for an empty outbox
-            batch = self._outbox.take_reports()
-        return True
+        return delivery
 
-    def _on_finish(self, result: RunResult) -> None:
-        """Pool callback (its I/O thread): queue the report and wake the reporter."""
-        key = result.task.key
-        logger.debug("run ended task=%s attempt=%s outcome=%s", *key, result.outcome.value)
+    def _deliver(self, method: str, call: Callable[[worker_pb2.WorkerSession], object]) -> Delivery:
         with self._cond:
-            self._output_due.pop(key, None)
-            if key in self._dropped:
-                self._dropped.discard(key)
-            else:
-                self._outbox.add_report(result)
-            self._cond.notify_all()
+            session, generation = self._session, self._generation
+        if session is None:
+            return Delivery.DROP
+        try:
+            call(session)
+        except grpc.RpcError as error:
+            stale = stale_keys(error)
+            if self._failed(method, error, generation) and stale:
+                raise StaleLeasesError(stale) from None
+            code = error.code()
+            return Delivery.DROP if code in _SESSION_GONE | _NEVER_RETRY else Delivery.RETRY
+        self._note_success()
+        return Delivery.SENT
 
-    # ---- errors and sessions ------------------------------------------------------
+    # ---- failures and sessions ----------------------------------------------------
 
     def _rpc(self) -> worker_pb2_grpc.WorkerServiceStub:
         assert self._stub is not None, "Agent.run() creates the channel"
         return self._stub
 
-    def _handle_error(self, method: str, error: grpc.RpcError, generation: int) -> bool:
+    def _failed(self, method: str, error: grpc.RpcError, generation: int) -> bool:
         """React to a failed call; True when the caller may go on without a backoff."""
         code = error.code()
-        if code == grpc.StatusCode.NOT_FOUND:
-            self._lose_session(generation)
+        if code in _SESSION_GONE:
+            self._lose_session(generation, code)
             return True
-        if code == grpc.StatusCode.FAILED_PRECONDITION:
-            stale = stale_keys(error)
-            if stale:
-                self._drop_leases(stale, method)
-                return True
-        self._log_rpc_error(method, error)
-        return code not in _TRANSIENT and code != grpc.StatusCode.FAILED_PRECONDITION
+        stale = stale_keys(error)
+        if code == grpc.StatusCode.FAILED_PRECONDITION and stale:
+            self._drop_leases(stale, method)
+            return True
+        self._log_failure(method, error)
+        return False
 
-    def _log_rpc_error(self, method: str, error: grpc.RpcError) -> None:
+    def _log_failure(self, method: str, error: grpc.RpcError) -> None:
+        """Log a failed call; an outage is logged once, then only counted."""
         code = error.code()
-        if code in _TRANSIENT:
-            logger.debug("%s failed, will retry code=%s", method, code.name)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                logger.log(logging.INFO, "coordinator unreachable: retrying with backoff")
-        elif code == grpc.StatusCode.INVALID_ARGUMENT:
-            logger.error("%s rejected as invalid (dropped) details=%s", method, error.details())
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            logger.error("%s rejected as invalid: %s", method, error.details())
+            return
+        with self._cond:
+            self._failed_calls += 1
+            first = self._failed_calls == 1
+        if first:
+            logger.warning("%s failed, retrying with backoff code=%s details=%s",
+                           method, code.name, error.details())  # fmt: skip
         else:
-            logger.warning("%s failed code=%s details=%s", method, code.name, error.details())
+            logger.debug("%s failed again code=%s", method, code.name)
+
+    def _note_success(self) -> None:
+        if self._failed_calls:
+            with self._cond:
+                failed, self._failed_calls = self._failed_calls, 0
+            if failed:
+                logger.info("coordinator answering again after failed_calls=%s", failed)
 
     def _drop_leases(self, keys: set[LeaseKey], method: str) -> None:
-        """The coordinator says these leases are stale: stop their runs, forget their output."""
-        logger.warning("%s: stale leases dropped leases=%s", method, sorted(keys))
+        """The coordinator says these leases are no longer ours: stop and forget them."""
+        logger.warning("%s: coordinator rejected stale leases %s", method, sorted(keys))
         with self._cond:
-            running = set(self._pool.active_keys())
-            self._dropped |= keys & running
-            self._outbox.discard(keys)
-        for key in keys & running:
+            running = keys & set(self._pool.active_keys())
+            self._dropped |= running
+        self._reporter.outbox.discard(keys)
+        for key in running:
             self._pool.stop(key, Outcome.STOPPED)
 
-    def _lose_session(self, generation: int) -> None:
-        """The coordinator forgot us: drop every lease and register again."""
+    def _lose_session(self, generation: int, code: grpc.StatusCode) -> None:
+        """The coordinator forgot this worker: drop every lease, then register again."""
         with self._cond:
             if generation != self._generation or self._session is None:
                 return
-            logger.warning("session lost (worker unknown or declared dead): registering again")
+            logger.warning("session lost (%s): stopping runs, registering again", code.name)
             self._session = None
             self._generation += 1
             running = set(self._pool.active_keys())
             self._dropped |= running
-            self._outbox.clear()
+            self._reporter.outbox.clear()
             self._cond.notify_all()
         for key in running:
             self._pool.stop(key, Outcome.STOPPED)
 
-
-def _output_interval(task: TaskRun) -> float:
-    return task.sync_output if task.sync_output > 0 else DEFAULT_OUTPUT_INTERVAL_S
+    def _has_session(self) -> bool:
+        return self._session is not None

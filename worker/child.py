@@ -1,36 +1,165 @@
-"""The loop inside each task child process (``python -m taskgrid.worker.child``).
+"""Task child processes, both ends: the parent's handle and the loop inside the child.
 
-A child is started by runner.Pool as a fresh interpreter in its own process
-group, so it inherits no threads, locks or gRPC state from the worker. It
-loads the `--tasks` registry once, then serves runs one at a time over its
-control connection: for each run it points fds 1 and 2 at its output pipe,
-calls the function, restores the fds and answers with the outcome. It never
-talks to the coordinator and never decides a status beyond COMPLETED/FAILED:
-timeouts and stops are the pool's business (it signals this process group).
+A child is a fresh interpreter, ``python -m taskgrid.worker.child``, started
+by `ChildProcess.spawn` with ``subprocess`` (fork+exec, no Python code in
+between) in its own process group. So it inherits no threads, locks or gRPC
+state from the worker (the web2py fork hang), and signalling its group
+reaches every subprocess a task started. It loads the `--tasks` registry
+once, then serves runs one at a time: for each run it points fds 1 and 2 at
+its output pipe, calls the function, restores the fds and answers with the
+outcome. It never talks to the coordinator and only ever decides COMPLETED
+or FAILED; timeouts and stops are the pool's (runner.py) business.
 
 Wire messages (pickled tuples over a multiprocessing Connection):
 parent -> child: ``("init", spec, sys_path)`` first, then
-``("run", task_id, attempt, run_id, uuid, function_name, args, vars)``, or None to exit;
-child -> parent: ``("ready", pid)`` or ``("error", traceback)``, then one
-``("done", outcome_value, result, traceback)`` per run.
+``("run", task_id, attempt, run_id, uuid, function_name, args, vars)`` per
+run, or None to exit; child -> parent: ``("ready", pid)`` or
+``("error", traceback)``, then one ``("done", outcome, result, traceback)`` per run.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from taskgrid.worker.capture import FdRedirect
 from taskgrid.worker.context import TaskContext, set_current_task
+from taskgrid.worker.records import Outcome, TaskRun
 from taskgrid.worker.registry import TaskFunction, load_tasks
-from taskgrid.worker.runner import Outcome
 
+READY = "ready"
+ERROR = "error"
+DONE = "done"
+_READ_SIZE = 65536
 _PR_SET_PDEATHSIG = 1
+
+
+class ChildProcess:
+    """The worker's handle on one task child: its process, control connection and output pipe."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], conn: Connection, out_fd: int) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        """Also the id of the child's process group."""
+        self.conn = conn
+        self.out_fd = out_fd
+        """Read end of the pipe the child's fds 1 and 2 point at during runs; -1 once closed."""
+        self.pidfd = _open_pidfd(proc.pid)
+        """Readable when the child exits; None where pidfds are missing (EOF stands in)."""
+
+    @classmethod
+    def spawn(cls, spec: str, sys_path: list[str], python: str = sys.executable) -> ChildProcess:
+        """Start a child in its own process group and send it the tasks to load.
+
+        Raises:
+            OSError: the interpreter could not be started.
+        """
+        parent_sock, child_sock = socket.socketpair()
+        out_r, out_w = os.pipe()
+        fds = (child_sock.fileno(), out_w)
+        try:
+            proc = subprocess.Popen(
+                [python, "-m", "taskgrid.worker.child", *map(str, fds), str(os.getpid())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=fds,
+                process_group=0,
+            )
+        except OSError:
+            parent_sock.close()
+            os.close(out_r)
+            raise
+        finally:
+            child_sock.close()
+            os.close(out_w)
+        os.set_blocking(out_r, False)
+        child = cls(proc, Connection(parent_sock.detach()), out_r)
+        try:
+            child.conn.send(("init", spec, sys_path))
+        except OSError:
+            pass  # it died already; its exit is noticed like any other
+        return child
+
+    def send_run(self, task: TaskRun) -> None:
+        """Hand the child a run. Raises OSError when the child is gone."""
+        self.conn.send(("run", task.task_id, task.attempt, task.run_id, task.uuid,
+                        task.function_name, task.args, task.vars))  # fmt: skip
+
+    def send_exit(self) -> None:
+        """Ask an idle child to exit."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+
+    def recv(self) -> tuple[Any, ...]:
+        """The next message. Raises EOFError or OSError when the child is gone."""
+        message: tuple[Any, ...] = self.conn.recv()
+        return message
+
+    def read_output(self, sink: Callable[[bytes], None]) -> bool:
+        """Pass whatever the output pipe holds to `sink`; False at end of file."""
+        while True:
+            try:
+                data = os.read(self.out_fd, _READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                return False
+            sink(data)
+            if len(data) < _READ_SIZE:
+                return True  # a short read means the pipe is empty now
+
+    def signal_group(self, sig: int) -> bool:
+        """Send `sig` to the child's process group; False when nobody is left in it."""
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def wait(self) -> int:
+        """Reap the child (it has exited or is about to) and return its exit status."""
+        return self.proc.wait()
+
+    def close(self) -> None:
+        """Release the parent's ends of the connection, pipe and pidfd."""
+        self.conn.close()
+        for fd in (self.out_fd, self.pidfd):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self.out_fd = -1
+        self.pidfd = None
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def describe_exit(returncode: int) -> str:
+    """Say how a child ended, e.g. 'exit code 1' or 'signal SIGSEGV'."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+# ---- inside the child ----------------------------------------------------------------
 
 
 def run_task(
@@ -49,24 +178,18 @@ def run_task(
             try:
                 function = tasks.get(function_name)
                 if function is None:
-                    raise NameError(
-                        f"name '{function_name}' not found in scheduler's environment"
-                    )
+                    raise NameError(f"name '{function_name}' not found in scheduler's environment")
                 value = function(*json.loads(args or "[]"), **json.loads(kwargs or "{}"))
-                if _is_coroutine(value):
+                if inspect.iscoroutine(value):
                     import asyncio
 
                     value = asyncio.run(value)
                 result = json.dumps(value)
             except BaseException:
-                return ("done", Outcome.FAILED.value, None, traceback.format_exc())
+                return (DONE, Outcome.FAILED.value, None, traceback.format_exc())
     finally:
         set_current_task(None)
-    return ("done", Outcome.COMPLETED.value, result, "")
-
-
-def _is_coroutine(value: object) -> bool:
-    return type(value).__name__ == "coroutine" and hasattr(value, "send")
+    return (DONE, Outcome.COMPLETED.value, result, "")
 
 
 def serve(conn: Connection, tasks: dict[str, TaskFunction], redirect: FdRedirect) -> int:
@@ -86,7 +209,7 @@ def serve(conn: Connection, tasks: dict[str, TaskFunction], redirect: FdRedirect
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this child if the worker dies, so no task outlives it."""
+    """Ask Linux to SIGKILL this child when the worker dies, so no task outlives it."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -97,7 +220,7 @@ def _die_with_parent(parent_pid: int) -> None:
     except (OSError, AttributeError):
         return
     if os.getppid() != parent_pid:
-        os._exit(1)
+        os._exit(1)  # the worker died before the request took effect
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,14 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tasks = load_tasks(spec)
     except BaseException:
-        conn.send(("error", traceback.format_exc()))
+        conn.send((ERROR, traceback.format_exc()))
         return 1
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             # Live output needs each line in the pipe when printed, not at 8 KiB.
             reconfigure(line_buffering=True)
-    conn.send(("ready", os.getpid()))
+    conn.send((READY, os.getpid()))
     return serve(conn, tasks, FdRedirect(output_fd))
 
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable
 
 from taskgrid.worker.capture import Chunk
-from taskgrid.worker.runner import LeaseKey, RunResult
+from taskgrid.worker.records import LeaseKey, RunResult
 
 DEFAULT_MAX_BATCH_CHARS = 2 * 1024 * 1024
 """Output characters per call; keeps a batch under gRPC's default 4 MB limit."""
@@ -44,6 +44,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._chunks: dict[LeaseKey, list[Chunk]] = {}
         self._reports: dict[LeaseKey, RunResult] = {}
+        self._in_flight: set[LeaseKey] = set()  # reports taken, not yet settled
         self._max_chars = max_batch_chars
         self._max_reports = max_batch_reports
 
@@ -69,14 +70,14 @@ class Outbox:
             return any(key not in self._reports for key in self._chunks)
 
     def is_empty(self) -> bool:
-        """True when nothing at all waits."""
+        """True when nothing waits and no report is in flight."""
         with self._lock:
-            return not self._reports and not self._chunks
+            return not self._reports and not self._chunks and not self._in_flight
 
     def held_keys(self) -> set[LeaseKey]:
-        """Leases with something unsent: the worker still holds them."""
+        """Leases with something unsent or in flight: the worker still holds them."""
         with self._lock:
-            return set(self._reports) | set(self._chunks)
+            return set(self._reports) | set(self._chunks) | self._in_flight
 
     def take_output(self) -> dict[LeaseKey, list[Chunk]]:
         """Remove and return live chunks of runs without a report, up to the batch size."""
@@ -107,8 +108,14 @@ class Outbox:
                     del self._chunks[key]
                     report = _with_output(report, earlier)
                 batch.append(report)
+                self._in_flight.add(key)
                 size += chars
         return batch
+
+    def settle_reports(self, batch: list[RunResult]) -> None:
+        """Reports taken by `take_reports` were delivered (or dropped for good)."""
+        with self._lock:
+            self._in_flight.difference_update(report.task.key for report in batch)
 
     def restore_output(self, batch: dict[LeaseKey, list[Chunk]]) -> None:
         """Put back an output batch that could not be sent, ahead of newer chunks."""
@@ -121,6 +128,7 @@ class Outbox:
         with self._lock:
             for report in batch:
                 key = report.task.key
+                self._in_flight.discard(key)
                 earlier = self._chunks.pop(key, [])
                 if earlier:
                     report = _with_output(report, earlier)
@@ -132,9 +140,11 @@ class Outbox:
             for key in keys:
                 self._chunks.pop(key, None)
                 self._reports.pop(key, None)
+                self._in_flight.discard(key)
 
     def clear(self) -> None:
         """Forget everything (the session is gone, and with it every lease)."""
         with self._lock:
             self._chunks.clear()
             self._reports.clear()
+            self._in_flight.clear()

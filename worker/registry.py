@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 import zlib
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -40,7 +41,8 @@ def load_module(spec: str) -> ModuleType:
     with its directory put on sys.path, so the file can import its siblings.
 
     Raises:
-        RegistryError: the module or file cannot be found or fails to import.
+        RegistryError: the module or file cannot be found, or raised while
+            being imported (the message carries its traceback).
     """
     if is_file_spec(spec):
         return _load_file(spec)
@@ -50,9 +52,16 @@ def load_module(spec: str) -> ModuleType:
     try:
         return importlib.import_module(spec)
     except ImportError as exc:
-        if getattr(exc, "name", None) == spec:
+        if exc.name == spec:
             raise RegistryError(f"cannot import tasks module {spec!r}: {exc}") from exc
-        raise
+        raise RegistryError(_import_failure(spec)) from exc
+    except Exception as exc:
+        raise RegistryError(_import_failure(spec)) from exc
+
+
+def _import_failure(spec: str) -> str:
+    """Message for user code that raised while being imported: its traceback."""
+    return f"importing tasks {spec!r} failed:\n{traceback.format_exc().rstrip()}"
 
 
 def _load_file(spec: str) -> ModuleType:
@@ -75,9 +84,9 @@ def _load_file(spec: str) -> ModuleType:
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
-    except BaseException:
+    except Exception as exc:
         del sys.modules[name]
-        raise
+        raise RegistryError(_import_failure(spec)) from exc
     return module
 
 
@@ -85,8 +94,9 @@ def tasks_of(module: ModuleType) -> dict[str, TaskFunction]:
     """Return the task functions a module offers, by name.
 
     A module-level ``tasks`` mapping wins (web2py's ``Scheduler(db, tasks)``);
-    otherwise every public function defined in the module itself: names
-    starting with ``_`` and functions imported from elsewhere are left out.
+    otherwise every public function defined in the module itself with
+    ``def`` under its own name: names starting with ``_``, functions
+    imported from elsewhere, aliases and lambdas are left out.
 
     Raises:
         RegistryError: a ``tasks`` entry is not a str name mapped to a callable.
@@ -107,6 +117,7 @@ def tasks_of(module: ModuleType) -> dict[str, TaskFunction]:
         if not name.startswith("_")
         and inspect.isfunction(value)
         and value.__module__ == module.__name__
+        and value.__name__ == name
     }
 
 

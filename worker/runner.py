@@ -1,41 +1,36 @@
-"""The pool of task child processes: dispatch, timeouts, stops, reaping, replacement.
+"""The pool of task children: dispatch, timeouts, stops, reaping, replacement.
 
-One long-lived child per concurrency slot, each a fresh interpreter
-(``python -m taskgrid.worker.child``) started with ``subprocess`` (fork+exec,
-nothing Python runs between the two) in its own process group. So a child
-never inherits the worker's threads or gRPC state (the web2py fork hang),
-and a timeout or stop signals the task and everything it started: SIGTERM
-to the group, SIGKILL after the grace, then the child is reaped and replaced.
+One long-lived child per concurrency slot (child.py), each in its own
+process group. A timeout or stop sends SIGTERM to the group, SIGKILL after
+the grace; the child is then reaped and replaced, and its run ends TIMEOUT
+or STOPPED. A child that dies on its own fails its run and is replaced.
 
-One I/O thread owns the children: it waits (selectors, no polling) on their
-control connections, output pipes and pidfds, and on a wake-up pipe, with
-the select timeout set to the nearest deadline, so a timeout fires within
-milliseconds of it. Other threads call `submit`/`stop`; a free child gets
-its run straight from the caller's thread. Outcomes leave through the
-`on_finish` callback, called from the I/O thread without the pool lock.
+One I/O thread owns the children: it waits (selectors, never polling) on
+their control connections, output pipes and pidfds and on a wake-up pipe,
+with the select timeout set to the nearest deadline, so a timeout fires
+within milliseconds of it. Other threads call `submit`/`stop`; a free child
+gets its run straight from the caller's thread. Outcomes leave through the
+`on_finish` callback, called without the pool lock held.
 
 This module knows nothing of gRPC or the coordinator (agent.py does).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import selectors
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
-from taskgrid.worker.capture import Chunk, OutputBuffer
+from taskgrid.worker.capture import OutputBuffer
+from taskgrid.worker.child import DONE, ERROR, READY, ChildProcess, describe_exit
+from taskgrid.worker.records import ActiveRun, LeaseKey, Outcome, RunResult, TaskRun
 
 logger = logging.getLogger(__name__)
 
@@ -46,65 +41,7 @@ DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_RESPAWN_BACKOFF_CAP_S = 5.0
 """Longest pause before replacing a child when children keep dying at start."""
 
-_READ_SIZE = 65536
-
-LeaseKey = tuple[int, int]
-"""(task_id, attempt): names one lease and so one run."""
-
-
-class Outcome(enum.Enum):
-    """How a run ended (the worker-side RunStatus)."""
-
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
-    STOPPED = "STOPPED"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRun:
-    """A leased task to run: what the child needs plus its limits."""
-
-    task_id: int
-    attempt: int
-    run_id: int
-    uuid: str
-    function_name: str
-    args: str = "[]"
-    vars: str = "{}"
-    timeout: float = 60.0
-    """Seconds from submit to TIMEOUT; 0 or less means no limit."""
-    sync_output: float = 0.0
-    """Seconds between live output flushes; 0 means the default cadence."""
-    task_name: str = ""
-
-    @property
-    def key(self) -> LeaseKey:
-        """The lease this run belongs to."""
-        return (self.task_id, self.attempt)
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """The end of one run, handed to `on_finish`."""
-
-    task: TaskRun
-    outcome: Outcome
-    result: str | None
-    """JSON text of the return value (COMPLETED only)."""
-    traceback: str
-    output: list[Chunk]
-    """The output chunks not taken yet (seq continues the live chunks)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveRun:
-    """A run in progress, as the output flusher sees it."""
-
-    task: TaskRun
-    output: OutputBuffer
-    started: float
-    """time.monotonic() at submit."""
+_NEVER = float("inf")
 
 
 class PoolError(Exception):
@@ -112,54 +49,27 @@ class PoolError(Exception):
 
 
 class _Run:
-    __slots__ = ("task", "output", "started", "deadline", "child", "kill_reason")
+    __slots__ = ("task", "output", "started", "deadline", "slot", "kill_reason")
 
     def __init__(self, task: TaskRun, now: float) -> None:
         self.task = task
         self.output = OutputBuffer()
         self.started = now
-        self.deadline = now + task.timeout if task.timeout > 0 else float("inf")
-        self.child: _Child | None = None
+        self.deadline = now + task.timeout if task.timeout > 0 else _NEVER
+        self.slot: _Slot | None = None
         self.kill_reason: Outcome | None = None
 
 
-class _Child:
-    __slots__ = ("proc", "pid", "conn", "out_fd", "pidfd", "ready", "run", "kill_at")
+class _Slot:
+    """A child and what the pool knows about it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], conn: Connection, out_fd: int) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        self.conn = conn
-        self.out_fd = out_fd
-        self.pidfd = _open_pidfd(proc.pid)
+    __slots__ = ("child", "ready", "run", "kill_at")
+
+    def __init__(self, child: ChildProcess) -> None:
+        self.child = child
         self.ready = False
         self.run: _Run | None = None
-        self.kill_at = float("inf")  # when SIGKILL goes to the group, once SIGTERM went
-
-
-def _open_pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None  # no pidfd: EOF on the control connection stands in for exit
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def describe_exit(returncode: int) -> str:
-    """Say how a child ended, e.g. 'exit code 1' or 'signal SIGSEGV'."""
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit code {returncode}"
+        self.kill_at = _NEVER  # when SIGKILL goes to the group, once SIGTERM went
 
 
 class Pool:
@@ -169,8 +79,8 @@ class Pool:
         tasks_spec: the `--tasks` module name or .py path each child loads.
         size: number of children, i.e. concurrent runs.
         on_finish: called once per submitted run with its RunResult, from the
-            pool's I/O thread (or from the thread calling `stop` for a run no
-            child had started); must not block for long.
+            I/O thread (or from the thread calling `stop` for a run no child
+            had started yet); it must not block for long.
         kill_grace_s: seconds between SIGTERM and SIGKILL.
         sys_path: sys.path for the children; default: this process's.
         python: interpreter for the children; default: this one.
@@ -198,11 +108,11 @@ class Pool:
         self._changed = threading.Condition(self._lock)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
-        self._children: list[_Child] = []
-        self._idle: list[_Child] = []
+        self._slots: list[_Slot] = []
+        self._idle: list[_Slot] = []
         self._runs: dict[LeaseKey, _Run] = {}
         self._pending: deque[_Run] = deque()
         self._group_kills: list[tuple[float, int]] = []
@@ -210,14 +120,14 @@ class Pool:
         self._start_failures = 0
         self._start_error: str | None = None
         self._started = False  # start() succeeded: later load failures only respawn
-        self._wake_at = float("inf")
+        self._wake_at = _NEVER
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="taskgrid-pool", daemon=True)
 
     # ---- public API (any thread) -------------------------------------------------
 
     def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
-        """Start the children and wait until each has loaded the tasks.
+        """Start the children (from the I/O thread) and wait until each loaded the tasks.
 
         Raises:
             PoolError: a child could not load the tasks (its traceback is in
@@ -233,13 +143,13 @@ class Pool:
             )
             error = self._start_error
             self._started = ready and error is None
-        if error is not None or not ready:
+        if not self._started:
             self.close()
             raise PoolError(error or f"task children not ready after {timeout_s} s")
         logger.debug("pool started size=%s pids=%s", self._size, self.child_pids())
 
     def submit(self, task: TaskRun) -> None:
-        """Run `task` on a free child, or as soon as one is free; never blocks on the task."""
+        """Run `task` on a free child, or as soon as one is free; never waits for the task."""
         now = time.monotonic()
         with self._lock:
             if task.key in self._runs:
@@ -254,16 +164,19 @@ class Pool:
                 self._wake()
 
     def stop(self, key: LeaseKey, outcome: Outcome = Outcome.STOPPED) -> bool:
-        """Stop the run of lease `key` (SIGTERM, SIGKILL after the grace); False if unknown."""
+        """Stop the run of lease `key` (SIGTERM, SIGKILL after the grace).
+
+        Returns:
+            True when this call started the stop; False when the run is unknown
+            or already being stopped (stop commands are re-sent until the run ends).
+        """
         finished: list[RunResult] = []
         with self._lock:
             run = self._runs.get(key)
-            if run is None:
-                return False
-            self._begin_kill(run, outcome, time.monotonic(), finished)
+            started = run is not None and self._begin_kill(run, outcome, time.monotonic(), finished)
         for result in finished:
             self._on_finish(result)
-        return True
+        return started
 
     def stop_all(self, outcome: Outcome = Outcome.STOPPED) -> list[LeaseKey]:
         """Stop every run; return their keys."""
@@ -273,7 +186,7 @@ class Pool:
         return keys
 
     def free_slots(self) -> int:
-        """Runs that can be submitted now without waiting behind another run."""
+        """How many runs can be submitted now without queueing behind another."""
         with self._lock:
             return 0 if self._closing else max(0, self._size - len(self._runs))
 
@@ -290,7 +203,7 @@ class Pool:
     def child_pids(self) -> list[int]:
         """Pids of the live children (for RSS accounting and tests)."""
         with self._lock:
-            return [child.pid for child in self._children]
+            return [slot.child.pid for slot in self._slots]
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop every run (STOPPED), end every child and the I/O thread; idempotent."""
@@ -299,47 +212,55 @@ class Pool:
             self._respawn_at.clear()
             self._wake()
             if self._thread.ident is None:  # never started: nothing else owns these
-                self._selector.close()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                self._wake_r = self._wake_w = -1
+                self._close_selector()
                 return
         if self._thread.is_alive():
             self._thread.join(timeout_s if timeout_s is not None else self._grace + 5.0)
         with self._lock:
-            leftovers, self._children = self._children, []
-        for child in leftovers:  # only when the I/O thread did not finish in time
-            _killpg(child.pid, signal.SIGKILL)
-            child.proc.wait()
+            leftovers, self._slots = self._slots, []
+        for slot in leftovers:  # only when the I/O thread did not finish in time
+            slot.child.signal_group(signal.SIGKILL)
+            slot.child.wait()
+            slot.child.close()
 
     # ---- I/O thread ------------------------------------------------------------------
 
     def _wake(self) -> None:
-        """Interrupt the I/O thread's select; caller holds the lock."""
-        if self._wake_w < 0:
-            return
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
+        """Interrupt the I/O thread's select; the caller holds the lock."""
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full of wake-ups already
+
+    def _close_selector(self) -> None:
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
 
     def _loop(self) -> None:
         try:
             while True:
-                with self._lock:
-                    if self._closing and self._begin_close():
-                        break
-                    now = time.monotonic()
-                    self._wake_at = self._next_timer()
-                timeout = None if self._wake_at == float("inf") else max(0.0, self._wake_at - now)
-                events = self._selector.select(timeout)
                 finished: list[RunResult] = []
                 with self._lock:
-                    self._wake_at = 0.0  # busy: submit need not wake us
+                    if self._closing and self._wind_down(finished):
+                        break
+                    self._wake_at = self._next_timer()
+                    now = time.monotonic()
+                for result in finished:
+                    self._on_finish(result)
+                wait = None if self._wake_at == _NEVER else max(0.0, self._wake_at - now)
+                events = self._selector.select(wait)
+                finished = []
+                with self._lock:
+                    self._wake_at = 0.0  # awake: a submit need not wake us
                     for key, _ in events:
-                        self._handle_event(key.data, finished)
+                        kind, slot = key.data
+                        self._handle_event(kind, slot, finished)
                     self._fire_timers(time.monotonic(), finished)
-                    self._dispatch_pending()
+                    while self._pending and self._idle:
+                        self._send_run(self._idle.pop(), self._pending.popleft())
                 for result in finished:
                     self._on_finish(result)
         except Exception:
@@ -347,248 +268,192 @@ class Pool:
             raise
         finally:
             with self._lock:
-                self._selector.close()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                self._wake_r = self._wake_w = -1
+                self._close_selector()
 
-    def _handle_event(self, data: tuple[str, Any], finished: list[RunResult]) -> None:
-        kind, child = data
-        if kind == "wake":
+    def _handle_event(self, kind: str, slot: _Slot | None, finished: list[RunResult]) -> None:
+        if slot is None:  # the wake-up pipe
             try:
                 while os.read(self._wake_r, 4096):
                     pass
             except BlockingIOError:
                 pass
-        elif child not in self._children:
-            return  # reaped earlier in this same batch of events
+        elif slot not in self._slots:
+            return  # reaped earlier in this batch of events
         elif kind == "out":
-            self._read_output(child)
+            self._read_output(slot)
         elif kind == "ctl":
-            self._read_control(child, finished)
+            try:
+                message = slot.child.recv()
+            except (EOFError, OSError):
+                self._selector.unregister(slot.child.conn.fileno())
+                if slot.child.pidfd is None:  # no pidfd: this EOF is our exit event
+                    self._reap(slot, finished)
+                return
+            self._handle_message(slot, message, finished)
         elif kind == "exit":
-            self._reap(child, finished)
+            self._reap(slot, finished)
 
     def _next_timer(self) -> float:
         times = [run.deadline for run in self._runs.values() if run.kill_reason is None]
-        times += [child.kill_at for child in self._children]
+        times += [slot.kill_at for slot in self._slots]
         times += [when for when, _ in self._group_kills]
         times += self._respawn_at
-        return min(times, default=float("inf"))
+        return min(times, default=_NEVER)
 
     def _fire_timers(self, now: float, finished: list[RunResult]) -> None:
         for run in list(self._runs.values()):
             if run.kill_reason is None and run.deadline <= now:
                 logger.debug("task timed out task=%s attempt=%s", *run.task.key)
                 self._begin_kill(run, Outcome.TIMEOUT, now, finished)
-        for child in self._children:
-            if child.kill_at <= now:
-                logger.debug("sending SIGKILL pid=%s", child.pid)
-                _killpg(child.pid, signal.SIGKILL)
-                child.kill_at = float("inf")
-        for when, pgid in [item for item in self._group_kills if item[0] <= now]:
-            self._group_kills.remove((when, pgid))
-            _killpg(pgid, signal.SIGKILL)
-        due = [when for when in self._respawn_at if when <= now]
-        for when in due:
+        for slot in self._slots:
+            if slot.kill_at <= now:
+                logger.debug("grace over, sending SIGKILL pid=%s", slot.child.pid)
+                slot.child.signal_group(signal.SIGKILL)
+                slot.kill_at = _NEVER
+        for item in [item for item in self._group_kills if item[0] <= now]:
+            self._group_kills.remove(item)
+            try:
+                os.killpg(item[1], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for when in [when for when in self._respawn_at if when <= now]:
             self._respawn_at.remove(when)
             self._spawn()
 
     def _spawn(self) -> None:
-        parent_sock, child_sock = socket.socketpair()
-        out_r, out_w = os.pipe()
-        fds = (child_sock.fileno(), out_w)
         try:
-            proc = subprocess.Popen(
-                [self._python, "-m", "taskgrid.worker.child", *map(str, fds), str(os.getpid())],
-                stdin=subprocess.DEVNULL,
-                pass_fds=fds,
-                process_group=0,
-            )
+            child = ChildProcess.spawn(self._spec, self._sys_path, self._python)
         except OSError:
             logger.exception("cannot start a task child")
-            parent_sock.close()
-            os.close(out_r)
             self._respawn_at.append(time.monotonic() + DEFAULT_RESPAWN_BACKOFF_CAP_S)
             return
-        finally:
-            child_sock.close()
-            os.close(out_w)
-        os.set_blocking(out_r, False)
-        child = _Child(proc, Connection(parent_sock.detach()), out_r)
-        self._children.append(child)
-        self._selector.register(child.conn.fileno(), selectors.EVENT_READ, ("ctl", child))
-        self._selector.register(out_r, selectors.EVENT_READ, ("out", child))
+        slot = _Slot(child)
+        self._slots.append(slot)
+        self._selector.register(child.conn.fileno(), selectors.EVENT_READ, ("ctl", slot))
+        self._selector.register(child.out_fd, selectors.EVENT_READ, ("out", slot))
         if child.pidfd is not None:
-            self._selector.register(child.pidfd, selectors.EVENT_READ, ("exit", child))
-        try:
-            child.conn.send(("init", self._spec, self._sys_path))
-        except OSError:
-            pass  # it died already; its exit event follows
+            self._selector.register(child.pidfd, selectors.EVENT_READ, ("exit", slot))
         logger.debug("task child started pid=%s", child.pid)
 
-    def _read_output(self, child: _Child) -> None:
-        """Move what is in the child's output pipe into its current run's buffer."""
-        while True:
-            try:
-                data = os.read(child.out_fd, _READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._selector.unregister(child.out_fd)  # every writer is gone
-                os.close(child.out_fd)
-                child.out_fd = -1
-                return
-            if child.run is not None:
-                child.run.output.feed(data)
-            else:
-                logger.debug("dropping output printed between runs pid=%s", child.pid)
-            if len(data) < _READ_SIZE:
-                return
-
-    def _read_control(self, child: _Child, finished: list[RunResult]) -> None:
-        try:
-            message = child.conn.recv()
-        except (EOFError, OSError):
-            self._selector.unregister(child.conn.fileno())
-            if child.pidfd is None:
-                self._reap(child, finished)
+    def _read_output(self, slot: _Slot) -> None:
+        """Move what the child's output pipe holds into its current run's buffer."""
+        if slot.child.out_fd < 0:
             return
-        self._handle_message(child, message, finished)
+        run = slot.run
+        if not slot.child.read_output(run.output.feed if run else _drop_output):
+            self._selector.unregister(slot.child.out_fd)  # every writer is gone
+            os.close(slot.child.out_fd)
+            slot.child.out_fd = -1
 
     def _handle_message(
-        self, child: _Child, message: tuple[Any, ...], finished: list[RunResult]
+        self, slot: _Slot, message: tuple[Any, ...], finished: list[RunResult]
     ) -> None:
         kind = message[0]
-        if kind == "ready":
-            child.ready = True
+        if kind == READY:
+            slot.ready = True
             self._start_failures = 0
-            self._idle.append(child)
+            self._idle.append(slot)
             self._changed.notify_all()
-        elif kind == "error":
-            logger.error("task child cannot load tasks pid=%s\n%s", child.pid, message[1])
+        elif kind == ERROR:
+            logger.error("task child cannot load the tasks pid=%s\n%s", slot.child.pid, message[1])
             if not self._started and self._start_error is None:
                 self._start_error = message[1]
                 self._changed.notify_all()
-        elif kind == "done" and child.run is not None:
-            run = child.run
-            if child.out_fd >= 0:
-                self._read_output(child)  # the child wrote all output before replying
+        elif kind == DONE and slot.run is not None:
+            run = slot.run
+            self._read_output(slot)  # the child wrote all its output before replying
             if run.kill_reason is not None:
-                _killpg(child.pid, signal.SIGKILL)  # it returned after SIGTERM: end it now
-                return  # the outcome (TIMEOUT/STOPPED) is settled when it exits
-            child.run = None
+                slot.child.signal_group(signal.SIGKILL)  # it returned after SIGTERM: end it now
+                return  # the run ends (TIMEOUT/STOPPED) when the child is reaped
+            slot.run = None
             del self._runs[run.task.key]
-            self._idle.append(child)
+            self._idle.append(slot)
             finished.append(self._result(run, Outcome(message[1]), message[2], message[3]))
 
-    def _reap(self, child: _Child, finished: list[RunResult]) -> None:
-        """The child exited: collect it, finish its run, schedule a replacement."""
-        if child.pidfd is not None and child.conn.fileno() >= 0:
-            try:
-                while child.conn.poll(0):  # a reply sent just before the exit
-                    self._handle_message(child, child.conn.recv(), finished)
-            except (EOFError, OSError):
-                pass
-        returncode = child.proc.wait()
-        if child.out_fd >= 0:
-            self._read_output(child)
+    def _reap(self, slot: _Slot, finished: list[RunResult]) -> None:
+        """The child exited: collect it, end its run, schedule a replacement."""
+        child = slot.child
+        try:
+            while child.pidfd is not None and child.conn.poll(0):  # replies sent just before
+                self._handle_message(slot, child.recv(), finished)
+        except (EOFError, OSError):
+            pass
+        returncode = child.wait()
+        self._read_output(slot)
         for fd in (child.conn.fileno(), child.out_fd, child.pidfd):
-            if fd is not None and fd >= 0:
-                try:
-                    self._selector.unregister(fd)
-                except (KeyError, ValueError):
-                    pass
-        child.conn.close()
-        if child.out_fd >= 0:
-            os.close(child.out_fd)
-        if child.pidfd is not None:
-            os.close(child.pidfd)
-        self._children.remove(child)
-        if child in self._idle:
-            self._idle.remove(child)
-        if child.kill_at != float("inf") and _killpg(child.pid, 0):
-            self._group_kills.append((child.kill_at, child.pid))  # its subprocesses linger
-        run = child.run
+            if fd is not None and fd >= 0 and fd in self._selector.get_map():
+                self._selector.unregister(fd)
+        child.close()
+        self._slots.remove(slot)
+        if slot in self._idle:
+            self._idle.remove(slot)
+        if slot.kill_at != _NEVER and child.signal_group(0):
+            self._group_kills.append((slot.kill_at, child.pid))  # its subprocesses linger
+        run = slot.run
         if run is not None:
             del self._runs[run.task.key]
-            outcome = run.kill_reason or Outcome.FAILED
             trace = ""
             if run.kill_reason is None:
-                trace = (
-                    f"task child process pid={child.pid} ended with "
-                    f"{describe_exit(returncode)} while running the task"
-                )
-            finished.append(self._result(run, outcome, None, trace))
+                trace = (f"task child process pid={child.pid} ended with "
+                         f"{describe_exit(returncode)} while running the task")  # fmt: skip
+            finished.append(self._result(run, run.kill_reason or Outcome.FAILED, None, trace))
         logger.debug("task child reaped pid=%s %s", child.pid, describe_exit(returncode))
-        if not child.ready:
+        if not slot.ready:
             self._start_failures += 1
         if not self._closing:
             delay = 0.0
-            if self._start_failures > 0:
+            if self._start_failures:
                 delay = min(DEFAULT_RESPAWN_BACKOFF_CAP_S, 0.1 * 2**self._start_failures)
             self._respawn_at.append(time.monotonic() + delay)
 
     def _begin_kill(
         self, run: _Run, reason: Outcome, now: float, finished: list[RunResult]
-    ) -> None:
+    ) -> bool:
         if run.kill_reason is not None:
-            return
+            return False
         run.kill_reason = reason
-        child = run.child
-        if child is None:  # still queued: nothing to signal
+        slot = run.slot
+        if slot is None:  # still queued: nothing to signal
             self._pending.remove(run)
             del self._runs[run.task.key]
             finished.append(self._result(run, reason, None, ""))
-            return
+            return True
         logger.debug("stopping task task=%s attempt=%s reason=%s", *run.task.key, reason.value)
         if self._grace > 0:
-            _killpg(child.pid, signal.SIGTERM)
-            child.kill_at = now + self._grace
+            slot.child.signal_group(signal.SIGTERM)
+            slot.kill_at = now + self._grace
+            if slot.kill_at < self._wake_at:
+                self._wake()  # the I/O thread must wake up for the SIGKILL
         else:
-            _killpg(child.pid, signal.SIGKILL)
+            slot.child.signal_group(signal.SIGKILL)
+        return True
 
-    def _send_run(self, child: _Child, run: _Run) -> None:
-        task = run.task
-        child.run = run
-        run.child = child
-        message = ("run", task.task_id, task.attempt, task.run_id, task.uuid,
-                   task.function_name, task.args, task.vars)  # fmt: skip
+    def _send_run(self, slot: _Slot, run: _Run) -> None:
+        slot.run = run
+        run.slot = slot
         try:
-            child.conn.send(message)
+            slot.child.send_run(run.task)
         except OSError:
-            child.run = None  # it died; its exit event will replace it
-            run.child = None
+            slot.run = None  # the child died: its exit event replaces it
+            run.slot = None
             self._pending.appendleft(run)
-
-    def _dispatch_pending(self) -> None:
-        while self._pending and self._idle:
-            self._send_run(self._idle.pop(), self._pending.popleft())
 
     def _result(self, run: _Run, outcome: Outcome, result: str | None, trace: str) -> RunResult:
         return RunResult(run.task, outcome, result, trace, run.output.take(final=True))
 
-    def _begin_close(self) -> bool:
-        """Wind down while closing; True once every child is gone and the loop may end."""
+    def _wind_down(self, finished: list[RunResult]) -> bool:
+        """Closing: stop runs, dismiss idle children; True once every child is gone."""
         now = time.monotonic()
-        finished: list[RunResult] = []
         for run in list(self._runs.values()):
             self._begin_kill(run, Outcome.STOPPED, now, finished)
-        for child in self._idle:
-            try:
-                child.conn.send(None)
-            except OSError:
-                pass
-            if child.kill_at == float("inf"):
-                child.kill_at = now + self._grace
+        for slot in self._idle:
+            slot.child.send_exit()
+            if slot.kill_at == _NEVER:
+                slot.kill_at = now + self._grace  # in case it does not leave
         self._idle.clear()
-        if finished:
-            self._lock.release()
-            try:
-                for result in finished:
-                    self._on_finish(result)
-            finally:
-                self._lock.acquire()
-        return not self._children
+        return not self._slots
+
+
+def _drop_output(data: bytes) -> None:
+    """Sink for output printed between runs (by a task's leftover subprocess)."""
+    logger.debug("dropping %s bytes printed between runs", len(data))

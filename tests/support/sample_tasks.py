@@ -120,6 +120,14 @@ def fail_times(key: str, n: int) -> int:
     return count
 
 
+def fail_unless_third(key: str) -> int:
+    """Fail unless this is the 3rd, 6th, 9th... call for `key` (web2py's retry test)."""
+    count = _bump_counter(f"fail_unless_third-{key}")
+    if count % 3:
+        raise RuntimeError(f"fail_unless_third {key}: call {count}")
+    return count
+
+
 def _field(record: typing.Any, name: str, index: int) -> typing.Any:
     """Read a field of current_task()'s answer, whether an object, a mapping or a tuple."""
     if hasattr(record, name):

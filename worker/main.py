@@ -1,0 +1,134 @@
+"""`taskgrid worker`: command-line flags -> registry check -> Agent.
+
+The only place in taskgrid.worker that configures logging or installs
+signal handlers. SIGTERM or SIGINT makes the worker leave like the KILL
+command: take no more work, stop running tasks (SIGTERM to each task's
+process group, SIGKILL after --kill-grace), report them STOPPED, exit 0. So
+`kill PID` never leaves task processes behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from types import FrameType
+
+from taskgrid.worker.agent import (
+    DEFAULT_COORDINATOR,
+    DEFAULT_GROUP,
+    DEFAULT_HEARTBEAT,
+    Agent,
+    AgentConfig,
+)
+from taskgrid.worker.registry import RegistryError, load_tasks
+from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, PoolError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 1
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `taskgrid worker`."""
+    parser = argparse.ArgumentParser(
+        prog="taskgrid worker",
+        description="Run tasks leased from a taskgrid coordinator in child processes.",
+    )
+    parser.add_argument("--tasks", required=True, metavar="MODULE_OR_FILE",
+                        help="module name or .py file whose `tasks` dict, or else public "
+                             "top-level functions, are the functions this worker runs")
+    parser.add_argument("--coordinator", default=DEFAULT_COORDINATOR, metavar="HOST:PORT",
+                        help=f"coordinator address (default {DEFAULT_COORDINATOR})")
+    parser.add_argument("--group", action="append", dest="groups", metavar="G",
+                        help=f"group to take tasks from; repeatable (default {DEFAULT_GROUP})")
+    parser.add_argument("--name", default=None, metavar="N",
+                        help="unique worker name (default hostname#pid)")
+    parser.add_argument("--heartbeat", type=_positive_float, default=DEFAULT_HEARTBEAT,
+                        metavar="SECONDS", help="seconds between heartbeats (default 3.0)")
+    parser.add_argument("--max-empty-runs", type=_non_negative_int, default=0, metavar="N",
+                        help="exit after N consecutive empty lease calls while idle "
+                             "(default 0: never)")
+    parser.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY,
+                        metavar="N", help="tasks run at once, one child process each (default 1)")
+    parser.add_argument("--kill-grace", type=_non_negative_float, default=DEFAULT_KILL_GRACE_S,
+                        metavar="SECONDS",
+                        help="seconds between SIGTERM and SIGKILL on timeout or stop (default 5.0)")
+    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                        help="logging level (default INFO)")
+    return parser  # fmt: skip
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _install_signal_handlers(agent: Agent) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %s received: stopping tasks and leaving", signal.Signals(signum).name)
+        agent.request_exit()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `taskgrid worker` with `argv` (default sys.argv[1:]); return the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        functions = load_tasks(args.tasks)
+    except RegistryError as error:
+        logger.error("%s", error)
+        return 1
+    config = AgentConfig(
+        tasks=args.tasks,
+        functions=sorted(functions),
+        coordinator=args.coordinator,
+        group_names=args.groups or [DEFAULT_GROUP],
+        worker_name=args.name or f"{socket.gethostname()}#{os.getpid()}",
+        heartbeat=args.heartbeat,
+        max_empty_runs=args.max_empty_runs,
+        concurrency=args.concurrency,
+        kill_grace_s=args.kill_grace,
+    )
+    agent = Agent(config)
+    _install_signal_handlers(agent)
+    try:
+        return agent.run()
+    except PoolError as error:
+        logger.error("task children could not start:\n%s", error)
+        return 1
