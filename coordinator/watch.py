@@ -57,11 +57,11 @@ async def watch(rt: Runtime, ref: tasks.Ref) -> AsyncIterator[Event]:
     try:
         view = await tasks.get(rt, (task_id, None), all_runs=False)
         while True:
-            yield view.task
             for run in view.runs:
                 chunk = seen.catch_up(run)
                 if chunk:
                     yield chunk
+            yield view.task
             if view.task["status"] in TERMINAL_TASK_STATUSES:
                 return
             event = await queue.get()

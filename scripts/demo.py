@@ -92,11 +92,19 @@ def main() -> int:
                 break
             time.sleep(0.2)  # a demo waiting for its tasks, not a test
 
-        banner("final statuses (taskgrid status ID --output)")
+        banner("all tasks (taskgrid tasks)")
+        subprocess.run(taskgrid("tasks", "--coordinator", address), check=False)
+        banner("outcomes: runs, results, outputs, tracebacks")
         for label, r in queued.items():
-            print(f"\n--- {label} ---", flush=True)
-            subprocess.run(taskgrid("status", str(r.id), "--output", "--coordinator", address),
-                           check=False)
+            runs = s.runs(r.id)
+            print(f"#{r.id} {label}: {s.task_status(r.id).status}, {len(runs)} run(s)")
+            for run in runs:
+                last_tb = run.traceback.strip().splitlines()[-1:] or [""]
+                print(f"    run {run.id} {run.status:<9} result={run.run_result} "
+                      f"output={run.run_output!r} {last_tb[0]}")
+        banner("one task in full (taskgrid status 4 --output)")
+        subprocess.run(taskgrid("status", str(queued["fail (retry_failed=1)"].id), "--output",
+                                "--coordinator", address), check=False)
         ok = [s.task_status(r.id).status for r in queued.values()] == [
             "COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "TIMEOUT"]
         banner("done" if ok else "some tasks did not end as expected")
