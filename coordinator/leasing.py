@@ -193,19 +193,29 @@ def _check_db(tasks: dict[int, Row], refs: Iterable[tuple[int, int]], worker_nam
         raise StaleLeaseError(stale, "the task has moved on")
 
 
-def _close(tx: Tx, task: Row, tr: Transition, outcome: Outcome, now: dt.datetime,
-           run_id: int | None) -> None:
-    """Write a run's end: the run record (kept or removed) and its folded output."""
-    if not run_id:
-        return
-    chunks = tx.chunks([run_id])[run_id] + list(outcome.output)
-    close = lifecycle.close_run(outcome.status, now, outcome.result, outcome.traceback,
-                                output.fold(chunks))
-    if close.delete:
-        tx.delete_run(run_id)
-    else:
-        tx.update_run(run_id, close.values)
-        tx.delete_chunks([run_id])
+def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime) -> None:
+    """Write the runs' ends: each record kept (with its folded output) or removed.
+
+    Live chunks are read (and then dropped) only for runs that have some.
+    """
+    runs = tx.runs_by_ref([(o.task_id, o.attempt) for o in outcomes])
+    chunked = [run_id for run_id, has in runs.values() if has]
+    stored = tx.chunks(chunked) if chunked else {}
+    updates = []
+    for o in outcomes:
+        found = runs.get((o.task_id, o.attempt))
+        if found is None:
+            continue  # discard_results: no run record
+        run_id = found[0]
+        text = output.fold(stored.get(run_id, []) + list(o.output))
+        close = lifecycle.close_run(o.status, now, o.result, o.traceback, text)
+        if close.delete:
+            tx.delete_run(run_id)
+        else:
+            updates.append((run_id, close.values))
+    tx.update_runs(updates)
+    if chunked:
+        tx.delete_chunks(chunked)
 
 
 async def report(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome]) -> None:
@@ -224,12 +234,10 @@ async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
     def apply(tx: Tx) -> list[Row]:
         tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
         _check_db(tasks, refs, w.name, {TaskStatus.RUNNING})
-        run_ids = tx.run_ids(refs)
         trs = [lifecycle.finish(tasks[o.task_id], o.status, tasks[o.task_id]["last_run_time"])
                for o in outcomes]
         tx.apply(trs)
-        for o, tr in zip(outcomes, trs, strict=True):
-            _close(tx, tasks[o.task_id], tr, o, now, run_ids.get((o.task_id, o.attempt)))
+        _close_runs(tx, outcomes, now)
         return [_after(tasks[tr.task_id], tr) for tr in trs]
 
     rows = await rt.store.run(apply)
@@ -266,13 +274,10 @@ async def lose(rt: Runtime, w: LiveWorker, reason: str, task_ids: Sequence[int] 
         mine = [t for t in tasks.values() if t["attempt"] == held[t["id"]]
                 and t["assigned_worker_name"] == w.name
                 and t["status"] in lifecycle.LEASED_TASK_STATUSES]
-        run_ids = tx.run_ids((t["id"], t["attempt"]) for t in mine)
         trs = [lifecycle.lose_worker(t, rt.config.max_lost_requeues) for t in mine]
         tx.apply(trs)
-        for t, tr in zip(mine, trs, strict=True):
-            if t["status"] == TaskStatus.RUNNING:
-                lost = Outcome(t["id"], t["attempt"], RunStatus.FAILED, None, text)
-                _close(tx, t, tr, lost, now, run_ids.get((t["id"], t["attempt"])))
+        _close_runs(tx, [Outcome(t["id"], t["attempt"], RunStatus.FAILED, None, text)
+                         for t in mine if t["status"] == TaskStatus.RUNNING], now)
         if whole:
             tx.update_workers([(w.id, {"alive": False, "lost_at": now,
                                        "last_heartbeat": w.last_heartbeat})])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
@@ -84,41 +85,28 @@ class Tx:
             found.update(self.conn.execute(stmt).scalars())
         return found
 
-    def _due_filter(self, groups: Sequence[str], functions: Sequence[str]) -> list[Any]:
-        t = schema.task.c
-        return [t.status == TaskStatus.QUEUED.value, t.enabled.is_(True),
-                t.group_name.in_(groups), t.function_name.in_(functions)]
-
     def due_tasks(
         self, groups: Sequence[str], functions: Sequence[str], now: Any, limit: int
     ) -> list[Row]:
         """Due tasks this worker may run, best first, locked for this transaction."""
-        t = schema.task.c
-        stmt = (
-            sa.select(schema.task)
-            .where(*self._due_filter(groups, functions), t.next_run_time <= to_db(now))
-            .order_by(t.priority.desc(), t.next_run_time, t.id)
-            .limit(limit)
-        )
-        if self.is_postgres:
-            stmt = stmt.with_for_update(skip_locked=True)
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+        stmt = _DUE_SKIP_LOCKED if self.is_postgres else _DUE
+        params = {"groups": list(groups), "functions": list(functions), "now": to_db(now),
+                  "limit": limit, "queued": TaskStatus.QUEUED.value}
+        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt, params).mappings()]
 
     def next_due_time(self, groups: Sequence[str], functions: Sequence[str]) -> Any:
         """The earliest next_run_time among queued tasks this worker may run, or None."""
-        stmt = sa.select(sa.func.min(schema.task.c.next_run_time)).where(
-            *self._due_filter(groups, functions))
-        return from_db(self.conn.execute(stmt).scalar())
+        params = {"groups": list(groups), "functions": list(functions),
+                  "queued": TaskStatus.QUEUED.value}
+        return from_db(self.conn.execute(_NEXT_DUE, params).scalar())
 
     def tasks_by_ids(self, ids: Iterable[int], lock: bool = False) -> dict[int, Row]:
         """Task rows by id (locked FOR UPDATE on PostgreSQL when `lock`)."""
         wanted = sorted(set(ids))
+        stmt = _TASKS_BY_IDS_LOCKED if lock and self.is_postgres else _TASKS_BY_IDS
         out: dict[int, Row] = {}
         for i in range(0, len(wanted), 500):
-            stmt = sa.select(schema.task).where(schema.task.c.id.in_(wanted[i:i + 500]))
-            if lock and self.is_postgres:
-                stmt = stmt.with_for_update()
-            for r in self.conn.execute(stmt).mappings():
+            for r in self.conn.execute(stmt, {"ids": wanted[i:i + 500]}).mappings():
                 out[r["id"]] = _row(r, _TASK_TIMES)
         return out
 
@@ -152,18 +140,24 @@ class Tx:
         return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
     def apply(self, transitions: Sequence[Transition]) -> None:
-        """Apply transitions as compare-and-set updates; any miss rolls everything back."""
-        t = schema.task.c
+        """Apply transitions as compare-and-set updates; any miss rolls everything back.
+
+        Transitions of the same shape go out as one executemany; the matched-row
+        count must equal the number of transitions, else nothing is applied.
+        """
+        groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
         for tr in transitions:
-            conds = [t.id == tr.task_id, t.status == tr.source.value]
-            if tr.attempt is not None:
-                conds.append(t.attempt == tr.attempt)
             values = _db_values({**tr.values, "status": tr.target.value})
-            result = self.conn.execute(sa.update(schema.task).where(*conds).values(values))
-            if result.rowcount != 1:
+            params = {f"v_{k}": v for k, v in values.items()}
+            params.update(w_id=tr.task_id, w_status=tr.source.value, w_attempt=tr.attempt)
+            groups.setdefault((tuple(sorted(values)), tr.attempt is not None), []).append(params)
+        for (keys, fenced), rows in groups.items():
+            result = self.conn.execute(_cas_statement(keys, fenced), rows)
+            if result.rowcount != len(rows):
+                ids = ", ".join(str(r["w_id"]) for r in rows)
                 raise TransitionConflictError(
-                    f"task {tr.task_id} is no longer {tr.source} (attempt {tr.attempt}); "
-                    f"{tr.event} not applied")
+                    f"tasks {ids}: {len(rows) - result.rowcount} no longer in the expected "
+                    "status or attempt; nothing applied")
 
     def set_stop_requested(self, task_id: int, attempt: int) -> bool:
         """Flag a RUNNING task so its worker is told to stop it."""
@@ -185,13 +179,21 @@ class Tx:
 
     def run_ids(self, refs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
         """Run ids by (task_id, attempt)."""
-        refs = list(refs)
-        if not refs:
+        return {k: v[0] for k, v in self.runs_by_ref(refs).items()}
+
+    def runs_by_ref(self, refs: Iterable[tuple[int, int]]
+                    ) -> dict[tuple[int, int], tuple[int, bool]]:
+        """(run id, has live chunks) by (task_id, attempt), in one query."""
+        task_ids = sorted({t for t, _ in refs})
+        wanted = set(refs) if not isinstance(refs, set) else refs
+        if not task_ids:
             return {}
-        r = schema.run.c
-        stmt = sa.select(r.task_id, r.attempt, r.id).where(
-            sa.tuple_(r.task_id, r.attempt).in_(refs))
-        return {(row.task_id, row.attempt): row.id for row in self.conn.execute(stmt)}
+        out: dict[tuple[int, int], tuple[int, bool]] = {}
+        for row in self.conn.execute(_RUNS_OF_TASKS, {"ids": task_ids}):
+            key = (row.task_id, row.attempt)
+            if key in wanted:
+                out[key] = (row.id, bool(row.chunked))
+        return out
 
     def runs_of(self, task_id: int, latest_only: bool) -> list[Row]:
         """A task's runs oldest first, or just its latest."""
@@ -202,8 +204,17 @@ class Tx:
 
     def update_run(self, run_id: int, values: Mapping[str, Any]) -> None:
         """Write a run's final values."""
-        stmt = sa.update(schema.run).where(schema.run.c.id == run_id).values(_db_values(values))
-        self.conn.execute(stmt)
+        self.update_runs([(run_id, values)])
+
+    def update_runs(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        """Write several runs' final values (one executemany per shape)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for run_id, values in updates:
+            params = {f"v_{k}": v for k, v in _db_values(values).items()}
+            params["w_id"] = run_id
+            groups.setdefault(tuple(sorted(values)), []).append(params)
+        for keys, rows in groups.items():
+            self.conn.execute(_run_update_statement(keys), rows)
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run record (a success with nothing to keep)."""
@@ -269,6 +280,47 @@ class Tx:
         w = schema.worker
         for worker_id, values in updates:
             self.conn.execute(sa.update(w).where(w.c.id == worker_id).values(_db_values(values)))
+
+
+_DUE_WHERE = (
+    schema.task.c.status == sa.bindparam("queued"),
+    schema.task.c.enabled.is_(True),
+    schema.task.c.group_name.in_(sa.bindparam("groups", expanding=True)),
+    schema.task.c.function_name.in_(sa.bindparam("functions", expanding=True)),
+)
+_DUE = (
+    sa.select(schema.task)
+    .where(*_DUE_WHERE, schema.task.c.next_run_time <= sa.bindparam("now"))
+    .order_by(schema.task.c.priority.desc(), schema.task.c.next_run_time, schema.task.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
+_NEXT_DUE = sa.select(sa.func.min(schema.task.c.next_run_time)).where(*_DUE_WHERE)
+_TASKS_BY_IDS = sa.select(schema.task).where(
+    schema.task.c.id.in_(sa.bindparam("ids", expanding=True)))
+_TASKS_BY_IDS_LOCKED = _TASKS_BY_IDS.with_for_update()
+_RUNS_OF_TASKS = sa.select(
+    schema.run.c.id, schema.run.c.task_id, schema.run.c.attempt,
+    sa.exists().where(schema.output.c.run_id == schema.run.c.id).label("chunked"),
+).where(schema.run.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _cas_statement(keys: tuple[str, ...], fenced: bool) -> sa.Update:
+    """UPDATE task SET keys WHERE id AND status [AND attempt]: built once per shape."""
+    t = schema.task.c
+    conds = [t.id == sa.bindparam("w_id"), t.status == sa.bindparam("w_status")]
+    if fenced:
+        conds.append(t.attempt == sa.bindparam("w_attempt"))
+    return sa.update(schema.task).where(*conds).values(
+        {k: sa.bindparam(f"v_{k}") for k in keys})
+
+
+@functools.cache
+def _run_update_statement(keys: tuple[str, ...]) -> sa.Update:
+    """UPDATE run SET keys WHERE id: built once per shape."""
+    return sa.update(schema.run).where(schema.run.c.id == sa.bindparam("w_id")).values(
+        {k: sa.bindparam(f"v_{k}") for k in keys})
 
 
 class Store:

@@ -57,7 +57,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_scheduler_task_due",
         "scheduler_task",
-        ["status", "priority", "next_run_time"],
+        ["status", sa.text("priority DESC"), "next_run_time", "id"],
         unique=False,
     )
     op.create_table(
