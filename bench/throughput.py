@@ -115,12 +115,27 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--trickle", type=int, default=200)
-    p.add_argument("--db", default="sqlite")
+    p.add_argument("--db", default="sqlite",
+                   help="sqlite, postgres (a throwaway cluster, as in the tests) or a URL")
     args = p.parse_args()
     folder = pathlib.Path(tempfile.mkdtemp(prefix="taskgrid-bench-"))
-    db_url = f"sqlite:///{folder / 'bench.sqlite'}" if args.db == "sqlite" else args.db
+    cluster = None
+    if args.db == "sqlite":
+        db_url = f"sqlite:///{folder / 'bench.sqlite'}"
+    elif args.db == "postgres":
+        sys.path.insert(0, str(HERE.parent))
+        from tests.support.postgres import PostgresCluster, find_bindir
+
+        bindir = find_bindir()
+        if bindir is None:
+            raise SystemExit("no PostgreSQL server binaries found")
+        cluster = PostgresCluster(bindir)
+        cluster.start()
+        db_url = cluster.url(cluster.create_database())
+    else:
+        db_url = args.db
     procs, address = start(folder, db_url, args.workers, args.concurrency)
     try:
         s = Scheduler(address)
@@ -134,6 +149,8 @@ def main() -> int:
         s.close()
     finally:
         stop(procs)
+        if cluster is not None:
+            cluster.stop()
     total = args.tasks + args.trickle
     print(f"db={args.db} workers={args.workers} concurrency={args.concurrency} "
           f"tasks={args.tasks} batch={args.batch}")
