@@ -128,6 +128,15 @@ def fail_unless_third(key: str) -> int:
     return count
 
 
+def sleep_then_mark(seconds: float, name: str) -> float:
+    """Sleep, then create the file `name` in $TASKGRID_TEST_STATE_DIR: tests see it finish."""
+    time.sleep(seconds)
+    state_dir = os.environ[STATE_DIR_ENV]
+    with open(os.path.join(state_dir, name), "w") as f:
+        f.write("done")
+    return seconds
+
+
 def _field(record: typing.Any, name: str, index: int) -> typing.Any:
     """Read a field of current_task()'s answer, whether an object, a mapping or a tuple."""
     if hasattr(record, name):
