@@ -44,7 +44,8 @@ def start(folder: pathlib.Path, db_url: str, workers: int, concurrency: int
     """Coordinator plus workers; returns (processes, address)."""
     coord_log = open(folder / "coordinator.log", "wb")  # noqa: SIM115
     coord = subprocess.Popen(
-        taskgrid("coordinator", "--db", db_url, "--listen", "127.0.0.1:0"), stdout=subprocess.PIPE, stderr=coord_log, start_new_session=True)
+        taskgrid("coordinator", "--db", db_url, "--listen", "127.0.0.1:0"),
+        stdout=subprocess.PIPE, stderr=coord_log, start_new_session=True)
     assert coord.stdout is not None
     line = coord.stdout.readline().decode()
     address = line.rsplit(" ", 1)[1].strip()

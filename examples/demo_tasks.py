@@ -1,5 +1,6 @@
-"""Sample tasks for `make demo`: a worker started with `--tasks examples/demo_tasks.py`
-registers every public function below.
+"""Sample tasks for `make demo`.
+
+A worker started with `--tasks examples/demo_tasks.py` registers every public function below.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-from taskgrid.cli import main
+"""`python -m taskgrid`: the same as the `taskgrid` command."""
+
 import sys
+
+from taskgrid.cli import main
 
 sys.exit(main())
