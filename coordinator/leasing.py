@@ -68,16 +68,10 @@ def _after(task: Row, tr: Transition) -> Row:
     return {**task, **tr.values, "status": tr.target.value}
 
 
-def _run_row(task: Row, worker_name: str, now: dt.datetime) -> dict[str, Any]:
-    return {"task_id": task["id"], "attempt": task["attempt"], "status": RunStatus.RUNNING.value,
-            "start_time": now, "stop_time": None, "run_output": "", "run_result": None,
-            "traceback": "", "worker_name": worker_name}
-
-
 def _start_runs(tx: Tx, tasks: Sequence[Row], worker_name: str, now: dt.datetime) -> list[int]:
     """Insert the run records of tasks that just started (0 for discard_results)."""
     keep = [t for t in tasks if not t["discard_results"]]
-    ids = iter(tx.insert_runs([_run_row(t, worker_name, now) for t in keep]))
+    ids = iter(tx.insert_runs([lifecycle.open_run(t, worker_name, now) for t in keep]))
     return [0 if t["discard_results"] else next(ids) for t in tasks]
 
 

@@ -149,6 +149,8 @@ OUTCOME_EVENTS: Mapping[RunStatus, Event] = {
 }
 
 DEFAULT_MAX_LOST_REQUEUES = 3
+#: the status a worker gets when it registers (or registers again)
+REGISTERED_WORKER_STATUS = WorkerStatus.ACTIVE
 
 
 class IllegalTransitionError(Exception):
@@ -304,6 +306,13 @@ def lose_worker(task: Mapping[str, Any], max_lost_requeues: int) -> Transition:
                         "times_failed": task["times_failed"] + 1})
     return _decide(task, Event.LOSE_WORKER, TaskStatus.QUEUED, "requeued after a lost worker",
                    {**values, "lost_count": lost + 1})
+
+
+def open_run(task: Mapping[str, Any], worker_name: str, now: dt.datetime) -> dict[str, Any]:
+    """The run record of a task that starts now (inserted with the ASSIGNED -> RUNNING edge)."""
+    return {"task_id": task["id"], "attempt": task["attempt"], "status": RunStatus.RUNNING,
+            "start_time": now, "stop_time": None, "run_output": "", "run_result": None,
+            "traceback": "", "worker_name": worker_name}
 
 
 def close_run(

@@ -171,7 +171,7 @@ class Registry:
             group_names=tuple(spec["group_names"]), functions=frozenset(spec["functions"]),
             capabilities=tuple(spec["capabilities"]), capacity=spec["capacity"],
             language=spec["language"], hostname=spec["hostname"], pid=spec["pid"],
-            heartbeat_s=heartbeat_s, status=WorkerStatus.ACTIVE, first_heartbeat=now,
+            heartbeat_s=heartbeat_s, status=lifecycle.REGISTERED_WORKER_STATUS, first_heartbeat=now,
             last_heartbeat=now, last_seen=time.monotonic())
 
         def save(tx: Tx) -> int:

@@ -200,3 +200,23 @@ def test_many_tasks_all_complete_once(client, coordinator, start_worker):
         assert st.result == 2 * i and len(client.runs(tid)) == 1
     workers = {client.runs(t)[0].worker_name for t in ids}
     assert workers == {"w1", "w2"}
+
+
+def test_task_past_stop_time_expires_without_running(client, worker):
+    import datetime as dt
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    r = client.queue_task("add", pargs=[1, 1], start_time=past - dt.timedelta(minutes=1),
+                          stop_time=past)
+    st = finished(client, r.id)
+    assert st.task.status == "EXPIRED" and st.task.times_run == 0 and st.run is None
+
+
+def test_repeating_task_expires_when_next_run_passes_stop_time(client, worker):
+    import datetime as dt
+
+    stop = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    r = client.queue_task("add", pargs=[1, 1], repeats=5, period=60, stop_time=stop)
+    st = finished(client, r.id)
+    assert st.task.status == "EXPIRED" and st.task.times_run == 1
+    assert [x.status for x in client.runs(r.id)] == ["COMPLETED"]
