@@ -204,6 +204,19 @@ class Agent:
         logger.info("worker exiting reason=%s", self._leaving)
         return self._exit_code
 
+    def request_drain(self) -> None:
+        """Leave like TERMINATE: take no more work, finish running tasks, exit 0.
+
+        A heartbeat saying so goes out at once, so the coordinator marks this
+        worker TERMINATE and answers its pending long-poll with no task.
+        Safe from a signal handler (see request_exit).
+        """
+        def drain() -> None:
+            self._apply_status(_S.WORKER_STATUS_TERMINATE)
+            self.heartbeat_once()
+
+        threading.Thread(target=drain, daemon=True).start()
+
     def request_exit(self) -> None:
         """Leave like KILL: stop running tasks (reported STOPPED), take no more, exit.
 
@@ -395,6 +408,7 @@ class Agent:
                 session=session,
                 running=[_ref(key) for key in sorted(held)],
                 rss_bytes=rss_bytes(self._pool.child_pids()),
+                draining=self._leaving == "TERMINATE",
             )
             try:
                 response = self._rpc().Heartbeat(request, timeout=max(self._heartbeat, 1.0))

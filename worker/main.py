@@ -1,10 +1,12 @@
 """`taskgrid worker`: command-line flags -> registry check -> Agent.
 
 The only place in taskgrid.worker that configures logging or installs
-signal handlers. SIGTERM or SIGINT makes the worker leave like the KILL
-command: take no more work, stop running tasks (SIGTERM to each task's
-process group, SIGKILL after --kill-grace), report them STOPPED, exit 0. So
-`kill PID` never leaves task processes behind.
+signal handlers. A first SIGTERM or SIGINT drains the worker like the
+TERMINATE command: no more leases, running tasks finish and are reported,
+exit 0 (so a deploy does not turn running tasks into STOPPED ones). A second
+one acts like KILL: running tasks are stopped (SIGTERM to each task's process
+group, SIGKILL after --kill-grace), reported STOPPED, exit 0, so no task
+process is left behind.
 """
 
 from __future__ import annotations
@@ -93,9 +95,18 @@ def _non_negative_int(text: str) -> int:
 
 
 def _install_signal_handlers(agent: Agent) -> None:
+    received: list[int] = []
+
     def handle(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %s received: stopping tasks and leaving", signal.Signals(signum).name)
-        agent.request_exit()
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            logger.info("signal %s received: finishing running tasks, then leaving "
+                        "(send it again to stop them now)", name)
+            agent.request_drain()
+        else:
+            logger.info("signal %s received again: stopping tasks and leaving", name)
+            agent.request_exit()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

@@ -8,7 +8,7 @@ import grpc
 
 from taskgrid.coordinator import leasing, output
 from taskgrid.coordinator.errors import InvalidRequestError
-from taskgrid.coordinator.lifecycle import RunStatus
+from taskgrid.coordinator.lifecycle import RunStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
 from taskgrid.coordinator.workers import LiveWorker
@@ -91,6 +91,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         """Record liveness; reply with the worker's status and the runs to stop."""
         w = self._session(request.session)
         orphans = self.rt.registry.heartbeat(w, convert.refs(request.running), request.rss_bytes)
+        if request.draining:
+            await self.rt.registry.set_status(WorkerStatus.TERMINATE, [], w.name)
         if orphans:
             await leasing.lose(self.rt, w, "no longer holds the lease", orphans)
         return worker_pb2.HeartbeatResponse(status=convert.worker_status(w.status),

@@ -102,3 +102,23 @@ def test_coordinator_restart_loses_no_queued_task(client, coordinator, start_wor
 def test_coordinator_exits_cleanly_on_sigterm(coordinator):
     assert coordinator.stop() == 0
     assert "coordinator stopped" in coordinator.log_text()
+
+
+def test_sigterm_drains_then_second_sigterm_kills(client, coordinator, start_worker):
+    w = start_worker("w1", extra_args=["--concurrency", "2"])
+    short = client.queue_task("sleep_for", pargs=[1.5])
+    running_on(client, short.id)
+    w.terminate()  # SIGTERM: finish what runs, lease nothing more
+    wait_until(lambda: client.get_workers()["w1"].status == "TERMINATE", timeout=10)
+    late = client.queue_task("add", pargs=[1, 1])
+    assert finished(client, short.id).task.status == "COMPLETED"
+    assert w.wait(15) == 0
+    assert client.task_status(late.id).status == "QUEUED"
+    w2 = start_worker("w2")
+    long = client.queue_task("sleep_for", pargs=[60])
+    wait_until(lambda: client.task_status(long.id).status == "RUNNING", timeout=15)
+    w2.terminate()
+    wait_until(lambda: client.get_workers()["w2"].status == "TERMINATE", timeout=10)
+    w2.terminate()  # the second SIGTERM stops the running task now
+    assert finished(client, long.id).task.status == "STOPPED"
+    assert w2.wait(15) == 0

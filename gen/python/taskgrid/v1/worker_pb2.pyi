@@ -119,14 +119,16 @@ class StartRunsResponse(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("session", "running", "rss_bytes")
+    __slots__ = ("session", "running", "rss_bytes", "draining")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     session: WorkerSession
     running: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
     rss_bytes: int
-    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., running: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., rss_bytes: _Optional[int] = ...) -> None: ...
+    draining: bool
+    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., running: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., rss_bytes: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("status", "stop", "heartbeat")
