@@ -120,7 +120,10 @@ async def lease(rt: Runtime, w: LiveWorker, max_tasks: int, wait_s: float,
     n = max(1, min(max_tasks, MAX_LEASE_BATCH))
     deadline = time.monotonic() + max(0.0, min(wait_s, rt.config.max_lease_wait_s))
     while True:
-        if not w.alive or w.status is not WorkerStatus.ACTIVE or w.stop:
+        if not w.alive or w.status is not WorkerStatus.ACTIVE or w.stop - w.stop_told:
+            # A stop is delivered once this way, sooner than the next heartbeat; answering
+            # every Lease at once while it is pending would make the worker spin.
+            w.stop_told |= w.stop
             return LeaseAnswer([], w.status, sorted(w.stop))
         epoch = rt.signal.epoch
         now = rt.clock.now()

@@ -76,6 +76,8 @@ class LiveWorker:
     leases: dict[int, Held] = dataclasses.field(default_factory=dict)
     recent: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)
     stop: set[tuple[int, int]] = dataclasses.field(default_factory=set)
+    #: stops already handed out by a Lease reply (heartbeats re-send all of them)
+    stop_told: set[tuple[int, int]] = dataclasses.field(default_factory=set)
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     #: signal epoch at which a claim last found nothing, and when work is next due
     empty_epoch: int = -1
@@ -92,6 +94,7 @@ class LiveWorker:
         if held is not None and reported:
             self.recent[(task_id, held.attempt)] = time.monotonic()
         self.stop = {s for s in self.stop if s[0] != task_id}
+        self.stop_told &= self.stop
 
     def notify(self) -> None:
         """Wake this worker's pending Lease call (status change, stop request)."""
