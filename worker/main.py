@@ -17,7 +17,9 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from taskgrid.worker.agent import (
     DEFAULT_COORDINATOR,
@@ -66,32 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
+def _at_least(kind: Callable[[str], float], minimum: float, strict: bool = False
+              ) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` >= minimum (> minimum when strict)."""
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be {'greater than' if strict else 'at least'} {minimum}")
+        return value
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+_positive_float = _at_least(float, 0, strict=True)
+_non_negative_float = _at_least(float, 0)
+_positive_int = _at_least(int, 1)
+_non_negative_int = _at_least(int, 0)
 
 
 def _install_signal_handlers(agent: Agent) -> None:
