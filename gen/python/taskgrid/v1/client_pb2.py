@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from taskgrid.v1 import common_pb2 as taskgrid_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/client.proto\x12\x0btaskgrid.v1\x1a\x18taskgrid/v1/common.proto\".\n\x07TaskRef\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04uuid\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"7\n\x10QueueTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.TaskSpec\"\x98\x01\n\x11QueueTaskResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12:\n\x06\x65rrors\x18\x03 \x03(\x0b\x32*.taskgrid.v1.QueueTaskResponse.ErrorsEntry\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x11QueueTasksRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.TaskSpec\"E\n\x12QueueTasksResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgrid.v1.QueueTaskResponse\"E\n\x0eGetTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\x12\x10\n\x08\x61ll_runs\x18\x02 \x01(\x08\"j\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.Task\x12\x1e\n\x04runs\x18\x02 \x03(\x0b\x32\x10.taskgrid.v1.Run\x12\x16\n\x0ewaiting_reason\x18\x03 \x01(\t\"\xa2\x01\n\x10ListTasksRequest\x12)\n\x08statuses\x18\x01 \x03(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskgrid.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x0fStopTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"]\n\x10StopTaskResponse\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x10WatchTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"c\n\tTaskEvent\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.TaskH\x00\x12*\n\x06output\x18\x02 \x01(\x0b\x32\x18.taskgrid.v1.OutputChunkH\x00\x42\x07\n\x05\x65vent2\xcb\x03\n\rClientService\x12J\n\tQueueTask\x12\x1d.taskgrid.v1.QueueTaskRequest\x1a\x1e.taskgrid.v1.QueueTaskResponse\x12M\n\nQueueTasks\x12\x1e.taskgrid.v1.QueueTasksRequest\x1a\x1f.taskgrid.v1.QueueTasksResponse\x12\x44\n\x07GetTask\x12\x1b.taskgrid.v1.GetTaskRequest\x1a\x1c.taskgrid.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.taskgrid.v1.ListTasksRequest\x1a\x1e.taskgrid.v1.ListTasksResponse\x12G\n\x08StopTask\x12\x1c.taskgrid.v1.StopTaskRequest\x1a\x1d.taskgrid.v1.StopTaskResponse\x12\x44\n\tWatchTask\x12\x1d.taskgrid.v1.WatchTaskRequest\x1a\x16.taskgrid.v1.TaskEvent0\x01\x42(Z&taskgrid/gen/go/taskgrid/v1;taskgridv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/client.proto\x12\x0btaskgrid.v1\x1a\x18taskgrid/v1/common.proto\".\n\x07TaskRef\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04uuid\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"7\n\x10QueueTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.TaskSpec\"\x98\x01\n\x11QueueTaskResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12:\n\x06\x65rrors\x18\x03 \x03(\x0b\x32*.taskgrid.v1.QueueTaskResponse.ErrorsEntry\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x11QueueTasksRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.TaskSpec\"E\n\x12QueueTasksResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgrid.v1.QueueTaskResponse\"3\n\x06JobRef\x12\x0f\n\x05index\x18\x01 \x01(\x05H\x00\x12\x11\n\x07task_id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03ref\"T\n\x07JobEdge\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskgrid.v1.JobRef\x12&\n\twaits_for\x18\x02 \x01(\x0b\x32\x13.taskgrid.v1.JobRef\"n\n\x0fQueueJobRequest\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.TaskSpec\x12#\n\x05\x65\x64ges\x18\x03 \x03(\x0b\x32\x14.taskgrid.v1.JobEdge\"\x1c\n\x08JobLayer\x12\x10\n\x08task_ids\x18\x01 \x03(\x03\"\xd4\x01\n\x10QueueJobResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgrid.v1.QueueTaskResponse\x12\x39\n\x06\x65rrors\x18\x02 \x03(\x0b\x32).taskgrid.v1.QueueJobResponse.ErrorsEntry\x12%\n\x06layers\x18\x03 \x03(\x0b\x32\x15.taskgrid.v1.JobLayer\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0eGetTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\x12\x10\n\x08\x61ll_runs\x18\x02 \x01(\x08\"\x7f\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.Task\x12\x1e\n\x04runs\x18\x02 \x03(\x0b\x32\x10.taskgrid.v1.Run\x12\x16\n\x0ewaiting_reason\x18\x03 \x01(\t\x12\x13\n\x0bwaiting_for\x18\x04 \x03(\x03\"\xa2\x01\n\x10ListTasksRequest\x12)\n\x08statuses\x18\x01 \x03(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskgrid.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x0fStopTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"]\n\x10StopTaskResponse\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x10WatchTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"c\n\tTaskEvent\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.TaskH\x00\x12*\n\x06output\x18\x02 \x01(\x0b\x32\x18.taskgrid.v1.OutputChunkH\x00\x42\x07\n\x05\x65vent2\x94\x04\n\rClientService\x12J\n\tQueueTask\x12\x1d.taskgrid.v1.QueueTaskRequest\x1a\x1e.taskgrid.v1.QueueTaskResponse\x12M\n\nQueueTasks\x12\x1e.taskgrid.v1.QueueTasksRequest\x1a\x1f.taskgrid.v1.QueueTasksResponse\x12G\n\x08QueueJob\x12\x1c.taskgrid.v1.QueueJobRequest\x1a\x1d.taskgrid.v1.QueueJobResponse\x12\x44\n\x07GetTask\x12\x1b.taskgrid.v1.GetTaskRequest\x1a\x1c.taskgrid.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.taskgrid.v1.ListTasksRequest\x1a\x1e.taskgrid.v1.ListTasksResponse\x12G\n\x08StopTask\x12\x1c.taskgrid.v1.StopTaskRequest\x1a\x1d.taskgrid.v1.StopTaskResponse\x12\x44\n\tWatchTask\x12\x1d.taskgrid.v1.WatchTaskRequest\x1a\x16.taskgrid.v1.TaskEvent0\x01\x42(Z&taskgrid/gen/go/taskgrid/v1;taskgridv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z&taskgrid/gen/go/taskgrid/v1;taskgridv1'
   _globals['_QUEUETASKRESPONSE_ERRORSENTRY']._loaded_options = None
   _globals['_QUEUETASKRESPONSE_ERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._loaded_options = None
+  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_options = b'8\001'
   _globals['_TASKREF']._serialized_start=67
   _globals['_TASKREF']._serialized_end=113
   _globals['_QUEUETASKREQUEST']._serialized_start=115
@@ -47,22 +49,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUETASKSREQUEST']._serialized_end=384
   _globals['_QUEUETASKSRESPONSE']._serialized_start=386
   _globals['_QUEUETASKSRESPONSE']._serialized_end=455
-  _globals['_GETTASKREQUEST']._serialized_start=457
-  _globals['_GETTASKREQUEST']._serialized_end=526
-  _globals['_GETTASKRESPONSE']._serialized_start=528
-  _globals['_GETTASKRESPONSE']._serialized_end=634
-  _globals['_LISTTASKSREQUEST']._serialized_start=637
-  _globals['_LISTTASKSREQUEST']._serialized_end=799
-  _globals['_LISTTASKSRESPONSE']._serialized_start=801
-  _globals['_LISTTASKSRESPONSE']._serialized_end=879
-  _globals['_STOPTASKREQUEST']._serialized_start=881
-  _globals['_STOPTASKREQUEST']._serialized_end=933
-  _globals['_STOPTASKRESPONSE']._serialized_start=935
-  _globals['_STOPTASKRESPONSE']._serialized_end=1028
-  _globals['_WATCHTASKREQUEST']._serialized_start=1030
-  _globals['_WATCHTASKREQUEST']._serialized_end=1083
-  _globals['_TASKEVENT']._serialized_start=1085
-  _globals['_TASKEVENT']._serialized_end=1184
-  _globals['_CLIENTSERVICE']._serialized_start=1187
-  _globals['_CLIENTSERVICE']._serialized_end=1646
+  _globals['_JOBREF']._serialized_start=457
+  _globals['_JOBREF']._serialized_end=508
+  _globals['_JOBEDGE']._serialized_start=510
+  _globals['_JOBEDGE']._serialized_end=594
+  _globals['_QUEUEJOBREQUEST']._serialized_start=596
+  _globals['_QUEUEJOBREQUEST']._serialized_end=706
+  _globals['_JOBLAYER']._serialized_start=708
+  _globals['_JOBLAYER']._serialized_end=736
+  _globals['_QUEUEJOBRESPONSE']._serialized_start=739
+  _globals['_QUEUEJOBRESPONSE']._serialized_end=951
+  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_start=280
+  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_end=325
+  _globals['_GETTASKREQUEST']._serialized_start=953
+  _globals['_GETTASKREQUEST']._serialized_end=1022
+  _globals['_GETTASKRESPONSE']._serialized_start=1024
+  _globals['_GETTASKRESPONSE']._serialized_end=1151
+  _globals['_LISTTASKSREQUEST']._serialized_start=1154
+  _globals['_LISTTASKSREQUEST']._serialized_end=1316
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1318
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1396
+  _globals['_STOPTASKREQUEST']._serialized_start=1398
+  _globals['_STOPTASKREQUEST']._serialized_end=1450
+  _globals['_STOPTASKRESPONSE']._serialized_start=1452
+  _globals['_STOPTASKRESPONSE']._serialized_end=1545
+  _globals['_WATCHTASKREQUEST']._serialized_start=1547
+  _globals['_WATCHTASKREQUEST']._serialized_end=1600
+  _globals['_TASKEVENT']._serialized_start=1602
+  _globals['_TASKEVENT']._serialized_end=1701
+  _globals['_CLIENTSERVICE']._serialized_start=1704
+  _globals['_CLIENTSERVICE']._serialized_end=2236
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,55 @@ class QueueTasksResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[QueueTaskResponse]
     def __init__(self, results: _Optional[_Iterable[_Union[QueueTaskResponse, _Mapping]]] = ...) -> None: ...
 
+class JobRef(_message.Message):
+    __slots__ = ("index", "task_id")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    task_id: int
+    def __init__(self, index: _Optional[int] = ..., task_id: _Optional[int] = ...) -> None: ...
+
+class JobEdge(_message.Message):
+    __slots__ = ("task", "waits_for")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    WAITS_FOR_FIELD_NUMBER: _ClassVar[int]
+    task: JobRef
+    waits_for: JobRef
+    def __init__(self, task: _Optional[_Union[JobRef, _Mapping]] = ..., waits_for: _Optional[_Union[JobRef, _Mapping]] = ...) -> None: ...
+
+class QueueJobRequest(_message.Message):
+    __slots__ = ("job_name", "tasks", "edges")
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    job_name: str
+    tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]
+    edges: _containers.RepeatedCompositeFieldContainer[JobEdge]
+    def __init__(self, job_name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[JobEdge, _Mapping]]] = ...) -> None: ...
+
+class JobLayer(_message.Message):
+    __slots__ = ("task_ids",)
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class QueueJobResponse(_message.Message):
+    __slots__ = ("results", "errors", "layers")
+    class ErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[QueueTaskResponse]
+    errors: _containers.ScalarMap[str, str]
+    layers: _containers.RepeatedCompositeFieldContainer[JobLayer]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueueTaskResponse, _Mapping]]] = ..., errors: _Optional[_Mapping[str, str]] = ..., layers: _Optional[_Iterable[_Union[JobLayer, _Mapping]]] = ...) -> None: ...
+
 class GetTaskRequest(_message.Message):
     __slots__ = ("ref", "all_runs")
     REF_FIELD_NUMBER: _ClassVar[int]
@@ -59,14 +108,16 @@ class GetTaskRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[TaskRef, _Mapping]] = ..., all_runs: _Optional[bool] = ...) -> None: ...
 
 class GetTaskResponse(_message.Message):
-    __slots__ = ("task", "runs", "waiting_reason")
+    __slots__ = ("task", "runs", "waiting_reason", "waiting_for")
     TASK_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     task: _common_pb2.Task
     runs: _containers.RepeatedCompositeFieldContainer[_common_pb2.Run]
     waiting_reason: str
-    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., runs: _Optional[_Iterable[_Union[_common_pb2.Run, _Mapping]]] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
+    waiting_for: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., runs: _Optional[_Iterable[_Union[_common_pb2.Run, _Mapping]]] = ..., waiting_reason: _Optional[str] = ..., waiting_for: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
     __slots__ = ("statuses", "group_name", "function_name", "task_name", "page_size", "page_token")

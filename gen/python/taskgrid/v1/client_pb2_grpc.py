@@ -44,6 +44,11 @@ class ClientServiceStub:
                 request_serializer=taskgrid_dot_v1_dot_client__pb2.QueueTasksRequest.SerializeToString,
                 response_deserializer=taskgrid_dot_v1_dot_client__pb2.QueueTasksResponse.FromString,
                 _registered_method=True)
+        self.QueueJob = channel.unary_unary(
+                '/taskgrid.v1.ClientService/QueueJob',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.QueueJobRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.QueueJobResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/taskgrid.v1.ClientService/GetTask',
                 request_serializer=taskgrid_dot_v1_dot_client__pb2.GetTaskRequest.SerializeToString,
@@ -79,6 +84,15 @@ class ClientServiceServicer:
 
     def QueueTasks(self, request, context):
         """Queue many tasks in one transaction: all are written or none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueueJob(self, request, context):
+        """Queue a dependency graph (tasks plus "A waits for B" edges) in one
+        transaction, after validating it: a cycle or an edge to an unknown task
+        is an error in `errors` and nothing is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +138,11 @@ def add_ClientServiceServicer_to_server(servicer, server):
                     servicer.QueueTasks,
                     request_deserializer=taskgrid_dot_v1_dot_client__pb2.QueueTasksRequest.FromString,
                     response_serializer=taskgrid_dot_v1_dot_client__pb2.QueueTasksResponse.SerializeToString,
+            ),
+            'QueueJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueueJob,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.QueueJobRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.QueueJobResponse.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -200,6 +219,33 @@ class ClientService:
             '/taskgrid.v1.ClientService/QueueTasks',
             taskgrid_dot_v1_dot_client__pb2.QueueTasksRequest.SerializeToString,
             taskgrid_dot_v1_dot_client__pb2.QueueTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueueJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/QueueJob',
+            taskgrid_dot_v1_dot_client__pb2.QueueJobRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.QueueJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
