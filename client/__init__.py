@@ -1,8 +1,9 @@
 """taskgrid.client: queue tasks, read their status and runs, command workers.
 
 The public API is exactly ``__all__``: `Scheduler` (web2py's scheduler client
-methods over gRPC), the typed records it returns, and the error tree it
-raises. Protobuf messages and ``grpc`` types stay in the private modules
+methods over gRPC), `JobGraph` (dependency graphs queued in one call) with its
+`JobTask` handles, the typed records they return, and the error tree they
+raise. Protobuf messages and ``grpc`` types stay in the private modules
 (``_channel``, ``_convert``) and never appear in a public signature; this
 package must not import ``taskgrid.coordinator``.
 """
@@ -26,6 +27,7 @@ from .errors import (
     UnavailableError,
     UnimplementedError,
 )
+from .jobgraph import JobGraph, JobTask
 from .records import (
     OutputChunk,
     QueueResult,
@@ -48,6 +50,8 @@ __all__ = [
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
+    "JobGraph",
+    "JobTask",
     "NotFoundError",
     "OutputChunk",
     "PermissionDeniedError",

@@ -1,7 +1,7 @@
 """Conversions between taskgrid.v1 protobuf messages and the client's records.
 
-The only client module (with `scheduler`, which just passes messages along)
-that touches message classes. Each record has a ``*_from_proto`` /
+The only client module (with `scheduler` and `jobgraph`, which just pass
+messages along) that builds or reads message classes. Each record has a ``*_from_proto`` /
 ``*_to_proto`` pair, round-trip tested; ``task_spec_from_call`` maps web2py's
 ``queue_task(function, pargs, pvars, **kwargs)`` onto a ``TaskSpec``.
 
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -39,23 +40,7 @@ from .records import (
 
 logger = logging.getLogger(__name__)
 
-#: TaskSpec fields a queue_task keyword may fill directly, by the Python type they hold.
-#: function_name, args and vars are filled from queue_task's own arguments.
-SPEC_STRING_FIELDS = frozenset({"task_name", "group_name", "uuid", "cronline"})
-SPEC_BOOL_FIELDS = frozenset(
-    {"enabled", "prevent_drift", "immediate", "broadcast", "discard_results"}
-)
-SPEC_INT_FIELDS = frozenset(
-    {"repeats", "retry_failed", "period", "timeout", "sync_output", "priority"}
-)
-SPEC_TIME_FIELDS = frozenset({"start_time", "next_run_time", "stop_time"})
-#: Fields web2py fills from a default when the given value is falsy (``uuid=""``).
-_FALSY_MEANS_DEFAULT = frozenset({"uuid", "task_name"})
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
 _E = TypeVar("_E", TaskStatus, RunStatus, WorkerStatus)
-
 
 # --- enums ---------------------------------------------------------------------------------
 
@@ -135,18 +120,6 @@ def _decode_json(text: str, default: Any, kind: type) -> Any:
     return value
 
 
-def encode_raw(value: Any) -> str:
-    """JSON text for a value the client could not type, for ``raw_fields``.
-
-    Objects JSON cannot hold are written as their ``repr`` so the
-    coordinator can still name the field and show what was passed.
-    """
-    try:
-        return json.dumps(value, default=repr)
-    except (TypeError, ValueError):
-        return json.dumps(repr(value))
-
-
 # --- records -------------------------------------------------------------------------------
 
 
@@ -183,6 +156,12 @@ def task_from_proto(message: Any) -> TaskRecord:
         attempt=int(m.attempt),
         lost_count=int(m.lost_count),
         stop_requested=bool(m.stop_requested),
+        retry_delay=float(m.retry_delay),
+        retry_backoff=float(m.retry_backoff),
+        retry_delay_max=float(m.retry_delay_max),
+        retry_jitter=float(m.retry_jitter),
+        broadcast_parent=int(m.broadcast_parent),
+        target_worker_name=str(m.target_worker_name),
     )
 
 
@@ -215,6 +194,12 @@ def task_to_proto(record: TaskRecord) -> Any:
         attempt=r.attempt,
         lost_count=r.lost_count,
         stop_requested=r.stop_requested,
+        retry_delay=r.retry_delay,
+        retry_backoff=r.retry_backoff,
+        retry_delay_max=r.retry_delay_max,
+        retry_jitter=r.retry_jitter,
+        broadcast_parent=r.broadcast_parent,
+        target_worker_name=r.target_worker_name,
     )
     for name in ("start_time", "next_run_time", "stop_time", "last_run_time"):
         _time_to(message, name, getattr(r, name))
@@ -349,96 +334,38 @@ def queue_result_from_proto(
     return QueueResult(id=int(message.id), uuid=str(message.uuid), errors={})
 
 
-# --- requests ------------------------------------------------------------------------------
+def job_answer_from_proto(
+    message: Any, client_errors: Sequence[Mapping[str, str]]
+) -> tuple[list[QueueResult], dict[str, str], list[set[int]]]:
+    """``QueueJobResponse`` -> (one result per task, errors, topological layers).
 
+    The errors join the graph's own (e.g. ``edges``) and each task's field
+    errors keyed ``tasks[i].field``, so one flat mapping says everything that
+    kept the job from being written. On any error every result loses its id
+    (nothing was written) and the layers are empty.
 
-def task_ref_to_proto(ref: object) -> Any:
-    """A task id (int) or uuid (str) -> ``taskgrid.v1.TaskRef``.
+    Args:
+        message: The response.
+        client_errors: Per task, in request order, the errors the client
+            wrote itself (see `task_spec_from_call`).
 
     Raises:
-        TypeError: ``ref`` is neither (web2py raised SyntaxError here).
+        ProtocolError: The answer does not match the request.
     """
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return client_pb2.TaskRef(id=ref)
-    if isinstance(ref, str):
-        return client_pb2.TaskRef(uuid=ref)
-    raise TypeError(f"a task is named by its id (int) or uuid (str), not {type(ref).__name__}")
-
-
-def _fits(name: str, value: Any) -> Any:
-    """The value to store in typed field ``name``, or None when it does not fit there."""
-    if name in SPEC_STRING_FIELDS:
-        return value if isinstance(value, str) else None
-    if name in SPEC_BOOL_FIELDS:
-        return value if isinstance(value, bool) else None
-    if name in SPEC_INT_FIELDS:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value if _INT64_MIN <= value <= _INT64_MAX else None
-        return None
-    if name in SPEC_TIME_FIELDS:
-        return as_utc(value) if isinstance(value, datetime) else None
-    return None
-
-
-def _function_name(function: object) -> str | None:
-    if isinstance(function, str):
-        return function
-    name = getattr(function, "__name__", None)
-    return name if isinstance(name, str) else None
-
-
-def _json_field(
-    spec: Any, name: str, given: Any, python_value: Any, errors: dict[str, str]
-) -> None:
-    """Fill ``args``/``vars``: a truthy JSON string given by name wins, else dump the value."""
-    if given:
-        if isinstance(given, str):
-            setattr(spec, name, given)
-        else:
-            spec.raw_fields[name] = encode_raw(given)
-        return
-    if python_value is None:
-        return
-    try:
-        setattr(spec, name, json.dumps(python_value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        # Sent as a JSON string (never a list or object) so the coordinator rejects the
-        # field too and nothing is queued; the client's message says why.
-        spec.raw_fields[name] = json.dumps(repr(python_value))
-        errors[name] = f"cannot be encoded as JSON: {exc}"
-
-
-def task_spec_from_call(
-    function: object, pargs: Any, pvars: Any, kwargs: Mapping[str, Any]
-) -> tuple[Any, dict[str, str]]:
-    """Build the ``TaskSpec`` for ``queue_task(function, pargs, pvars, **kwargs)``.
-
-    Returns:
-        The spec, and the field errors the client had to write itself (only
-        for values JSON cannot encode; everything else is judged by the
-        coordinator from ``raw_fields``).
-    """
-    spec = common_pb2.TaskSpec()
-    errors: dict[str, str] = {}
-    name = _function_name(function)
-    if name is None:
-        spec.raw_fields["function_name"] = encode_raw(function)
-    else:
-        spec.function_name = name
-    rest = dict(kwargs)
-    _json_field(spec, "args", rest.pop("args", None), pargs, errors)
-    _json_field(spec, "vars", rest.pop("vars", None), pvars, errors)
-    for key, value in rest.items():
-        known = key in SPEC_STRING_FIELDS | SPEC_BOOL_FIELDS | SPEC_INT_FIELDS | SPEC_TIME_FIELDS
-        if known and (value is None or (key in _FALSY_MEANS_DEFAULT and not value)):
-            continue  # the coordinator applies the default
-        typed = _fits(key, value) if known else None
-        if typed is None:
-            spec.raw_fields[key] = encode_raw(value)
-        elif key in SPEC_TIME_FIELDS:
-            getattr(spec, key).FromDatetime(typed)
-        else:
-            setattr(spec, key, typed)
-    return spec, errors
+    n_tasks = len(client_errors)
+    if len(message.results) not in (0, n_tasks):
+        raise ProtocolError(f"QueueJob answered {len(message.results)} results for {n_tasks} tasks")
+    results = [
+        queue_result_from_proto(r, e)
+        for r, e in zip(message.results, client_errors, strict=False)
+    ]
+    errors = {str(k): str(v) for k, v in message.errors.items()}
+    for index, result in enumerate(results):
+        errors.update({f"tasks[{index}].{k}": v for k, v in result.errors.items()})
+    if errors:
+        failed = results or [QueueResult(id=None, uuid=None) for _ in range(n_tasks)]
+        return [QueueResult(id=None, uuid=None, errors=r.errors) for r in failed], errors, []
+    if len(results) != n_tasks or any(r.id is None for r in results):
+        raise ProtocolError("QueueJob reported success without an id for every task")
+    layers = [{int(t) for t in layer.task_ids} for layer in message.layers]
+    return results, {}, layers

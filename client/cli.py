@@ -9,6 +9,7 @@ never shown.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -23,7 +24,8 @@ from .errors import (
     TaskgridError,
     UnavailableError,
 )
-from .records import OutputChunk, TaskRecord, TaskStatus
+from .jobgraph import JobGraph
+from .records import OutputChunk, QueueResult, TaskRecord, TaskStatus
 from .scheduler import DEFAULT_TARGET, Scheduler, TaskRef
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ EXIT_CODES: tuple[tuple[type[TaskgridError], int], ...] = (
 
 #: ANSI "clear screen, cursor home": how a terminal shows a `clear` output chunk.
 _CLEAR_SCREEN = "\x1b[2J\x1b[H"
+#: Key prefix of the one task's field errors when ``queue --after`` sends a job.
+_ONE_TASK_PREFIX = "tasks[0]."
 _WORKER_COMMANDS = ("resume", "disable", "terminate", "kill")
 
 SchedulerFactory = Callable[[str], Scheduler]
@@ -91,25 +95,52 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def _add_queue(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("queue", parents=[common], help="queue a task")
+    p = sub.add_parser(
+        "queue", parents=[common], help="queue a task",
+        description="Queue one task. Unset options take the coordinator's defaults (web2py's).",
+    )  # fmt: skip
     p.add_argument("function", metavar="FUNCTION")
     p.add_argument("args", metavar="ARGS_JSON", nargs="?", help="JSON list of positional args")
     p.add_argument("--vars", metavar="JSON", help="JSON object of keyword args")
-    p.add_argument("--timeout", type=int, metavar="S")
-    p.add_argument("--repeats", type=int, metavar="N")
-    p.add_argument("--period", type=int, metavar="S")
-    p.add_argument("--retry-failed", dest="retry_failed", type=int, metavar="N")
-    p.add_argument("--group", dest="group_name", metavar="G")
-    p.add_argument("--uuid", metavar="U")
-    p.add_argument("--task-name", dest="task_name", metavar="N")
-    p.add_argument("--sync-output", dest="sync_output", type=int, metavar="S")
-    p.add_argument("--priority", type=int, metavar="N")
-    p.add_argument("--start-time", dest="start_time", type=_iso_datetime, metavar="ISO")
-    p.add_argument("--stop-time", dest="stop_time", type=_iso_datetime, metavar="ISO")
-    p.add_argument("--prevent-drift", dest="prevent_drift", action="store_true", default=None)
-    p.add_argument("--cronline", metavar="L")
-    p.add_argument("--disabled", dest="enabled", action="store_false", default=None)
-    p.add_argument("--discard-results", dest="discard_results", action="store_true", default=None)
+    p.add_argument("--timeout", type=int, metavar="S", help="seconds a run may last (60)")
+    p.add_argument("--group", dest="group_name", metavar="G", help="worker group (main)")
+    p.add_argument("--uuid", metavar="U", help="unique name (default: generated)")
+    p.add_argument("--task-name", dest="task_name", metavar="N", help="label (the function)")
+    p.add_argument("--sync-output", dest="sync_output", type=int, metavar="S",
+                   help="seconds between partial-output refreshes (0: about 1 s)")
+    p.add_argument("--disabled", dest="enabled", action="store_false", default=None,
+                   help="queue it disabled: never leased until enabled")
+    p.add_argument("--discard-results", dest="discard_results", action="store_true",
+                   default=None, help="keep no run records")
+    when = p.add_argument_group("scheduling")
+    when.add_argument("--start-time", dest="start_time", type=_iso_datetime, metavar="ISO",
+                      help="not due before this time (naive times are UTC)")
+    when.add_argument("--stop-time", dest="stop_time", type=_iso_datetime, metavar="ISO",
+                      help="expire, unrun, past this time")
+    when.add_argument("--repeats", type=int, metavar="N",
+                      help="successful runs wanted (1); 0 = until stop time or failure")
+    when.add_argument("--period", type=int, metavar="S", help="seconds between runs (60)")
+    when.add_argument("--prevent-drift", dest="prevent_drift", action="store_true",
+                      default=None, help="keep runs on a grid anchored at the start time")
+    when.add_argument("--cronline", metavar="LINE", help="cron schedule, e.g. '*/5 * * * *'")
+    when.add_argument("--retry-failed", dest="retry_failed", type=int, metavar="N",
+                      help="retries after a failure (0); -1 = unlimited")
+    when.add_argument("--retry-delay", dest="retry_delay", type=float, metavar="S",
+                      help="seconds from a failure to its retry (default: one period "
+                           "after the failed run started)")
+    when.add_argument("--retry-backoff", dest="retry_backoff", type=float, metavar="F",
+                      help="multiply the retry delay by F per further failure (1)")
+    when.add_argument("--retry-delay-max", dest="retry_delay_max", type=float, metavar="S",
+                      help="cap on the grown retry delay (no cap)")
+    when.add_argument("--retry-jitter", dest="retry_jitter", type=float, metavar="F",
+                      help="spread each retry delay by +/- this fraction, 0..1 (0)")
+    when.add_argument("--priority", type=int, metavar="N", help="higher runs first (0)")
+    when.add_argument("--broadcast", action="store_true", default=None,
+                      help="run once on every ACTIVE worker of the group, each period")
+    when.add_argument("--immediate", action="store_true", default=None,
+                      help="wake idle workers now (accepted; leasing is always immediate)")
+    when.add_argument("--after", dest="after", action="append", type=int, metavar="ID",
+                      help="wait until task ID is COMPLETED for good (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +190,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 _QUEUE_FIELDS = (
     "args", "vars", "timeout", "repeats", "period", "retry_failed", "group_name", "uuid",
     "task_name", "sync_output", "priority", "start_time", "stop_time", "prevent_drift",
-    "cronline", "enabled", "discard_results",
+    "cronline", "enabled", "discard_results", "retry_delay", "retry_backoff",
+    "retry_delay_max", "retry_jitter", "broadcast", "immediate",
 )
 
 
@@ -189,15 +221,40 @@ class _Io:
         print(fmt.dumps(doc), file=self.out)
 
 
+def _queue_after(s: Scheduler, ns: argparse.Namespace) -> QueueResult:
+    """Queue one task that waits for existing tasks: a one-task `JobGraph`.
+
+    Its errors read as a plain queue's: ``tasks[0].timeout`` becomes ``timeout``;
+    graph errors (e.g. an unknown prerequisite) keep the coordinator's key.
+    """
+    job = JobGraph(s)
+    handle = job.queue_task(ns.function, **queue_kwargs(ns))
+    for task_id in ns.after:
+        job.add_deps(handle, task_id)
+    if job.validate() is None:
+        errors = {k.removeprefix(_ONE_TASK_PREFIX): v for k, v in job.errors.items()}
+        return QueueResult(id=None, uuid=None, errors=errors)
+    return QueueResult(id=handle.id, uuid=handle.uuid)
+
+
 def _cmd_queue(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
-    result = s.queue_task(ns.function, **queue_kwargs(ns))
+    if ns.after:
+        result = _queue_after(s, ns)
+    else:
+        result = s.queue_task(ns.function, **queue_kwargs(ns))
     if io.as_json:
-        io.document(result)
+        doc: dict[str, Any] = dataclasses.asdict(result)
+        if ns.after:
+            doc["waiting_for"] = ns.after
+        io.document(doc)
     elif result.errors:
         for field, message in sorted(result.errors.items()):
             print(f"taskgrid: not queued: {field}: {message}", file=io.err)
     else:
-        io.lines(fmt.key_values([("id", result.id), ("uuid", result.uuid)]))
+        pairs: list[tuple[str, Any]] = [("id", result.id), ("uuid", result.uuid)]
+        if ns.after:
+            pairs.append(("waiting for", tuple(ns.after)))
+        io.lines(fmt.key_values(pairs))
     return EXIT_INVALID if result.errors else EXIT_OK
 
 
@@ -210,12 +267,14 @@ def _cmd_status(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
     runs = s.runs(ns.ref) if ns.runs else None
     if io.as_json:
         doc: dict[str, Any] = {"task": task, "run": status.run, "result": status.result,
-                               "waiting_reason": waiting}
+                               "waiting_reason": waiting, "waiting_for": status.waiting_for}
         if runs is not None:
             doc["runs"] = runs
         io.document(doc)
         return EXIT_OK
     lines = fmt.task_lines(task)
+    if status.waiting_for:
+        lines += fmt.key_values([("waiting for", status.waiting_for)])
     if waiting:
         lines += fmt.key_values([("waiting", waiting)])
     if status.run is not None:

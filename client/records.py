@@ -129,6 +129,19 @@ class TaskRecord:
     """Requeues caused by lost workers."""
     stop_requested: bool
     """A stop was asked while the task was RUNNING."""
+    retry_delay: float
+    """Seconds from a failure to its retry; 0 keeps web2py's rule (one period after
+    the failed run started)."""
+    retry_backoff: float
+    """Factor applied to retry_delay for each further consecutive failure."""
+    retry_delay_max: float
+    """Cap in seconds on the grown retry delay; 0 means no cap."""
+    retry_jitter: float
+    """Fraction (0..1) by which each retry delay is randomly spread, +/-."""
+    broadcast_parent: int
+    """The broadcast task this one was fanned out from; 0 if none."""
+    target_worker_name: str
+    """Only this worker may lease the task (broadcast children); empty for any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +251,8 @@ class TaskStatusResult:
     """Its latest run, or None when it never ran."""
     result: Any
     """The latest run's decoded return value, or None."""
+    waiting_for: tuple[int, ...] = ()
+    """Ids of the prerequisites not COMPLETED for good yet (see `JobGraph`)."""
 
 
 TaskEvent: TypeAlias = TaskRecord | OutputChunk

@@ -169,6 +169,11 @@ class Scheduler:
             results = [QueueResult(id=None, uuid=None, errors=r.errors) for r in results]
         return results
 
+    def _queue_job(self, request: Any) -> Any:
+        """Send one ``QueueJobRequest`` (built by `JobGraph`); its raw response."""
+        with _channel.translated_errors():
+            return self._tasks.QueueJob(request, timeout=self.timeout_s)
+
     # --- reading -----------------------------------------------------------------------
 
     def _get_task(self, ref: TaskRef, all_runs: bool) -> Any:
@@ -212,7 +217,8 @@ class Scheduler:
             return task
         run = _convert.run_from_proto(response.runs[-1]) if response.runs else None
         result = decode_result(run.run_result) if run is not None else None
-        return TaskStatusResult(task=task, run=run, result=result)
+        waiting_for = tuple(int(t) for t in response.waiting_for)
+        return TaskStatusResult(task=task, run=run, result=result, waiting_for=waiting_for)
 
     def runs(self, ref: TaskRef) -> list[RunRecord]:
         """Every run of the task, oldest first.
@@ -231,6 +237,19 @@ class Scheduler:
         """
         response = self._get_task(ref, all_runs=False)
         return str(response.waiting_reason) or None
+
+    def waiting_for(self, ref: TaskRef) -> tuple[int, ...]:
+        """Ids of the task's prerequisites that are not COMPLETED for good yet.
+
+        Empty when the task waits for nothing (or has no prerequisites at all).
+        A prerequisite that ended FAILED, TIMEOUT, STOPPED or EXPIRED stays in
+        the list for ever, as in web2py: the dependent task never runs.
+
+        Raises:
+            NotFoundError: No such task.
+        """
+        response = self._get_task(ref, all_runs=False)
+        return tuple(int(t) for t in response.waiting_for)
 
     def list_tasks(
         self,

@@ -20,6 +20,7 @@ from taskgrid.coordinator.servicers.admin import AdminServicer
 from taskgrid.coordinator.servicers.client import ClientServicer
 from taskgrid.coordinator.servicers.worker import WorkerServicer
 from taskgrid.coordinator.store import Store, redact_url
+from taskgrid.coordinator.timers import Timers
 from taskgrid.coordinator.workers import Registry
 from taskgrid.v1 import admin_pb2_grpc, client_pb2_grpc, worker_pb2_grpc
 
@@ -76,6 +77,16 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     rt = Runtime(config, clock or SystemClock(), store, WorkSignal(), TaskFeed())
     rt.registry = Registry(rt)
     await rt.registry.load()
+    rt.timers = Timers(rt)
+    await rt.timers.load()
+    subscribe = getattr(rt.clock, "subscribe", None)
+    if subscribe is not None:  # a test clock: moving it wakes timers and long-polls
+        loop = asyncio.get_running_loop()
+
+        def moved() -> None:
+            loop.call_soon_threadsafe(rt.wake_reaper.set)
+            loop.call_soon_threadsafe(rt.signal.fire)
+        subscribe(moved)
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
     calls = CallCounter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -29,21 +30,41 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that moves only when told to; for tests."""
+    """A clock that moves only when told to; for tests (cron, long periods) without waiting.
+
+    The coordinator subscribes to it: every move wakes its timers (due tasks,
+    expiry, broadcast), as the passing of real time would.
+    """
 
     def __init__(self, start: dt.datetime) -> None:
         self._now = start
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
 
     def now(self) -> dt.datetime:
         """The time last set."""
         with self._lock:
             return self._now
 
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from the mover's thread) after every move."""
+        self._listeners.append(listener)
+
     def advance(self, seconds: float) -> None:
         """Move the clock forward."""
         with self._lock:
             self._now += dt.timedelta(seconds=seconds)
+        self._moved()
+
+    def set(self, when: dt.datetime) -> None:
+        """Move the clock to `when` (aware UTC)."""
+        with self._lock:
+            self._now = when
+        self._moved()
+
+    def _moved(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
 
 def to_db(value: dt.datetime | None) -> dt.datetime | None:

@@ -79,7 +79,7 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
     now = rt.clock.now()
 
     def claim(tx: Tx) -> tuple[list[Granted], list[Row], dt.datetime | None]:
-        rows = tx.due_tasks(w.group_names, sorted(w.functions), now, n)
+        rows = tx.due_tasks(w.group_names, sorted(w.functions), now, n, w.name)
         expired = [lifecycle.expire(r) for r in rows if lifecycle.is_expired(r, now)]
         gone = {tr.task_id for tr in expired}
         picked = [r for r in rows if r["id"] not in gone]
@@ -91,7 +91,8 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
         granted = [Granted(t, rid, not prefetch) for t, rid in zip(after, run_ids, strict=True)]
         by_id = {r["id"]: r for r in rows}
         ended = [_after(by_id[tr.task_id], tr) for tr in expired]
-        next_due = None if picked else tx.next_due_time(w.group_names, sorted(w.functions))
+        next_due = None if picked else tx.next_due_time(w.group_names, sorted(w.functions),
+                                                          w.name)
         return granted, ended, next_due
 
     granted, ended, next_due = await rt.store.run(claim)
@@ -231,10 +232,11 @@ async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
     def apply(tx: Tx) -> list[Row]:
         tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
         _check_db(tasks, refs, w.name, {TaskStatus.RUNNING})
-        trs = [lifecycle.finish(tasks[o.task_id], o.status, tasks[o.task_id]["last_run_time"])
-               for o in outcomes]
+        trs = [lifecycle.finish(tasks[o.task_id], o.status, tasks[o.task_id]["last_run_time"],
+                                now) for o in outcomes]
         tx.apply(trs)
         _close_runs(tx, outcomes, now)
+        tx.release_dependents([tr.task_id for tr in trs if tr.target is TaskStatus.COMPLETED])
         return [_after(tasks[tr.task_id], tr) for tr in trs]
 
     rows = await rt.store.run(apply)
@@ -247,9 +249,12 @@ def _settle(rt: Runtime, w: LiveWorker, rows: Sequence[Row], reported: bool = Fa
     for row in rows:
         w.forget(row["id"], reported)
         logger.debug("run ended task=%s status=%s worker=%s", row["id"], row["status"], w.name)
-    requeued = [r["next_run_time"] for r in rows if r["status"] == TaskStatus.QUEUED]
+    requeued = [r for r in rows if r["status"] == TaskStatus.QUEUED]
     if requeued:
-        rt.signal.fire(min(requeued))
+        rt.signal.fire(min(r["next_run_time"] for r in requeued))
+        rt.timers.note(requeued)
+    if any(r["status"] == TaskStatus.COMPLETED for r in rows):
+        rt.signal.fire()  # dependents may have become due
     _publish(rt, rows)
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import random
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskgrid.coordinator import timing
@@ -78,6 +79,7 @@ class Event(enum.StrEnum):
     STOP = "stop"
     EXPIRE = "expire"
     LOSE_WORKER = "lose_worker"
+    FAN_OUT = "fan_out"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +125,10 @@ TASK_RULES: tuple[Rule, ...] = (
           "times_run/times_failed untouched"),
     _rule(_T.ASSIGNED, Event.LOSE_WORKER, {_T.QUEUED}, "Its worker is declared dead before "
           "starting it", "assigned_worker_name=''"),
+    _rule(_T.QUEUED, Event.FAN_OUT, {_T.QUEUED, _T.EXPIRED}, "A broadcast task is due: the "
+          "coordinator queues one child per ACTIVE worker of its group offering its function",
+          "times_run+1, last_run_time=now, next_run_time = next period or cron match; "
+          "EXPIRED when that falls after stop_time (repeats is ignored, as in web2py)"),
 )
 
 #: (from, event) -> allowed targets: the table every decision is checked against.
@@ -244,14 +250,16 @@ def stop_waiting(task: Mapping[str, Any], now: dt.datetime) -> Transition:
 
 
 def finish(
-    task: Mapping[str, Any], outcome: RunStatus, run_start: dt.datetime | None
+    task: Mapping[str, Any], outcome: RunStatus, run_start: dt.datetime | None,
+    now: dt.datetime | None = None, rng: Callable[[], float] = random.random,
 ) -> Transition:
     """RUNNING -> the status a reported run outcome leads to, with web2py's counters.
 
     Success: times_run+1, times_failed reset, another run while repeats allow
     (EXPIRED when it would start after stop_time). Failure or timeout:
     times_failed+1 and a retry while retry_failed allows, due one period after
-    the failed run started (web2py). Stop: STOPPED, no retry consumed.
+    the failed run started (web2py), or after the retry_delay options counted
+    from `now` (the failure). Stop: STOPPED, no retry consumed.
     """
     event = OUTCOME_EVENTS[outcome]
     attempt = task["attempt"]
@@ -278,10 +286,24 @@ def finish(
     values = {**base, "times_failed": times_failed + 1}
     retry_failed = task["retry_failed"]
     if retry_failed == -1 or (retry_failed > 0 and times_failed < retry_failed):
+        if task.get("retry_delay"):
+            next_run = timing.retry_time(task, now or started_at, rng)
         return _decide(task, event, TaskStatus.QUEUED, f"retry after {outcome.lower()}",
                        {**values, "next_run_time": next_run}, attempt)
     return _decide(task, event, failed_status, f"no retry left after {outcome.lower()}", values,
                    attempt)
+
+
+def fan_out(task: Mapping[str, Any], now: dt.datetime) -> Transition:
+    """A due broadcast parent after queueing its children: wait for the next round."""
+    next_run = timing.next_run_time(task, now)
+    values = {"times_run": task["times_run"] + 1, "last_run_time": now,
+              "next_run_time": next_run}
+    stop_time = task.get("stop_time")
+    if stop_time is not None and next_run > stop_time:
+        return _decide(task, Event.FAN_OUT, TaskStatus.EXPIRED, "next round after stop_time",
+                       values)
+    return _decide(task, Event.FAN_OUT, TaskStatus.QUEUED, "fanned out", values)
 
 
 def lose_worker(task: Mapping[str, Any], max_lost_requeues: int) -> Transition:

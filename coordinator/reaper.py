@@ -29,7 +29,8 @@ class Reaper:
         self.rt = rt
 
     async def run_once(self) -> None:
-        """One pass over the live workers."""
+        """One pass: timers due now, dead workers, runs far past their timeout."""
+        await self.rt.timers.run_once()
         registry = self.rt.registry
         for w in registry.dead():
             silent = time.monotonic() - w.last_seen
@@ -52,7 +53,11 @@ class Reaper:
         """How long to sleep between passes: a fraction of the fastest heartbeat."""
         beats = [w.heartbeat_s for w in self.rt.registry.by_id.values() if w.alive]
         fastest = min(beats, default=self.rt.config.heartbeat_s)
-        return max(MIN_TICK_S, fastest / TICKS_PER_BEAT)
+        tick = fastest / TICKS_PER_BEAT
+        timer = self.rt.timers.seconds_to_next()
+        if timer is not None:
+            tick = min(tick, timer + 0.001)
+        return max(MIN_TICK_S, tick)
 
     async def loop(self, stopping: asyncio.Event) -> None:
         """Run passes until `stopping` is set; errors are logged, never fatal."""
@@ -61,7 +66,10 @@ class Reaper:
                 await self.run_once()
             except Exception:
                 logger.exception("reaper pass failed")
-            try:
-                await asyncio.wait_for(stopping.wait(), self.interval_s())
-            except TimeoutError:
-                pass
+            self.rt.wake_reaper.clear()
+            stop = asyncio.ensure_future(stopping.wait())
+            wake = asyncio.ensure_future(self.rt.wake_reaper.wait())
+            await asyncio.wait([stop, wake], timeout=self.interval_s(),
+                               return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            wake.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from taskgrid.coordinator.events import TaskFeed, WorkSignal
 from taskgrid.coordinator.store import Store
 
 if TYPE_CHECKING:
+    from taskgrid.coordinator.timers import Timers
     from taskgrid.coordinator.workers import Registry
 
 
@@ -24,3 +26,6 @@ class Runtime:
     signal: WorkSignal
     feed: TaskFeed
     registry: Registry = dataclasses.field(init=False)
+    timers: Timers = dataclasses.field(init=False)
+    #: wakes the reaper early (a timer moved closer, the clock was moved)
+    wake_reaper: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)

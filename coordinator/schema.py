@@ -48,6 +48,13 @@ task = sa.Table(
     sa.Column("lost_count", sa.BigInteger, nullable=False),
     sa.Column("stop_requested", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # 0002: retry delay options, broadcast children
+    sa.Column("retry_delay", sa.Float, nullable=False, server_default="0"),
+    sa.Column("retry_backoff", sa.Float, nullable=False, server_default="1"),
+    sa.Column("retry_delay_max", sa.Float, nullable=False, server_default="0"),
+    sa.Column("retry_jitter", sa.Float, nullable=False, server_default="0"),
+    sa.Column("broadcast_parent", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("target_worker_name", sa.String(255), nullable=False, server_default=""),
 )
 #: The claim's order (priority DESC, next_run_time, id) read straight off the index: no sort.
 sa.Index("ix_scheduler_task_due", task.c.status, task.c.priority.desc(), task.c.next_run_time,
@@ -80,6 +87,22 @@ output = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("clear", sa.Boolean, nullable=False),
     sa.UniqueConstraint("run_id", "seq", name="uq_scheduler_output_run_seq"),
+)
+
+#: Dependencies, web2py's names: task_parent waits until task_child is COMPLETED for good,
+#: which sets can_visit.
+deps = sa.Table(
+    "scheduler_task_deps",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("job_name", sa.String(512), nullable=False),
+    sa.Column("task_parent", Id, sa.ForeignKey("scheduler_task.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("task_child", Id, sa.ForeignKey("scheduler_task.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("can_visit", sa.Boolean, nullable=False),
+    sa.Index("ix_scheduler_task_deps_parent", "task_parent", "can_visit"),
+    sa.Index("ix_scheduler_task_deps_child", "task_child"),
 )
 
 worker = sa.Table(

@@ -86,19 +86,78 @@ class Tx:
         return found
 
     def due_tasks(
-        self, groups: Sequence[str], functions: Sequence[str], now: Any, limit: int
+        self, groups: Sequence[str], functions: Sequence[str], now: Any, limit: int,
+        worker_name: str = "",
     ) -> list[Row]:
         """Due tasks this worker may run, best first, locked for this transaction."""
         stmt = _DUE_SKIP_LOCKED if self.is_postgres else _DUE
         params = {"groups": list(groups), "functions": list(functions), "now": to_db(now),
-                  "limit": limit, "queued": TaskStatus.QUEUED.value}
+                  "limit": limit, "queued": TaskStatus.QUEUED.value, "worker_name": worker_name}
         return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt, params).mappings()]
 
-    def next_due_time(self, groups: Sequence[str], functions: Sequence[str]) -> Any:
+    def next_due_time(self, groups: Sequence[str], functions: Sequence[str],
+                      worker_name: str = "") -> Any:
         """The earliest next_run_time among queued tasks this worker may run, or None."""
         params = {"groups": list(groups), "functions": list(functions),
-                  "queued": TaskStatus.QUEUED.value}
+                  "queued": TaskStatus.QUEUED.value, "worker_name": worker_name}
         return from_db(self.conn.execute(_NEXT_DUE, params).scalar())
+
+    # -- dependencies, expiry, broadcast ---------------------------------------
+
+    def insert_deps(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert dependency edges (task_parent waits for task_child)."""
+        if rows:
+            self.conn.execute(sa.insert(schema.deps), list(rows))
+
+    def unmet_prerequisites(self, task_id: int) -> list[int]:
+        """Ids of the tasks this one still waits for."""
+        d = schema.deps.c
+        stmt = sa.select(d.task_child).where(d.task_parent == task_id,
+                                             d.can_visit.is_(False)).order_by(d.task_child)
+        return list(self.conn.execute(stmt).scalars())
+
+    def release_dependents(self, task_ids: Sequence[int]) -> int:
+        """Mark edges waiting on these (now COMPLETED for good) tasks as met."""
+        if not task_ids:
+            return 0
+        d = schema.deps.c
+        result = self.conn.execute(sa.update(schema.deps).where(
+            d.task_child.in_(list(task_ids)), d.can_visit.is_(False)).values(can_visit=True))
+        return int(result.rowcount)
+
+    def overdue_for_expiry(self, now: Any, limit: int = 1000) -> list[Row]:
+        """QUEUED or ASSIGNED tasks whose stop_time has passed, locked."""
+        t = schema.task.c
+        stmt = sa.select(schema.task).where(
+            t.status.in_([TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value]),
+            t.stop_time.is_not(None), t.stop_time < to_db(now)).limit(limit)
+        if self.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+
+    def earliest_stop_time(self) -> Any:
+        """The earliest stop_time among QUEUED or ASSIGNED tasks, or None."""
+        t = schema.task.c
+        stmt = sa.select(sa.func.min(t.stop_time)).where(
+            t.status.in_([TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value]))
+        return from_db(self.conn.execute(stmt).scalar())
+
+    def due_broadcasts(self, now: Any) -> list[Row]:
+        """Broadcast parents that are due, locked."""
+        t = schema.task.c
+        stmt = sa.select(schema.task).where(
+            t.status == TaskStatus.QUEUED.value, t.enabled.is_(True), t.broadcast.is_(True),
+            t.next_run_time <= to_db(now)).order_by(t.next_run_time)
+        if self.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+
+    def earliest_broadcast(self) -> Any:
+        """The earliest next_run_time among queued broadcast parents, or None."""
+        t = schema.task.c
+        stmt = sa.select(sa.func.min(t.next_run_time)).where(
+            t.status == TaskStatus.QUEUED.value, t.enabled.is_(True), t.broadcast.is_(True))
+        return from_db(self.conn.execute(stmt).scalar())
 
     def tasks_by_ids(self, ids: Iterable[int], lock: bool = False) -> dict[int, Row]:
         """Task rows by id (locked FOR UPDATE on PostgreSQL when `lock`)."""
@@ -282,11 +341,18 @@ class Tx:
             self.conn.execute(sa.update(w).where(w.c.id == worker_id).values(_db_values(values)))
 
 
+_UNMET_DEPS = sa.exists().where(schema.deps.c.task_parent == schema.task.c.id,
+                                schema.deps.c.can_visit.is_(False))
+#: What a worker may claim: queued, enabled, its group, its function, no unmet prerequisite,
+#: not a broadcast parent (the coordinator fans those out), not a child meant for another.
 _DUE_WHERE = (
     schema.task.c.status == sa.bindparam("queued"),
     schema.task.c.enabled.is_(True),
     schema.task.c.group_name.in_(sa.bindparam("groups", expanding=True)),
     schema.task.c.function_name.in_(sa.bindparam("functions", expanding=True)),
+    schema.task.c.broadcast.is_(False),
+    schema.task.c.target_worker_name.in_(["", sa.bindparam("worker_name")]),
+    ~_UNMET_DEPS,
 )
 _DUE = (
     sa.select(schema.task)

@@ -38,9 +38,27 @@ class TaskView:
     task: Row
     runs: list[Row]
     waiting_reason: str
+    waiting_for: list[int] = dataclasses.field(default_factory=list)
 
 
 Ref = tuple[int | None, str | None]
+
+
+def validated(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str, str]]]
+              ) -> tuple[list[dict[str, Any]] | None, list[Queued]]:
+    """Check every task of a request: (rows, answers) or (None, answers with errors)."""
+    now = rt.clock.now()
+    checked = [validate_task(fields, raw, now) for fields, raw in specs]
+    errors = [dict(errs) for _, errs in checked]
+    rows = [row for row, _ in checked]
+    counts = Counter(r["uuid"] for r in rows if r is not None)
+    for i, row in enumerate(rows):
+        if row is not None and counts[row["uuid"]] > 1:
+            errors[i]["uuid"] = "duplicate uuid in this batch"
+    answers = [Queued(errors=e) for e in errors]
+    if any(errors):
+        return None, answers
+    return [r for r in rows if r is not None], answers
 
 
 async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str, str]]]
@@ -51,17 +69,9 @@ async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[st
         rt: the coordinator runtime.
         specs: per task, (typed fields the client set, raw fields it could not type).
     """
-    now = rt.clock.now()
-    checked = [validate_task(fields, raw, now) for fields, raw in specs]
-    errors = [dict(errs) for _, errs in checked]
-    rows = [row for row, _ in checked]
-    counts = Counter(r["uuid"] for r in rows if r is not None)
-    for i, row in enumerate(rows):
-        if row is not None and counts[row["uuid"]] > 1:
-            errors[i]["uuid"] = "duplicate uuid in this batch"
-    if any(errors):
-        return [Queued(errors=e) for e in errors]
-    ready = [r for r in rows if r is not None]
+    ready, answers = validated(rt, specs)
+    if ready is None:
+        return answers
 
     def insert(tx: Tx) -> list[int] | set[str]:
         taken = tx.existing_uuids(r["uuid"] for r in ready)
@@ -72,6 +82,7 @@ async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[st
         return [Queued(errors={"uuid": "already in use"} if r["uuid"] in result else {})
                 for r in ready]
     rt.signal.fire(min(r["next_run_time"] for r in ready))
+    rt.timers.note(ready)
     logger.debug("queued tasks=%d", len(ready))
     return [Queued(id=i, uuid=r["uuid"]) for i, r in zip(result, ready, strict=True)]
 
@@ -87,18 +98,23 @@ def _live_output(tx: Tx, runs: list[Row]) -> None:
 
 async def get(rt: Runtime, ref: Ref, all_runs: bool) -> TaskView:
     """One task with its latest run (or all runs), live output included."""
-    def read(tx: Tx) -> tuple[Row | None, list[Row]]:
+    def read(tx: Tx) -> tuple[Row | None, list[Row], list[int]]:
         task = tx.task_by_ref(*ref)
         if task is None:
-            return None, []
+            return None, [], []
         runs = tx.runs_of(task["id"], latest_only=not all_runs)
         _live_output(tx, runs)
-        return task, runs
+        waits = tx.unmet_prerequisites(task["id"]) if task["status"] == TaskStatus.QUEUED else []
+        return task, runs, waits
 
-    task, runs = await rt.store.run(read)
+    task, runs, waits = await rt.store.run(read)
     if task is None:
         raise TaskNotFoundError(f"no task with {_ref_text(ref)}")
-    return TaskView(task, runs, waiting_reason(rt, task))
+    reason = waiting_reason(rt, task)
+    if waits:
+        listed = ", ".join(str(t) for t in waits)
+        reason = f"waiting for task(s) {listed} to complete"
+    return TaskView(task, runs, reason, waits)
 
 
 def _ref_text(ref: Ref) -> str:
@@ -114,6 +130,8 @@ def waiting_reason(rt: Runtime, task: Row) -> str:
         return ""
     if not task["enabled"]:
         return "disabled (enabled=false)"
+    if task["broadcast"]:
+        return "a broadcast task: the coordinator queues one child per worker when it is due"
     now = rt.clock.now()
     if task["next_run_time"] > now:
         return f"not due until {task['next_run_time'].isoformat()}"

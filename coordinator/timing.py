@@ -10,10 +10,13 @@ resolution. All datetimes here are aware UTC.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from croniter import croniter
+
+#: a computed retry delay never exceeds this (ten years), whatever the backoff
+MAX_DELAY_S = 10 * 365 * 24 * 3600.0
 
 
 def next_cron_time(cronline: str, after: dt.datetime) -> dt.datetime:
@@ -30,6 +33,23 @@ def cron_error(cronline: str) -> str | None:
     except (ValueError, KeyError, TypeError) as exc:  # croniter's errors derive from ValueError
         return str(exc) or exc.__class__.__name__
     return None
+
+
+def retry_time(task: Mapping[str, Any], failed_at: dt.datetime, rng: Callable[[], float]
+               ) -> dt.datetime:
+    """When a retry is due under the retry_delay options (retry_delay > 0).
+
+    The n-th consecutive retry waits retry_delay * retry_backoff**(n-1), capped at
+    retry_delay_max (when set), spread uniformly by +/- retry_jitter of itself.
+    """
+    failures = task["times_failed"]  # consecutive failures before this one
+    delay = task["retry_delay"] * task["retry_backoff"] ** min(failures, 1000)
+    if task["retry_delay_max"]:
+        delay = min(delay, task["retry_delay_max"])
+    delay = min(delay, MAX_DELAY_S)
+    if task["retry_jitter"]:
+        delay *= 1 + task["retry_jitter"] * (2 * rng() - 1)
+    return failed_at + dt.timedelta(seconds=max(0.0, delay))
 
 
 def next_run_time(task: Mapping[str, Any], run_start: dt.datetime) -> dt.datetime:

@@ -35,7 +35,8 @@ WRITABLE: Mapping[str, str] = {
     "next_run_time": "time", "stop_time": "time", "repeats": "int", "retry_failed": "int",
     "period": "int", "prevent_drift": "bool", "cronline": "str", "timeout": "int",
     "sync_output": "int", "immediate": "bool", "broadcast": "bool", "priority": "int",
-    "discard_results": "bool",
+    "discard_results": "bool", "retry_delay": "float", "retry_backoff": "float",
+    "retry_delay_max": "float", "retry_jitter": "float",
 }
 #: Columns the scheduler owns: naming one in queue_task is an error (web2py: writable=False).
 READ_ONLY = frozenset({
@@ -44,13 +45,18 @@ READ_ONLY = frozenset({
 })
 _KIND_MESSAGES = {
     "str": "must be a string", "json": "must be JSON text", "bool": "must be a boolean",
-    "time": "must be a timestamp", "int": "must be an integer",
+    "time": "must be a timestamp", "int": "must be an integer", "float": "must be a number",
 }
 #: field -> (minimum, maximum) for integers
 _RANGES: Mapping[str, tuple[int, int]] = {
     "repeats": (0, INT64), "retry_failed": (-1, INT64), "period": (0, MAX_SECONDS),
     "timeout": (1, MAX_SECONDS), "sync_output": (0, MAX_SECONDS), "priority": (-INT64, INT64),
+    "retry_delay": (0, MAX_SECONDS), "retry_backoff": (1, 1000),
+    "retry_delay_max": (0, MAX_SECONDS), "retry_jitter": (0, 1),
 }
+#: web2py's cron shortcuts (semantics.md §7.5); croniter knows a few more we do not accept
+CRON_SHORTCUTS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
+                            "@hourly"})
 
 
 def _json_of(kind: type, text: str, what: str) -> tuple[Any, str | None]:
@@ -89,16 +95,33 @@ def _check_strings(f: Mapping[str, Any], errors: dict[str, str]) -> None:
             elif len(value) > MAX_KEY:
                 errors[key] = f"must be at most {MAX_KEY} characters"
     if f.get("cronline"):
-        problem = timing.cron_error(f["cronline"])
+        problem = cron_problem(f["cronline"])
         if problem:
             errors["cronline"] = problem
+
+
+def cron_problem(line: str) -> str | None:
+    """web2py's cron syntax: 5 fields or a shortcut; other errors are the parser's message."""
+    text = line.strip()
+    if text.startswith("@"):
+        if text.lower() not in CRON_SHORTCUTS:
+            return f"Invalid cron line (unknown shortcut {text})"
+    else:
+        fields = text.split()
+        if len(fields) < 5:
+            return "Invalid cron line (too short)"
+        if len(fields) > 5:
+            return "Invalid cron line (too long)"
+    return timing.cron_error(text)
 
 
 def _check_ints(f: Mapping[str, Any], errors: dict[str, str]) -> None:
     for key, (low, high) in _RANGES.items():
         if key in f:
             value = f[key]
-            if value < low:
+            if value != value or value in (float("inf"), float("-inf")):
+                errors[key] = "must be a finite number"
+            elif value < low:
                 errors[key] = f"must be greater than or equal to {low}"
             elif value > high:
                 errors[key] = f"must be less than or equal to {high}"
@@ -157,7 +180,7 @@ def validate_task(
         "retry_failed": fields.get("retry_failed", DEFAULT_RETRY_FAILED),
         "period": period,
         "prevent_drift": fields.get("prevent_drift", False),
-        "cronline": cronline,
+        "cronline": cronline.strip() if cronline else None,
         "timeout": fields.get("timeout", DEFAULT_TIMEOUT_S),
         "sync_output": fields.get("sync_output", DEFAULT_SYNC_OUTPUT_S),
         "times_run": 0,
@@ -171,5 +194,11 @@ def validate_task(
         "lost_count": 0,
         "stop_requested": False,
         "created_at": now,
+        "retry_delay": fields.get("retry_delay", 0.0),
+        "retry_backoff": fields.get("retry_backoff", 1.0),
+        "retry_delay_max": fields.get("retry_delay_max", 0.0),
+        "retry_jitter": fields.get("retry_jitter", 0.0),
+        "broadcast_parent": 0,
+        "target_worker_name": "",
     }
     return row, {}

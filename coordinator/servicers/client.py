@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from taskgrid.coordinator import tasks, watch
+from taskgrid.coordinator import jobs, tasks, watch
 from taskgrid.coordinator.errors import InvalidRequestError
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
@@ -44,13 +44,31 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         return client_pb2.QueueTasksResponse(results=[_queued(r) for r in results])
 
     @status.unary
+    async def QueueJob(self, request: client_pb2.QueueJobRequest,
+                       context: grpc.aio.ServicerContext) -> client_pb2.QueueJobResponse:
+        """Queue a dependency graph atomically after validating it."""
+        if not request.tasks:
+            raise InvalidRequestError("tasks", "give at least one task")
+        if len(request.tasks) > tasks.MAX_QUEUE_BATCH:
+            raise InvalidRequestError("tasks", f"at most {tasks.MAX_QUEUE_BATCH} per call")
+        edges = [(convert.job_ref(e.task, f"edges[{i}].task"),
+                  convert.job_ref(e.waits_for, f"edges[{i}].waits_for"))
+                 for i, e in enumerate(request.edges)]
+        answer = await jobs.queue_job(self.rt, request.job_name,
+                                      [convert.spec_fields(s) for s in request.tasks], edges)
+        return client_pb2.QueueJobResponse(
+            results=[_queued(r) for r in answer.results], errors=answer.errors,
+            layers=[client_pb2.JobLayer(task_ids=layer) for layer in answer.layers])
+
+    @status.unary
     async def GetTask(self, request: client_pb2.GetTaskRequest,
                       context: grpc.aio.ServicerContext) -> client_pb2.GetTaskResponse:
         """One task with its latest or all runs."""
         view = await tasks.get(self.rt, convert.task_ref(request.ref), request.all_runs)
         return client_pb2.GetTaskResponse(
             task=convert.task_to_proto(view.task),
-            runs=[convert.run_to_proto(r) for r in view.runs], waiting_reason=view.waiting_reason)
+            runs=[convert.run_to_proto(r) for r in view.runs], waiting_reason=view.waiting_reason,
+            waiting_for=view.waiting_for)
 
     @status.unary
     async def ListTasks(self, request: client_pb2.ListTasksRequest,

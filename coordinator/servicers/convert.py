@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 _OPTIONAL_SCALARS = (
     "task_name", "group_name", "uuid", "args", "vars", "enabled", "repeats", "retry_failed",
     "period", "prevent_drift", "cronline", "timeout", "sync_output", "immediate", "broadcast",
-    "priority", "discard_results",
+    "priority", "discard_results", "retry_delay", "retry_backoff", "retry_delay_max",
+    "retry_jitter",
 )
 _TIMES = ("start_time", "next_run_time", "stop_time")
 _TASK_SCALARS = (
     "id", "uuid", "task_name", "group_name", "function_name", "args", "vars", "enabled",
     "repeats", "retry_failed", "period", "prevent_drift", "timeout", "sync_output", "times_run",
     "times_failed", "assigned_worker_name", "broadcast", "priority", "discard_results", "attempt",
-    "lost_count", "stop_requested",
+    "lost_count", "stop_requested", "retry_delay", "retry_backoff", "retry_delay_max",
+    "retry_jitter", "broadcast_parent", "target_worker_name",
 )
 
 
@@ -73,6 +75,14 @@ def task_ref(ref: client_pb2.TaskRef) -> tuple[int | None, str | None]:
             raise InvalidRequestError("ref.uuid", "must not be empty")
         return None, ref.uuid
     raise InvalidRequestError("ref", "give a task id or uuid")
+
+
+def job_ref(ref: client_pb2.JobRef, field: str) -> tuple[str, int]:
+    """A JobRef -> ("index", i) or ("task_id", id); INVALID_ARGUMENT when unset."""
+    which = ref.WhichOneof("ref")
+    if which is None:
+        raise InvalidRequestError(field, "give an index or a task_id")
+    return which, int(getattr(ref, which))
 
 
 def task_status(name: str) -> common_pb2.TaskStatus.ValueType:

@@ -1,0 +1,145 @@
+"""Time-driven work the coordinator does itself: expiry and broadcast fan-out.
+
+The coordinator owns time (no worker holds a future task). Two passes run
+from the reaper's tick, each only when its moment has come, so an idle
+coordinator asks the database nothing:
+
+- expiry: QUEUED or ASSIGNED tasks past stop_time become EXPIRED without running;
+- broadcast: a due broadcast task puts one child per ACTIVE worker of its group
+  that offers its function (vars and timeout kept), then waits for its next
+  period or cron match (semantics.md §8.4, contract §2.4).
+
+The earliest moment of each is kept in memory, loaded at start and lowered
+whenever a task is queued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import uuid as uuidlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from taskgrid.coordinator import lifecycle
+from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
+from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.store import Row, Tx
+
+logger = logging.getLogger(__name__)
+
+#: how long to wait before looking again at a due broadcast no worker can take
+NO_WORKER_RETRY_S = 1.0
+
+
+@dataclasses.dataclass
+class Timers:
+    """The next moments the passes must run; None = nothing pending."""
+
+    rt: Runtime
+    next_expiry: dt.datetime | None = None
+    next_broadcast: dt.datetime | None = None
+
+    async def load(self) -> None:
+        """Read both moments from the database (at start)."""
+        def read(tx: Tx) -> tuple[Any, Any]:
+            return tx.earliest_stop_time(), tx.earliest_broadcast()
+        self.next_expiry, self.next_broadcast = await self.rt.store.run(read)
+
+    def note(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Lower the moments for newly queued (or requeued) tasks."""
+        before = (self.next_expiry, self.next_broadcast)
+        for row in rows:
+            if row.get("stop_time") is not None:
+                self.next_expiry = _earliest(self.next_expiry, row["stop_time"])
+            if row.get("broadcast"):
+                self.next_broadcast = _earliest(self.next_broadcast, row["next_run_time"])
+        if (self.next_expiry, self.next_broadcast) != before:
+            self.rt.wake_reaper.set()
+
+    def seconds_to_next(self) -> float | None:
+        """Seconds until the earliest pending moment (by the coordinator's clock)."""
+        moments = [m for m in (self.next_expiry, self.next_broadcast) if m is not None]
+        if not moments:
+            return None
+        return max(0.0, (min(moments) - self.rt.clock.now()).total_seconds())
+
+    async def run_once(self) -> None:
+        """Run whichever pass is due now."""
+        now = self.rt.clock.now()
+        if self.next_expiry is not None and self.next_expiry <= now:
+            await self._expire(now)
+        if self.next_broadcast is not None and self.next_broadcast <= now:
+            await self._broadcast(now)
+
+    async def _expire(self, now: dt.datetime) -> None:
+        def apply(tx: Tx) -> tuple[list[Row], Any]:
+            rows = tx.overdue_for_expiry(now)
+            trs = [lifecycle.expire(r) for r in rows]
+            tx.apply(trs)
+            after = [{**r, **tr.values, "status": tr.target.value}
+                     for r, tr in zip(rows, trs, strict=True)]
+            return after, tx.earliest_stop_time()
+
+        expired, self.next_expiry = await self.rt.store.run(apply)
+        for row in expired:
+            logger.info("task expired task=%s stop_time=%s", row["id"], row["stop_time"])
+            owner = self.rt.registry.by_name(row.get("assigned_worker_name", ""))
+            if owner is not None:
+                owner.forget(row["id"])
+            if self.rt.feed.is_watched(row["id"]):
+                self.rt.feed.publish(row["id"], row)
+
+    async def _broadcast(self, now: dt.datetime) -> None:
+        # Who can take a child, read here on the event loop (the registry's thread).
+        active = [(w.name, frozenset(w.group_names), w.functions)
+                  for w in self.rt.registry.by_id.values()
+                  if w.alive and w.status is WorkerStatus.ACTIVE]
+
+        def apply(tx: Tx) -> tuple[int, Any]:
+            children: list[dict[str, Any]] = []
+            trs = []
+            waiting = False
+            for parent in tx.due_broadcasts(now):
+                takers = sorted(name for name, groups, functions in active
+                                if parent["group_name"] in groups
+                                and parent["function_name"] in functions)
+                if not takers:
+                    waiting = True
+                    continue
+                children += [child_row(parent, name, now) for name in takers]
+                trs.append(lifecycle.fan_out(parent, now))
+            tx.apply(trs)
+            if children:
+                tx.insert_tasks(children)
+            later = tx.earliest_broadcast()
+            if waiting:
+                retry = now + dt.timedelta(seconds=NO_WORKER_RETRY_S)
+                later = retry if later is None or later <= now else min(later, retry)
+            return len(children), later
+
+        count, self.next_broadcast = await self.rt.store.run(apply)
+        if count:
+            logger.info("broadcast children queued count=%d", count)
+            self.rt.signal.fire(now)
+
+
+def child_row(parent: Mapping[str, Any], worker_name: str, now: dt.datetime) -> dict[str, Any]:
+    """One broadcast child: the parent's work for one worker, run once."""
+    keep = ("task_name", "group_name", "function_name", "args", "vars", "timeout",
+            "sync_output", "retry_failed", "priority", "discard_results", "retry_delay",
+            "retry_backoff", "retry_delay_max", "retry_jitter", "period", "prevent_drift")
+    row = {k: parent[k] for k in keep}
+    row.update(
+        uuid=str(uuidlib.uuid4()), status=TaskStatus.QUEUED.value, enabled=True,
+        start_time=now, next_run_time=now, stop_time=parent["stop_time"], repeats=1,
+        cronline=None, times_run=0, times_failed=0, last_run_time=None,
+        assigned_worker_name="", broadcast=False, attempt=0, lost_count=0,
+        stop_requested=False, created_at=now, broadcast_parent=parent["id"],
+        target_worker_name=worker_name)
+    return row
+
+
+def _earliest(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:
+    return b if a is None or b < a else a
