@@ -203,3 +203,15 @@ def client(coordinator: CoordinatorProcess) -> Iterator[Any]:
         if callable(close):
             with contextlib.suppress(Exception):
                 close()
+
+
+@pytest.fixture
+def clocked(db_url: str) -> Iterator[Any]:
+    """A coordinator in this process on a ManualClock (tests/support/inprocess.py)."""
+    from tests.support.inprocess import InProcessCoordinator
+
+    coordinator = InProcessCoordinator(db_url)
+    try:
+        yield coordinator
+    finally:
+        coordinator.stop()

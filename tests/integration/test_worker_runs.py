@@ -220,3 +220,20 @@ def test_repeating_task_expires_when_next_run_passes_stop_time(client, worker):
     st = finished(client, r.id)
     assert st.task.status == "EXPIRED" and st.task.times_run == 1
     assert [x.status for x in client.runs(r.id)] == ["COMPLETED"]
+
+
+def test_priority_orders_due_tasks_but_low_priority_still_runs(client, coordinator,
+                                                              start_worker):
+    """Higher priority first; a low-priority task is not starved while high ones keep arriving
+    at a rate the worker absorbs."""
+    low = client.queue_task("add", pargs=[0, 0], priority=-5)
+    mid = client.queue_task("add", pargs=[0, 1], priority=0)
+    highs = [client.queue_task("add", pargs=[1, 1], priority=5).id for _ in range(3)]
+    start_worker("w1")  # one slot: the claim order is the run order
+    order = [finished(client, t).run.start_time for t in (*highs, mid.id, low.id)]
+    assert order == sorted(order)
+    # low priority is not starved by a steady trickle of high-priority work
+    late_low = client.queue_task("add", pargs=[2, 2], priority=-5)
+    for i in range(15):
+        finished(client, client.queue_task("add", pargs=[i, 1], priority=5).id)
+    assert finished(client, late_low.id).task.status == "COMPLETED"

@@ -35,6 +35,8 @@ from taskgrid.client import (
     UnavailableError,
     WorkerRecord,
     WorkerStatus,
+    JobGraph,
+    JobTask,
     _channel,
     _convert,
 )
@@ -52,7 +54,8 @@ def make_task(**overrides: Any) -> TaskRecord:
         prevent_drift=True, cronline="*/5 * * * *", timeout=30, sync_output=2, times_run=2,
         times_failed=1, last_run_time=T0 + timedelta(seconds=5), assigned_worker_name="w1",
         broadcast=False, priority=-4, discard_results=True, attempt=5, lost_count=1,
-        stop_requested=True,
+        stop_requested=True, retry_delay=2.5, retry_backoff=2.0, retry_delay_max=60.0,
+        retry_jitter=0.1, broadcast_parent=3, target_worker_name="w1",
     )
     fields.update(overrides)
     return TaskRecord(**fields)
@@ -254,7 +257,7 @@ def raw(spec: Any) -> dict[str, Any]:
 def test_spec_field_tables_cover_the_task_spec_exactly() -> None:
     typed = (
         _convert.SPEC_STRING_FIELDS | _convert.SPEC_BOOL_FIELDS | _convert.SPEC_INT_FIELDS
-        | _convert.SPEC_TIME_FIELDS
+        | _convert.SPEC_FLOAT_FIELDS | _convert.SPEC_TIME_FIELDS
     )
     proto = {f.name for f in common_pb2.TaskSpec.DESCRIPTOR.fields}
     assert typed | {"function_name", "args", "vars", "raw_fields"} == proto

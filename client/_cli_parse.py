@@ -1,0 +1,162 @@
+"""Argument parsing of the client side of the ``taskgrid`` command.
+
+Turns ``argv`` into an ``argparse.Namespace`` (subcommand plus options) and a
+queue command's options into queue_task keywords; `taskgrid.client.cli` runs
+the command. Parsing judges only the shape of the command line: a value's
+meaning (a bad timeout, a JSON text that is not a list) is left to the
+coordinator so every client words it the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .records import TaskStatus
+from .scheduler import DEFAULT_TARGET, TaskRef
+
+#: Environment variable naming the coordinator when --coordinator is not given.
+ENV_COORDINATOR = "TASKGRID_COORDINATOR"
+#: Subcommands that set worker statuses (Scheduler methods of the same name).
+WORKER_COMMANDS = ("resume", "disable", "terminate", "kill")
+
+
+def _iso_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date and time: {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def parse_ref(text: str) -> TaskRef:
+    """A task reference from the command line: digits are an id, anything else a uuid."""
+    return int(text) if text.isdigit() else text
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # SUPPRESS keeps a subcommand's absent option from overwriting one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        default=argparse.SUPPRESS,
+        help=f"coordinator address (default: ${ENV_COORDINATOR} or {DEFAULT_TARGET})",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+    )
+    return common
+
+
+def _add_queue(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "queue", parents=[common], help="queue a task",
+        description="Queue one task. Unset options take the coordinator's defaults (web2py's).",
+    )  # fmt: skip
+    p.add_argument("function", metavar="FUNCTION")
+    p.add_argument("args", metavar="ARGS_JSON", nargs="?", help="JSON list of positional args")
+    p.add_argument("--vars", metavar="JSON", help="JSON object of keyword args")
+    p.add_argument("--timeout", type=int, metavar="S", help="seconds a run may last (60)")
+    p.add_argument("--group", dest="group_name", metavar="G", help="worker group (main)")
+    p.add_argument("--uuid", metavar="U", help="unique name (default: generated)")
+    p.add_argument("--task-name", dest="task_name", metavar="N", help="label (the function)")
+    p.add_argument("--sync-output", dest="sync_output", type=int, metavar="S",
+                   help="seconds between partial-output refreshes (0: about 1 s)")
+    p.add_argument("--disabled", dest="enabled", action="store_false", default=None,
+                   help="queue it disabled: never leased until enabled")
+    p.add_argument("--discard-results", dest="discard_results", action="store_true",
+                   default=None, help="keep no run records")
+    when = p.add_argument_group("scheduling")
+    when.add_argument("--start-time", dest="start_time", type=_iso_datetime, metavar="ISO",
+                      help="not due before this time (naive times are UTC)")
+    when.add_argument("--stop-time", dest="stop_time", type=_iso_datetime, metavar="ISO",
+                      help="expire, unrun, past this time")
+    when.add_argument("--repeats", type=int, metavar="N",
+                      help="successful runs wanted (1); 0 = until stop time or failure")
+    when.add_argument("--period", type=int, metavar="S", help="seconds between runs (60)")
+    when.add_argument("--prevent-drift", dest="prevent_drift", action="store_true",
+                      default=None, help="keep runs on a grid anchored at the start time")
+    when.add_argument("--cronline", metavar="LINE", help="cron schedule, e.g. '*/5 * * * *'")
+    when.add_argument("--retry-failed", dest="retry_failed", type=int, metavar="N",
+                      help="retries after a failure (0); -1 = unlimited")
+    when.add_argument("--retry-delay", dest="retry_delay", type=float, metavar="S",
+                      help="seconds from a failure to its retry (default: one period "
+                           "after the failed run started)")
+    when.add_argument("--retry-backoff", dest="retry_backoff", type=float, metavar="F",
+                      help="multiply the retry delay by F per further failure (1)")
+    when.add_argument("--retry-delay-max", dest="retry_delay_max", type=float, metavar="S",
+                      help="cap on the grown retry delay (no cap)")
+    when.add_argument("--retry-jitter", dest="retry_jitter", type=float, metavar="F",
+                      help="spread each retry delay by +/- this fraction, 0..1 (0)")
+    when.add_argument("--priority", type=int, metavar="N", help="higher runs first (0)")
+    when.add_argument("--broadcast", action="store_true", default=None,
+                      help="run once on every ACTIVE worker of the group, each period")
+    when.add_argument("--immediate", action="store_true", default=None,
+                      help="wake idle workers now (accepted; leasing is always immediate)")
+    when.add_argument("--after", dest="after", action="append", type=int, metavar="ID",
+                      help="wait until task ID is COMPLETED for good (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``taskgrid`` client parser (the coordinator and worker have their own)."""
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="taskgrid",
+        parents=[common],
+        description="Queue and inspect tasks, and command workers, on a taskgrid coordinator.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_queue(sub, common)
+    p = sub.add_parser("status", parents=[common], help="show a task and its latest run")
+    p.add_argument("ref", type=parse_ref, metavar="REF", help="task id or uuid")
+    p.add_argument("--output", action="store_true", help="include the latest run's output")
+    p.add_argument("--runs", action="store_true", help="list every run")
+    p = sub.add_parser("tail", parents=[common], help="follow a task's output until it ends")
+    p.add_argument("ref", type=parse_ref, metavar="REF")
+    p = sub.add_parser("stop", parents=[common], help="stop a task")
+    p.add_argument("ref", type=parse_ref, metavar="REF")
+    p = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
+    p.add_argument("--status", dest="statuses", action="append", type=str.upper,
+                   choices=[s.value for s in TaskStatus], metavar="STATUS")
+    p.add_argument("--group", dest="group_name", metavar="G")
+    p.add_argument("--function", dest="function_name", metavar="F")
+    p.add_argument("--task-name", dest="task_name", metavar="N")
+    p.add_argument("--limit", type=int, default=100, metavar="N")
+    p = sub.add_parser("workers", parents=[common], help="list workers")
+    p.add_argument("--all", action="store_true", help="include dead workers")
+    for name in WORKER_COMMANDS:
+        p = sub.add_parser(name, parents=[common], help=f"{name} workers (default: all)")
+        p.add_argument("--group", dest="group_names", action="append", metavar="G")
+        p.add_argument("--worker", dest="worker_name", metavar="NAME")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` and fill the global options' defaults (exits on bad usage)."""
+    ns = build_parser().parse_args(list(argv))
+    if not hasattr(ns, "coordinator"):
+        ns.coordinator = os.environ.get(ENV_COORDINATOR) or DEFAULT_TARGET
+    if not hasattr(ns, "json"):
+        ns.json = False
+    return ns
+
+
+_QUEUE_FIELDS = (
+    "args", "vars", "timeout", "repeats", "period", "retry_failed", "group_name", "uuid",
+    "task_name", "sync_output", "priority", "start_time", "stop_time", "prevent_drift",
+    "cronline", "enabled", "discard_results", "retry_delay", "retry_backoff",
+    "retry_delay_max", "retry_jitter", "broadcast", "immediate",
+)
+
+
+def queue_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
+    """The queue_task keywords for the options given (JSON texts pass through unparsed).
+
+    ARGS_JSON and ``--vars`` go as ``args=``/``vars=`` strings so that the
+    coordinator, not the CLI, judges them and words any error.
+    """
+    return {k: getattr(ns, k) for k in _QUEUE_FIELDS if getattr(ns, k) is not None}
