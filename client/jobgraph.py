@@ -9,9 +9,10 @@ That is web2py's "validate commits, a failure rolls back", without a
 half-written graph ever being visible to workers.
 
 Error keys in `JobGraph.errors`: the graph's own errors as the coordinator
-names them (e.g. ``edges``), and each task's field errors as
-``tasks[INDEX].FIELD`` where INDEX is the `JobTask.index` of the task
-(e.g. ``tasks[1].timeout``).
+names them (``edges`` for a cycle or an unknown task id, ``edges[N]...`` for
+the N-th `JobGraph.add_deps` call, ``uuid`` for a uuid already in use), and
+each task's field errors as ``tasks[INDEX].FIELD`` where INDEX is the
+`JobTask.index` of the task (e.g. ``tasks[1].timeout``).
 """
 
 from __future__ import annotations
@@ -164,9 +165,13 @@ class JobGraph:
         TIMEOUT, STOPPED or EXPIRED leaves the parent QUEUED for ever.
 
         Args:
-            task_parent: The waiting task: a `JobTask` of this graph, or the
-                id of a task that exists already.
-            task_child: The prerequisite, likewise.
+            task_parent: The waiting task, a `JobTask` of this graph. (An int
+                id is sent too, but the coordinator refuses to add
+                prerequisites to a task that exists already: `validate`
+                reports it as ``edges[N].task``.)
+            task_child: The prerequisite: a `JobTask` of this graph, or the
+                id of a task that exists already (an unknown id makes
+                `validate` fail with an ``edges`` error).
 
         Raises:
             TypeError: An argument is neither a `JobTask` nor an int id.
@@ -181,14 +186,18 @@ class JobGraph:
         """Send the graph in one call: every task and edge is written, or nothing.
 
         Returns:
-            On success, the task ids in topological layers: first the tasks
-            that wait for nothing, then those that wait only for earlier
-            layers. Every `JobTask` then has its ``id`` and ``uuid``. On any
-            error (a cycle, an edge to an unknown task, a bad field value)
-            None, with the reasons in `errors`; nothing was written.
+            On success, the ids of the graph's tasks in topological layers:
+            first those that wait for nothing in the graph, then those that
+            wait only for earlier layers (tasks that existed already are not
+            listed). Every `JobTask` then has its ``id`` and ``uuid``. On any
+            error (a cycle, an edge to an unknown task, a task waiting for
+            itself, a bad field value) None, with the reasons in `errors`;
+            nothing was written.
 
         Raises:
             RuntimeError: The graph was validated already.
+            InvalidArgumentError: The graph has no task (or more than the
+                coordinator takes in one call).
             TaskgridError: The call itself failed (e.g. `UnavailableError`);
                 the graph stays open so the call can be retried. After a
                 `DeadlineExceededError` the job may have been written: give

@@ -7,10 +7,12 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import pathlib
 from typing import Any
 
 import grpc
 
+from taskgrid.coordinator.auth import AuthInterceptor, Tokens, is_loopback
 from taskgrid.coordinator.clock import Clock, SystemClock
 from taskgrid.coordinator.config import CoordinatorConfig
 from taskgrid.coordinator.events import TaskFeed, WorkSignal
@@ -67,11 +69,41 @@ class Coordinator:
                     self.runtime.store.transactions, counts or "none")
 
 
+class ConfigError(ValueError):
+    """Settings that must not be served with (the message says which and why)."""
+
+
+def _server_credentials(config: CoordinatorConfig) -> grpc.ServerCredentials | None:
+    if not config.tls_cert and not config.tls_key:
+        if config.tls_client_ca:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    key = pathlib.Path(config.tls_key).read_bytes()
+    cert = pathlib.Path(config.tls_cert).read_bytes()
+    client_ca = pathlib.Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
 async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -> Coordinator:
     """Open the database (migrating it), bind the server and start it.
 
     `config.listen` may use port 0; the bound port is returned in the result.
+
+    Raises:
+        ConfigError: non-loopback listening without tokens (and without --insecure), or
+            incomplete TLS settings.
+        TokenError: an unusable tokens file or environment variable.
     """
+    tokens = Tokens.load(config.tokens_file)
+    if not tokens and not config.insecure and not is_loopback(config.listen):
+        raise ConfigError(
+            f"refusing to listen on {config.listen} without tokens: anyone who can reach it "
+            "could run code on your workers. Give tokens (--tokens-file or "
+            "TASKGRID_{CLIENT,WORKER,ADMIN}_TOKENS) or pass --insecure")
+    credentials = _server_credentials(config)
     store = Store(config.db_url)
     await asyncio.get_running_loop().run_in_executor(None, store.migrate)
     rt = Runtime(config, clock or SystemClock(), store, WorkSignal(), TaskFeed())
@@ -90,15 +122,22 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
     calls = CallCounter()
-    server = grpc.aio.server(options=options, interceptors=[calls])
+    interceptors: list[grpc.aio.ServerInterceptor] = [calls]
+    if tokens:
+        interceptors.append(AuthInterceptor(tokens))
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(rt), server)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(rt), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(rt), server)
-    port = server.add_insecure_port(config.listen)
+    if credentials is None:
+        port = server.add_insecure_port(config.listen)
+    else:
+        port = server.add_secure_port(config.listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()
     stopping = asyncio.Event()
     reaper = asyncio.create_task(Reaper(rt).loop(stopping), name="taskgrid-reaper")
-    logger.info("serving db=%s", redact_url(config.db_url))
+    logger.info("serving db=%s tls=%s mtls=%s tokens=%s", redact_url(config.db_url),
+                credentials is not None, bool(config.tls_client_ca), bool(tokens))
     return Coordinator(server, port, rt, stopping, [reaper], calls)

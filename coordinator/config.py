@@ -17,6 +17,14 @@ MAX_LEASE_BATCH = 1000
 #: a RUNNING task with no report this long past its timeout is closed TIMEOUT by the coordinator
 DEFAULT_TIMEOUT_GRACE_S = 15.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: args plus vars of one task (JSON text)
+DEFAULT_MAX_ARGS_BYTES = 1024 * 1024
+#: the JSON result of one run
+DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
+#: captured output kept per run; the rest is cut with a visible marker
+DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+#: rows of workers dead for longer than this are removed
+DEFAULT_WORKER_RETENTION_S = 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +39,15 @@ class CoordinatorConfig:
     max_lease_wait_s: float = DEFAULT_MAX_LEASE_WAIT_S
     timeout_grace_s: float = DEFAULT_TIMEOUT_GRACE_S
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    worker_retention_s: float = DEFAULT_WORKER_RETENTION_S
+    tokens_file: str | None = None
+    insecure: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
     def dead_after_s(self, heartbeat_s: float) -> float:
         """Silence after which a worker with this heartbeat is dead."""

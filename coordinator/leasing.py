@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskgrid.coordinator import lifecycle, output
 from taskgrid.coordinator.config import MAX_LEASE_BATCH
-from taskgrid.coordinator.errors import StaleLeaseError
+from taskgrid.coordinator.errors import InvalidRequestError, StaleLeaseError
 from taskgrid.coordinator.lifecycle import RunStatus, TaskStatus, Transition, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -191,7 +191,8 @@ def _check_db(tasks: dict[int, Row], refs: Iterable[tuple[int, int]], worker_nam
         raise StaleLeaseError(stale, "the task has moved on")
 
 
-def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime) -> None:
+def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime,
+                max_output_bytes: int) -> None:
     """Write the runs' ends: each record kept (with its folded output) or removed.
 
     Live chunks are read (and then dropped) only for runs that have some.
@@ -205,7 +206,8 @@ def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime) -> None:
         if found is None:
             continue  # discard_results: no run record
         run_id = found[0]
-        text = output.fold(stored.get(run_id, []) + list(o.output))
+        text = output.cap(output.fold(stored.get(run_id, []) + list(o.output)),
+                          max_output_bytes)
         close = lifecycle.close_run(o.status, now, o.result, o.traceback, text)
         if close.delete:
             tx.delete_run(run_id)
@@ -219,8 +221,23 @@ def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime) -> None:
 async def report(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome]) -> None:
     """Apply reported run outcomes, all or nothing (a stale one rejects the batch)."""
     refs = [(o.task_id, o.attempt) for o in outcomes]
+    if len(set(refs)) != len(refs):
+        raise InvalidRequestError("reports", "a lease is reported twice in one call")
     rt.registry.check_refs(w, refs, "report")
+    limit = rt.config.max_result_bytes
+    outcomes = [_result_limited(o, limit) for o in outcomes]
     await finish(rt, w, outcomes, reported=True)
+
+
+def _result_limited(o: Outcome, limit: int) -> Outcome:
+    """A success whose result is over the limit ends FAILED, saying so (never a silent cut)."""
+    if o.result is None or len(o.result.encode()) <= limit:
+        return o
+    size = len(o.result.encode())
+    return dataclasses.replace(
+        o, status=RunStatus.FAILED, result=None,
+        traceback=f"ResultTooLarge: the result is {size} bytes of JSON; the limit is {limit} "
+                  "bytes (--max-result-bytes)")
 
 
 async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
@@ -235,7 +252,7 @@ async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
         trs = [lifecycle.finish(tasks[o.task_id], o.status, tasks[o.task_id]["last_run_time"],
                                 now) for o in outcomes]
         tx.apply(trs)
-        _close_runs(tx, outcomes, now)
+        _close_runs(tx, outcomes, now, rt.config.max_output_bytes)
         tx.release_dependents([tr.task_id for tr in trs if tr.target is TaskStatus.COMPLETED])
         return [_after(tasks[tr.task_id], tr) for tr in trs]
 
@@ -279,7 +296,8 @@ async def lose(rt: Runtime, w: LiveWorker, reason: str, task_ids: Sequence[int] 
         trs = [lifecycle.lose_worker(t, rt.config.max_lost_requeues) for t in mine]
         tx.apply(trs)
         _close_runs(tx, [Outcome(t["id"], t["attempt"], RunStatus.FAILED, None, text)
-                         for t in mine if t["status"] == TaskStatus.RUNNING], now)
+                         for t in mine if t["status"] == TaskStatus.RUNNING], now,
+                    rt.config.max_output_bytes)
         if whole:
             tx.update_workers([(w.id, {"alive": False, "lost_at": now,
                                        "last_heartbeat": w.last_heartbeat})])
@@ -297,3 +315,21 @@ async def lose(rt: Runtime, w: LiveWorker, reason: str, task_ids: Sequence[int] 
     _settle(rt, w, rows)
     rt.signal.fire()
     return rows
+
+
+async def release(rt: Runtime, w: LiveWorker, refs: Sequence[tuple[int, int]]) -> None:
+    """Leases handed back unrun: QUEUED again at once, no counter moves, run records removed."""
+    rt.registry.check_refs(w, refs, "release")
+
+    def apply(tx: Tx) -> list[Row]:
+        tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
+        _check_db(tasks, refs, w.name, set(lifecycle.LEASED_TASK_STATUSES))
+        trs = [lifecycle.release(tasks[t]) for t, _ in refs]
+        tx.apply(trs)
+        for run_id, _ in tx.runs_by_ref(refs).values():
+            tx.delete_run(run_id)
+        return [_after(tasks[tr.task_id], tr) for tr in trs]
+
+    rows = await rt.store.run(apply)
+    logger.info("leases released worker=%s tasks=%s", w.name, ",".join(str(t) for t, _ in refs))
+    _settle(rt, w, rows)

@@ -80,6 +80,7 @@ class Event(enum.StrEnum):
     EXPIRE = "expire"
     LOSE_WORKER = "lose_worker"
     FAN_OUT = "fan_out"
+    RELEASE = "release"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,10 @@ TASK_RULES: tuple[Rule, ...] = (
           "times_run/times_failed untouched"),
     _rule(_T.ASSIGNED, Event.LOSE_WORKER, {_T.QUEUED}, "Its worker is declared dead before "
           "starting it", "assigned_worker_name=''"),
+    _rule(_T.ASSIGNED, Event.RELEASE, {_T.QUEUED}, "Release: the worker hands the lease back "
+          "(draining)", "assigned_worker_name=''; counts nothing"),
+    _rule(_T.RUNNING, Event.RELEASE, {_T.QUEUED}, "Release of a lease whose task the worker "
+          "never started", "run record removed; assigned_worker_name=''; counts nothing"),
     _rule(_T.QUEUED, Event.FAN_OUT, {_T.QUEUED, _T.EXPIRED}, "A broadcast task is due: the "
           "coordinator queues one child per ACTIVE worker of its group offering its function",
           "times_run+1, last_run_time=now, next_run_time = next period or cron match; "
@@ -304,6 +309,13 @@ def fan_out(task: Mapping[str, Any], now: dt.datetime) -> Transition:
         return _decide(task, Event.FAN_OUT, TaskStatus.EXPIRED, "next round after stop_time",
                        values)
     return _decide(task, Event.FAN_OUT, TaskStatus.QUEUED, "fanned out", values)
+
+
+def release(task: Mapping[str, Any]) -> Transition:
+    """ASSIGNED/RUNNING -> QUEUED: the worker gives back a lease it did not run."""
+    return _decide(task, Event.RELEASE, TaskStatus.QUEUED, "released by its worker",
+                   {"assigned_worker_name": "", "stop_requested": False},
+                   attempt=task["attempt"])
 
 
 def lose_worker(task: Mapping[str, Any], max_lost_requeues: int) -> Transition:

@@ -17,6 +17,17 @@ from taskgrid.coordinator.store import Tx
 logger = logging.getLogger(__name__)
 
 
+CUT_MARKER = "\n[taskgrid: output cut here: more than {limit} bytes]\n"
+
+
+def cap(text: str, limit: int) -> str:
+    """The text cut to `limit` bytes with a visible marker, or unchanged when it fits."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore") + CUT_MARKER.format(limit=limit)
+
+
 def fold(chunks: Iterable[Mapping[str, Any]]) -> str:
     """The output text of a run from its chunks (any order, duplicates ignored)."""
     by_seq = {c["seq"]: c for c in chunks}
@@ -42,12 +53,23 @@ async def append(rt: Runtime, worker_id: int, chunks: Sequence[dict[str, Any]]) 
     """
     refs = {(c["task_id"], c["attempt"]) for c in chunks}
 
+    limit = rt.config.max_output_bytes
+
     def write(tx: Tx) -> dict[tuple[int, int], int]:
         run_ids = tx.run_ids(refs)
-        tx.insert_chunks([
-            {"run_id": run_ids[(c["task_id"], c["attempt"])], "seq": c["seq"],
-             "data": c["data"], "clear": c["clear"]}
-            for c in chunks if (c["task_id"], c["attempt"]) in run_ids])
+        stored = tx.chunk_bytes(run_ids.values())
+        rows = []
+        for c in chunks:
+            run_id = run_ids.get((c["task_id"], c["attempt"]))
+            if run_id is None:
+                continue
+            room = limit - stored.get(run_id, 0)
+            if room <= 0:
+                continue  # already cut: the marker is stored
+            data = c["data"] if len(c["data"].encode()) <= room else cap(c["data"], room)
+            stored[run_id] = stored.get(run_id, 0) + len(c["data"].encode())
+            rows.append({"run_id": run_id, "seq": c["seq"], "data": data, "clear": c["clear"]})
+        tx.insert_chunks(rows)
         return run_ids
 
     run_ids = await rt.store.run(write)

@@ -304,6 +304,16 @@ class Tx:
             out[r["run_id"]].append(dict(r))
         return out
 
+    def chunk_bytes(self, run_ids: Iterable[int]) -> dict[int, int]:
+        """Bytes of live output stored per run (runs with none are absent)."""
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        o = schema.output.c
+        stmt = sa.select(o.run_id, sa.func.sum(sa.func.length(o.data))).where(
+            o.run_id.in_(ids)).group_by(o.run_id)
+        return {run_id: int(total or 0) for run_id, total in self.conn.execute(stmt)}
+
     def delete_chunks(self, run_ids: Iterable[int]) -> None:
         """Drop live chunks once they are folded into run_output."""
         ids = list(run_ids)

@@ -48,7 +48,8 @@ def validated(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str,
               ) -> tuple[list[dict[str, Any]] | None, list[Queued]]:
     """Check every task of a request: (rows, answers) or (None, answers with errors)."""
     now = rt.clock.now()
-    checked = [validate_task(fields, raw, now) for fields, raw in specs]
+    limit = rt.config.max_args_bytes
+    checked = [validate_task(fields, raw, now, limit) for fields, raw in specs]
     errors = [dict(errs) for _, errs in checked]
     rows = [row for row, _ in checked]
     counts = Counter(r["uuid"] for r in rows if r is not None)

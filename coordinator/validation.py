@@ -128,7 +128,8 @@ def _check_ints(f: Mapping[str, Any], errors: dict[str, str]) -> None:
 
 
 def validate_task(
-    fields: Mapping[str, Any], raw: Mapping[str, str], now: dt.datetime
+    fields: Mapping[str, Any], raw: Mapping[str, str], now: dt.datetime,
+    max_args_bytes: int | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """Check one queue_task request and build the row to insert.
 
@@ -136,6 +137,7 @@ def validate_task(
         fields: the typed fields the client set (absent = default); times are aware UTC.
         raw: values the client could not type, by field name (always errors).
         now: the coordinator's current time (default start_time).
+        max_args_bytes: the largest args plus vars JSON text accepted (None: no limit).
 
     Returns:
         (row, {}) when valid, else (None, {field: message}).
@@ -150,6 +152,10 @@ def validate_task(
     _kwargs, problem = _json_of(dict, fields.get("vars", "{}"), "object")
     if problem:
         errors["vars"] = problem
+    size = len(fields.get("args", "").encode()) + len(fields.get("vars", "").encode())
+    if max_args_bytes is not None and size > max_args_bytes:
+        errors["args"] = (f"args and vars are {size} bytes of JSON; the limit is "
+                          f"{max_args_bytes} (--max-args-bytes)")
     period = fields.get("period", DEFAULT_PERIOD_S)
     cronline = fields.get("cronline") or None
     if fields.get("prevent_drift") and period == 0 and not cronline:

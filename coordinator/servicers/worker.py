@@ -119,3 +119,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         if outcomes:
             await leasing.report(self.rt, w, outcomes)
         return worker_pb2.ReportResponse()
+
+    @status.unary
+    async def Release(self, request: worker_pb2.ReleaseRequest,
+                      context: grpc.aio.ServicerContext) -> worker_pb2.ReleaseResponse:
+        """Take back leases the worker will not run."""
+        w = self._session(request.session)
+        refs = convert.refs(request.leases)
+        if refs:
+            await leasing.release(self.rt, w, refs)
+        return worker_pb2.ReleaseResponse()

@@ -29,6 +29,7 @@ from taskgrid.client import (
     WorkerStatus,
     cli,
 )
+from taskgrid.v1 import client_pb2  # only to answer QueueJob as the coordinator would
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
@@ -41,6 +42,8 @@ def task(**overrides: Any) -> TaskRecord:
         prevent_drift=False, cronline=None, timeout=60, sync_output=0, times_run=0,
         times_failed=0, last_run_time=None, assigned_worker_name="", broadcast=False,
         priority=0, discard_results=False, attempt=0, lost_count=0, stop_requested=False,
+        retry_delay=0.0, retry_backoff=1.0, retry_delay_max=0.0, retry_jitter=0.0,
+        broadcast_parent=0, target_worker_name="",
     )
     fields.update(overrides)
     return TaskRecord(**fields)
@@ -66,6 +69,8 @@ def test_queue_with_every_option_maps_to_queue_task_kwargs() -> None:
         "--task-name", "nightly", "--sync-output", "2", "--priority", "5",
         "--start-time", "2030-01-02T03:04:05", "--stop-time", "2030-01-03T00:00:00+02:00",
         "--prevent-drift", "--cronline", "*/5 * * * *", "--disabled", "--discard-results",
+        "--retry-delay", "2.5", "--retry-backoff", "2", "--retry-delay-max", "60",
+        "--retry-jitter", "0.1", "--broadcast", "--immediate",
     ])
     assert ns.command == "queue" and ns.function == "add"
     assert cli.queue_kwargs(ns) == {
@@ -75,8 +80,26 @@ def test_queue_with_every_option_maps_to_queue_task_kwargs() -> None:
         "start_time": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
         "stop_time": datetime(2030, 1, 2, 22, 0, tzinfo=UTC),
         "prevent_drift": True, "cronline": "*/5 * * * *", "enabled": False,
-        "discard_results": True,
+        "discard_results": True, "retry_delay": 2.5, "retry_backoff": 2.0,
+        "retry_delay_max": 60.0, "retry_jitter": 0.1, "broadcast": True, "immediate": True,
     }
+    assert ns.after is None
+
+
+def test_queue_after_is_repeatable_and_not_a_queue_task_keyword() -> None:
+    ns = cli.parse_args(["queue", "load", "--after", "3", "--after", "5", "--timeout", "9"])
+    assert ns.after == [3, 5]
+    assert cli.queue_kwargs(ns) == {"timeout": 9}
+
+
+def test_every_scheduling_option_has_a_queue_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["queue", "--help"], scheduler_factory=_no_scheduler) == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--start-time", "--stop-time", "--repeats", "--period", "--prevent-drift",
+                 "--cronline", "--retry-failed", "--retry-delay", "--retry-backoff",
+                 "--retry-delay-max", "--retry-jitter", "--broadcast", "--immediate",
+                 "--priority", "--after"):
+        assert flag in help_text, flag
 
 
 def test_queue_without_options_sends_only_the_function() -> None:
@@ -140,6 +163,8 @@ def test_tasks_filters() -> None:
         ["queue"],
         ["queue", "add", "--timeout", "abc"],
         ["queue", "add", "--start-time", "yesterday"],
+        ["queue", "add", "--retry-delay", "soon"],
+        ["queue", "add", "--after", "u-3"],
         ["status"],
         ["nope"],
         ["workers", "--bogus"],
@@ -190,6 +215,8 @@ class FakeScheduler:
         self.events: list[Any] = []
         self.stopped = True
         self.closed = False
+        self.waiting: tuple[int, ...] = ()
+        self.job_answer: Any = None  # a QueueJobResponse for `queue --after`
 
     def __enter__(self) -> FakeScheduler:
         return self
@@ -210,7 +237,12 @@ class FakeScheduler:
         self._call("task_status", ref, output=output)
         if self.task is None or not output:
             return self.task
-        return TaskStatusResult(self.task, self.run, self.run.result if self.run else None)
+        return TaskStatusResult(self.task, self.run, self.run.result if self.run else None,
+                                self.waiting)
+
+    def _queue_job(self, request: Any) -> Any:
+        self._call("_queue_job", request)
+        return self.job_answer
 
     def explain(self, ref: Any) -> str | None:
         self._call("explain", ref)
@@ -425,3 +457,60 @@ def test_tasks_table(h: Harness) -> None:
     code, out, _ = h.run("tasks", "--status", "queued", "--group", "main")
     assert code == 0 and len(out.splitlines()) == 3
     assert h.fake is not None and h.fake.calls[0][2]["status"] == ["QUEUED"]
+
+
+def job_answer(task_id: int = 12, **errors: str) -> Any:
+    if errors:
+        return client_pb2.QueueJobResponse(
+            results=[client_pb2.QueueTaskResponse(errors=errors)] if "timeout" in errors else [],
+            errors={k: v for k, v in errors.items() if k != "timeout"},
+        )
+    return client_pb2.QueueJobResponse(
+        results=[client_pb2.QueueTaskResponse(id=task_id, uuid=f"u-{task_id}")],
+        layers=[client_pb2.JobLayer(task_ids=[3, 5]), client_pb2.JobLayer(task_ids=[task_id])],
+    )
+
+
+def test_queue_after_sends_a_one_task_job(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "job_answer", job_answer()))
+    code, out, err = h.run("queue", "load", "[1]", "--after", "3", "--after", "5",
+                           "--retry-delay", "1.5")
+    assert code == 0 and err == ""
+    assert "12" in out and "u-12" in out and "waiting for: 3, 5" in out
+    assert h.fake is not None
+    (name, (request,), _), = h.fake.calls
+    assert name == "_queue_job" and request.job_name == "job_0" and len(request.tasks) == 1
+    spec = request.tasks[0]
+    assert spec.function_name == "load" and spec.args == "[1]" and spec.retry_delay == 1.5
+    assert [(e.task.index, e.waits_for.task_id) for e in request.edges] == [(0, 3), (0, 5)]
+    code, out, _ = h.run("queue", "load", "--after", "3", "--json")
+    assert code == 0
+    assert json.loads(out) == {"id": 12, "uuid": "u-12", "errors": {}, "waiting_for": [3]}
+
+
+def test_queue_after_errors_read_like_a_plain_queue(h: Harness) -> None:
+    answer = job_answer(timeout="Enter an integer greater than or equal to 1")
+    h.setup.append(lambda f: setattr(f, "job_answer", answer))
+    code, out, err = h.run("queue", "load", "--timeout", "0", "--after", "3")
+    assert code == 2 and out == ""
+    assert "not queued: timeout: Enter an integer" in err and "tasks[0]" not in err
+    h.setup.append(lambda f: setattr(f, "job_answer", job_answer(edges="task 99 does not exist")))
+    code, out, err = h.run("queue", "load", "--after", "99", "--json")
+    assert code == 2
+    assert json.loads(out) == {"id": None, "uuid": None,
+                               "errors": {"edges": "task 99 does not exist"}, "waiting_for": [99]}
+
+
+def test_status_shows_what_a_task_waits_for(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "waiting", (3, 5)))
+    code, out, _ = h.run("status", "12")
+    assert code == 0 and "waiting for: 3, 5" in out
+    code, out, _ = h.run("status", "12", "--json")
+    assert code == 0 and json.loads(out)["waiting_for"] == [3, 5]
+
+
+def test_status_without_prerequisites_has_no_waiting_for_line(h: Harness) -> None:
+    code, out, _ = h.run("status", "12", "--json")
+    assert json.loads(out)["waiting_for"] == []
+    code, out, _ = h.run("status", "12")
+    assert "waiting for" not in out

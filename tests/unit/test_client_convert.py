@@ -19,6 +19,8 @@ from taskgrid.client import (
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
+    JobGraph,
+    JobTask,
     NotFoundError,
     OutputChunk,
     PermissionDeniedError,
@@ -35,8 +37,6 @@ from taskgrid.client import (
     UnavailableError,
     WorkerRecord,
     WorkerStatus,
-    JobGraph,
-    JobTask,
     _channel,
     _convert,
 )
@@ -693,3 +693,276 @@ def test_token_and_tls_are_refused_until_supported() -> None:
         Scheduler("127.0.0.1:1", token="secret")
     with pytest.raises(NotImplementedError):
         Scheduler("127.0.0.1:1", tls=True)
+
+
+# -- retry delay fields ---------------------------------------------------------------------
+
+
+def test_retry_delay_kwargs_fill_the_float_fields() -> None:
+    spec = spec_for("add", retry_delay=2.5, retry_backoff=2, retry_delay_max=60,
+                    retry_jitter=0.25)
+    assert (spec.retry_delay, spec.retry_backoff, spec.retry_delay_max, spec.retry_jitter) == (
+        2.5, 2.0, 60.0, 0.25)
+    assert dict(spec.raw_fields) == {}
+    assert not spec_for("add").HasField("retry_delay")
+    assert not spec_for("add", retry_delay=None).HasField("retry_delay")
+
+
+def test_zero_and_negative_delays_are_sent_for_the_coordinator_to_judge() -> None:
+    spec = spec_for("add", retry_delay=0, retry_backoff=-1.5)
+    assert spec.HasField("retry_delay") and spec.retry_delay == 0.0
+    assert spec.retry_backoff == -1.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected_raw"),
+    [
+        ("retry_delay", "5", "5"),
+        ("retry_delay", True, True),
+        ("retry_backoff", [2], [2]),
+        ("retry_delay_max", 10**400, 10**400),
+        ("retry_jitter", {"x": 1}, {"x": 1}),
+    ],
+)
+def test_retry_values_of_the_wrong_type_go_to_raw_fields(
+    name: str, value: Any, expected_raw: Any
+) -> None:
+    spec = spec_for("add", **{name: value})
+    assert not spec.HasField(name)
+    assert raw(spec) == {name: expected_raw}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_delays_go_to_raw_fields(value: float) -> None:
+    spec = spec_for("add", retry_delay=value)
+    assert not spec.HasField("retry_delay") and set(spec.raw_fields) == {"retry_delay"}
+
+
+def test_new_task_fields_reach_the_record() -> None:
+    message = common_pb2.Task(
+        id=4, status=common_pb2.TASK_STATUS_QUEUED, retry_delay=1.5, retry_backoff=3.0,
+        retry_delay_max=30.0, retry_jitter=0.2, broadcast_parent=2, target_worker_name="w2",
+    )
+    task = _convert.task_from_proto(message)
+    assert (task.retry_delay, task.retry_backoff, task.retry_delay_max, task.retry_jitter) == (
+        1.5, 3.0, 30.0, 0.2)
+    assert task.broadcast_parent == 2 and task.target_worker_name == "w2"
+    plain = _convert.task_from_proto(common_pb2.Task(id=5, status=common_pb2.TASK_STATUS_QUEUED))
+    assert plain.retry_delay == 0.0 and plain.broadcast_parent == 0
+    assert plain.target_worker_name == ""
+
+
+def test_task_record_covers_every_task_field() -> None:
+    proto = {f.name for f in common_pb2.Task.DESCRIPTOR.fields}
+    assert {f.name for f in dataclasses.fields(TaskRecord)} == proto
+
+
+# -- waiting_for ----------------------------------------------------------------------------
+
+
+def test_task_status_and_waiting_for_report_unmet_prerequisites(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(GetTask=client_pb2.GetTaskResponse(
+        task=_convert.task_to_proto(make_task(status=TaskStatus.QUEUED)), waiting_for=[3, 5],
+        waiting_reason="waiting for tasks 3, 5",
+    ))
+    status = scheduler.task_status(7, output=True)
+    assert status is not None and status.waiting_for == (3, 5) and status.run is None
+    assert isinstance(scheduler.task_status(7), TaskRecord)  # the contract shape is kept
+    assert scheduler.waiting_for(7) == (3, 5)
+    scheduler._tasks = FakeStub(GetTask=client_pb2.GetTaskResponse(
+        task=_convert.task_to_proto(make_task())
+    ))
+    assert scheduler.waiting_for("u-7") == ()
+    status = scheduler.task_status(7, output=True)
+    assert status is not None and status.waiting_for == ()
+    scheduler._tasks = FakeStub(GetTask=raise_(FakeRpcError(grpc.StatusCode.NOT_FOUND)))
+    with pytest.raises(NotFoundError):
+        scheduler.waiting_for(7)
+
+
+# -- JobGraph -------------------------------------------------------------------------------
+
+
+def job_ok(ids: list[int], layers: list[list[int]]) -> Any:
+    """A QueueJob answer writing the request's tasks as `ids`."""
+    def answer(request: Any) -> Any:
+        assert len(request.tasks) == len(ids)
+        return client_pb2.QueueJobResponse(
+            results=[client_pb2.QueueTaskResponse(id=i, uuid=f"u{i}") for i in ids],
+            layers=[client_pb2.JobLayer(task_ids=layer) for layer in layers],
+        )
+
+    return answer
+
+
+def edges_of(request: Any) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    def node(ref: Any) -> tuple[str, int]:
+        kind = ref.WhichOneof("ref")
+        return kind, getattr(ref, kind)
+
+    return [(node(e.task), node(e.waits_for)) for e in request.edges]
+
+
+def test_job_graph_sends_one_request_and_fills_ids(scheduler: Scheduler) -> None:
+    stub = FakeStub(QueueJob=job_ok([10, 11, 12], [[10], [11], [12]]))
+    scheduler._tasks = stub
+    job = JobGraph(scheduler, "nightly")
+    a = job.queue_task("extract", pargs=[1], timeout=5)
+    b = job.queue_task("load", pvars={"k": 1}, retry_delay=1.5)
+    c = job.queue_task(len)
+    assert isinstance(a, JobTask) and (a.index, b.index, c.index) == (0, 1, 2)
+    assert a.id is None and a.uuid is None and a.job is job and c.function_name == "len"
+    job.add_deps(b, a)
+    job.add_deps(c, b)
+    job.add_deps(a, 42)  # an existing task
+    assert stub.requests == []  # nothing is sent before validate
+    layers = job.validate()
+    assert layers == [{10}, {11}, {12}]
+    (method, request), = stub.requests
+    assert method == "QueueJob" and request.job_name == "nightly"
+    assert [t.function_name for t in request.tasks] == ["extract", "load", "len"]
+    assert json.loads(request.tasks[0].args) == [1] and request.tasks[0].timeout == 5
+    assert json.loads(request.tasks[1].vars) == {"k": 1} and request.tasks[1].retry_delay == 1.5
+    assert edges_of(request) == [
+        (("index", 1), ("index", 0)), (("index", 2), ("index", 1)), (("index", 0), ("task_id", 42)),
+    ]
+    assert (a.id, b.id, c.id) == (10, 11, 12) and b.uuid == "u11"
+    assert job.errors == {} and job.validated and job.tasks == (a, b, c)
+
+
+def test_job_graph_default_name_and_arguments_snapshot(scheduler: Scheduler) -> None:
+    stub = FakeStub(QueueJob=job_ok([1], [[1]]))
+    scheduler._tasks = stub
+    job = JobGraph(scheduler)
+    pargs = [1]
+    job.queue_task("add", pargs)
+    pargs.append(2)  # encoded at queue_task time, as queue_task sends at once
+    assert job.validate() == [{1}]
+    request = stub.requests[0][1]
+    assert request.job_name == "job_0" and json.loads(request.tasks[0].args) == [1]
+    assert list(request.edges) == []
+
+
+def test_job_graph_failure_returns_none_and_keys_errors(scheduler: Scheduler) -> None:
+    def answer(request: Any) -> Any:
+        return client_pb2.QueueJobResponse(
+            results=[client_pb2.QueueTaskResponse(),
+                     client_pb2.QueueTaskResponse(errors={"timeout": "too small"})],
+            errors={"edges": "cycle: tasks[0] -> tasks[1] -> tasks[0]"},
+        )
+
+    scheduler._tasks = FakeStub(QueueJob=answer)
+    job = JobGraph(scheduler, "j")
+    a = job.queue_task("add")
+    b = job.queue_task("add", timeout=0)
+    job.add_deps(a, b)
+    job.add_deps(b, a)
+    assert job.validate() is None
+    assert job.errors == {
+        "edges": "cycle: tasks[0] -> tasks[1] -> tasks[0]", "tasks[1].timeout": "too small",
+    }
+    assert a.id is None and b.id is None and b.uuid is None
+
+
+def test_job_graph_client_written_errors_are_keyed_by_task(scheduler: Scheduler) -> None:
+    def answer(request: Any) -> Any:
+        raw_names = request.tasks[1].raw_fields
+        return client_pb2.QueueJobResponse(results=[
+            client_pb2.QueueTaskResponse(id=0),
+            client_pb2.QueueTaskResponse(errors={k: "invalid" for k in raw_names}),
+        ])
+
+    scheduler._tasks = FakeStub(QueueJob=answer)
+    job = JobGraph(scheduler)
+    job.queue_task("add")
+    job.queue_task("add", pargs=[object()], bogus=1)
+    assert job.validate() is None
+    assert set(job.errors) == {"tasks[1].args", "tasks[1].bogus"}
+    assert job.errors["tasks[1].args"].startswith("cannot be encoded as JSON")
+
+
+def test_job_graph_graph_errors_without_results(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(QueueJob=client_pb2.QueueJobResponse(
+        errors={"edges": "task 99 does not exist"}
+    ))
+    job = JobGraph(scheduler)
+    t = job.queue_task("add")
+    job.add_deps(t, 99)
+    assert job.validate() is None and job.errors == {"edges": "task 99 does not exist"}
+
+
+def test_job_graph_is_validated_once(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(QueueJob=job_ok([1], [[1]]))
+    job = JobGraph(scheduler, "once")
+    t = job.queue_task("add")
+    assert job.validate() == [{1}]
+    with pytest.raises(RuntimeError, match="validated already"):
+        job.validate()
+    with pytest.raises(RuntimeError):
+        job.queue_task("add")
+    with pytest.raises(RuntimeError):
+        job.add_deps(t, 1)
+    failed = JobGraph(scheduler)
+    scheduler._tasks = FakeStub(QueueJob=client_pb2.QueueJobResponse(errors={"edges": "cycle"}))
+    assert failed.validate() is None
+    with pytest.raises(RuntimeError):
+        failed.validate()
+
+
+def test_job_graph_stays_open_when_the_call_fails(scheduler: Scheduler) -> None:
+    scheduler._tasks = FakeStub(QueueJob=raise_(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")))
+    job = JobGraph(scheduler)
+    job.queue_task("add")
+    with pytest.raises(UnavailableError):
+        job.validate()
+    assert not job.validated
+    scheduler._tasks = FakeStub(QueueJob=job_ok([3], [[3]]))
+    assert job.validate() == [{3}] and job.tasks[0].id == 3
+
+
+def test_add_deps_checks_its_arguments_at_once(scheduler: Scheduler) -> None:
+    job, other = JobGraph(scheduler), JobGraph(scheduler)
+    t = job.queue_task("add")
+    stranger = other.queue_task("add")
+    with pytest.raises(ValueError, match="another JobGraph"):
+        job.add_deps(t, stranger)
+    for bad in ("12", 1.0, True, None, [1]):
+        with pytest.raises(TypeError):
+            job.add_deps(t, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            job.add_deps(bad, t)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        job.queue_task()  # type: ignore[call-arg]
+    assert "tasks=1" in repr(job) and "index=0" in repr(t)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        client_pb2.QueueJobResponse(results=[client_pb2.QueueTaskResponse(id=1, uuid="a")]),
+        client_pb2.QueueJobResponse(),
+        client_pb2.QueueJobResponse(results=[client_pb2.QueueTaskResponse(),
+                                             client_pb2.QueueTaskResponse(id=2, uuid="b")]),
+    ],
+)
+def test_job_answers_that_do_not_match_are_protocol_errors(
+    scheduler: Scheduler, response: Any
+) -> None:
+    scheduler._tasks = FakeStub(QueueJob=response)
+    job = JobGraph(scheduler)
+    job.queue_task("add")
+    job.queue_task("add")
+    with pytest.raises(ProtocolError):
+        job.validate()
+    assert job.validated  # an answer arrived: the job may have been written
+
+
+def test_job_answer_conversion() -> None:
+    response = client_pb2.QueueJobResponse(
+        results=[client_pb2.QueueTaskResponse(id=4, uuid="d")],
+        layers=[client_pb2.JobLayer(task_ids=[4, 2]), client_pb2.JobLayer(task_ids=[])],
+    )
+    results, errors, layers = _convert.job_answer_from_proto(response, [{}])
+    assert results == [QueueResult(4, "d", {})] and errors == {} and layers == [{2, 4}, set()]
+    empty = _convert.job_answer_from_proto(client_pb2.QueueJobResponse(), [])
+    assert empty == ([], {}, [])

@@ -15,7 +15,7 @@ import taskgrid.client as client
 
 EXPECTED_ALL = {
     # the client
-    "Scheduler", "TaskRef",
+    "Scheduler", "TaskRef", "JobGraph", "JobTask",
     # records and statuses
     "TaskRecord", "RunRecord", "WorkerRecord", "OutputChunk", "QueueResult", "TaskStatusResult",
     "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus",
@@ -28,8 +28,11 @@ EXPECTED_ALL = {
 
 EXPECTED_SCHEDULER_METHODS = {
     "queue_task", "queue_tasks", "task_status", "stop_task", "resume", "disable", "terminate",
-    "kill", "get_workers", "runs", "explain", "list_tasks", "watch", "close",
+    "kill", "get_workers", "runs", "explain", "waiting_for", "list_tasks", "watch", "close",
 }
+
+EXPECTED_JOBGRAPH_MEMBERS = {"queue_task", "add_deps", "validate", "tasks", "validated"}
+EXPECTED_JOBTASK_MEMBERS = {"job", "index", "function_name", "id", "uuid"}
 
 RECORDS = [
     client.TaskRecord, client.RunRecord, client.WorkerRecord, client.OutputChunk,
@@ -49,6 +52,35 @@ def test_all_is_exactly_the_expected_set() -> None:
 def test_scheduler_public_methods_are_pinned() -> None:
     public = {n for n, _ in inspect.getmembers(client.Scheduler) if not n.startswith("_")}
     assert public == EXPECTED_SCHEDULER_METHODS
+
+
+def test_jobgraph_and_jobtask_public_members_are_pinned() -> None:
+    public = {n for n, _ in inspect.getmembers(client.JobGraph) if not n.startswith("_")}
+    assert public == EXPECTED_JOBGRAPH_MEMBERS
+    public = {n for n, _ in inspect.getmembers(client.JobTask) if not n.startswith("_")}
+    assert public == EXPECTED_JOBTASK_MEMBERS
+    with client.Scheduler("127.0.0.1:1") as s:
+        job = client.JobGraph(s)
+        assert job.job_name == "job_0" and job.errors == {} and job.scheduler is s
+        assert client.JobGraph(s, "nightly").job_name == "nightly"
+
+
+def test_jobgraph_signatures_follow_the_contract() -> None:
+    params = inspect.signature(client.JobGraph).parameters
+    assert list(params) == ["scheduler", "job_name"] and params["job_name"].default == "job_0"
+    queue = inspect.signature(client.JobGraph.queue_task).parameters
+    same = inspect.signature(client.Scheduler.queue_task).parameters
+    assert [(p.name, p.kind, p.default) for p in queue.values()] == [
+        (p.name, p.kind, p.default) for p in same.values()
+    ]
+    deps = inspect.signature(client.JobGraph.add_deps).parameters
+    assert list(deps) == ["self", "task_parent", "task_child"]
+    assert list(inspect.signature(client.JobGraph.validate).parameters) == ["self"]
+
+
+def test_task_status_result_keeps_its_positional_shape() -> None:
+    result = client.TaskStatusResult(None, None, None)  # type: ignore[arg-type]
+    assert result.waiting_for == ()
 
 
 def test_scheduler_constructor_signature() -> None:
@@ -73,6 +105,8 @@ def test_scheduler_constructor_signature() -> None:
         ("queue_tasks", ["self", "tasks"]),
         ("list_tasks", ["self", "status", "group_name", "function_name", "task_name", "limit"]),
         ("watch", ["self", "ref"]),
+        ("explain", ["self", "ref"]),
+        ("waiting_for", ["self", "ref"]),
     ],
 )
 def test_method_parameters_follow_the_contract(method: str, params: list[str]) -> None:

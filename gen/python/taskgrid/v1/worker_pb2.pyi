@@ -177,3 +177,15 @@ class ReportRequest(_message.Message):
 class ReportResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("session", "leases")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    session: WorkerSession
+    leases: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
+    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -64,6 +64,11 @@ class WorkerServiceStub:
                 request_serializer=taskgrid_dot_v1_dot_worker__pb2.ReportRequest.SerializeToString,
                 response_deserializer=taskgrid_dot_v1_dot_worker__pb2.ReportResponse.FromString,
                 _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/taskgrid.v1.WorkerService/Release',
+                request_serializer=taskgrid_dot_v1_dot_worker__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_worker__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -111,6 +116,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Release(self, request, context):
+        """Hand back leases the worker will not run (it is draining): they go back to
+        QUEUED at once, counting neither as a failure nor as a lost worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=taskgrid_dot_v1_dot_worker__pb2.ReportRequest.FromString,
                     response_serializer=taskgrid_dot_v1_dot_worker__pb2.ReportResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=taskgrid_dot_v1_dot_worker__pb2.ReleaseRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_worker__pb2.ReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class WorkerService:
             '/taskgrid.v1.WorkerService/Report',
             taskgrid_dot_v1_dot_worker__pb2.ReportRequest.SerializeToString,
             taskgrid_dot_v1_dot_worker__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.WorkerService/Release',
+            taskgrid_dot_v1_dot_worker__pb2.ReleaseRequest.SerializeToString,
+            taskgrid_dot_v1_dot_worker__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
