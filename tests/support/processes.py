@@ -260,7 +260,12 @@ class CoordinatorProcess(ChildProcess):
 
         def answers() -> bool:
             self._fail_if_exited("it answered ListWorkers")
-            list_workers(self.address, timeout_s=2.0)
+            try:
+                list_workers(self.address, timeout_s=2.0)
+            except grpc.RpcError as error:
+                # a coordinator with tokens answers an anonymous call: it is up
+                if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
             return True
 
         self._wait(
