@@ -134,10 +134,12 @@ def _cmd_status(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
         io.document(doc)
         return EXIT_OK
     lines = fmt.task_lines(task)
+    waits: list[tuple[str, Any]] = []
     if status.waiting_for:
-        lines += fmt.key_values([("waiting for", status.waiting_for)])
+        waits.append(("waiting for", status.waiting_for))
     if waiting:
-        lines += fmt.key_values([("waiting", waiting)])
+        waits.append(("waiting", waiting))
+    lines += fmt.key_values(waits)
     if status.run is not None:
         lines += ["latest run:", *fmt.run_lines(status.run, with_output=ns.output)]
     if runs is not None:
