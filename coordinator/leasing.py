@@ -309,6 +309,7 @@ async def lose(rt: Runtime, w: LiveWorker, reason: str, task_ids: Sequence[int] 
     if whole:
         w.alive = False
         w.notify()
+        rt.timers.note_lost_worker(now)
     if rows:
         logger.warning("leases given back worker=%s reason=%s tasks=%s", w.name, reason,
                        ",".join(str(r["id"]) for r in rows))

@@ -344,6 +344,21 @@ class Tx:
             stmt = stmt.where(schema.worker.c.alive.is_(True))
         return [_row(r, _WORKER_TIMES) for r in self.conn.execute(stmt).mappings()]
 
+    def earliest_lost_worker(self) -> Any:
+        """When the longest-dead worker was declared dead, or None."""
+        w = schema.worker.c
+        stmt = sa.select(sa.func.min(w.lost_at)).where(w.alive.is_(False))
+        return from_db(self.conn.execute(stmt).scalar())
+
+    def delete_lost_workers(self, cutoff: Any) -> list[str]:
+        """Remove rows of workers dead since before `cutoff`; returns their names."""
+        w = schema.worker.c
+        cond = (w.alive.is_(False), w.lost_at < to_db(cutoff))
+        names = list(self.conn.execute(sa.select(w.worker_name).where(*cond)).scalars())
+        if names:
+            self.conn.execute(sa.delete(schema.worker).where(*cond))
+        return names
+
     def update_workers(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
         """Write several workers' columns (status, heartbeat, liveness)."""
         w = schema.worker

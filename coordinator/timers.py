@@ -40,12 +40,20 @@ class Timers:
     rt: Runtime
     next_expiry: dt.datetime | None = None
     next_broadcast: dt.datetime | None = None
+    next_purge: dt.datetime | None = None
 
     async def load(self) -> None:
-        """Read both moments from the database (at start)."""
-        def read(tx: Tx) -> tuple[Any, Any]:
-            return tx.earliest_stop_time(), tx.earliest_broadcast()
-        self.next_expiry, self.next_broadcast = await self.rt.store.run(read)
+        """Read the moments from the database (at start)."""
+        def read(tx: Tx) -> tuple[Any, Any, Any]:
+            return tx.earliest_stop_time(), tx.earliest_broadcast(), tx.earliest_lost_worker()
+        self.next_expiry, self.next_broadcast, lost = await self.rt.store.run(read)
+        self.note_lost_worker(lost)
+
+    def note_lost_worker(self, lost_at: dt.datetime | None) -> None:
+        """Schedule the removal of a dead worker's row after the retention period."""
+        if lost_at is not None:
+            retention = dt.timedelta(seconds=self.rt.config.worker_retention_s)
+            self.next_purge = _earliest(self.next_purge, lost_at + retention)
 
     def note(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Lower the moments for newly queued (or requeued) tasks."""
@@ -60,7 +68,8 @@ class Timers:
 
     def seconds_to_next(self) -> float | None:
         """Seconds until the earliest pending moment (by the coordinator's clock)."""
-        moments = [m for m in (self.next_expiry, self.next_broadcast) if m is not None]
+        moments = [m for m in (self.next_expiry, self.next_broadcast, self.next_purge)
+                   if m is not None]
         if not moments:
             return None
         return max(0.0, (min(moments) - self.rt.clock.now()).total_seconds())
@@ -72,6 +81,24 @@ class Timers:
             await self._expire(now)
         if self.next_broadcast is not None and self.next_broadcast <= now:
             await self._broadcast(now)
+        if self.next_purge is not None and self.next_purge <= now:
+            await self._purge(now)
+
+    async def _purge(self, now: dt.datetime) -> None:
+        cutoff = now - dt.timedelta(seconds=self.rt.config.worker_retention_s)
+
+        def apply(tx: Tx) -> tuple[list[str], Any]:
+            return tx.delete_lost_workers(cutoff), tx.earliest_lost_worker()
+
+        names, lost = await self.rt.store.run(apply)
+        self.next_purge = None
+        self.note_lost_worker(lost)
+        gone = set(names)
+        for worker_id in [i for i, w in self.rt.registry.by_id.items()
+                          if not w.alive and w.name in gone]:
+            del self.rt.registry.by_id[worker_id]
+        if names:
+            logger.info("dead workers removed after retention workers=%s", ",".join(names))
 
     async def _expire(self, now: dt.datetime) -> None:
         def apply(tx: Tx) -> tuple[list[Row], Any]:

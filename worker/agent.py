@@ -165,6 +165,7 @@ class Agent:
         self._empty_runs = 0
         self._hold_until = 0.0  # Lease answers at once while a stop is pending: pause leasing
         self._dropped: set[LeaseKey] = set()  # runs whose outcome must not be reported
+        self._unfinished: set[LeaseKey] = set()  # submitted runs whose outcome is not queued yet
         self._failed_calls = 0  # consecutive failed calls, so an outage is logged once
         self._exit_code = 0
         self._stopping = threading.Event()
@@ -232,7 +233,7 @@ class Agent:
         backoff = Backoff()
         while True:
             with self._cond:
-                if self._leaving and not self._pool.active_keys():
+                if self._leaving and not self._pool.active_keys() and not self._unfinished:
                     return
                 if self._session is not None and not self._may_lease():
                     hold = self._hold_until - time.monotonic()
@@ -322,6 +323,7 @@ class Agent:
         elif task.key in self._pool.active_keys():
             logger.warning("lease received twice task=%s attempt=%s", *task.key)
         else:
+            self._unfinished.add(task.key)
             self._pool.submit(task)
             self._reporter.run_started(task)
 
@@ -371,10 +373,14 @@ class Agent:
         with self._cond:
             dropped = key in self._dropped
             self._dropped.discard(key)
-            self._hold_until = 0.0
-            self._cond.notify_all()
         if not dropped:
             self._reporter.add_report(result)
+        with self._cond:
+            # Only now may the main loop see this run as over: its report is queued, so a
+            # leaving worker waits for it to be delivered (pool bookkeeping ends earlier).
+            self._unfinished.discard(key)
+            self._hold_until = 0.0
+            self._cond.notify_all()
 
     # ---- heartbeat thread -----------------------------------------------------------
 

@@ -24,10 +24,10 @@ class InProcessCoordinator:
     """create_server on its own event loop thread; `.clock` moves its time."""
 
     def __init__(self, db_url: str, start: dt.datetime = DEFAULT_START,
-                 heartbeat_s: float = 0.5) -> None:
+                 heartbeat_s: float = 0.5, **settings: Any) -> None:
         self.clock = ManualClock(start)
         self.config = CoordinatorConfig(db_url=db_url, listen="127.0.0.1:0",
-                                        heartbeat_s=heartbeat_s)
+                                        heartbeat_s=heartbeat_s, **settings)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                         name="inprocess-coordinator")
