@@ -1,7 +1,7 @@
 """taskgrid.client: queue tasks, read their status and runs, command workers.
 
 The public API is exactly ``__all__``: `Scheduler` (web2py's scheduler client
-methods over gRPC), `JobGraph` (dependency graphs queued in one call) with its
+methods over gRPC) with its `TlsConfig`, `JobGraph` (dependency graphs queued in one call) with its
 `JobTask` handles, the typed records they return, and the error tree they
 raise. Protobuf messages and ``grpc`` types stay in the private modules
 (``_channel``, ``_convert``) and never appear in a public signature; this
@@ -10,6 +10,7 @@ package must not import ``taskgrid.coordinator``.
 
 from __future__ import annotations
 
+from ._channel import TlsConfig
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -67,6 +68,7 @@ __all__ = [
     "TaskStatus",
     "TaskStatusResult",
     "TaskgridError",
+    "TlsConfig",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",

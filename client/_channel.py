@@ -1,22 +1,47 @@
 """The client's transport: channel creation, credentials, and gRPC error mapping.
 
 This is the only client module that knows ``grpc`` exists beside the stubs'
-call sites: it builds the channel a `Scheduler` talks through and turns every
-``grpc.RpcError`` into the typed tree of ``taskgrid.client.errors``, so no
-gRPC type ever reaches user code.
+call sites: it builds the channel a `Scheduler` talks through (plain text or
+TLS, with or without a client certificate, with or without a bearer token)
+and turns every ``grpc.RpcError`` into the typed tree of
+``taskgrid.client.errors``, so no gRPC type ever reaches user code.
+
+Security rules kept here, in one place:
+
+- A bearer token rides on every call, unary and streaming, as
+  ``authorization: Bearer <token>`` metadata, added by a client interceptor
+  (so it works over TLS and over loopback plain text alike).
+- A token is never sent in plain text to an address beyond this machine
+  unless the caller opts in with ``insecure=True`` (``--insecure``): a
+  token read off the network is as good as the coordinator's trust.
+- Tokens never appear in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import ipaddress
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 
 from . import errors
 
 logger = logging.getLogger(__name__)
+
+#: Environment variable holding the bearer token when none is passed.
+ENV_TOKEN = "TASKGRID_TOKEN"
+#: Environment variables naming PEM files when no TLS setting is passed.
+ENV_TLS_CA = "TASKGRID_TLS_CA"
+ENV_TLS_CERT = "TASKGRID_TLS_CERT"
+ENV_TLS_KEY = "TASKGRID_TLS_KEY"
+#: The metadata key the coordinator reads the token from (lowercase, as gRPC requires).
+AUTH_METADATA_KEY = "authorization"
 
 #: Channel options: keep idle connections healthy across long watches.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
@@ -46,24 +71,196 @@ _ERROR_BY_CODE: dict[str, type[errors.TaskgridError]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class TlsConfig:
+    """How to reach a coordinator over TLS (``Scheduler(tls=TlsConfig(...))``).
+
+    Every field is optional: ``TlsConfig()`` trusts the system's root CAs and
+    presents no client certificate, like ``tls=True``.
+    """
+
+    ca: str | os.PathLike[str] | None = None
+    """PEM file of the CA(s) that signed the coordinator's certificate; None: system roots."""
+    cert: str | os.PathLike[str] | None = None
+    """PEM client certificate chain, for a coordinator that requires one (mTLS)."""
+    key: str | os.PathLike[str] | None = None
+    """PEM private key of ``cert``; given together with it."""
+    server_name: str | None = None
+    """Name to check the coordinator's certificate against instead of the target's host."""
+
+
+def resolve_token(token: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The token to send: ``token``, else ``$TASKGRID_TOKEN``; None when there is none.
+
+    An empty string means "no token", even when the environment has one.
+
+    Raises:
+        ValueError: the token cannot be sent as a header (the message never quotes it).
+    """
+    if token is None:
+        token = (os.environ if environ is None else environ).get(ENV_TOKEN, "")
+    if not token:
+        return None
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError("the token must be printable ASCII without spaces")
+    return token
+
+
+def resolve_tls(
+    tls: TlsConfig | bool | None, environ: Mapping[str, str] | None = None
+) -> TlsConfig | None:
+    """The TLS settings to use, or None for plain text.
+
+    ``None`` reads ``$TASKGRID_TLS_CA``, ``$TASKGRID_TLS_CERT`` and
+    ``$TASKGRID_TLS_KEY`` (TLS when any is set); ``True`` is TLS with the
+    system's roots; ``False`` is plain text whatever the environment says.
+    """
+    if tls is None:
+        env = os.environ if environ is None else environ
+        ca, cert, key = (env.get(name) or None for name in (ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY))
+        return TlsConfig(ca, cert, key) if ca or cert or key else None
+    if tls is True:
+        return TlsConfig()
+    if tls is False:
+        return None
+    return tls
+
+
+def is_loopback_target(target: str) -> bool:
+    """True when a gRPC target (``HOST:PORT``, ``dns:``, ``ipv4:``, ``unix:``...) is this machine."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    for scheme in ("dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme):].rsplit("/", 1)[-1]  # dns://resolver/host:port
+            break
+    hosts = []
+    for address in target.split(","):  # ipv4:a:1,b:2 lists several
+        address = address.strip()
+        if address.startswith("["):
+            hosts.append(address[1:].split("]", 1)[0])
+        elif address.count(":") == 1:
+            hosts.append(address.rsplit(":", 1)[0])
+        else:  # a bare host, or an IPv6 address without brackets or port
+            hosts.append(address)
+    return bool(hosts) and all(_is_loopback_host(host) for host in hosts)
+
+
+def _is_loopback_host(host: str) -> bool:
+    host = host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_pem(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read the TLS {what} file {os.fspath(path)!s}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def channel_credentials(tls: TlsConfig) -> Any:
+    """``grpc.ChannelCredentials`` for these TLS settings (files are read now).
+
+    Raises:
+        ValueError: a client certificate without its key (or the reverse), or a
+            file that cannot be read.
+    """
+    if (tls.cert is None) != (tls.key is None):
+        raise ValueError("a TLS client certificate and its key go together "
+                         "(cert= and key=, or --tls-cert and --tls-key)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(tls.ca, "CA"),
+        private_key=_read_pem(tls.key, "key"),
+        certificate_chain=_read_pem(tls.cert, "certificate"),
+    )
+
+
+class _CallDetails(  # type: ignore[misc]  # grpc is untyped
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details with one more metadata entry."""
+
+
+class BearerToken(  # type: ignore[misc]  # grpc is untyped
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
+):
+    """Adds ``authorization: Bearer <token>`` to every unary and server-streaming call.
+
+    The protocol has no client-streaming calls, so those two kinds are all it needs.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._entry = (AUTH_METADATA_KEY, f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "BearerToken(<redacted>)"
+
+    def _details(self, details: Any) -> _CallDetails:
+        return _CallDetails(
+            details.method, details.timeout, [*(details.metadata or ()), self._entry],
+            details.credentials, details.wait_for_ready, details.compression,
+        )  # fmt: skip
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        """Send the unary call with the token."""
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        """Send the streaming call with the token."""
+        return continuation(self._details(details), request)
+
+
 def create_channel(
-    target: str, *, token: str | None = None, tls: bool | None = None
+    target: str,
+    *,
+    token: str | None = None,
+    tls: TlsConfig | None = None,
+    insecure: bool = False,
+    options: Sequence[tuple[str, Any]] = DEFAULT_CHANNEL_OPTIONS,
 ) -> grpc.Channel:
     """Open a channel to the coordinator at ``target`` (``HOST:PORT``).
 
-    Only insecure channels exist for now. Token and TLS support will be
-    added here, and only here: a secure channel built from
-    ``grpc.ssl_channel_credentials`` composed with per-call credentials
-    carrying ``token``. Until then asking for either fails loudly instead of
-    silently sending a token in clear text.
+    Args:
+        target: The coordinator's address.
+        token: Bearer token sent on every call (already resolved: see `resolve_token`).
+        tls: TLS settings, or None for plain text (see `resolve_tls`).
+        insecure: Allow sending ``token`` in plain text beyond loopback.
+        options: gRPC channel options.
 
     Raises:
-        NotImplementedError: ``token`` or ``tls`` was given.
+        ValueError: a token would travel in plain text to another machine without
+            ``insecure``, or the TLS settings are unusable.
     """
-    if token is not None or tls:
-        raise NotImplementedError("token and TLS credentials are not supported yet")
-    logger.debug("opening insecure channel target=%s", target)
-    return grpc.insecure_channel(target, options=list(DEFAULT_CHANNEL_OPTIONS))
+    if token and tls is None and not insecure and not is_loopback_target(target):
+        raise ValueError(
+            f"refusing to send a token in plain text to {target}: use TLS (--tls-ca or "
+            "--tls, tls=TlsConfig(...)) or, on a trusted network, --insecure (insecure=True)")
+    channel_options = list(options)
+    if tls is None:
+        logger.debug("opening plain-text channel target=%s token=%s", target, bool(token))
+        channel = grpc.insecure_channel(target, options=channel_options)
+    else:
+        if tls.server_name:
+            channel_options.append(("grpc.ssl_target_name_override", tls.server_name))
+        logger.debug("opening TLS channel target=%s client_cert=%s token=%s",
+                     target, tls.cert is not None, bool(token))  # fmt: skip
+        channel = grpc.secure_channel(target, channel_credentials(tls), options=channel_options)
+    if token:
+        channel = grpc.intercept_channel(channel, BearerToken(token))
+    return channel
 
 
 def to_taskgrid_error(exc: grpc.RpcError) -> errors.TaskgridError:

@@ -16,6 +16,7 @@ from typing import Any, Literal, overload
 from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
 from . import _channel, _convert
+from ._channel import TlsConfig
 from .errors import NotFoundError, ProtocolError
 from .records import (
     QueueResult,
@@ -53,23 +54,38 @@ class Scheduler:
         self,
         target: str = DEFAULT_TARGET,
         token: str | None = None,
-        tls: bool | None = None,
+        tls: TlsConfig | bool | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        *,
+        insecure: bool = False,
     ) -> None:
         """Connect (lazily) to the coordinator at ``target``.
 
         Args:
             target: ``HOST:PORT`` of the coordinator.
-            token: Bearer token for authenticated coordinators (not supported yet).
-            tls: Use TLS (not supported yet).
+            token: Bearer token sent with every call; None reads ``$TASKGRID_TOKEN``,
+                ``""`` sends none. It is never shown by ``repr`` or logged.
+            tls: A `TlsConfig` (CA, client certificate and key files), True for TLS
+                with the system's root CAs, False for plain text; None reads
+                ``$TASKGRID_TLS_CA``, ``$TASKGRID_TLS_CERT`` and ``$TASKGRID_TLS_KEY``
+                (plain text when none is set).
             timeout_s: Deadline in seconds of each unary call.
+            insecure: Allow sending the token in plain text to a coordinator that is
+                not on this machine (only on a network you trust).
 
         Raises:
-            NotImplementedError: ``token`` or ``tls`` was given.
+            ValueError: a token would go in plain text to another machine without
+                ``insecure``, the token has spaces or non-ASCII characters, a client
+                certificate comes without its key, or a TLS file cannot be read.
         """
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = _channel.create_channel(target, token=token, tls=tls)
+        resolved_token = _channel.resolve_token(token)
+        resolved_tls = _channel.resolve_tls(tls)
+        self._secured = (resolved_tls is not None, resolved_token is not None)
+        self._channel = _channel.create_channel(
+            target, token=resolved_token, tls=resolved_tls, insecure=insecure
+        )
         self._tasks = client_pb2_grpc.ClientServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
 
@@ -91,7 +107,9 @@ class Scheduler:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Scheduler({self.target!r})"
+        tls, token = self._secured
+        extra = (", tls=True" if tls else "") + (", token=<redacted>" if token else "")
+        return f"Scheduler({self.target!r}{extra})"
 
     # --- queueing ----------------------------------------------------------------------
 

@@ -59,8 +59,27 @@ WORKER_STATUS_DISABLED: WorkerStatus
 WORKER_STATUS_TERMINATE: WorkerStatus
 WORKER_STATUS_KILL: WorkerStatus
 
+class Command(_message.Message):
+    __slots__ = ("executable", "args", "env", "cwd")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXECUTABLE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    executable: str
+    args: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    cwd: str
+    def __init__(self, executable: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ...) -> None: ...
+
 class TaskSpec(_message.Message):
-    __slots__ = ("function_name", "task_name", "group_name", "uuid", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "immediate", "broadcast", "priority", "discard_results", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "raw_fields")
+    __slots__ = ("function_name", "task_name", "group_name", "uuid", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "immediate", "broadcast", "priority", "discard_results", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "command", "raw_fields")
     class RawFieldsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +112,7 @@ class TaskSpec(_message.Message):
     RETRY_BACKOFF_FIELD_NUMBER: _ClassVar[int]
     RETRY_DELAY_MAX_FIELD_NUMBER: _ClassVar[int]
     RETRY_JITTER_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELDS_FIELD_NUMBER: _ClassVar[int]
     function_name: str
     task_name: str
@@ -119,11 +139,12 @@ class TaskSpec(_message.Message):
     retry_backoff: float
     retry_delay_max: float
     retry_jitter: float
+    command: Command
     raw_fields: _containers.ScalarMap[str, str]
-    def __init__(self, function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., uuid: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., immediate: _Optional[bool] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., raw_fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., uuid: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., immediate: _Optional[bool] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., raw_fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "uuid", "task_name", "group_name", "status", "function_name", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "times_run", "times_failed", "last_run_time", "assigned_worker_name", "broadcast", "priority", "discard_results", "attempt", "lost_count", "stop_requested", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "broadcast_parent", "target_worker_name")
+    __slots__ = ("id", "uuid", "task_name", "group_name", "status", "function_name", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "times_run", "times_failed", "last_run_time", "assigned_worker_name", "broadcast", "priority", "discard_results", "attempt", "lost_count", "stop_requested", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "broadcast_parent", "target_worker_name", "command")
     ID_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +180,7 @@ class Task(_message.Message):
     RETRY_JITTER_FIELD_NUMBER: _ClassVar[int]
     BROADCAST_PARENT_FIELD_NUMBER: _ClassVar[int]
     TARGET_WORKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
     id: int
     uuid: str
     task_name: str
@@ -194,7 +216,8 @@ class Task(_message.Message):
     retry_jitter: float
     broadcast_parent: int
     target_worker_name: str
-    def __init__(self, id: _Optional[int] = ..., uuid: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., function_name: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., times_run: _Optional[int] = ..., times_failed: _Optional[int] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assigned_worker_name: _Optional[str] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., attempt: _Optional[int] = ..., lost_count: _Optional[int] = ..., stop_requested: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., broadcast_parent: _Optional[int] = ..., target_worker_name: _Optional[str] = ...) -> None: ...
+    command: Command
+    def __init__(self, id: _Optional[int] = ..., uuid: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., function_name: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., times_run: _Optional[int] = ..., times_failed: _Optional[int] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assigned_worker_name: _Optional[str] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., attempt: _Optional[int] = ..., lost_count: _Optional[int] = ..., stop_requested: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., broadcast_parent: _Optional[int] = ..., target_worker_name: _Optional[str] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("id", "task_id", "attempt", "status", "start_time", "stop_time", "run_output", "run_result", "traceback", "worker_name")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskgrid.v1 import common_pb2 as taskgrid_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/worker.proto\x12\x0btaskgrid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18taskgrid/v1/common.proto\"9\n\rWorkerSession\x12\x11\n\tworker_id\x18\x01 \x01(\x03\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\xcb\x01\n\x0fRegisterRequest\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12\x13\n\x0bgroup_names\x18\x02 \x03(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x11\n\theartbeat\x18\x07 \x01(\x01\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\x05\x12\x0f\n\x07version\x18\n \x01(\t\"\x91\x01\n\x10RegisterResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\theartbeat\x18\x02 \x01(\x01\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12\x12\n\ndead_after\x18\x04 \x01(\x01\"\x8a\x02\n\x05Lease\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x12\n\ngroup_name\x18\x05 \x01(\t\x12\x15\n\rfunction_name\x18\x06 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x07 \x01(\t\x12\x0c\n\x04vars\x18\x08 \x01(\t\x12\x0f\n\x07timeout\x18\t \x01(\x03\x12\x13\n\x0bsync_output\x18\n \x01(\x03\x12\x0f\n\x07started\x18\x0b \x01(\x08\x12.\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x0cLeaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\tmax_tasks\x18\x02 \x01(\x05\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x12\x10\n\x08prefetch\x18\x04 \x01(\x08\"\x83\x01\n\rLeaseResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x03 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"f\n\x10StartRunsRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"7\n\x11StartRunsResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\"\x8c\x01\n\x10HeartbeatRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12&\n\x07running\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\trss_bytes\x18\x03 \x01(\x03\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\"v\n\x11HeartbeatResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\theartbeat\x18\x03 \x01(\x01\"j\n\x11SendOutputRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12(\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunk\"\x14\n\x12SendOutputResponse\"\xb4\x01\n\tRunReport\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.taskgrid.v1.RunStatus\x12\x13\n\x06result\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12(\n\x06output\x18\x05 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunkB\t\n\x07_result\"e\n\rReportRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\'\n\x07reports\x18\x02 \x03(\x0b\x32\x16.taskgrid.v1.RunReport\"\x10\n\x0eReportResponse\"d\n\x0eReleaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"\x11\n\x0fReleaseResponse2\x88\x04\n\rWorkerService\x12G\n\x08Register\x12\x1c.taskgrid.v1.RegisterRequest\x1a\x1d.taskgrid.v1.RegisterResponse\x12>\n\x05Lease\x12\x19.taskgrid.v1.LeaseRequest\x1a\x1a.taskgrid.v1.LeaseResponse\x12J\n\tStartRuns\x12\x1d.taskgrid.v1.StartRunsRequest\x1a\x1e.taskgrid.v1.StartRunsResponse\x12J\n\tHeartbeat\x12\x1d.taskgrid.v1.HeartbeatRequest\x1a\x1e.taskgrid.v1.HeartbeatResponse\x12M\n\nSendOutput\x12\x1e.taskgrid.v1.SendOutputRequest\x1a\x1f.taskgrid.v1.SendOutputResponse\x12\x41\n\x06Report\x12\x1a.taskgrid.v1.ReportRequest\x1a\x1b.taskgrid.v1.ReportResponse\x12\x44\n\x07Release\x12\x1b.taskgrid.v1.ReleaseRequest\x1a\x1c.taskgrid.v1.ReleaseResponseB(Z&taskgrid/gen/go/taskgrid/v1;taskgridv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/worker.proto\x12\x0btaskgrid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18taskgrid/v1/common.proto\"9\n\rWorkerSession\x12\x11\n\tworker_id\x18\x01 \x01(\x03\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\xcb\x01\n\x0fRegisterRequest\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12\x13\n\x0bgroup_names\x18\x02 \x03(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x11\n\theartbeat\x18\x07 \x01(\x01\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\x05\x12\x0f\n\x07version\x18\n \x01(\t\"\x91\x01\n\x10RegisterResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\theartbeat\x18\x02 \x01(\x01\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12\x12\n\ndead_after\x18\x04 \x01(\x01\"\xb1\x02\n\x05Lease\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x12\n\ngroup_name\x18\x05 \x01(\t\x12\x15\n\rfunction_name\x18\x06 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x07 \x01(\t\x12\x0c\n\x04vars\x18\x08 \x01(\t\x12\x0f\n\x07timeout\x18\t \x01(\x03\x12\x13\n\x0bsync_output\x18\n \x01(\x03\x12\x0f\n\x07started\x18\x0b \x01(\x08\x12.\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07\x63ommand\x18\r \x01(\x0b\x32\x14.taskgrid.v1.Command\"p\n\x0cLeaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\tmax_tasks\x18\x02 \x01(\x05\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x12\x10\n\x08prefetch\x18\x04 \x01(\x08\"\x83\x01\n\rLeaseResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x03 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"f\n\x10StartRunsRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"7\n\x11StartRunsResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\"\x8c\x01\n\x10HeartbeatRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12&\n\x07running\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\trss_bytes\x18\x03 \x01(\x03\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\"v\n\x11HeartbeatResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\theartbeat\x18\x03 \x01(\x01\"j\n\x11SendOutputRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12(\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunk\"\x14\n\x12SendOutputResponse\"\xb4\x01\n\tRunReport\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.taskgrid.v1.RunStatus\x12\x13\n\x06result\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12(\n\x06output\x18\x05 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunkB\t\n\x07_result\"e\n\rReportRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\'\n\x07reports\x18\x02 \x03(\x0b\x32\x16.taskgrid.v1.RunReport\"\x10\n\x0eReportResponse\"d\n\x0eReleaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"\x11\n\x0fReleaseResponse2\x88\x04\n\rWorkerService\x12G\n\x08Register\x12\x1c.taskgrid.v1.RegisterRequest\x1a\x1d.taskgrid.v1.RegisterResponse\x12>\n\x05Lease\x12\x19.taskgrid.v1.LeaseRequest\x1a\x1a.taskgrid.v1.LeaseResponse\x12J\n\tStartRuns\x12\x1d.taskgrid.v1.StartRunsRequest\x1a\x1e.taskgrid.v1.StartRunsResponse\x12J\n\tHeartbeat\x12\x1d.taskgrid.v1.HeartbeatRequest\x1a\x1e.taskgrid.v1.HeartbeatResponse\x12M\n\nSendOutput\x12\x1e.taskgrid.v1.SendOutputRequest\x1a\x1f.taskgrid.v1.SendOutputResponse\x12\x41\n\x06Report\x12\x1a.taskgrid.v1.ReportRequest\x1a\x1b.taskgrid.v1.ReportResponse\x12\x44\n\x07Release\x12\x1b.taskgrid.v1.ReleaseRequest\x1a\x1c.taskgrid.v1.ReleaseResponseB(Z&taskgrid/gen/go/taskgrid/v1;taskgridv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,33 +41,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=366
   _globals['_REGISTERRESPONSE']._serialized_end=511
   _globals['_LEASE']._serialized_start=514
-  _globals['_LEASE']._serialized_end=780
-  _globals['_LEASEREQUEST']._serialized_start=782
-  _globals['_LEASEREQUEST']._serialized_end=894
-  _globals['_LEASERESPONSE']._serialized_start=897
-  _globals['_LEASERESPONSE']._serialized_end=1028
-  _globals['_STARTRUNSREQUEST']._serialized_start=1030
-  _globals['_STARTRUNSREQUEST']._serialized_end=1132
-  _globals['_STARTRUNSRESPONSE']._serialized_start=1134
-  _globals['_STARTRUNSRESPONSE']._serialized_end=1189
-  _globals['_HEARTBEATREQUEST']._serialized_start=1192
-  _globals['_HEARTBEATREQUEST']._serialized_end=1332
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1334
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1452
-  _globals['_SENDOUTPUTREQUEST']._serialized_start=1454
-  _globals['_SENDOUTPUTREQUEST']._serialized_end=1560
-  _globals['_SENDOUTPUTRESPONSE']._serialized_start=1562
-  _globals['_SENDOUTPUTRESPONSE']._serialized_end=1582
-  _globals['_RUNREPORT']._serialized_start=1585
-  _globals['_RUNREPORT']._serialized_end=1765
-  _globals['_REPORTREQUEST']._serialized_start=1767
-  _globals['_REPORTREQUEST']._serialized_end=1868
-  _globals['_REPORTRESPONSE']._serialized_start=1870
-  _globals['_REPORTRESPONSE']._serialized_end=1886
-  _globals['_RELEASEREQUEST']._serialized_start=1888
-  _globals['_RELEASEREQUEST']._serialized_end=1988
-  _globals['_RELEASERESPONSE']._serialized_start=1990
-  _globals['_RELEASERESPONSE']._serialized_end=2007
-  _globals['_WORKERSERVICE']._serialized_start=2010
-  _globals['_WORKERSERVICE']._serialized_end=2530
+  _globals['_LEASE']._serialized_end=819
+  _globals['_LEASEREQUEST']._serialized_start=821
+  _globals['_LEASEREQUEST']._serialized_end=933
+  _globals['_LEASERESPONSE']._serialized_start=936
+  _globals['_LEASERESPONSE']._serialized_end=1067
+  _globals['_STARTRUNSREQUEST']._serialized_start=1069
+  _globals['_STARTRUNSREQUEST']._serialized_end=1171
+  _globals['_STARTRUNSRESPONSE']._serialized_start=1173
+  _globals['_STARTRUNSRESPONSE']._serialized_end=1228
+  _globals['_HEARTBEATREQUEST']._serialized_start=1231
+  _globals['_HEARTBEATREQUEST']._serialized_end=1371
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1373
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1491
+  _globals['_SENDOUTPUTREQUEST']._serialized_start=1493
+  _globals['_SENDOUTPUTREQUEST']._serialized_end=1599
+  _globals['_SENDOUTPUTRESPONSE']._serialized_start=1601
+  _globals['_SENDOUTPUTRESPONSE']._serialized_end=1621
+  _globals['_RUNREPORT']._serialized_start=1624
+  _globals['_RUNREPORT']._serialized_end=1804
+  _globals['_REPORTREQUEST']._serialized_start=1806
+  _globals['_REPORTREQUEST']._serialized_end=1907
+  _globals['_REPORTRESPONSE']._serialized_start=1909
+  _globals['_REPORTRESPONSE']._serialized_end=1925
+  _globals['_RELEASEREQUEST']._serialized_start=1927
+  _globals['_RELEASEREQUEST']._serialized_end=2027
+  _globals['_RELEASERESPONSE']._serialized_start=2029
+  _globals['_RELEASERESPONSE']._serialized_end=2046
+  _globals['_WORKERSERVICE']._serialized_start=2049
+  _globals['_WORKERSERVICE']._serialized_end=2569
 # @@protoc_insertion_point(module_scope)
