@@ -55,6 +55,8 @@ task = sa.Table(
     sa.Column("retry_jitter", sa.Float, nullable=False, server_default="0"),
     sa.Column("broadcast_parent", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("target_worker_name", sa.String(255), nullable=False, server_default=""),
+    # 0003: command tasks (JSON: executable, args, env, cwd)
+    sa.Column("command", sa.Text, nullable=True),
 )
 #: The claim's order (priority DESC, next_run_time, id) read straight off the index: no sort.
 sa.Index("ix_scheduler_task_due", task.c.status, task.c.priority.desc(), task.c.next_run_time,

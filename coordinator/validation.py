@@ -27,6 +27,8 @@ MAX_SECONDS = 10 * 365 * 24 * 3600
 MAX_NAME = 512
 MAX_KEY = 255
 INT64 = 2**63 - 1
+#: the function name of command tasks; workers with the "command" capability offer it
+COMMAND_FUNCTION = "@command"
 
 #: field -> (kind, default). Fields a client may set.
 WRITABLE: Mapping[str, str] = {
@@ -36,7 +38,7 @@ WRITABLE: Mapping[str, str] = {
     "period": "int", "prevent_drift": "bool", "cronline": "str", "timeout": "int",
     "sync_output": "int", "immediate": "bool", "broadcast": "bool", "priority": "int",
     "discard_results": "bool", "retry_delay": "float", "retry_backoff": "float",
-    "retry_delay_max": "float", "retry_jitter": "float",
+    "retry_delay_max": "float", "retry_jitter": "float", "command": "command",
 }
 #: Columns the scheduler owns: naming one in queue_task is an error (web2py: writable=False).
 READ_ONLY = frozenset({
@@ -46,6 +48,7 @@ READ_ONLY = frozenset({
 _KIND_MESSAGES = {
     "str": "must be a string", "json": "must be JSON text", "bool": "must be a boolean",
     "time": "must be a timestamp", "int": "must be an integer", "float": "must be a number",
+    "command": "must be a command: executable, args, env, cwd",
 }
 #: field -> (minimum, maximum) for integers
 _RANGES: Mapping[str, tuple[int, int]] = {
@@ -79,9 +82,27 @@ def _check_raw(raw: Mapping[str, str], errors: dict[str, str]) -> None:
             errors[name] = _KIND_MESSAGES[WRITABLE[name]]
 
 
+def _check_command(f: Mapping[str, Any], errors: dict[str, str]) -> None:
+    command = f.get("command")
+    name = f.get("function_name", "")
+    if command is None:
+        if name == COMMAND_FUNCTION:
+            errors["command"] = f"required when function_name is {COMMAND_FUNCTION!r}"
+        return
+    if name not in ("", COMMAND_FUNCTION):
+        errors["function_name"] = f"a command task has no function (leave it empty or "\
+            f"{COMMAND_FUNCTION!r})"
+    if not command["executable"].strip():
+        errors["command"] = "executable must not be empty"
+    elif "\0" in command["executable"] or any("\0" in a for a in command["args"]):
+        errors["command"] = "must not contain NUL characters"
+
+
 def _check_strings(f: Mapping[str, Any], errors: dict[str, str]) -> None:
     name = f.get("function_name", "")
-    if not name or not name.strip():
+    if f.get("command") is not None:
+        pass  # checked by _check_command
+    elif not name or not name.strip():
         errors["function_name"] = "must not be empty"
     elif len(name) > MAX_NAME:
         errors["function_name"] = f"must be at most {MAX_NAME} characters"
@@ -144,6 +165,7 @@ def validate_task(
     """
     errors: dict[str, str] = {}
     _check_raw(raw, errors)
+    _check_command(fields, errors)
     _check_strings(fields, errors)
     _check_ints(fields, errors)
     _args, problem = _json_of(list, fields.get("args", "[]"), "list")
@@ -169,10 +191,12 @@ def validate_task(
     if next_run_time is None:
         # A cron task first runs at its next match, never at once (contract §2.3).
         next_run_time = timing.next_cron_time(cronline, start_time) if cronline else start_time
-    function_name = fields["function_name"]
+    command = fields.get("command")
+    function_name = COMMAND_FUNCTION if command is not None else fields["function_name"]
+    default_name = command["executable"].rsplit("/", 1)[-1] if command else function_name
     row = {
         "uuid": fields.get("uuid") or str(uuidlib.uuid4()),
-        "task_name": fields.get("task_name") or function_name,
+        "task_name": fields.get("task_name") or default_name,
         "group_name": fields.get("group_name", DEFAULT_GROUP),
         "status": TaskStatus.QUEUED.value,
         "function_name": function_name,
@@ -206,5 +230,6 @@ def validate_task(
         "retry_jitter": fields.get("retry_jitter", 0.0),
         "broadcast_parent": 0,
         "target_worker_name": "",
+        "command": json.dumps(command) if command is not None else None,
     }
     return row, {}

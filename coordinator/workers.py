@@ -29,9 +29,12 @@ from taskgrid.coordinator.errors import BadSessionError, StaleLeaseError, Unknow
 from taskgrid.coordinator.lifecycle import WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
+from taskgrid.coordinator.validation import COMMAND_FUNCTION
 
 logger = logging.getLogger(__name__)
 
+#: the capability a worker declares to run command tasks
+COMMAND_CAPABILITY = "command"
 #: a lease missing from this many heartbeat intervals of a live worker is orphaned
 ORPHAN_AFTER_BEATS = 3.0
 #: how long a finished lease is still tolerated in heartbeats sent before the report landed
@@ -114,6 +117,14 @@ class LiveWorker:
         }
 
 
+def _offered(spec: dict[str, Any]) -> frozenset[str]:
+    """The functions a worker may lease: its own, plus command tasks if it runs commands."""
+    functions = set(spec["functions"])
+    if COMMAND_CAPABILITY in spec["capabilities"]:
+        functions.add(COMMAND_FUNCTION)
+    return frozenset(functions)
+
+
 def _from_row(row: Row, now_mono: float) -> LiveWorker:
     return LiveWorker(
         id=row["id"], name=row["worker_name"], token_hash=row["token_hash"],
@@ -171,7 +182,7 @@ class Registry:
             await leasing.lose(self.rt, previous, "registered again")
         w = LiveWorker(
             id=0, name=spec["worker_name"], token_hash=_hash(token),
-            group_names=tuple(spec["group_names"]), functions=frozenset(spec["functions"]),
+            group_names=tuple(spec["group_names"]), functions=_offered(spec),
             capabilities=tuple(spec["capabilities"]), capacity=spec["capacity"],
             language=spec["language"], hostname=spec["hostname"], pid=spec["pid"],
             heartbeat_s=heartbeat_s, status=lifecycle.REGISTERED_WORKER_STATUS, first_heartbeat=now,

@@ -53,6 +53,10 @@ def spec_fields(spec: common_pb2.TaskSpec) -> tuple[dict[str, Any], dict[str, st
     for name in _OPTIONAL_SCALARS:
         if spec.HasField(name):
             fields[name] = getattr(spec, name)
+    if spec.HasField("command"):
+        c = spec.command
+        fields["command"] = {"executable": c.executable, "args": list(c.args),
+                             "env": dict(c.env), "cwd": c.cwd}
     for name in _TIMES:
         if spec.HasField(name):
             try:
@@ -108,7 +112,16 @@ def task_to_proto(row: Mapping[str, Any]) -> common_pb2.Task:
     for name in ("start_time", "next_run_time", "stop_time", "last_run_time"):
         if row[name] is not None:
             getattr(msg, name).CopyFrom(ts(row[name]))
+    if row.get("command"):
+        msg.command.CopyFrom(command_to_proto(row["command"]))
     return msg
+
+
+def command_to_proto(text: str) -> common_pb2.Command:
+    """The stored JSON of a command -> Command."""
+    c = json.loads(text)
+    return common_pb2.Command(executable=c["executable"], args=c["args"], env=c["env"],
+                              cwd=c["cwd"])
 
 
 def run_to_proto(row: Mapping[str, Any]) -> common_pb2.Run:
@@ -161,6 +174,8 @@ def lease_to_proto(g: Granted) -> worker_pb2.Lease:
         sync_output=t["sync_output"], started=g.started)
     if g.started and t["last_run_time"] is not None:
         msg.start_time.CopyFrom(ts(t["last_run_time"]))
+    if t.get("command"):
+        msg.command.CopyFrom(command_to_proto(t["command"]))
     return msg
 
 

@@ -223,3 +223,28 @@ def test_list_tasks_pages_and_filters(stubs):
     assert [t.id for t in rest.tasks] == ids[::-1][2:] and not rest.next_page_token
     adds = stubs.client.ListTasks(client_pb2.ListTasksRequest(function_name="add"))
     assert {t.id for t in adds.tasks} == {ids[1], ids[3]}
+
+
+def test_command_tasks_go_only_to_workers_that_run_commands(stubs):
+    cmd = common_pb2.Command(executable="/bin/echo", args=["hi"], env={"A": "1"}, cwd="/tmp")
+    tid = queue(stubs, "", command=cmd).id
+    task = get(stubs, tid).task
+    assert task.function_name == "@command" and task.task_name == "echo"
+    assert task.command.executable == "/bin/echo" and list(task.command.args) == ["hi"]
+    plain = FakeWorker(stubs, "plain", ["add"])
+    assert list(plain.lease().leases) == []
+    reply = stubs.worker.Register(worker_pb2.RegisterRequest(
+        worker_name="runner", capabilities=["command"], heartbeat=0.5))
+    lease = stubs.worker.Lease(worker_pb2.LeaseRequest(session=reply.session, max_tasks=1))
+    [got] = lease.leases
+    assert got.ref.task_id == tid and got.command.executable == "/bin/echo"
+    assert dict(got.command.env) == {"A": "1"} and got.command.cwd == "/tmp"
+
+
+def test_command_task_validation(stubs):
+    empty = queue(stubs, "", command=common_pb2.Command(executable=""))
+    assert empty.id == 0 and "command" in empty.errors
+    both = queue(stubs, "add", command=common_pb2.Command(executable="/bin/true"))
+    assert both.id == 0 and "function_name" in both.errors
+    missing = queue(stubs, "@command")
+    assert missing.id == 0 and "command" in missing.errors
