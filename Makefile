@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint check-protos protos postgres bench clean
+.PHONY: install demo test lint check-protos protos postgres bench clean go go-test
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,12 +18,16 @@ install: $(STAMP)
 ## Regenerate the committed stubs from protos/.
 protos: $(STAMP)
 	PYTHON=$(BIN)/python scripts/gen_protos.sh
+	PYTHON=$(BIN)/python GO=$(GO) scripts/gen_protos.sh --go
 
 ## Fail when the committed stubs differ from what protos/ generates.
 check-protos: $(STAMP)
 	@tmp=$$(mktemp -d) && PYTHON=$(BIN)/python scripts/gen_protos.sh $$tmp && \
 	  if diff -r $$tmp/taskgrid/v1 gen/python/taskgrid/v1 >/dev/null; then echo "protos: generated stubs are current"; rm -rf $$tmp; \
 	  else diff -r $$tmp/taskgrid/v1 gen/python/taskgrid/v1 | head -20; rm -rf $$tmp; echo "protos: stale stubs, run 'make protos'"; exit 1; fi
+	@tmp=$$(mktemp -d) && PYTHON=$(BIN)/python GO=$(GO) scripts/gen_protos.sh --go $$tmp && \
+	  if diff -r $$tmp worker/go/gen/taskgridv1 >/dev/null; then echo "protos: generated Go stubs are current"; rm -rf $$tmp; \
+	  else diff -r $$tmp worker/go/gen/taskgridv1 | head -20; rm -rf $$tmp; echo "protos: stale Go stubs, run 'make protos'"; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,7 +37,15 @@ lint: $(STAMP)
 postgres:
 	@scripts/ensure_postgres.sh
 
-test: check-protos lint postgres
+## The Go worker: one static binary (modules come from the Go module proxy).
+go:
+	cd worker/go && CGO_ENABLED=0 $(GO) build -o bin/taskgrid-worker ./cmd/taskgrid-worker && \
+	  CGO_ENABLED=0 $(GO) build -o bin/taskgrid-worker-conformance ./cmd/taskgrid-worker-conformance
+
+go-test: $(STAMP)
+	cd worker/go && $(GO) vet ./... && $(GO) test ./...
+
+test: check-protos lint postgres go go-test
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

@@ -70,7 +70,7 @@ def main() -> int:
         for i in range(args.rounds):
             name = f"idle{i}"
             w = worker(address, name, args.heartbeat, folder)
-            wait(lambda: name in s.get_workers())
+            wait(lambda name=name: name in s.get_workers())
             time.sleep(0.2)  # let its Lease call park
             t0 = time.perf_counter()
             s.kill(worker_name=name)
@@ -78,13 +78,13 @@ def main() -> int:
             idle.append(time.perf_counter() - t0)
             name = f"busy{i}"
             w = worker(address, name, args.heartbeat, folder)
-            wait(lambda: name in s.get_workers())
+            wait(lambda name=name: name in s.get_workers())
             r = s.queue_task("sleep_for", pargs=[120], group_name="main")
-            wait(lambda: s.task_status(r.id).status == "RUNNING")
+            wait(lambda r=r: s.task_status(r.id).status == "RUNNING")
             time.sleep(args.heartbeat * (i + 0.5) / args.rounds)  # spread over the beat
             t0 = time.perf_counter()
             s.kill(worker_name=name)
-            wait(lambda: s.task_status(r.id).status == "STOPPED", timeout=60)
+            wait(lambda r=r: s.task_status(r.id).status == "STOPPED", timeout=60)
             busy.append(time.perf_counter() - t0)
             w.wait(30)
     finally:

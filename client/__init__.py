@@ -1,9 +1,9 @@
 """taskgrid.client: queue tasks, read their status and runs, command workers.
 
 The public API is exactly ``__all__``: `Scheduler` (web2py's scheduler client
-methods over gRPC) with its `TlsConfig`, `JobGraph` (dependency graphs queued in one call) with its
-`JobTask` handles, the typed records they return, and the error tree they
-raise. Protobuf messages and ``grpc`` types stay in the private modules
+methods over gRPC) and its `TlsConfig`, `JobGraph` (dependency graphs queued
+in one call) with its `JobTask` handles, the typed records they return, and
+the error tree they raise. Protobuf messages and ``grpc`` types stay in the private modules
 (``_channel``, ``_convert``) and never appear in a public signature; this
 package must not import ``taskgrid.coordinator``.
 """

@@ -127,7 +127,7 @@ def resolve_tls(
 
 
 def is_loopback_target(target: str) -> bool:
-    """True when a gRPC target (``HOST:PORT``, ``dns:``, ``ipv4:``, ``unix:``...) is this machine."""
+    """True when a gRPC target (``HOST:PORT``, ``dns:``, ``ipv4:``, ``unix:``) is this machine."""
     if target.startswith(("unix:", "unix-abstract:")):
         return True
     for scheme in ("dns:", "ipv4:", "ipv6:"):
@@ -184,18 +184,19 @@ def channel_credentials(tls: TlsConfig) -> Any:
     )
 
 
-class _CallDetails(  # type: ignore[misc]  # grpc is untyped
+class _CallDetails(
     collections.namedtuple(
         "_CallDetails",
         ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
     ),
-    grpc.ClientCallDetails,
+    grpc.ClientCallDetails,  # type: ignore[misc]  # grpc is untyped
 ):
     """A call's details with one more metadata entry."""
 
 
-class BearerToken(  # type: ignore[misc]  # grpc is untyped
-    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
+class BearerToken(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc is untyped
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
 ):
     """Adds ``authorization: Bearer <token>`` to every unary and server-streaming call.
 

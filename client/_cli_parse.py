@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ._channel import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, ENV_TOKEN
 from .records import TaskStatus
 from .scheduler import DEFAULT_TARGET, TaskRef
 
@@ -49,7 +50,29 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
     )
-    return common
+    security = common.add_argument_group("security")
+    security.add_argument(
+        "--token", metavar="TOKEN", default=argparse.SUPPRESS,
+        help=f"bearer token (default: ${ENV_TOKEN}; prefer it: a command line is visible to "
+             "other users of this machine)",
+    )
+    security.add_argument(
+        "--tls", action="store_true", default=argparse.SUPPRESS,
+        help="use TLS, trusting the system's root CAs (implied by the --tls-* options)",
+    )
+    tls_files = (
+        ("--tls-ca", ENV_TLS_CA, "CA bundle that signed the coordinator's certificate"),
+        ("--tls-cert", ENV_TLS_CERT, "client certificate, for a coordinator requiring one"),
+        ("--tls-key", ENV_TLS_KEY, "private key of --tls-cert"),
+    )
+    for flag, env, what in tls_files:
+        security.add_argument(flag, metavar="PEM", default=argparse.SUPPRESS,
+                              help=f"{what} (default: ${env}); implies TLS")
+    security.add_argument(
+        "--insecure", action="store_true", default=argparse.SUPPRESS,
+        help="allow sending the token in plain text to a coordinator on another machine",
+    )
+    return common  # fmt: skip
 
 
 def _add_queue(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -135,13 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Global options given SUPPRESS (so a subcommand's absent one keeps an earlier value).
+_GLOBAL_DEFAULTS: dict[str, Any] = {
+    "json": False, "token": None, "tls": False, "tls_ca": None, "tls_cert": None,
+    "tls_key": None, "insecure": False,
+}
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv`` and fill the global options' defaults (exits on bad usage)."""
     ns = build_parser().parse_args(list(argv))
     if not hasattr(ns, "coordinator"):
         ns.coordinator = os.environ.get(ENV_COORDINATOR) or DEFAULT_TARGET
-    if not hasattr(ns, "json"):
-        ns.json = False
+    for name, default in _GLOBAL_DEFAULTS.items():
+        if not hasattr(ns, name):
+            setattr(ns, name, default)
     return ns
 
 

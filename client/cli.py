@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from . import _cli_format as fmt
+from ._channel import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, TlsConfig
 from ._cli_parse import ENV_COORDINATOR as ENV_COORDINATOR  # re-exported: cli's names before
 from ._cli_parse import WORKER_COMMANDS, parse_args, queue_kwargs
 from ._cli_parse import build_parser as build_parser
@@ -25,7 +26,9 @@ from ._cli_parse import parse_ref as parse_ref
 from .errors import (
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     TaskgridError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from .jobgraph import JobGraph
@@ -39,6 +42,7 @@ EXIT_ERROR = 1
 EXIT_INVALID = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
+EXIT_AUTH = 5
 EXIT_INTERRUPTED = 130
 
 #: Error class -> exit code; the first class the error is an instance of wins.
@@ -46,6 +50,8 @@ EXIT_CODES: tuple[tuple[type[TaskgridError], int], ...] = (
     (NotFoundError, EXIT_NOT_FOUND),
     (InvalidArgumentError, EXIT_INVALID),
     (UnavailableError, EXIT_UNAVAILABLE),
+    (UnauthenticatedError, EXIT_AUTH),
+    (PermissionDeniedError, EXIT_AUTH),
     (TaskgridError, EXIT_ERROR),
 )
 
@@ -54,7 +60,9 @@ _CLEAR_SCREEN = "\x1b[2J\x1b[H"
 #: Key prefix of the one task's field errors when ``queue --after`` sends a job.
 _ONE_TASK_PREFIX = "tasks[0]."
 
-SchedulerFactory = Callable[[str], Scheduler]
+#: Builds the Scheduler: called with the coordinator address, plus token=, tls= and
+#: insecure= only when the command line gives them (else Scheduler reads the environment).
+SchedulerFactory = Callable[..., Scheduler]
 
 
 def exit_code_for(error: TaskgridError) -> int:
@@ -240,6 +248,37 @@ _COMMANDS: dict[str, Callable[[Scheduler, argparse.Namespace, _Io], int]] = {
 }
 
 
+def connection_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """Scheduler keywords for the security options given on the command line.
+
+    Options not given are left out, so `Scheduler` falls back to the
+    environment (``$TASKGRID_TOKEN``, ``$TASKGRID_TLS_*``). Any ``--tls*``
+    option turns TLS on; the TLS files it does not name still come from the
+    environment.
+    """
+    options: dict[str, Any] = {}
+    if ns.token is not None:
+        options["token"] = ns.token
+    if ns.tls or ns.tls_ca or ns.tls_cert or ns.tls_key:
+        env = os.environ
+        options["tls"] = TlsConfig(
+            ca=ns.tls_ca or env.get(ENV_TLS_CA) or None,
+            cert=ns.tls_cert or env.get(ENV_TLS_CERT) or None,
+            key=ns.tls_key or env.get(ENV_TLS_KEY) or None,
+        )
+    if ns.insecure:
+        options["insecure"] = True
+    return options
+
+
+def _auth_message(error: TaskgridError, coordinator: str) -> str:
+    """The one line shown for a rejected credential or role (never the token)."""
+    if isinstance(error, PermissionDeniedError):
+        return f"taskgrid: permission denied: {error}"
+    return (f"taskgrid: not authenticated by coordinator {coordinator}: {error} "
+            "(give a valid --token or $TASKGRID_TOKEN)")
+
+
 # --- entry ---------------------------------------------------------------------------------
 
 
@@ -254,8 +293,8 @@ def main(
 
     Args:
         argv: Arguments after ``taskgrid`` (default: ``sys.argv[1:]``).
-        scheduler_factory: Builds the Scheduler from the coordinator address
-            (tests pass a fake).
+        scheduler_factory: Builds the Scheduler from the coordinator address and
+            the security options given (tests pass a fake).
         stdout: Where results go (default: ``sys.stdout``).
         stderr: Where messages go (default: ``sys.stderr``).
     """
@@ -271,10 +310,18 @@ def main(
         logging.basicConfig(level=logging.WARNING, format="taskgrid: %(message)s", stream=err)
     io = _Io(out, err, ns.json)
     try:
-        with scheduler_factory(ns.coordinator) as scheduler:
+        try:
+            scheduler = scheduler_factory(ns.coordinator, **connection_options(ns))
+        except ValueError as exc:  # unusable security settings: a usage error
+            print(f"taskgrid: {exc}", file=err)
+            return EXIT_INVALID
+        with scheduler:
             return _COMMANDS[ns.command](scheduler, ns, io)
     except UnavailableError as exc:
         print(f"taskgrid: coordinator {ns.coordinator} unavailable: {exc}", file=err)
+        return exit_code_for(exc)
+    except (UnauthenticatedError, PermissionDeniedError) as exc:
+        print(_auth_message(exc, ns.coordinator), file=err)
         return exit_code_for(exc)
     except TaskgridError as exc:
         print(f"taskgrid: {exc}", file=err)

@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import pathlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -130,6 +131,10 @@ def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
         response_serializer=handler.response_serializer)
 
 
+#: an unknown token is logged at most this often (a misconfigured client may retry in a loop)
+REJECT_LOG_EVERY_S = 60.0
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls with no valid token or of the wrong role, before any servicer.
 
@@ -139,6 +144,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
+        self._rejected = 0
+        self._last_log = -REJECT_LOG_EVERY_S
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
@@ -156,7 +163,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                          "missing credentials: send 'authorization: Bearer <token>'")
         role = self.tokens.role_of(header[len(BEARER):].strip())
         if role is None:
-            logger.warning("rejected call with an unknown token method=%s", method)
+            self._rejected += 1
+            now = time.monotonic()
+            if now - self._last_log >= REJECT_LOG_EVERY_S:
+                logger.warning("rejected calls with an unknown token count=%d last_method=%s",
+                               self._rejected, method)
+                self._rejected, self._last_log = 0, now
             return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, "invalid token")
         if role not in SERVICE_ROLES.get(service, frozenset()):
             return _deny(handler, grpc.StatusCode.PERMISSION_DENIED,

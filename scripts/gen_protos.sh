@@ -1,10 +1,45 @@
 #!/usr/bin/env bash
 # Regenerates the committed stubs from protos/ (the single source of truth).
 # Usage: scripts/gen_protos.sh [OUT_DIR]   (default: gen/python)
+#        scripts/gen_protos.sh --go [OUT_DIR]   (default: worker/go/gen/taskgridv1)
+# The Go stubs use the same protoc (grpc_tools) with protoc-gen-go and
+# protoc-gen-go-grpc at the pinned versions below, installed with `go install`
+# into worker/go/bin/tools when missing, so every machine generates the same bytes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-gen/python}"
 py="${PYTHON:-python}"
+
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+GO_MODULE=taskgrid.local/worker  # worker/go/go.mod; the protos' go_package lives under it
+
+if [ "${1:-}" = "--go" ]; then
+  out="${2:-worker/go/gen/taskgridv1}"
+  go="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+  tools="$PWD/worker/go/bin/tools"
+  ensure_plugin() {  # NAME PACKAGE VERSION
+    if ! "$tools/$1" --version 2>/dev/null | grep -q -- "${3#v}\$"; then
+      GOBIN="$tools" "$go" install "$2@$3"
+    fi
+  }
+  ensure_plugin protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
+  ensure_plugin protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+    "$PROTOC_GEN_GO_GRPC_VERSION"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  "$py" -m grpc_tools.protoc -Iprotos \
+    --plugin=protoc-gen-go="$tools/protoc-gen-go" \
+    --plugin=protoc-gen-go-grpc="$tools/protoc-gen-go-grpc" \
+    --go_out="$tmp" --go_opt=module="$GO_MODULE" \
+    --go-grpc_out="$tmp" --go-grpc_opt=module="$GO_MODULE" \
+    protos/taskgrid/v1/*.proto
+  mkdir -p "$out"
+  rm -f "$out"/*.pb.go
+  cp "$tmp"/gen/taskgridv1/*.pb.go "$out"/
+  exit 0
+fi
+
+out="${1:-gen/python}"
 mkdir -p "$out"
 "$py" -m grpc_tools.protoc -Iprotos \
   --python_out="$out" --grpc_python_out="$out" --pyi_out="$out" \

@@ -146,7 +146,10 @@ def state_dir(processes: TestProcesses) -> Path:
 @pytest.fixture
 def start_coordinator(processes: TestProcesses, db_url: str) -> Callable[..., CoordinatorProcess]:
     """Factory: start_coordinator(heartbeat=0.5, extra_args=(), listen="127.0.0.1:0",
-    db_url=<this test's db_url>, env=None, ready_timeout=20.0) -> CoordinatorProcess."""
+    db_url=<this test's db_url>, env=None, ready_timeout=20.0, access=PLAIN) -> CoordinatorProcess.
+
+    `access` (tests/support/processes.Access: TLS files, admin token) is how the readiness
+    probe, and workers' registration checks, reach a secured coordinator."""
 
     def start(**opts: Any) -> CoordinatorProcess:
         return processes.start_coordinator(opts.pop("db_url", db_url), **opts)
@@ -167,7 +170,8 @@ def start_worker(
     start_coordinator: Callable[..., CoordinatorProcess],
 ) -> Callable[..., WorkerProcess]:
     """Factory: start_worker(name=None, *, coordinator=None, heartbeat=0.5, tasks=<sample_tasks>,
-    groups=(), extra_args=(), env=None, ready=True, ready_timeout=20.0) -> WorkerProcess.
+    groups=(), extra_args=(), env=None, ready=True, ready_timeout=20.0, access=<coordinator's>)
+    -> WorkerProcess.
 
     `coordinator` is a CoordinatorProcess or an address; by default the one this test started
     last, else the `coordinator` fixture.
@@ -184,7 +188,11 @@ def start_worker(
                 coordinator = processes.coordinators[-1]
             else:
                 coordinator = request.getfixturevalue("coordinator")
-        address = coordinator if isinstance(coordinator, str) else coordinator.address
+        if isinstance(coordinator, str):
+            address = coordinator
+        else:  # list the worker the way the test reaches its coordinator (TLS, token)
+            address = coordinator.address
+            opts.setdefault("access", coordinator.access)
         return processes.start_worker(address, name, **opts)
 
     return start

@@ -7,6 +7,8 @@ Public surface: `current_task()` (called from inside a task function) and the
   or installs signal handlers.
 - agent.py: talks to the coordinator (register, lease, heartbeat, commands,
   delivery); the only module of this package that imports the generated stubs.
+- channel.py: the channel to the coordinator (plain text or TLS, client
+  certificate, bearer token) and the rules that keep the token safe.
 - reporter.py: the thread that batches live output and finished runs;
   outbox.py: what is waiting to be sent; backoff.py: retry delays.
 - runner.py: the pool of long-lived task children (dispatch, timeouts,

@@ -16,6 +16,9 @@ Heartbeat replies and are obeyed by whichever thread got them. While the
 coordinator is away, tasks keep running and every call is retried with a
 jittered exponential backoff; NOT_FOUND means the coordinator forgot this
 worker: its runs are stopped and dropped, and it registers again.
+UNAUTHENTICATED or PERMISSION_DENIED on Register can only mean a bad bearer
+token (or one of the wrong role): it is logged once and, after
+DEFAULT_AUTH_ATTEMPTS tries, the worker exits EXIT_AUTH.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from taskgrid import __version__
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from taskgrid.worker.backoff import Backoff
 from taskgrid.worker.capture import Chunk
+from taskgrid.worker.channel import ChannelSecurity, open_channel
 from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun
 from taskgrid.worker.reporter import Delivery, Reporter, StaleLeasesError
 from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, Pool
@@ -46,6 +50,10 @@ DEFAULT_RPC_TIMEOUT_S = 10.0
 DEFAULT_EXIT_FLUSH_S = 10.0
 """How long a leaving worker keeps trying to deliver its last reports."""
 STALE_LEASES_KEY = "taskgrid-stale-leases"
+DEFAULT_AUTH_ATTEMPTS = 5
+"""Registrations rejected for bad credentials in a row before the worker gives up."""
+EXIT_AUTH = 5
+"""Exit code when the coordinator keeps rejecting the worker's token or certificate."""
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     # gRPC's own reconnect backoff grows to 2 minutes; a restarted coordinator must
@@ -58,6 +66,8 @@ CHANNEL_OPTIONS = [
 _S = common_pb2
 _SESSION_GONE = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED}
 _NEVER_RETRY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+# On Register (which carries no session) these can only be about the bearer token.
+_CREDENTIALS_REJECTED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 _RUN_STATUS = {
     Outcome.COMPLETED: _S.RUN_STATUS_COMPLETED,
     Outcome.FAILED: _S.RUN_STATUS_FAILED,
@@ -79,6 +89,7 @@ class AgentConfig:
     max_empty_runs: int = 0
     concurrency: int = 1
     kill_grace_s: float = DEFAULT_KILL_GRACE_S
+    security: ChannelSecurity = field(default_factory=ChannelSecurity)
 
 
 def stale_keys(error: grpc.RpcError) -> set[LeaseKey]:
@@ -167,6 +178,7 @@ class Agent:
         self._dropped: set[LeaseKey] = set()  # runs whose outcome must not be reported
         self._unfinished: set[LeaseKey] = set()  # submitted runs whose outcome is not queued yet
         self._failed_calls = 0  # consecutive failed calls, so an outage is logged once
+        self._auth_failures = 0  # consecutive registrations refused for bad credentials
         self._exit_code = 0
         self._stopping = threading.Event()
         self._stub: worker_pb2_grpc.WorkerServiceStub | None = None
@@ -177,13 +189,14 @@ class Agent:
         """Start the children, then serve until told to leave; return the exit code.
 
         0 after TERMINATE, KILL, a signal or max_empty_runs; 1 when the
-        coordinator rejected the registration as invalid.
+        coordinator rejected the registration as invalid; EXIT_AUTH when it
+        rejected the worker's credentials DEFAULT_AUTH_ATTEMPTS times in a row.
 
         Raises:
             runner.PoolError: the task children could not load the tasks.
         """
         self._pool.start()  # before the channel: nothing of gRPC exists when children start
-        channel = grpc.insecure_channel(self.config.coordinator, options=CHANNEL_OPTIONS)
+        channel = open_channel(self.config.coordinator, self.config.security, CHANNEL_OPTIONS)
         self._stub = worker_pb2_grpc.WorkerServiceStub(channel)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="taskgrid-heartbeat",
                                      daemon=True)  # fmt: skip
@@ -266,6 +279,9 @@ class Agent:
         try:
             response = self._rpc().Register(request, timeout=DEFAULT_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
+            if error.code() in _CREDENTIALS_REJECTED:
+                self._credentials_rejected(error)
+                return False
             self._log_failure("Register", error)
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # our flags are wrong
                 with self._cond:
@@ -274,6 +290,7 @@ class Agent:
             return False
         self._note_success()
         with self._cond:
+            self._auth_failures = 0
             self._session = response.session
             self._heartbeat = response.heartbeat or config.heartbeat
             self._empty_runs = 0
@@ -284,6 +301,30 @@ class Agent:
         self._apply_status(response.status)
         self._reporter.wake()
         return True
+
+    def _credentials_rejected(self, error: grpc.RpcError) -> None:
+        """Register was refused for the token or its role: say so once, give up soon.
+
+        Unlike a lost session (re-registering fixes it) or an outage (waiting
+        fixes it), retrying bad credentials forever would only spin quietly,
+        so the worker exits EXIT_AUTH after a few tries, for a supervisor or
+        a person to notice.
+        """
+        with self._cond:
+            self._auth_failures += 1
+            failures = self._auth_failures
+        if failures == 1:
+            logger.error(
+                "coordinator %s rejected this worker's credentials (%s: %s): give a worker "
+                "or admin token with --token or $TASKGRID_TOKEN; trying %s times in all",
+                self.config.coordinator, error.code().name, error.details(),
+                DEFAULT_AUTH_ATTEMPTS)  # fmt: skip
+        if failures >= DEFAULT_AUTH_ATTEMPTS:
+            logger.error("credentials rejected %s times in a row: leaving", failures)
+            with self._cond:
+                self._leaving = self._leaving or "credentials rejected"
+                self._exit_code = EXIT_AUTH
+                self._cond.notify_all()
 
     def lease_once(self) -> bool:
         """One long-poll Lease for the free slots; False when the call failed."""

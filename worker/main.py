@@ -7,6 +7,12 @@ exit 0 (so a deploy does not turn running tasks into STOPPED ones). A second
 one acts like KILL: running tasks are stopped (SIGTERM to each task's process
 group, SIGKILL after --kill-grace), reported STOPPED, exit 0, so no task
 process is left behind.
+
+Security flags (--token, --tls, --tls-ca, --tls-cert, --tls-key, --insecure)
+fall back to TASKGRID_TOKEN and TASKGRID_TLS_{CA,CERT,KEY}; unusable ones
+(a token bound for another machine in plain text, a certificate without its
+key, an unreadable file) end the worker with exit code 2 before it starts.
+A coordinator that keeps rejecting the token ends it with exit code 5.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ from taskgrid.worker.agent import (
     Agent,
     AgentConfig,
 )
+from taskgrid.worker.channel import (
+    ENV_TLS_CA,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    ENV_TOKEN,
+    load_security,
+)
 from taskgrid.worker.registry import RegistryError, load_tasks
 from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, PoolError
 
@@ -35,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 1
 DEFAULT_LOG_LEVEL = "INFO"
+EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="logging level (default INFO)")
+    security = parser.add_argument_group("security")
+    security.add_argument("--token", default=None, metavar="TOKEN",
+                          help=f"bearer token of role worker (default ${ENV_TOKEN}; prefer "
+                               "it: a command line is visible to other users)")
+    security.add_argument("--tls", action="store_true",
+                          help="use TLS, trusting the system's root CAs (implied by --tls-*)")
+    security.add_argument("--tls-ca", default=None, metavar="PEM",
+                          help=f"CA bundle that signed the coordinator (default ${ENV_TLS_CA})")
+    security.add_argument("--tls-cert", default=None, metavar="PEM",
+                          help=f"client certificate for mTLS (default ${ENV_TLS_CERT})")
+    security.add_argument("--tls-key", default=None, metavar="PEM",
+                          help=f"private key of --tls-cert (default ${ENV_TLS_KEY})")
+    security.add_argument("--insecure", action="store_true",
+                          help="allow sending the token in plain text to another machine")
     return parser  # fmt: skip
 
 
@@ -113,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        security = load_security(args.coordinator, token=args.token, tls=args.tls,
+                                 ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+                                 insecure=args.insecure)  # fmt: skip
+    except ValueError as error:
+        logger.error("%s", error)
+        return EXIT_USAGE
+    try:
         functions = load_tasks(args.tasks)
     except RegistryError as error:
         logger.error("%s", error)
@@ -127,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         max_empty_runs=args.max_empty_runs,
         concurrency=args.concurrency,
         kill_grace_s=args.kill_grace,
+        security=security,
     )
     agent = Agent(config)
     _install_signal_handlers(agent)

@@ -22,7 +22,7 @@ CODES: dict[type[errors.TaskgridError], grpc.StatusCode] = {
     errors.TaskNotFoundError: grpc.StatusCode.NOT_FOUND,
     errors.InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.UnknownWorkerError: grpc.StatusCode.NOT_FOUND,
-    errors.BadSessionError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.BadSessionError: grpc.StatusCode.NOT_FOUND,  # UNAUTHENTICATED = bearer token only
     errors.StaleLeaseError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.TransitionConflictError: grpc.StatusCode.ABORTED,
 }

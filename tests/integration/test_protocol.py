@@ -87,10 +87,10 @@ def test_another_workers_lease_is_refused(stubs):
     assert status_of(stubs, lease.ref.task_id) == "RUNNING"
 
 
-def test_bad_session_token_is_unauthenticated(stubs):
+def test_bad_session_token_is_not_found(stubs):
     w = FakeWorker(stubs, "hand", ["add"])
     w.session.session_token = "not-the-token"
-    assert code_of(w.heartbeat).code() == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(w.heartbeat).code() == grpc.StatusCode.NOT_FOUND
     w.session.worker_id = 10_000
     assert code_of(w.heartbeat).code() == grpc.StatusCode.NOT_FOUND
 

@@ -13,6 +13,7 @@ This module knows nothing about pytest; tests/conftest.py wraps it in fixtures.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -70,12 +71,42 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def list_workers(address: str, include_dead: bool = False, timeout_s: float = 5.0) -> list[Any]:
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """How the test itself reaches a secured coordinator: TLS files and a token (admin, so
+    that ListWorkers works). The default is plain text with no token."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    token: str | None = None
+
+    def channel(self, address: str) -> grpc.Channel:
+        if self.ca is None and self.cert is None:
+            return grpc.insecure_channel(address)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes() if self.ca else None,
+            private_key=self.key.read_bytes() if self.key else None,
+            certificate_chain=self.cert.read_bytes() if self.cert else None,
+        )
+        return grpc.secure_channel(address, credentials)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")] if self.token else []
+
+
+PLAIN = Access()
+
+
+def list_workers(
+    address: str, include_dead: bool = False, timeout_s: float = 5.0, access: Access = PLAIN
+) -> list[Any]:
     """The coordinator's ListWorkers answer, through the generated admin stub."""
-    with grpc.insecure_channel(address) as channel:
+    with access.channel(address) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         request = admin_pb2.ListWorkersRequest(include_dead=include_dead)
-        return list(stub.ListWorkers(request, timeout=timeout_s).workers)
+        response = stub.ListWorkers(request, timeout=timeout_s, metadata=access.metadata())
+        return list(response.workers)
 
 
 class ChildProcess:
@@ -224,8 +255,10 @@ class CoordinatorProcess(ChildProcess):
         listen: str = "127.0.0.1:0",
         extra_args: Sequence[str] = (),
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
+        access: Access = PLAIN,
     ) -> None:
         super().__init__(name, log_path, cwd, env)
+        self.access = access
         self.db_url = db_url
         self.heartbeat = heartbeat
         self.listen = listen
@@ -261,10 +294,11 @@ class CoordinatorProcess(ChildProcess):
         def answers() -> bool:
             self._fail_if_exited("it answered ListWorkers")
             try:
-                list_workers(self.address, timeout_s=2.0)
+                list_workers(self.address, timeout_s=2.0, access=self.access)
             except grpc.RpcError as error:
-                # a coordinator with tokens answers an anonymous call: it is up
-                if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+                # a coordinator with tokens that refuses our token has answered: it is up
+                if error.code() not in (grpc.StatusCode.UNAUTHENTICATED,
+                                        grpc.StatusCode.PERMISSION_DENIED):
                     raise
             return True
 
@@ -299,7 +333,7 @@ class CoordinatorProcess(ChildProcess):
 
     def list_workers(self, include_dead: bool = False) -> list[Any]:
         """Its ListWorkers answer (admin_pb2 Worker messages)."""
-        return list_workers(self.address, include_dead=include_dead)
+        return list_workers(self.address, include_dead=include_dead, access=self.access)
 
 
 class WorkerProcess(ChildProcess):
@@ -318,8 +352,10 @@ class WorkerProcess(ChildProcess):
         tasks: str | Path = SAMPLE_TASKS,
         groups: Sequence[str] = (),
         extra_args: Sequence[str] = (),
+        access: Access = PLAIN,
     ) -> None:
         super().__init__(name, log_path, cwd, env)
+        self.access = access
         self.coordinator_address = coordinator_address
         self.heartbeat = heartbeat
         self.tasks = str(tasks)
@@ -351,7 +387,8 @@ class WorkerProcess(ChildProcess):
 
         def listed() -> Any:
             self._fail_if_exited("its coordinator listed it")
-            for worker in list_workers(self.coordinator_address, timeout_s=2.0):
+            for worker in list_workers(self.coordinator_address, timeout_s=2.0,
+                                       access=self.access):
                 if worker.worker_name == self.name and worker.alive:
                     return worker
             return None
@@ -411,13 +448,14 @@ class TestProcesses:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
+        access: Access = PLAIN,
     ) -> CoordinatorProcess:
-        """Start a coordinator on `db_url` and return it once it serves."""
+        """Start a coordinator on `db_url` and return it once it serves (probed with `access`)."""
         name = f"coordinator-{len(self.coordinators) + 1}"
         coordinator = CoordinatorProcess(
             name, db_url, self.tmp_path / f"{name}.log", self.tmp_path, self._env(env),
             heartbeat=heartbeat, listen=listen, extra_args=extra_args,
-            ready_timeout=ready_timeout,
+            ready_timeout=ready_timeout, access=access,
         )  # fmt: skip
         self.coordinators.append(coordinator)
         return coordinator.start()
@@ -434,12 +472,15 @@ class TestProcesses:
         env: dict[str, str] | None = None,
         ready: bool = True,
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
+        access: Access = PLAIN,
     ) -> WorkerProcess:
-        """Start a worker against `address`; with `ready`, return once it is listed."""
+        """Start a worker against `address`; with `ready`, return once it is listed (the
+        listing is read with `access`)."""
         name = name or f"w{len(self.workers) + 1}"
         worker = WorkerProcess(
             name, address, self.tmp_path / f"worker-{name}.log", self.tmp_path, self._env(env),
             heartbeat=heartbeat, tasks=tasks, groups=groups, extra_args=extra_args,
+            access=access,
         )  # fmt: skip
         self.workers.append(worker)
         return worker.start(ready=ready, timeout=ready_timeout)

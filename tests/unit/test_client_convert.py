@@ -688,11 +688,11 @@ def test_worker_commands_and_listing(scheduler: Scheduler) -> None:
     assert stub.requests[-1][1].include_dead is True
 
 
-def test_token_and_tls_are_refused_until_supported() -> None:
-    with pytest.raises(NotImplementedError):
-        Scheduler("127.0.0.1:1", token="secret")
-    with pytest.raises(NotImplementedError):
-        Scheduler("127.0.0.1:1", tls=True)
+def test_token_and_tls_open_lazily_without_a_call() -> None:
+    # tests/integration/test_tls.py covers them end to end
+    with Scheduler("127.0.0.1:1", token="secret") as s:
+        assert "secret" not in repr(s)
+    Scheduler("127.0.0.1:1", tls=True).close()
 
 
 # -- retry delay fields ---------------------------------------------------------------------

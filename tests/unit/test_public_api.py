@@ -15,7 +15,7 @@ import taskgrid.client as client
 
 EXPECTED_ALL = {
     # the client
-    "Scheduler", "TaskRef", "JobGraph", "JobTask",
+    "Scheduler", "TaskRef", "JobGraph", "JobTask", "TlsConfig",
     # records and statuses
     "TaskRecord", "RunRecord", "WorkerRecord", "OutputChunk", "QueueResult", "TaskStatusResult",
     "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus",
@@ -85,10 +85,19 @@ def test_task_status_result_keeps_its_positional_shape() -> None:
 
 def test_scheduler_constructor_signature() -> None:
     params = inspect.signature(client.Scheduler).parameters
-    assert list(params) == ["target", "token", "tls", "timeout_s"]
+    assert list(params) == ["target", "token", "tls", "timeout_s", "insecure"]
     assert params["target"].default == "127.0.0.1:50051"
     assert params["token"].default is None and params["tls"].default is None
     assert isinstance(params["timeout_s"].default, float)
+    assert params["insecure"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["insecure"].default is False
+
+
+def test_tls_config_is_a_frozen_dataclass_of_paths() -> None:
+    fields = [f.name for f in dataclasses.fields(client.TlsConfig)]
+    assert fields == ["ca", "cert", "key", "server_name"]
+    assert client.TlsConfig.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert client.TlsConfig() == client.TlsConfig(None, None, None, None)
 
 
 @pytest.mark.parametrize(

@@ -25,14 +25,14 @@ _sym_db = _symbol_database.Default()
 from taskgrid.v1 import common_pb2 as taskgrid_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17taskgrid/v1/admin.proto\x12\x0btaskgrid.v1\x1a\x18taskgrid/v1/common.proto\"*\n\x12ListWorkersRequest\x12\x14\n\x0cinclude_dead\x18\x01 \x01(\x08\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.taskgrid.v1.Worker\"m\n\x16SetWorkerStatusRequest\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12\x13\n\x0bgroup_names\x18\x02 \x03(\t\x12\x13\n\x0bworker_name\x18\x03 \x01(\t\"/\n\x17SetWorkerStatusResponse\x12\x14\n\x0cworker_names\x18\x01 \x03(\t2\xbe\x01\n\x0c\x41\x64minService\x12P\n\x0bListWorkers\x12\x1f.taskgrid.v1.ListWorkersRequest\x1a .taskgrid.v1.ListWorkersResponse\x12\\\n\x0fSetWorkerStatus\x12#.taskgrid.v1.SetWorkerStatusRequest\x1a$.taskgrid.v1.SetWorkerStatusResponseB(Z&taskgrid/gen/go/taskgrid/v1;taskgridv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17taskgrid/v1/admin.proto\x12\x0btaskgrid.v1\x1a\x18taskgrid/v1/common.proto\"*\n\x12ListWorkersRequest\x12\x14\n\x0cinclude_dead\x18\x01 \x01(\x08\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.taskgrid.v1.Worker\"m\n\x16SetWorkerStatusRequest\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12\x13\n\x0bgroup_names\x18\x02 \x03(\t\x12\x13\n\x0bworker_name\x18\x03 \x01(\t\"/\n\x17SetWorkerStatusResponse\x12\x14\n\x0cworker_names\x18\x01 \x03(\t2\xbe\x01\n\x0c\x41\x64minService\x12P\n\x0bListWorkers\x12\x1f.taskgrid.v1.ListWorkersRequest\x1a .taskgrid.v1.ListWorkersResponse\x12\\\n\x0fSetWorkerStatus\x12#.taskgrid.v1.SetWorkerStatusRequest\x1a$.taskgrid.v1.SetWorkerStatusResponseB1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskgrid.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'Z&taskgrid/gen/go/taskgrid/v1;taskgridv1'
+  _globals['DESCRIPTOR']._serialized_options = b'Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1'
   _globals['_LISTWORKERSREQUEST']._serialized_start=66
   _globals['_LISTWORKERSREQUEST']._serialized_end=108
   _globals['_LISTWORKERSRESPONSE']._serialized_start=110

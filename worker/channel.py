@@ -1,0 +1,179 @@
+"""The worker's channel to its coordinator: plain text or TLS, and its bearer token.
+
+Split in two steps on purpose. `load_security` runs in main.py before any
+task child starts: it reads the PEM files and applies the rules below, so a
+bad setting ends the worker with a clear message and nothing of gRPC exists
+yet when the children start. `open_channel` runs in the agent afterwards.
+
+Rules (the same as the client's):
+
+- the token rides on every call as ``authorization: Bearer <token>``
+  metadata, added by a client interceptor, over TLS or plain text alike;
+- a token is never sent in plain text to another machine unless the worker
+  was started with ``--insecure``;
+- the token and key material never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+logger = logging.getLogger(__name__)
+
+ENV_TOKEN = "TASKGRID_TOKEN"
+"""Bearer token when --token is not given."""
+ENV_TLS_CA = "TASKGRID_TLS_CA"
+ENV_TLS_CERT = "TASKGRID_TLS_CERT"
+ENV_TLS_KEY = "TASKGRID_TLS_KEY"
+AUTH_METADATA_KEY = "authorization"
+
+
+@dataclass(frozen=True)
+class ChannelSecurity:
+    """How the worker reaches its coordinator; secrets are hidden from repr."""
+
+    token: str | None = field(default=None, repr=False)
+    tls: bool = False
+    root_certificates: bytes | None = field(default=None, repr=False)
+    """PEM CA bundle; None with tls: the system's roots."""
+    private_key: bytes | None = field(default=None, repr=False)
+    certificate_chain: bytes | None = field(default=None, repr=False)
+
+
+def is_loopback_target(target: str) -> bool:
+    """True when a gRPC target (``HOST:PORT``, ``dns:``, ``ipv4:``, ``unix:``) is this machine."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    for scheme in ("dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme):].rsplit("/", 1)[-1]
+            break
+    hosts = []
+    for address in target.split(","):
+        address = address.strip()
+        if address.startswith("["):
+            hosts.append(address[1:].split("]", 1)[0])
+        elif address.count(":") == 1:
+            hosts.append(address.rsplit(":", 1)[0])
+        else:
+            hosts.append(address)
+    return bool(hosts) and all(_is_loopback_host(host.lower()) for host in hosts)
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_pem(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise ValueError(f"cannot read the TLS {what} file {path}: "
+                         f"{error.strerror or error}") from None
+
+
+def load_security(
+    target: str,
+    *,
+    token: str | None = None,
+    tls: bool = False,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    insecure: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> ChannelSecurity:
+    """Settle the worker's security settings from its flags and the environment.
+
+    Each of token, ca, cert and key falls back to its ``TASKGRID_*`` variable
+    when not given; TLS is on with `tls` or when any PEM file is named.
+
+    Raises:
+        ValueError: a token would go in plain text to another machine without
+            `insecure`, the token has spaces or non-ASCII characters, a client
+            certificate comes without its key (or the reverse), or a file
+            cannot be read. The message never contains the token.
+    """
+    env = os.environ if environ is None else environ
+    token = token if token is not None else env.get(ENV_TOKEN) or None
+    ca = ca or env.get(ENV_TLS_CA) or None
+    cert = cert or env.get(ENV_TLS_CERT) or None
+    key = key or env.get(ENV_TLS_KEY) or None
+    tls = tls or bool(ca or cert or key)
+    if token and (not token.isascii() or not token.isprintable()
+                  or any(c.isspace() for c in token)):
+        raise ValueError("the token must be printable ASCII without spaces")
+    if token and not tls and not insecure and not is_loopback_target(target):
+        raise ValueError(
+            f"refusing to send the token in plain text to {target}: use TLS (--tls-ca or "
+            "--tls) or, on a trusted network, --insecure")
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return ChannelSecurity(
+        token=token or None, tls=tls, root_certificates=_read_pem(ca, "CA"),
+        private_key=_read_pem(key, "key"), certificate_chain=_read_pem(cert, "certificate"),
+    )  # fmt: skip
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details with the token added to its metadata."""
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds the bearer token to every call (the worker makes unary calls only)."""
+
+    def __init__(self, token: str) -> None:
+        self._entry = (AUTH_METADATA_KEY, f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "_BearerToken(<redacted>)"
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        """Send the call with the token."""
+        details = _CallDetails(
+            details.method, details.timeout, [*(details.metadata or ()), self._entry],
+            details.credentials, details.wait_for_ready, details.compression,
+        )  # fmt: skip
+        return continuation(details, request)
+
+
+def open_channel(
+    target: str, security: ChannelSecurity, options: Sequence[tuple[str, Any]]
+) -> grpc.Channel:
+    """A channel to `target` with these settings (TLS and token as configured)."""
+    if security.tls:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=security.root_certificates,
+            private_key=security.private_key,
+            certificate_chain=security.certificate_chain,
+        )
+        channel = grpc.secure_channel(target, credentials, options=list(options))
+    else:
+        channel = grpc.insecure_channel(target, options=list(options))
+    logger.info("coordinator %s over %s%s", target, "TLS" if security.tls else "plain text",
+                " with a client certificate" if security.certificate_chain else "")
+    if security.token:
+        channel = grpc.intercept_channel(channel, _BearerToken(security.token))
+    return channel

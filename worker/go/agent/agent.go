@@ -1,0 +1,513 @@
+// Package agent owns the worker's side of the protocol: register, lease
+// (long-poll), heartbeat, commands, delivery of output and reports.
+//
+// An Agent runs a runner.Pool and three loops, each a *Once step inside a
+// thin loop:
+//
+//   - the calling goroutine (Run): register, then long-poll Lease for
+//     exactly the free slots (wait_s = heartbeat) and start what comes back;
+//   - the heartbeat goroutine: Heartbeat every `heartbeat` seconds with every
+//     held lease and the RSS; it never waits on a task, so a hung task
+//     cannot stop it;
+//   - the reporter goroutine (reporter.go), which batches live output and
+//     finished runs into SendOutput and Report calls.
+//
+// Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and
+// Heartbeat replies and are obeyed by whichever goroutine got them. While
+// the coordinator is away, tasks keep running and every call is retried
+// with a jittered exponential backoff. NOT_FOUND means the coordinator
+// forgot this worker: its runs are stopped and dropped, and it registers
+// again. FAILED_PRECONDITION with the `taskgrid-stale-leases` trailer names
+// leases that are no longer ours: their runs are stopped and nothing more
+// is ever sent about them (fencing). This is the only package that imports
+// the generated stubs besides the tests.
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "taskgrid.local/worker/gen/taskgridv1"
+	"taskgrid.local/worker/runner"
+)
+
+// Version is sent in RegisterRequest.version.
+const Version = "0.1.0"
+
+// Defaults shared with the Python worker.
+const (
+	DefaultCoordinator = "127.0.0.1:50051"
+	DefaultGroup       = "main"
+	DefaultHeartbeat   = 3 * time.Second
+	DefaultRPCTimeout  = 10 * time.Second
+	// DefaultExitFlush is how long a leaving worker keeps trying to deliver its last reports.
+	DefaultExitFlush = 10 * time.Second
+	// DefaultAuthAttempts is how many registrations refused for bad credentials
+	// in a row end the worker (ExitAuth).
+	DefaultAuthAttempts = 5
+	// ExitAuth is the exit code when the coordinator keeps rejecting the credentials.
+	ExitAuth = 5
+	// StaleLeasesKey is the trailer listing rejected leases as "task:attempt,...".
+	StaleLeasesKey = "taskgrid-stale-leases"
+)
+
+// Capability names declared at Register.
+const CapabilityCommand = "command"
+
+// Config is everything the worker's flags decide.
+type Config struct {
+	Coordinator  string
+	Security     Security
+	GroupNames   []string
+	WorkerName   string
+	Heartbeat    time.Duration
+	MaxEmptyRuns int
+	Concurrency  int
+	KillGrace    time.Duration
+	Handlers     map[string]runner.Handler
+	Commands     *runner.CommandPolicy // nil: no command tasks, no "command" capability
+	Logger       *slog.Logger
+}
+
+// Agent is one worker: a session with the coordinator and a pool of runs.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	pool     *runner.Pool
+	outbox   *Outbox
+	reporter *reporter
+	rpc      pb.WorkerServiceClient
+	conn     *grpc.ClientConn
+
+	mu           sync.Mutex
+	session      *pb.WorkerSession
+	generation   int // bumped when a session is lost: late errors of old calls are moot
+	status       pb.WorkerStatus
+	leaving      string // why the worker exits once its runs are over; "" while serving
+	killing      bool
+	heartbeat    time.Duration
+	emptyRuns    int
+	holdUntil    time.Time               // Lease answers at once while a stop is pending: pause
+	dropped      map[runner.Key]bool     // runs whose outcome must never be reported
+	unfinished   map[runner.Key]bool     // submitted runs whose outcome is not queued yet
+	toRelease    map[runner.Key]struct{} // leases received while leaving, to hand back
+	failedCalls  int                     // consecutive failed calls, so an outage is logged once
+	authFailures int
+	exitCode     int
+
+	wakeMain      chan struct{}
+	wakeHeartbeat chan struct{}
+	stopping      chan struct{}
+}
+
+// New builds an agent; nothing talks to the coordinator before Run.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if len(cfg.GroupNames) == 0 {
+		cfg.GroupNames = []string{DefaultGroup}
+	}
+	opts, err := cfg.Security.DialOptions(cfg.Coordinator)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg: cfg, log: cfg.Logger, outbox: NewOutbox(), conn: conn,
+		rpc:    pb.NewWorkerServiceClient(conn),
+		status: pb.WorkerStatus_WORKER_STATUS_ACTIVE, heartbeat: cfg.Heartbeat,
+		dropped: map[runner.Key]bool{}, unfinished: map[runner.Key]bool{},
+		toRelease: map[runner.Key]struct{}{},
+		wakeMain:  make(chan struct{}, 1), wakeHeartbeat: make(chan struct{}, 1),
+		stopping: make(chan struct{}),
+	}
+	a.pool = runner.New(runner.Config{
+		Handlers: cfg.Handlers, Concurrency: cfg.Concurrency, KillGrace: cfg.KillGrace,
+		Commands: cfg.Commands, Logger: cfg.Logger,
+	}, a.onFinish)
+	a.reporter = newReporter(a)
+	return a, nil
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits for d (forever when d < 0) or a wake-up on ch.
+func sleep(ch <-chan struct{}, d time.Duration) {
+	if d < 0 {
+		<-ch
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+	}
+}
+
+// Run serves until told to leave and returns the exit code: 0 after
+// TERMINATE, KILL, a signal or max_empty_runs; 1 when the coordinator
+// rejected the registration as invalid; ExitAuth when it kept rejecting
+// the credentials.
+func (a *Agent) Run() int {
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); a.heartbeatLoop() }()
+	go func() { defer loops.Done(); a.reporter.loop() }()
+	a.mainLoop()
+	if !a.reporter.waitIdle(DefaultExitFlush) {
+		a.log.Error("exiting with undelivered reports", "leases", len(a.outbox.HeldKeys()))
+	}
+	close(a.stopping)
+	a.reporter.wake()
+	done := make(chan struct{})
+	go func() { loops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(DefaultRPCTimeout):
+	}
+	a.pool.Close(a.cfg.KillGrace + 5*time.Second)
+	_ = a.conn.Close()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.log.Info("worker exiting", "reason", a.leaving)
+	return a.exitCode
+}
+
+// RequestDrain leaves like TERMINATE: no more leases, running tasks finish
+// and are reported, exit 0. A heartbeat saying so (draining) goes out at
+// once, so the coordinator answers the pending long-poll with no task.
+func (a *Agent) RequestDrain() {
+	a.applyStatus(pb.WorkerStatus_WORKER_STATUS_TERMINATE)
+	notify(a.wakeHeartbeat)
+}
+
+// RequestExit leaves like KILL: running tasks are stopped and reported
+// STOPPED, exit 0.
+func (a *Agent) RequestExit() {
+	a.applyStatus(pb.WorkerStatus_WORKER_STATUS_KILL)
+}
+
+// ---- main loop: register and lease ----------------------------------------
+
+func (a *Agent) mainLoop() {
+	backoff := NewBackoff()
+	for {
+		a.mu.Lock()
+		if a.leaving != "" && len(a.pool.ActiveKeys()) == 0 && len(a.unfinished) == 0 &&
+			(len(a.toRelease) == 0 || a.session == nil) {
+			a.mu.Unlock()
+			return
+		}
+		if a.leaving != "" && a.session == nil {
+			a.mu.Unlock() // no session, nothing to send: wait for the runs to end
+			sleep(a.wakeMain, -1)
+			continue
+		}
+		if a.session != nil && len(a.toRelease) == 0 && !a.mayLeaseLocked() {
+			hold := time.Until(a.holdUntil)
+			if hold <= 0 {
+				hold = -1
+			}
+			a.mu.Unlock()
+			sleep(a.wakeMain, hold)
+			continue
+		}
+		hasSession := a.session != nil
+		release := len(a.toRelease) > 0
+		a.mu.Unlock()
+		var ok bool
+		switch {
+		case !hasSession:
+			ok = a.registerOnce()
+		case release:
+			ok = a.releaseOnce()
+		default:
+			ok = a.leaseOnce()
+		}
+		if ok {
+			backoff.Reset()
+		} else {
+			sleep(a.wakeMain, backoff.Next())
+		}
+	}
+}
+
+func (a *Agent) mayLeaseLocked() bool {
+	return a.leaving == "" && a.status == pb.WorkerStatus_WORKER_STATUS_ACTIVE &&
+		!time.Now().Before(a.holdUntil) && a.pool.FreeSlots() > 0
+}
+
+// registerOnce registers (again); true on success, false to retry after a backoff.
+func (a *Agent) registerOnce() bool {
+	cfg := a.cfg
+	functions := make([]string, 0, len(cfg.Handlers))
+	for name := range cfg.Handlers {
+		functions = append(functions, name)
+	}
+	slices.Sort(functions)
+	var capabilities []string
+	if cfg.Commands != nil {
+		capabilities = append(capabilities, CapabilityCommand)
+	}
+	hostname, _ := os.Hostname()
+	request := &pb.RegisterRequest{
+		WorkerName: cfg.WorkerName, GroupNames: cfg.GroupNames, Functions: functions,
+		Capacity: int32(max(cfg.Concurrency, 1)), Language: "go", Capabilities: capabilities,
+		Heartbeat: cfg.Heartbeat.Seconds(), Hostname: hostname, Pid: int32(os.Getpid()),
+		Version: Version,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultRPCTimeout)
+	defer cancel()
+	response, err := a.rpc.Register(ctx, request)
+	if err != nil {
+		code := status.Code(err)
+		switch code {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			a.credentialsRejected(err)
+		case codes.InvalidArgument: // our flags are wrong
+			a.logFailure("Register", err)
+			a.leave("registration rejected", 1)
+		default:
+			a.logFailure("Register", err)
+		}
+		return false
+	}
+	a.noteSuccess()
+	a.mu.Lock()
+	a.authFailures = 0
+	a.session = response.GetSession()
+	a.heartbeat = cfg.Heartbeat
+	if response.GetHeartbeat() > 0 {
+		a.heartbeat = seconds(response.GetHeartbeat())
+	}
+	a.emptyRuns = 0
+	a.mu.Unlock()
+	a.log.Info("worker registered", "name", cfg.WorkerName, "id", response.GetSession().GetWorkerId(),
+		"groups", cfg.GroupNames, "functions", len(functions), "commands", cfg.Commands != nil)
+	a.applyStatus(response.GetStatus())
+	notify(a.wakeHeartbeat)
+	a.reporter.wake()
+	return true
+}
+
+func (a *Agent) credentialsRejected(err error) {
+	a.mu.Lock()
+	a.authFailures++
+	failures := a.authFailures
+	a.mu.Unlock()
+	if failures == 1 {
+		a.log.Error("coordinator rejected this worker's credentials: give a worker or admin token "+
+			"with --token or $TASKGRID_TOKEN", "coordinator", a.cfg.Coordinator,
+			"code", status.Code(err).String(), "details", status.Convert(err).Message(),
+			"attempts", DefaultAuthAttempts)
+	}
+	if failures >= DefaultAuthAttempts {
+		a.log.Error("credentials rejected too many times in a row: leaving", "failures", failures)
+		a.leave("credentials rejected", ExitAuth)
+	}
+}
+
+func (a *Agent) leave(reason string, code int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.leaving == "" {
+		a.leaving = reason
+		a.exitCode = code
+	}
+	notify(a.wakeMain)
+}
+
+// leaseOnce makes one long-poll Lease for the free slots; false when the call failed.
+func (a *Agent) leaseOnce() bool {
+	a.mu.Lock()
+	session, generation := a.session, a.generation
+	free := a.pool.FreeSlots()
+	wasBusy := len(a.pool.ActiveKeys()) > 0
+	interval := a.heartbeat
+	a.mu.Unlock()
+	if session == nil || free <= 0 {
+		return true
+	}
+	request := &pb.LeaseRequest{Session: session, MaxTasks: int32(free), WaitS: interval.Seconds()}
+	ctx, cancel := context.WithTimeout(context.Background(), interval+DefaultRPCTimeout)
+	defer cancel()
+	var trailer metadataMD
+	response, err := a.rpc.Lease(ctx, request, grpc.Trailer(&trailer))
+	if err != nil {
+		return a.failed("Lease", err, generation, trailer)
+	}
+	a.noteSuccess()
+	a.log.Debug("lease answered", "asked", free, "got", len(response.GetLeases()), "stop", len(response.GetStop()))
+	a.applyStatus(response.GetStatus())
+	a.applyStops(response.GetStop())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if generation != a.generation {
+		return true // the session was lost meanwhile, and these leases with it
+	}
+	for _, lease := range response.GetLeases() {
+		a.startLocked(taskFromLease(lease))
+	}
+	if len(response.GetStop()) > 0 && len(response.GetLeases()) == 0 {
+		a.holdUntil = time.Now().Add(a.heartbeat)
+	}
+	a.countEmptyRunLocked(len(response.GetLeases()) > 0 || wasBusy)
+	return true
+}
+
+// startLocked runs a fresh lease, or keeps it to hand back when leaving.
+func (a *Agent) startLocked(task runner.Task) {
+	key := task.Key
+	a.log.Debug("leased", "task", key.TaskID, "attempt", key.Attempt, "function", task.FunctionName)
+	if a.leaving != "" {
+		a.toRelease[key] = struct{}{}
+		return
+	}
+	if a.unfinished[key] {
+		a.log.Warn("lease received twice", "task", key.TaskID, "attempt", key.Attempt)
+		return
+	}
+	if err := a.pool.Submit(task); err != nil {
+		a.log.Warn("cannot start a lease, handing it back", "task", key.TaskID, "attempt", key.Attempt, "error", err)
+		a.toRelease[key] = struct{}{}
+		return
+	}
+	a.unfinished[key] = true
+	a.reporter.runStarted(task)
+}
+
+// releaseOnce hands back leases the worker will not run; false when the call failed.
+func (a *Agent) releaseOnce() bool {
+	a.mu.Lock()
+	session, generation := a.session, a.generation
+	keys := make([]runner.Key, 0, len(a.toRelease))
+	for key := range a.toRelease {
+		keys = append(keys, key)
+	}
+	a.mu.Unlock()
+	if session == nil || len(keys) == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultRPCTimeout)
+	defer cancel()
+	var trailer metadataMD
+	_, err := a.rpc.Release(ctx, &pb.ReleaseRequest{Session: session, Leases: refs(keys)}, grpc.Trailer(&trailer))
+	if err != nil {
+		code := status.Code(err)
+		if code == codes.InvalidArgument || (code == codes.FailedPrecondition && len(staleKeys(trailer)) == 0) {
+			a.log.Error("Release rejected; the coordinator will requeue these leases itself",
+				"leases", len(keys), "code", code.String(), "details", status.Convert(err).Message())
+			a.forgetRelease(keys)
+			return true
+		}
+		return a.failed("Release", err, generation, trailer)
+	}
+	a.noteSuccess()
+	a.log.Info("handed back leases the worker will not run", "leases", len(keys))
+	a.forgetRelease(keys)
+	return true
+}
+
+func (a *Agent) forgetRelease(keys []runner.Key) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, key := range keys {
+		delete(a.toRelease, key)
+	}
+	notify(a.wakeMain)
+}
+
+// countEmptyRunLocked applies web2py's max_empty_runs: consecutive empty
+// leases while idle end the worker.
+func (a *Agent) countEmptyRunLocked(hadWork bool) {
+	if hadWork {
+		a.emptyRuns = 0
+		return
+	}
+	if a.status != pb.WorkerStatus_WORKER_STATUS_ACTIVE {
+		return // DISABLED passes are not counted
+	}
+	a.emptyRuns++
+	if limit := a.cfg.MaxEmptyRuns; limit > 0 && a.emptyRuns >= limit && a.leaving == "" {
+		a.log.Info("no work after empty lease calls, leaving", "empty_runs", a.emptyRuns)
+		a.leaving = "max_empty_runs"
+	}
+}
+
+// ---- commands ---------------------------------------------------------------
+
+// applyStatus obeys the worker status the coordinator sent (or a signal asked for).
+func (a *Agent) applyStatus(s pb.WorkerStatus) {
+	stopAll := false
+	a.mu.Lock()
+	switch {
+	case s == pb.WorkerStatus_WORKER_STATUS_KILL && !a.killing:
+		a.log.Info("KILL: stopping running tasks, then leaving")
+		if a.leaving == "" {
+			a.leaving = "KILL"
+		}
+		a.killing, stopAll = true, true
+	case s == pb.WorkerStatus_WORKER_STATUS_TERMINATE && a.leaving == "":
+		a.log.Info("TERMINATE: finishing running tasks, then leaving")
+		a.leaving = "TERMINATE"
+	case s == pb.WorkerStatus_WORKER_STATUS_ACTIVE || s == pb.WorkerStatus_WORKER_STATUS_DISABLED:
+		if s != a.status && a.leaving == "" {
+			a.log.Info("worker status changed", "status", statusName(s))
+			a.status = s
+		}
+	}
+	notify(a.wakeMain)
+	a.mu.Unlock()
+	if stopAll {
+		a.pool.StopAll(runner.Stopped)
+	}
+}
+
+func (a *Agent) applyStops(stops []*pb.LeaseRef) {
+	for _, ref := range stops {
+		key := runner.Key{TaskID: ref.GetTaskId(), Attempt: ref.GetAttempt()}
+		if a.pool.Stop(key, runner.Stopped) { // the first time only: stops are re-sent
+			a.log.Info("stopping task on request", "task", key.TaskID, "attempt", key.Attempt)
+		}
+	}
+}
+
+// onFinish is the pool's callback: queue the report (unless the lease was
+// dropped) and free the slot.
+func (a *Agent) onFinish(result runner.Result) {
+	key := result.Task.Key
+	a.log.Debug("run ended", "task", key.TaskID, "attempt", key.Attempt, "outcome", result.Outcome)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.dropped[key] {
+		delete(a.dropped, key)
+	} else {
+		a.reporter.addReport(result)
+	}
+	// Only now may the main loop see this run as over: its report is queued,
+	// so a leaving worker waits for it to be delivered.
+	delete(a.unfinished, key)
+	a.holdUntil = time.Time{}
+	notify(a.wakeMain)
+}

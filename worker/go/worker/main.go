@@ -1,0 +1,204 @@
+package worker
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"taskgrid.local/worker/agent"
+	"taskgrid.local/worker/runner"
+)
+
+// Exit codes besides 0 (done), 1 (registration rejected as invalid) and
+// agent.ExitAuth (credentials rejected).
+const ExitUsage = 2
+
+// Environment variables read when the matching flag is not given.
+const (
+	EnvToken   = "TASKGRID_TOKEN"
+	EnvTLSCA   = "TASKGRID_TLS_CA"
+	EnvTLSCert = "TASKGRID_TLS_CERT"
+	EnvTLSKey  = "TASKGRID_TLS_KEY"
+)
+
+// DefaultConcurrency is how many tasks run at once unless --concurrency says otherwise.
+const DefaultConcurrency = 1
+
+// Main runs the worker with os.Args and the registered handlers, then exits
+// with its exit code. It is the only place that installs signal handlers:
+// a first SIGTERM or SIGINT drains the worker like TERMINATE (no more
+// leases, running tasks finish and are reported, exit 0); a second acts
+// like KILL (running tasks are stopped and reported STOPPED, exit 0).
+func Main() {
+	os.Exit(Run(os.Args[1:], os.Stderr))
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+type options struct {
+	coordinator, name, logLevel                  string
+	groups, executables                          listFlag
+	heartbeat, killGrace                         float64
+	concurrency, maxEmptyRuns                    int
+	token, tlsCA, tlsCert, tlsKey, tlsServerName string
+	useTLS, insecure, allowCommands              bool
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("taskgrid-worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.coordinator, "coordinator", agent.DefaultCoordinator, "coordinator address (`HOST:PORT`)")
+	fs.Var(&o.groups, "group", "`group` to take tasks from; repeatable (default main)")
+	fs.StringVar(&o.name, "name", "", "unique worker name (default hostname#pid)")
+	fs.Float64Var(&o.heartbeat, "heartbeat", agent.DefaultHeartbeat.Seconds(), "`seconds` between heartbeats")
+	fs.IntVar(&o.concurrency, "concurrency", DefaultConcurrency, "tasks run at once")
+	fs.IntVar(&o.maxEmptyRuns, "max-empty-runs", 0, "exit after `N` consecutive empty lease calls while idle (0: never)")
+	fs.Float64Var(&o.killGrace, "kill-grace", runner.DefaultKillGrace.Seconds(),
+		"`seconds` between SIGTERM and SIGKILL on timeout or stop (for handlers: how long a cancelled one may take)")
+	fs.StringVar(&o.token, "token", "", "bearer token of role worker (default $"+EnvToken+"; prefer it: a command line is visible to other users)")
+	fs.BoolVar(&o.useTLS, "tls", false, "use TLS, trusting the system's root CAs (implied by --tls-*)")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "`PEM` CA bundle that signed the coordinator (default $"+EnvTLSCA+")")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "`PEM` client certificate for mTLS (default $"+EnvTLSCert+")")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "`PEM` private key of --tls-cert (default $"+EnvTLSKey+")")
+	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to check the coordinator's certificate against")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow sending the token in plain text to another machine")
+	fs.BoolVar(&o.allowCommands, "allow-commands", false,
+		"run command tasks (any executable, as this worker's user; see --allow-executable)")
+	fs.Var(&o.executables, "allow-executable", "with --allow-commands: only run this executable (`PATH` or name in PATH); repeatable")
+	fs.StringVar(&o.logLevel, "log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	case o.heartbeat <= 0:
+		return nil, errors.New("--heartbeat must be greater than 0")
+	case o.concurrency < 1:
+		return nil, errors.New("--concurrency must be at least 1")
+	case o.maxEmptyRuns < 0:
+		return nil, errors.New("--max-empty-runs must be at least 0")
+	case o.killGrace < 0:
+		return nil, errors.New("--kill-grace must be at least 0")
+	case len(o.executables) > 0 && !o.allowCommands:
+		return nil, errors.New("--allow-executable needs --allow-commands")
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func parseLevel(name string) (slog.Level, error) {
+	switch strings.ToUpper(name) {
+	case "DEBUG":
+		return slog.LevelDebug, nil
+	case "INFO":
+		return slog.LevelInfo, nil
+	case "WARNING", "WARN":
+		return slog.LevelWarn, nil
+	case "ERROR", "CRITICAL":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("--log-level: unknown level %q", name)
+}
+
+func orEnv(value, name string) string {
+	if value != "" {
+		return value
+	}
+	return os.Getenv(name)
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// Run runs the worker with command-line args and the registered handlers,
+// logging to stderr; it returns the exit code.
+func Run(args []string, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "taskgrid-worker:", err)
+		return ExitUsage
+	}
+	level, _ := parseLevel(o.logLevel)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(logger)
+	name := o.name
+	if name == "" {
+		host, _ := os.Hostname()
+		name = fmt.Sprintf("%s#%d", host, os.Getpid())
+	}
+	var commands *runner.CommandPolicy
+	if o.allowCommands {
+		if commands, err = runner.NewCommandPolicy(o.executables); err != nil {
+			logger.Error("bad --allow-executable", "error", err)
+			return ExitUsage
+		}
+	}
+	token := o.token
+	if token == "" {
+		token = os.Getenv(EnvToken)
+	}
+	a, err := agent.New(agent.Config{
+		Coordinator: o.coordinator,
+		Security: agent.Security{
+			Token: token, TLS: o.useTLS, CAFile: orEnv(o.tlsCA, EnvTLSCA),
+			CertFile: orEnv(o.tlsCert, EnvTLSCert), KeyFile: orEnv(o.tlsKey, EnvTLSKey),
+			ServerName: o.tlsServerName, Insecure: o.insecure,
+		},
+		GroupNames: o.groups, WorkerName: name, Heartbeat: seconds(o.heartbeat),
+		MaxEmptyRuns: o.maxEmptyRuns, Concurrency: o.concurrency, KillGrace: seconds(o.killGrace),
+		Handlers: Handlers(), Commands: commands, Logger: logger,
+	})
+	if err != nil {
+		logger.Error("cannot start the worker", "error", err)
+		return ExitUsage
+	}
+	stop := handleSignals(a, logger)
+	defer stop()
+	return a.Run()
+}
+
+// handleSignals drains on the first SIGTERM/SIGINT and stops tasks on the second.
+func handleSignals(a *agent.Agent, logger *slog.Logger) func() {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() {
+		received := 0
+		for {
+			select {
+			case sig := <-signals:
+				received++
+				if received == 1 {
+					logger.Info("signal received: finishing running tasks, then leaving (send it again to stop them now)",
+						"signal", sig.String())
+					a.RequestDrain()
+				} else {
+					logger.Info("signal received again: stopping tasks and leaving", "signal", sig.String())
+					a.RequestExit()
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(signals)
+		close(done)
+	}
+}
