@@ -46,7 +46,7 @@ go-test: $(STAMP)
 	cd worker/go && $(GO) vet ./... && $(GO) test ./...
 
 test: check-protos lint postgres go go-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py

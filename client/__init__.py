@@ -3,9 +3,10 @@
 The public API is exactly ``__all__``: `Scheduler` (web2py's scheduler client
 methods over gRPC) and its `TlsConfig`, `JobGraph` (dependency graphs queued
 in one call) with its `JobTask` handles, the typed records they return, and
-the error tree they raise. Protobuf messages and ``grpc`` types stay in the private modules
-(``_channel``, ``_convert``) and never appear in a public signature; this
-package must not import ``taskgrid.coordinator``.
+the error tree they raise; `CommandSpec` is the program of a command task
+(`Scheduler.queue_command`). Protobuf messages and ``grpc`` types stay in the
+private modules (``_channel``, ``_convert``) and never appear in a public
+signature; this package must not import ``taskgrid.coordinator``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .errors import (
 )
 from .jobgraph import JobGraph, JobTask
 from .records import (
+    CommandSpec,
     OutputChunk,
     QueueResult,
     RunRecord,
@@ -47,6 +49,7 @@ __all__ = [
     "AbortedError",
     "AlreadyExistsError",
     "CancelledError",
+    "CommandSpec",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "InternalError",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from .records import RunRecord, TaskRecord, WorkerRecord
+from .records import CommandSpec, RunRecord, TaskRecord, WorkerRecord
 
 #: Shown for a missing value in human output.
 MISSING = "-"
@@ -66,9 +67,33 @@ def key_values(pairs: Iterable[tuple[str, Any]], indent: str = "") -> list[str]:
     return [f"{indent}{k + ':':<{width + 1}} {format_value(v)}" for k, v in items]
 
 
+def command_line(command: CommandSpec) -> str:
+    """A command task's program as a shell would read it, e.g. ``/bin/sh -c 'echo hi'``."""
+    return shlex.join(command.argv)
+
+
 def task_lines(task: TaskRecord) -> list[str]:
-    """Every field of a task, one per line."""
-    return key_values((f.name, getattr(task, f.name)) for f in dataclasses.fields(task))
+    """Every field of a task, one per line; a command task's program as a command line.
+
+    A command's env and cwd get lines of their own (``command env``,
+    ``command cwd``) when set.
+    """
+    pairs: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(task):
+        value = getattr(task, f.name)
+        if f.name != "command":
+            pairs.append((f.name, value))
+            continue
+        if value is None:
+            pairs.append(("command", None))
+            continue
+        pairs.append(("command", command_line(value)))
+        if value.env:
+            env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(value.env.items()))
+            pairs.append(("command env", env))
+        if value.cwd:
+            pairs.append(("command cwd", value.cwd))
+    return key_values(pairs)
 
 
 def run_lines(run: RunRecord, with_output: bool) -> list[str]:

@@ -75,6 +75,13 @@ def _common_options() -> argparse.ArgumentParser:
     return common  # fmt: skip
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, value
+
+
 def _add_queue(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "queue", parents=[common], help="queue a task",
@@ -83,6 +90,30 @@ def _add_queue(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("function", metavar="FUNCTION")
     p.add_argument("args", metavar="ARGS_JSON", nargs="?", help="JSON list of positional args")
     p.add_argument("--vars", metavar="JSON", help="JSON object of keyword args")
+    _add_task_options(p)
+
+
+def _add_queue_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "queue-command", parents=[common], help="queue a command task (a program to run)",
+        usage="taskgrid queue-command [OPTIONS] [--env NAME=VALUE ...] [--cwd DIR] "
+              "-- EXECUTABLE [ARGS ...]",
+        description="Queue a command task: a worker started with --allow-commands runs "
+                    "EXECUTABLE with ARGS (exit 0 = COMPLETED, else FAILED with the exit "
+                    "code and the end of stderr). Put -- before the command so that its "
+                    "options are not taken for taskgrid's.",
+    )  # fmt: skip
+    p.add_argument("argv", nargs="+", metavar="EXECUTABLE [ARGS ...]",
+                   help="the program (a path, or a name looked up in the worker's PATH) "
+                        "and its arguments, passed as they are (no shell)")
+    p.add_argument("--env", dest="env", action="append", type=_env_pair, metavar="NAME=VALUE",
+                   help="add a variable to the worker's environment (repeatable)")
+    p.add_argument("--cwd", metavar="DIR", help="working directory (default: the worker's)")
+    _add_task_options(p)
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    """The task fields `queue` and `queue-command` share."""
     p.add_argument("--timeout", type=int, metavar="S", help="seconds a run may last (60)")
     p.add_argument("--group", dest="group_name", metavar="G", help="worker group (main)")
     p.add_argument("--uuid", metavar="U", help="unique name (default: generated)")
@@ -134,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_queue(sub, common)
+    _add_queue_command(sub, common)
     p = sub.add_parser("status", parents=[common], help="show a task and its latest run")
     p.add_argument("ref", type=parse_ref, metavar="REF", help="task id or uuid")
     p.add_argument("--output", action="store_true", help="include the latest run's output")
@@ -190,4 +222,10 @@ def queue_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     ARGS_JSON and ``--vars`` go as ``args=``/``vars=`` strings so that the
     coordinator, not the CLI, judges them and words any error.
     """
-    return {k: getattr(ns, k) for k in _QUEUE_FIELDS if getattr(ns, k) is not None}
+    return {k: getattr(ns, k) for k in _QUEUE_FIELDS if getattr(ns, k, None) is not None}
+
+
+def command_options(ns: argparse.Namespace) -> tuple[list[str], dict[str, str] | None, str | None]:
+    """``queue-command``'s (argv, env, cwd), as `Scheduler.queue_command` takes them."""
+    env = dict(ns.env) if ns.env else None
+    return list(ns.argv), env, ns.cwd

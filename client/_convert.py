@@ -29,6 +29,7 @@ from taskgrid.v1 import client_pb2, common_pb2
 
 from .errors import ProtocolError
 from .records import (
+    CommandSpec,
     OutputChunk,
     QueueResult,
     RunRecord,
@@ -56,6 +57,10 @@ SPEC_TIME_FIELDS = frozenset({"start_time", "next_run_time", "stop_time"})
 _SPEC_TYPED_FIELDS = (
     SPEC_STRING_FIELDS | SPEC_BOOL_FIELDS | SPEC_INT_FIELDS | SPEC_FLOAT_FIELDS | SPEC_TIME_FIELDS
 )
+#: The function name of command tasks (the coordinator's, workers' and clients' convention).
+COMMAND_FUNCTION = "@command"
+#: Keys a ``command=`` mapping may have: the fields of ``taskgrid.v1.Command``.
+COMMAND_KEYS = frozenset({"executable", "args", "env", "cwd"})
 #: Fields web2py fills from a default when the given value is falsy (``uuid=""``).
 _FALSY_MEANS_DEFAULT = frozenset({"uuid", "task_name"})
 
@@ -157,6 +162,75 @@ def encode_raw(value: Any) -> str:
         return json.dumps(repr(value))
 
 
+# --- commands ------------------------------------------------------------------------------
+
+
+def command_from_proto(message: Any) -> CommandSpec:
+    """``taskgrid.v1.Command`` -> `CommandSpec`."""
+    m = message
+    return CommandSpec(
+        executable=str(m.executable),
+        args=tuple(str(a) for a in m.args),
+        env={str(k): str(v) for k, v in sorted(m.env.items())},
+        cwd=str(m.cwd) or None,
+    )
+
+
+def command_to_proto(record: CommandSpec) -> Any:
+    """`CommandSpec` -> ``taskgrid.v1.Command``."""
+    r = record
+    return common_pb2.Command(
+        executable=r.executable, args=list(r.args), env=dict(r.env), cwd=r.cwd or ""
+    )
+
+
+def _is_str_sequence(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+
+def command_from_value(value: Any) -> CommandSpec | None:
+    """A ``command=`` value -> `CommandSpec`, or None when it is not shaped like one.
+
+    Accepted: a `CommandSpec`, or a mapping with a string ``executable`` and
+    optionally ``args`` (list or tuple of strings), ``env`` (mapping of
+    strings to strings) and ``cwd`` (string); None stands for a missing
+    optional key. Anything else goes to ``raw_fields`` for the coordinator to
+    word the error.
+    """
+    if isinstance(value, CommandSpec):
+        value = {"executable": value.executable, "args": value.args, "env": value.env,
+                 "cwd": value.cwd}  # fmt: skip
+    if not isinstance(value, Mapping) or not set(value) <= COMMAND_KEYS:
+        return None
+    executable, args = value.get("executable"), value.get("args") or ()
+    env, cwd = value.get("env") or {}, value.get("cwd")
+    if not isinstance(executable, str) or not _is_str_sequence(args):
+        return None
+    if not isinstance(env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        return None
+    if cwd is not None and not isinstance(cwd, str):
+        return None
+    return CommandSpec(executable, tuple(args), dict(env), cwd or None)
+
+
+def command_from_argv(argv: Any, env: Any = None, cwd: Any = None) -> Any:
+    """``queue_command``'s arguments as a ``command=`` value (argv[0] is the executable).
+
+    A well-formed call gives a `CommandSpec`; otherwise the mapping given is
+    returned as is, so `task_spec_from_call` sends it to ``raw_fields`` and the
+    coordinator reports ``command`` (an empty argv gives an empty executable,
+    which the coordinator rejects by name).
+    """
+    if isinstance(argv, list | tuple):
+        given = {"executable": argv[0] if argv else "", "args": list(argv[1:]), "env": env,
+                 "cwd": cwd}  # fmt: skip
+    else:  # a string is one word too many or too few: never split it on spaces
+        given = {"argv": argv, "env": env, "cwd": cwd}
+    return command_from_value(given) or given
+
+
 # --- records -------------------------------------------------------------------------------
 
 
@@ -199,6 +273,7 @@ def task_from_proto(message: Any) -> TaskRecord:
         retry_jitter=float(m.retry_jitter),
         broadcast_parent=int(m.broadcast_parent),
         target_worker_name=str(m.target_worker_name),
+        command=command_from_proto(m.command) if m.HasField("command") else None,
     )
 
 
@@ -240,6 +315,8 @@ def task_to_proto(record: TaskRecord) -> Any:
     )
     for name in ("start_time", "next_run_time", "stop_time", "last_run_time"):
         _time_to(message, name, getattr(r, name))
+    if r.command is not None:
+        message.command.CopyFrom(command_to_proto(r.command))
     return message
 
 
@@ -498,6 +575,13 @@ def task_spec_from_call(
     rest = dict(kwargs)
     _json_field(spec, "args", rest.pop("args", None), pargs, errors)
     _json_field(spec, "vars", rest.pop("vars", None), pvars, errors)
+    if "command" in rest:
+        given = rest.pop("command")
+        command = command_from_value(given)
+        if command is not None:
+            spec.command.CopyFrom(command_to_proto(command))
+        elif given is not None:
+            spec.raw_fields["command"] = encode_raw(given)
     for key, value in rest.items():
         known = key in _SPEC_TYPED_FIELDS
         if known and (value is None or (key in _FALSY_MEANS_DEFAULT and not value)):

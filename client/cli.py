@@ -1,4 +1,4 @@
-"""The client side of the ``taskgrid`` command: queue, status, tail, stop, workers, ...
+"""The client side of the ``taskgrid`` command: queue, queue-command, status, tail, stop, ...
 
 Arguments are parsed by ``_cli_parse``, turned into public `Scheduler` (and
 `JobGraph`) calls, and answered as readable text or, with ``--json``, one
@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from . import _cli_format as fmt
 from ._channel import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, TlsConfig
 from ._cli_parse import ENV_COORDINATOR as ENV_COORDINATOR  # re-exported: cli's names before
-from ._cli_parse import WORKER_COMMANDS, parse_args, queue_kwargs
+from ._cli_parse import WORKER_COMMANDS, command_options, parse_args, queue_kwargs
 from ._cli_parse import build_parser as build_parser
 from ._cli_parse import parse_ref as parse_ref
 from .errors import (
@@ -31,7 +31,7 @@ from .errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from .jobgraph import JobGraph
+from .jobgraph import JobGraph, JobTask
 from .records import OutputChunk, QueueResult, TaskRecord, TaskStatus
 from .scheduler import Scheduler
 
@@ -90,14 +90,16 @@ class _Io:
         print(fmt.dumps(doc), file=self.out)
 
 
-def _queue_after(s: Scheduler, ns: argparse.Namespace) -> QueueResult:
-    """Queue one task that waits for existing tasks: a one-task `JobGraph`.
+def _queue_after(
+    s: Scheduler, ns: argparse.Namespace, add: Callable[[JobGraph], JobTask]
+) -> QueueResult:
+    """Queue one task (added by `add`) that waits for existing tasks: a one-task `JobGraph`.
 
     Its errors read as a plain queue's: ``tasks[0].timeout`` becomes ``timeout``;
     graph errors (e.g. an unknown prerequisite) keep the coordinator's key.
     """
     job = JobGraph(s)
-    handle = job.queue_task(ns.function, **queue_kwargs(ns))
+    handle = add(job)
     for task_id in ns.after:
         job.add_deps(handle, task_id)
     if job.validate() is None:
@@ -108,9 +110,24 @@ def _queue_after(s: Scheduler, ns: argparse.Namespace) -> QueueResult:
 
 def _cmd_queue(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
     if ns.after:
-        result = _queue_after(s, ns)
+        result = _queue_after(s, ns, lambda job: job.queue_task(ns.function, **queue_kwargs(ns)))
     else:
         result = s.queue_task(ns.function, **queue_kwargs(ns))
+    return _answer_queued(result, ns, io)
+
+
+def _cmd_queue_command(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
+    argv, env, cwd = command_options(ns)
+    kwargs = queue_kwargs(ns)
+    if ns.after:
+        result = _queue_after(s, ns, lambda job: job.queue_command(argv, env, cwd, **kwargs))
+    else:
+        result = s.queue_command(argv, env, cwd, **kwargs)
+    return _answer_queued(result, ns, io)
+
+
+def _answer_queued(result: QueueResult, ns: argparse.Namespace, io: _Io) -> int:
+    """Print what a queue command got: id and uuid, or one line per field error."""
     if io.as_json:
         doc: dict[str, Any] = dataclasses.asdict(result)
         if ns.after:
@@ -239,6 +256,7 @@ def _cmd_worker_status(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
 
 _COMMANDS: dict[str, Callable[[Scheduler, argparse.Namespace, _Io], int]] = {
     "queue": _cmd_queue,
+    "queue-command": _cmd_queue_command,
     "status": _cmd_status,
     "tail": _cmd_tail,
     "stop": _cmd_stop,

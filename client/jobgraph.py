@@ -18,7 +18,7 @@ each task's field errors as ``tasks[INDEX].FIELD`` where INDEX is the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _convert
@@ -156,6 +156,23 @@ class JobGraph:
         self._specs.append(spec)
         self._client_errors.append(client_errors)
         return handle
+
+    def queue_command(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        **kwargs: Any,
+    ) -> JobTask:
+        """Add a command task to the graph (`Scheduler.queue_command`'s arguments).
+
+        Its handle's ``function_name`` is ``@command``.
+
+        Raises:
+            RuntimeError: The graph was validated already.
+        """
+        command = _convert.command_from_argv(argv, env, cwd)
+        return self.queue_task(_convert.COMMAND_FUNCTION, **{**kwargs, "command": command})
 
     def add_deps(self, task_parent: JobTask | int, task_child: JobTask | int) -> None:
         """Make ``task_parent`` wait until ``task_child`` is COMPLETED for good.

@@ -68,6 +68,29 @@ class WorkerStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """The program a command task runs instead of a registered function.
+
+    Only workers started with commands allowed (``taskgrid worker
+    --allow-commands``) run these; see `Scheduler.queue_command`.
+    """
+
+    executable: str
+    """A path, or a name the worker looks up in its PATH."""
+    args: tuple[str, ...] = ()
+    """The arguments after the executable."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables added to the worker's environment."""
+    cwd: str | None = None
+    """Working directory; None for the worker's."""
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The whole command line: the executable, then its arguments."""
+        return (self.executable, *self.args)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     """One task (web2py's scheduler_task row), as the coordinator last saw it."""
 
@@ -142,6 +165,8 @@ class TaskRecord:
     """The broadcast task this one was fanned out from; 0 if none."""
     target_worker_name: str
     """Only this worker may lease the task (broadcast children); empty for any."""
+    command: CommandSpec | None = None
+    """The program of a command task (function_name ``@command``); None for a function."""
 
 
 @dataclass(frozen=True, slots=True)

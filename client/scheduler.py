@@ -9,7 +9,7 @@ paged loop, or one stream) converted by ``_convert`` and guarded by
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -127,7 +127,9 @@ class Scheduler:
             pargs: Positional arguments (JSON-encoded into ``args``).
             pvars: Keyword arguments (JSON-encoded into ``vars``).
             **kwargs: Task fields (timeout, repeats, period, group_name, uuid,
-                start_time, ...). ``args=``/``vars=`` JSON strings win over
+                start_time, ...; ``command={"executable": ..., "args": [...],
+                "env": {...}, "cwd": ...}`` with function ``"@command"`` makes a
+                command task, see `queue_command`). ``args=``/``vars=`` JSON strings win over
                 pargs/pvars when truthy, as in web2py. Unknown or read-only
                 names and values of the wrong type are reported in ``errors``.
 
@@ -140,6 +142,44 @@ class Scheduler:
                 client_pb2.QueueTaskRequest(task=spec), timeout=self.timeout_s
             )
         return _convert.queue_result_from_proto(response, client_errors)
+
+    def queue_command(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        **kwargs: Any,
+    ) -> QueueResult:
+        """Queue a command task: a program run by a worker instead of a function.
+
+        Only workers started with ``--allow-commands`` (and, when they have an
+        ``--allow-executable`` list, only for a program on it) run command
+        tasks; until one is ACTIVE in the task's group the task stays QUEUED
+        (`explain` says so). The run COMPLETES with result ``{"exit_code": 0}``
+        when the program exits 0, and FAILS otherwise, its traceback naming the
+        exit code and quoting the last lines of stderr. Its stdout and stderr
+        are the run's output (``!clear!`` applies). The program finds its task's
+        id, uuid, run id and attempt in ``TASKGRID_TASK_ID``,
+        ``TASKGRID_TASK_UUID``, ``TASKGRID_RUN_ID`` and ``TASKGRID_ATTEMPT``.
+
+        Like `queue_task`, it never raises on bad values: they come back in
+        ``errors`` (a malformed command under ``command``).
+
+        Args:
+            argv: The command line, never split on spaces: ``argv[0]`` is the
+                executable (a path, or a name the worker looks up in its PATH),
+                the rest its arguments.
+            env: Variables added to the worker's environment.
+            cwd: Working directory on the worker; None for the worker's own.
+            **kwargs: queue_task's task fields (timeout, retry_failed,
+                group_name, repeats, period, task_name, ...). The task name
+                defaults to the executable's file name.
+
+        Returns:
+            The new task's id and uuid, or the field errors (nothing queued).
+        """
+        command = _convert.command_from_argv(argv, env, cwd)
+        return self.queue_task(_convert.COMMAND_FUNCTION, **{**kwargs, "command": command})
 
     def queue_tasks(self, tasks: Iterable[Mapping[str, Any]]) -> list[QueueResult]:
         """Queue many tasks in one call: all of them, or none if any has errors.

@@ -37,7 +37,8 @@ from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from taskgrid.worker.backoff import Backoff
 from taskgrid.worker.capture import Chunk
 from taskgrid.worker.channel import ChannelSecurity, open_channel
-from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun
+from taskgrid.worker.command import CommandPolicy
+from taskgrid.worker.records import Command, LeaseKey, Outcome, RunResult, TaskRun
 from taskgrid.worker.reporter import Delivery, Reporter, StaleLeasesError
 from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, Pool
 
@@ -50,6 +51,10 @@ DEFAULT_RPC_TIMEOUT_S = 10.0
 DEFAULT_EXIT_FLUSH_S = 10.0
 """How long a leaving worker keeps trying to deliver its last reports."""
 STALE_LEASES_KEY = "taskgrid-stale-leases"
+COMMAND_CAPABILITY = "command"
+"""Declared in Register by a worker allowed to run command tasks."""
+COMMAND_FUNCTION = "@command"
+"""The function name of command tasks: never a function this worker may declare."""
 DEFAULT_AUTH_ATTEMPTS = 5
 """Registrations rejected for bad credentials in a row before the worker gives up."""
 EXIT_AUTH = 5
@@ -90,6 +95,8 @@ class AgentConfig:
     concurrency: int = 1
     kill_grace_s: float = DEFAULT_KILL_GRACE_S
     security: ChannelSecurity = field(default_factory=ChannelSecurity)
+    command_policy: CommandPolicy = field(default_factory=CommandPolicy)
+    """Command tasks this worker runs; it declares the capability only when allowed."""
 
 
 def stale_keys(error: grpc.RpcError) -> set[LeaseKey]:
@@ -128,8 +135,24 @@ def _chunk_pb(key: LeaseKey, chunk: Chunk) -> common_pb2.OutputChunk:
     )
 
 
+def register_request(config: AgentConfig) -> worker_pb2.RegisterRequest:
+    """The Register message announcing this worker: functions, capacity, capabilities."""
+    allowed = config.command_policy.allowed
+    return worker_pb2.RegisterRequest(
+        worker_name=config.worker_name, group_names=config.group_names,
+        functions=sorted(set(config.functions) - {COMMAND_FUNCTION}),
+        capacity=config.concurrency, language="python", heartbeat=config.heartbeat,
+        hostname=os.uname().nodename, pid=os.getpid(), version=__version__,
+        capabilities=[COMMAND_CAPABILITY] if allowed else [],
+    )  # fmt: skip
+
+
 def task_run_from_lease(lease: worker_pb2.Lease) -> TaskRun:
     """Convert a Lease message into the runner's TaskRun."""
+    command = None
+    if lease.HasField("command"):
+        c = lease.command
+        command = Command(c.executable, tuple(c.args), dict(c.env), c.cwd)
     return TaskRun(
         task_id=lease.ref.task_id,
         attempt=lease.ref.attempt,
@@ -141,6 +164,7 @@ def task_run_from_lease(lease: worker_pb2.Lease) -> TaskRun:
         timeout=float(lease.timeout),
         sync_output=float(lease.sync_output),
         task_name=lease.task_name,
+        command=command,
     )
 
 
@@ -157,13 +181,20 @@ def report_to_pb(result: RunResult) -> worker_pb2.RunReport:
     return report
 
 
+def _describe_policy(policy: CommandPolicy) -> str:
+    if not policy.allowed:
+        return "no"
+    return ",".join(policy.executables) if policy.executables else "any"
+
+
 class Agent:
     """One worker: a session with the coordinator and a pool of task children."""
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self._pool = Pool(
-            config.tasks, config.concurrency, self._on_finish, kill_grace_s=config.kill_grace_s
+            config.tasks, config.concurrency, self._on_finish, kill_grace_s=config.kill_grace_s,
+            command_policy=config.command_policy,
         )
         self._reporter = Reporter(self, self._pool.active_runs, self._has_session)
         self._cond = threading.Condition()
@@ -270,12 +301,7 @@ class Agent:
     def register_once(self) -> bool:
         """Register (again); True on success, False to retry after a backoff."""
         config = self.config
-        request = worker_pb2.RegisterRequest(
-            worker_name=config.worker_name, group_names=config.group_names,
-            functions=sorted(config.functions), capacity=config.concurrency,
-            language="python", heartbeat=config.heartbeat, hostname=os.uname().nodename,
-            pid=os.getpid(), version=__version__,
-        )  # fmt: skip
+        request = register_request(config)
         try:
             response = self._rpc().Register(request, timeout=DEFAULT_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
@@ -295,9 +321,10 @@ class Agent:
             self._heartbeat = response.heartbeat or config.heartbeat
             self._empty_runs = 0
             self._cond.notify_all()
-        logger.info("worker registered name=%s id=%s groups=%s functions=%s",
+        logger.info("worker registered name=%s id=%s groups=%s functions=%s commands=%s",
                     config.worker_name, response.session.worker_id,
-                    ",".join(config.group_names), len(config.functions))  # fmt: skip
+                    ",".join(config.group_names), len(request.functions),
+                    _describe_policy(config.command_policy))  # fmt: skip
         self._apply_status(response.status)
         self._reporter.wake()
         return True

@@ -5,16 +5,19 @@ by `ChildProcess.spawn` with ``subprocess`` (fork+exec, no Python code in
 between) in its own process group. So it inherits no threads, locks or gRPC
 state from the worker (the web2py fork hang), and signalling its group
 reaches every subprocess a task started. It loads the `--tasks` registry
-once, then serves runs one at a time: for each run it points fds 1 and 2 at
-its output pipe, calls the function, restores the fds and answers with the
-outcome. It never talks to the coordinator and only ever decides COMPLETED
-or FAILED; timeouts and stops are the pool's (runner.py) business.
+once (nothing for a command-only worker), then serves runs one at a time:
+for each run it points fds 1 and 2 at its output pipe, calls the function
+(or runs the command task's program, command.py), restores the fds and
+answers with the outcome. It never talks to the coordinator and only ever
+decides COMPLETED or FAILED; timeouts and stops are the pool's (runner.py)
+business.
 
 Wire messages (pickled tuples over a multiprocessing Connection):
-parent -> child: ``("init", spec, sys_path)`` first, then
-``("run", task_id, attempt, run_id, uuid, function_name, args, vars)`` per
-run, or None to exit; child -> parent: ``("ready", pid)`` or
-``("error", traceback)``, then one ``("done", outcome, result, traceback)`` per run.
+parent -> child: ``("init", spec, sys_path, command_policy)`` first, then
+``("run", task_id, attempt, run_id, uuid, function_name, args, vars)`` or
+``("command", task_id, attempt, run_id, uuid, Command)`` per run, or None to
+exit; child -> parent: ``("ready", pid)`` or ``("error", traceback)``, then
+one ``("done", outcome, result, traceback)`` per run.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from taskgrid.worker.capture import FdRedirect
+from taskgrid.worker.command import CommandPolicy, command_env, run_command
 from taskgrid.worker.context import TaskContext, set_current_task
 from taskgrid.worker.records import Outcome, TaskRun
 from taskgrid.worker.registry import TaskFunction, load_tasks
@@ -39,6 +43,8 @@ from taskgrid.worker.registry import TaskFunction, load_tasks
 READY = "ready"
 ERROR = "error"
 DONE = "done"
+RUN = "run"
+COMMAND = "command"
 _READ_SIZE = 65536
 _PR_SET_PDEATHSIG = 1
 
@@ -57,8 +63,15 @@ class ChildProcess:
         """Readable when the child exits; None where pidfds are missing (EOF stands in)."""
 
     @classmethod
-    def spawn(cls, spec: str, sys_path: list[str], python: str = sys.executable) -> ChildProcess:
+    def spawn(cls, spec: str, sys_path: list[str], python: str = sys.executable,
+              command_policy: CommandPolicy | None = None) -> ChildProcess:
         """Start a child in its own process group and send it the tasks to load.
+
+        Args:
+            spec: the `--tasks` module or file; empty for a command-only worker.
+            sys_path: the child's sys.path.
+            python: the interpreter to start.
+            command_policy: which command tasks it may run (default: none).
 
         Raises:
             OSError: the interpreter could not be started.
@@ -83,14 +96,18 @@ class ChildProcess:
         os.set_blocking(out_r, False)
         child = cls(proc, Connection(parent_sock.detach()), out_r)
         try:
-            child.conn.send(("init", spec, sys_path))
+            child.conn.send(("init", spec, sys_path, command_policy or CommandPolicy()))
         except OSError:
             pass  # it died already; its exit is noticed like any other
         return child
 
     def send_run(self, task: TaskRun) -> None:
         """Hand the child a run. Raises OSError when the child is gone."""
-        self.conn.send(("run", task.task_id, task.attempt, task.run_id, task.uuid,
+        if task.command is not None:
+            self.conn.send((COMMAND, task.task_id, task.attempt, task.run_id, task.uuid,
+                            task.command))  # fmt: skip
+            return
+        self.conn.send((RUN, task.task_id, task.attempt, task.run_id, task.uuid,
                         task.function_name, task.args, task.vars))  # fmt: skip
 
     def send_exit(self) -> None:
@@ -192,7 +209,27 @@ def run_task(
     return (DONE, Outcome.COMPLETED.value, result, "")
 
 
-def serve(conn: Connection, tasks: dict[str, TaskFunction], redirect: FdRedirect) -> int:
+def run_command_task(
+    message: tuple[Any, ...], redirect: FdRedirect, policy: CommandPolicy
+) -> tuple[str, str, str | None, str]:
+    """Run one command task described by a ``("command", ...)`` message; the ``done`` reply.
+
+    `current_task()` stays None: the program is not Python. It learns its
+    identity from TASKGRID_TASK_ID, TASKGRID_TASK_UUID, TASKGRID_RUN_ID and
+    TASKGRID_ATTEMPT instead.
+    """
+    _, task_id, attempt, run_id, uuid, command = message
+    env = command_env(command, task_id, uuid, run_id, attempt)
+    with redirect:
+        try:
+            outcome, result, trace = run_command(command, env, policy)
+        except Exception:  # a bug here must fail the run, not kill the child
+            outcome, result, trace = Outcome.FAILED, None, traceback.format_exc()
+    return (DONE, outcome.value, result, trace)
+
+
+def serve(conn: Connection, tasks: dict[str, TaskFunction], redirect: FdRedirect,
+          policy: CommandPolicy | None = None) -> int:
     """Answer run messages until the parent sends None or goes away; return the exit code."""
     while True:
         try:
@@ -201,7 +238,10 @@ def serve(conn: Connection, tasks: dict[str, TaskFunction], redirect: FdRedirect
             return 0
         if message is None:
             return 0
-        reply = run_task(tasks, message, redirect)
+        if message[0] == COMMAND:
+            reply = run_command_task(message, redirect, policy or CommandPolicy())
+        else:
+            reply = run_task(tasks, message, redirect)
         try:
             conn.send(reply)
         except OSError:
@@ -232,12 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     os.set_inheritable(output_fd, False)
     conn = Connection(control_fd)
     try:
-        _, spec, sys_path = conn.recv()
+        _, spec, sys_path, policy = conn.recv()
     except (EOFError, OSError):
         return 0
     sys.path[:] = list(sys_path)
     try:
-        tasks = load_tasks(spec)
+        tasks = load_tasks(spec) if spec else {}
     except BaseException:
         conn.send((ERROR, traceback.format_exc()))
         return 1
@@ -247,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             # Live output needs each line in the pipe when printed, not at 8 KiB.
             reconfigure(line_buffering=True)
     conn.send((READY, os.getpid()))
-    return serve(conn, tasks, FdRedirect(output_fd))
+    return serve(conn, tasks, FdRedirect(output_fd), policy)
 
 
 if __name__ == "__main__":

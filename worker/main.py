@@ -13,6 +13,14 @@ fall back to TASKGRID_TOKEN and TASKGRID_TLS_{CA,CERT,KEY}; unusable ones
 (a token bound for another machine in plain text, a certificate without its
 key, an unreadable file) end the worker with exit code 2 before it starts.
 A coordinator that keeps rejecting the token ends it with exit code 5.
+
+Command tasks are opt-in. A command task names any program, and the worker
+would run it with its own user, files, network access and environment, so
+anyone allowed to queue tasks could run anything on this machine. A worker
+therefore runs none, and does not even declare the ``command`` capability,
+unless started with --allow-commands; --allow-executable (repeatable,
+implies --allow-commands) narrows it to the listed programs. With commands
+allowed, --tasks may be left out: the worker then runs command tasks only.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from taskgrid.worker.channel import (
     ENV_TOKEN,
     load_security,
 )
+from taskgrid.worker.command import policy_from_flags
 from taskgrid.worker.registry import RegistryError, load_tasks
 from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, PoolError
 
@@ -49,6 +58,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 1
 DEFAULT_LOG_LEVEL = "INFO"
 EXIT_USAGE = 2
+COMMANDS_HELP = """\
+command tasks:
+  A command task runs a program (executable, args, env, cwd) instead of a
+  function. The worker runs it with its own user, files, network access and
+  environment: once commands are allowed, anyone who may queue tasks on the
+  coordinator can run any program here. So commands are off unless
+  --allow-commands is given, and --allow-executable limits them to the
+  listed programs (compared as absolute paths; names are looked up in PATH).
+  A command gets TASKGRID_TASK_ID, TASKGRID_TASK_UUID, TASKGRID_RUN_ID and
+  TASKGRID_ATTEMPT in its environment; it never inherits TASKGRID_TOKEN.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskgrid worker",
         description="Run tasks leased from a taskgrid coordinator in child processes.",
+        epilog=COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tasks", required=True, metavar="MODULE_OR_FILE",
+    parser.add_argument("--tasks", default=None, metavar="MODULE_OR_FILE",
                         help="module name or .py file whose `tasks` dict, or else public "
-                             "top-level functions, are the functions this worker runs")
+                             "top-level functions, are the functions this worker runs "
+                             "(required unless commands are allowed)")
     parser.add_argument("--coordinator", default=DEFAULT_COORDINATOR, metavar="HOST:PORT",
                         help=f"coordinator address (default {DEFAULT_COORDINATOR})")
     parser.add_argument("--group", action="append", dest="groups", metavar="G",
@@ -79,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                         help="logging level (default INFO)")
+    commands = parser.add_argument_group("command tasks (off by default, see below)")
+    commands.add_argument("--allow-commands", action="store_true",
+                          help="run command tasks: any program, as this worker's user")
+    commands.add_argument("--allow-executable", action="append", dest="executables",
+                          default=[], metavar="PATH",
+                          help="run command tasks of this program only (a path, or a name "
+                               "looked up in PATH now); repeatable; implies --allow-commands")
     security = parser.add_argument_group("security")
     security.add_argument("--token", default=None, metavar="TOKEN",
                           help=f"bearer token of role worker (default ${ENV_TOKEN}; prefer "
@@ -134,7 +164,10 @@ def _install_signal_handlers(agent: Agent) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `taskgrid worker` with `argv` (default sys.argv[1:]); return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tasks is None and not (args.allow_commands or args.executables):
+        parser.error("--tasks is required unless command tasks are allowed (--allow-commands)")
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -148,12 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", error)
         return EXIT_USAGE
     try:
-        functions = load_tasks(args.tasks)
+        policy = policy_from_flags(args.allow_commands, args.executables)
+    except ValueError as error:
+        logger.error("%s", error)
+        return EXIT_USAGE
+    if policy.allowed:
+        logger.warning("command tasks allowed: %s runs as this worker's user (uid %s)",
+                       ", ".join(policy.executables) or "any program", os.getuid())
+    try:
+        functions = load_tasks(args.tasks) if args.tasks else {}
     except RegistryError as error:
         logger.error("%s", error)
         return 1
     config = AgentConfig(
-        tasks=args.tasks,
+        tasks=args.tasks or "",
         functions=sorted(functions),
         coordinator=args.coordinator,
         group_names=args.groups or [DEFAULT_GROUP],
@@ -163,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         kill_grace_s=args.kill_grace,
         security=security,
+        command_policy=policy,
     )
     agent = Agent(config)
     _install_signal_handlers(agent)

@@ -9,7 +9,8 @@ agent converts to and from protobuf at its edge.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from taskgrid.worker.capture import Chunk, OutputBuffer
 
@@ -24,6 +25,20 @@ class Outcome(enum.Enum):
     FAILED = "FAILED"
     TIMEOUT = "TIMEOUT"
     STOPPED = "STOPPED"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command task's program: what the lease's ``Command`` message says."""
+
+    executable: str
+    """A path, or a name looked up in the worker's PATH."""
+    args: tuple[str, ...] = ()
+    """Arguments after the executable (argv[1:])."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Variables added to the worker's environment."""
+    cwd: str = ""
+    """Working directory; empty for the worker's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +60,8 @@ class TaskRun:
     sync_output: float = 0.0
     """Seconds between live output flushes; 0 means the default cadence."""
     task_name: str = ""
+    command: Command | None = None
+    """Set for a command task (function_name ``@command``): run this program instead."""
 
     @property
     def key(self) -> LeaseKey:

@@ -30,6 +30,7 @@ from typing import Any
 
 from taskgrid.worker.capture import OutputBuffer
 from taskgrid.worker.child import DONE, ERROR, READY, ChildProcess, describe_exit
+from taskgrid.worker.command import CommandPolicy
 from taskgrid.worker.records import ActiveRun, LeaseKey, Outcome, RunResult, TaskRun
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class Pool:
     """Runs tasks in `size` long-lived child processes that load `tasks_spec`.
 
     Args:
-        tasks_spec: the `--tasks` module name or .py path each child loads.
+        tasks_spec: the `--tasks` module name or .py path each child loads;
+            empty for a worker that runs command tasks only.
         size: number of children, i.e. concurrent runs.
         on_finish: called once per submitted run with its RunResult, from the
             I/O thread (or from the thread calling `stop` for a run no child
@@ -84,6 +86,7 @@ class Pool:
         kill_grace_s: seconds between SIGTERM and SIGKILL.
         sys_path: sys.path for the children; default: this process's.
         python: interpreter for the children; default: this one.
+        command_policy: which command tasks the children may run; default: none.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Pool:
         kill_grace_s: float = DEFAULT_KILL_GRACE_S,
         sys_path: list[str] | None = None,
         python: str = sys.executable,
+        command_policy: CommandPolicy | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
@@ -104,6 +108,7 @@ class Pool:
         self._grace = kill_grace_s
         self._sys_path = list(sys.path if sys_path is None else sys_path)
         self._python = python
+        self._command_policy = command_policy or CommandPolicy()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._selector = selectors.DefaultSelector()
@@ -322,7 +327,8 @@ class Pool:
 
     def _spawn(self) -> None:
         try:
-            child = ChildProcess.spawn(self._spec, self._sys_path, self._python)
+            child = ChildProcess.spawn(self._spec, self._sys_path, self._python,
+                                       self._command_policy)
         except OSError:
             logger.exception("cannot start a task child")
             self._respawn_at.append(time.monotonic() + DEFAULT_RESPAWN_BACKOFF_CAP_S)

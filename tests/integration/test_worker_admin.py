@@ -43,6 +43,7 @@ def test_workers_show_status_heartbeat_rss_and_running(client, coordinator, star
     assert w.status == "ACTIVE" and w.alive and w.running == (r.id,)
     assert "sleep_for" in w.functions and w.last_heartbeat is not None
     assert client.stop_task(r.id)
+    wait_until(lambda: client.task_status(r.id).status == "STOPPED", timeout=15)
 
 
 def test_command_reaches_an_idle_worker_at_once(client, coordinator, start_worker):

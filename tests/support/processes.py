@@ -353,9 +353,13 @@ class WorkerProcess(ChildProcess):
         groups: Sequence[str] = (),
         extra_args: Sequence[str] = (),
         access: Access = PLAIN,
+        program: Sequence[str] | None = None,
     ) -> None:
         super().__init__(name, log_path, cwd, env)
         self.access = access
+        #: another worker program (e.g. the Go worker) taking the common flags, instead of
+        #: `taskgrid worker --tasks ...`
+        self.program = list(program) if program else None
         self.coordinator_address = coordinator_address
         self.heartbeat = heartbeat
         self.tasks = str(tasks)
@@ -364,9 +368,10 @@ class WorkerProcess(ChildProcess):
 
     def argv(self) -> list[str]:
         """The worker's command line."""
+        start = self.program or [sys.executable, "-m", "taskgrid", "worker",
+                                 "--tasks", self.tasks]
         argv = [
-            sys.executable, "-m", "taskgrid", "worker",
-            "--tasks", self.tasks,
+            *start,
             "--coordinator", self.coordinator_address,
             "--heartbeat", str(self.heartbeat),
             "--name", self.name,
@@ -473,6 +478,7 @@ class TestProcesses:
         ready: bool = True,
         ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
         access: Access = PLAIN,
+        program: Sequence[str] | None = None,
     ) -> WorkerProcess:
         """Start a worker against `address`; with `ready`, return once it is listed (the
         listing is read with `access`)."""
@@ -480,7 +486,7 @@ class TestProcesses:
         worker = WorkerProcess(
             name, address, self.tmp_path / f"worker-{name}.log", self.tmp_path, self._env(env),
             heartbeat=heartbeat, tasks=tasks, groups=groups, extra_args=extra_args,
-            access=access,
+            access=access, program=program,
         )  # fmt: skip
         self.workers.append(worker)
         return worker.start(ready=ready, timeout=ready_timeout)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from taskgrid.client import (
+    CommandSpec,
     DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
@@ -231,6 +232,11 @@ class FakeScheduler:
 
     def queue_task(self, function: str, **kwargs: Any) -> QueueResult:
         self._call("queue_task", function, **kwargs)
+        return self.queue_answer
+
+    def queue_command(self, argv: list[str], env: Any = None, cwd: Any = None,
+                      **kwargs: Any) -> QueueResult:
+        self._call("queue_command", argv, env, cwd, **kwargs)
         return self.queue_answer
 
     def task_status(self, ref: Any, output: bool = False) -> Any:
@@ -514,3 +520,80 @@ def test_status_without_prerequisites_has_no_waiting_for_line(h: Harness) -> Non
     assert json.loads(out)["waiting_for"] == []
     code, out, _ = h.run("status", "12")
     assert "waiting for" not in out
+
+
+# -- queue-command ------------------------------------------------------------------------------
+
+
+def test_queue_command_parses_options_then_the_command_after_the_separator() -> None:
+    ns = cli.parse_args(["queue-command", "--timeout", "5", "--env", "A=1", "--env", "B=x=y",
+                         "--cwd", "/srv", "--retry-failed", "2", "--group", "g", "--",
+                         "/bin/sh", "-c", "echo --timeout", "--", "x"])
+    assert ns.command == "queue-command"
+    assert ns.argv == ["/bin/sh", "-c", "echo --timeout", "--", "x"]
+    assert cli.queue_kwargs(ns) == {"timeout": 5, "retry_failed": 2, "group_name": "g"}
+    assert ns.env == [("A", "1"), ("B", "x=y")] and ns.cwd == "/srv"
+
+
+@pytest.mark.parametrize("argv", [
+    ["queue-command"], ["queue-command", "--"], ["queue-command", "--env", "NOEQUALS", "--", "ls"],
+    ["queue-command", "--env", "=v", "--", "ls"], ["queue-command", "--vars", "{}", "--", "ls"],
+])
+def test_queue_command_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    assert cli.main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_queue_command_prints_id_and_uuid(h: Harness) -> None:
+    code, out, err = h.run("queue-command", "--env", "K=V", "--cwd", "/tmp", "--timeout", "5",
+                           "--", "ls", "-l")
+    assert code == 0 and err == "" and "12" in out and "u-12" in out
+    assert h.fake is not None and h.fake.calls == [
+        ("queue_command", (["ls", "-l"], {"K": "V"}, "/tmp"), {"timeout": 5})
+    ]
+    code, out, _ = h.run("queue-command", "--json", "--", "true")
+    assert code == 0 and json.loads(out) == {"id": 12, "uuid": "u-12", "errors": {}}
+    assert h.fake.calls == [("queue_command", (["true"], None, None), {})]
+
+
+def test_queue_command_errors_exit_2(h: Harness) -> None:
+    answer = QueueResult(None, None, {"command": "executable must not be empty"})
+    h.setup.append(lambda f: setattr(f, "queue_answer", answer))
+    code, out, err = h.run("queue-command", "--", "")
+    assert code == 2 and out == ""
+    assert "taskgrid: not queued: command: executable must not be empty" in err
+
+
+def test_queue_command_after_sends_a_one_command_job(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "job_answer", job_answer()))
+    code, out, err = h.run("queue-command", "--after", "3", "--env", "K=V", "--", "make", "all")
+    assert code == 0 and err == "" and "waiting for: 3" in out
+    assert h.fake is not None
+    (name, (request,), _), = h.fake.calls
+    spec = request.tasks[0]
+    assert name == "_queue_job" and spec.function_name == "@command"
+    assert (spec.command.executable, list(spec.command.args), dict(spec.command.env)) == (
+        "make", ["all"], {"K": "V"})
+
+
+def test_status_shows_the_command_line_of_a_command_task(h: Harness) -> None:
+    command = CommandSpec("/bin/sh", ("-c", "echo hi there"), {"K": "a b"}, "/srv")
+    h.setup.append(lambda f: setattr(f, "task", task(function_name="@command", command=command)))
+    code, out, _ = h.run("status", "12")
+    assert code == 0
+    fields = dict(line.split(": ", 1) for line in out.splitlines() if line.startswith("command"))
+    assert {k.strip(): v.strip() for k, v in fields.items()} == {
+        "command": "/bin/sh -c 'echo hi there'", "command env": "'K=a b'",
+        "command cwd": "/srv"}
+    code, out, _ = h.run("status", "12", "--json")
+    assert json.loads(out)["task"]["command"] == {
+        "executable": "/bin/sh", "args": ["-c", "echo hi there"], "env": {"K": "a b"},
+        "cwd": "/srv"}
+
+
+def test_status_of_a_function_task_has_no_command(h: Harness) -> None:
+    code, out, _ = h.run("status", "12")
+    assert code == 0 and "command env" not in out
+    assert [line.split() for line in out.splitlines() if line.startswith("command")] == [
+        ["command:", "-"]]

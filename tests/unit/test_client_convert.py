@@ -15,6 +15,7 @@ import pytest
 
 from taskgrid.client import (
     CancelledError,
+    CommandSpec,
     DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
@@ -260,7 +261,7 @@ def test_spec_field_tables_cover_the_task_spec_exactly() -> None:
         | _convert.SPEC_FLOAT_FIELDS | _convert.SPEC_TIME_FIELDS
     )
     proto = {f.name for f in common_pb2.TaskSpec.DESCRIPTOR.fields}
-    assert typed | {"function_name", "args", "vars", "raw_fields"} == proto
+    assert typed | {"function_name", "args", "vars", "raw_fields", "command"} == proto
 
 
 def test_typed_kwargs_fill_typed_fields() -> None:
@@ -966,3 +967,111 @@ def test_job_answer_conversion() -> None:
     assert results == [QueueResult(4, "d", {})] and errors == {} and layers == [{2, 4}, set()]
     empty = _convert.job_answer_from_proto(client_pb2.QueueJobResponse(), [])
     assert empty == ([], {}, [])
+
+
+# -- command tasks --------------------------------------------------------------------------
+
+
+def test_task_command_round_trips_through_proto() -> None:
+    command = CommandSpec("/bin/sh", ("-c", "echo hi"), {"B": "2", "A": "1"}, "/tmp")
+    record = make_task(function_name="@command", command=command)
+    message = _convert.task_to_proto(record)
+    assert message.command == common_pb2.Command(
+        executable="/bin/sh", args=["-c", "echo hi"], env={"A": "1", "B": "2"}, cwd="/tmp")
+    assert _convert.task_from_proto(message) == record
+    assert command.argv == ("/bin/sh", "-c", "echo hi")
+    plain = _convert.task_from_proto(_convert.task_to_proto(make_task()))
+    assert plain.command is None and not _convert.task_to_proto(plain).HasField("command")
+
+
+def test_a_command_without_cwd_has_none() -> None:
+    message = common_pb2.Task(id=1, status=common_pb2.TASK_STATUS_QUEUED,
+                              command=common_pb2.Command(executable="ls"))
+    assert _convert.task_from_proto(message).command == CommandSpec("ls", (), {}, None)
+
+
+@pytest.mark.parametrize("value", [
+    {"executable": "ls", "args": ["-l"], "env": {"K": "V"}, "cwd": "/tmp"},
+    {"executable": "ls", "args": ("-l",), "env": {"K": "V"}, "cwd": "/tmp"},
+    CommandSpec("ls", ("-l",), {"K": "V"}, "/tmp"),
+])
+def test_command_kwarg_fills_the_spec(value: Any) -> None:
+    spec = spec_for("@command", command=value)
+    assert spec.function_name == "@command" and dict(spec.raw_fields) == {}
+    assert spec.command == common_pb2.Command(executable="ls", args=["-l"], env={"K": "V"},
+                                              cwd="/tmp")
+
+
+def test_command_kwarg_optional_keys() -> None:
+    spec = spec_for("@command", command={"executable": "true", "env": None, "cwd": None})
+    assert spec.command == common_pb2.Command(executable="true")
+    assert not spec_for("add", command=None).HasField("command")
+
+
+@pytest.mark.parametrize("value", [
+    "ls -l", ["ls", "-l"], {"args": ["x"]}, {"executable": 3}, {"executable": "ls", "args": "-l"},
+    {"executable": "ls", "args": [1]}, {"executable": "ls", "env": {"K": 1}},
+    {"executable": "ls", "env": ["K=V"]}, {"executable": "ls", "cwd": 5},
+    {"executable": "ls", "shell": True},
+])
+def test_misshapen_commands_go_to_raw_fields(value: Any) -> None:
+    spec = spec_for("@command", command=value)
+    assert not spec.HasField("command") and raw(spec) == {"command": value}
+
+
+def test_queue_command_builds_the_command_task(scheduler: Scheduler) -> None:
+    stub = FakeStub(QueueTask=client_pb2.QueueTaskResponse(id=5, uuid="u5"))
+    scheduler._tasks = stub
+    result = scheduler.queue_command(["/bin/echo", "a b", "c"], env={"K": "V"}, cwd="/srv",
+                                     timeout=5, retry_failed=2, group_name="g")
+    assert result == QueueResult(5, "u5")
+    spec = stub.requests[0][1].task
+    assert spec.function_name == "@command" and spec.timeout == 5 and spec.retry_failed == 2
+    assert spec.group_name == "g" and dict(spec.raw_fields) == {}
+    assert spec.command == common_pb2.Command(executable="/bin/echo", args=["a b", "c"],
+                                              env={"K": "V"}, cwd="/srv")
+    scheduler.queue_command(("true",))
+    assert stub.requests[1][1].task.command == common_pb2.Command(executable="true")
+
+
+@pytest.mark.parametrize(("argv", "env", "expected_raw"), [
+    ("ls -l", None, {"argv": "ls -l", "env": None, "cwd": None}),
+    (["ls", 3], None, {"executable": "ls", "args": [3], "env": None, "cwd": None}),
+    (["ls"], {"K": 1}, {"executable": "ls", "args": [], "env": {"K": 1}, "cwd": None}),
+])
+def test_queue_command_never_raises_on_bad_values(
+    scheduler: Scheduler, argv: Any, env: Any, expected_raw: Any
+) -> None:
+    stub = FakeStub(QueueTask=lambda r: client_pb2.QueueTaskResponse(
+        errors={k: "must be a command: executable, args, env, cwd" for k in r.task.raw_fields}
+    ))
+    scheduler._tasks = stub
+    result = scheduler.queue_command(argv, env=env, timeout="soon")
+    assert result.id is None and set(result.errors) == {"command", "timeout"}
+    spec = stub.requests[0][1].task
+    assert not spec.HasField("command") and raw(spec)["command"] == expected_raw
+
+
+def test_queue_command_with_an_empty_argv_leaves_the_verdict_to_the_coordinator(
+    scheduler: Scheduler,
+) -> None:
+    stub = FakeStub(QueueTask=client_pb2.QueueTaskResponse(
+        errors={"command": "executable must not be empty"}))
+    scheduler._tasks = stub
+    assert scheduler.queue_command([]).errors == {"command": "executable must not be empty"}
+    assert stub.requests[0][1].task.command == common_pb2.Command(executable="")
+
+
+def test_job_graph_takes_command_tasks(scheduler: Scheduler) -> None:
+    stub = FakeStub(QueueJob=job_ok([10, 11], [[10], [11]]))
+    scheduler._tasks = stub
+    job = JobGraph(scheduler)
+    fetch = job.queue_command(["curl", "-O", "http://x"], cwd="/data", timeout=9)
+    load = job.queue_task("load")
+    job.add_deps(load, fetch)
+    assert job.validate() == [{10}, {11}]
+    assert fetch.function_name == "@command" and fetch.id == 10
+    spec = stub.requests[0][1].tasks[0]
+    assert spec.command == common_pb2.Command(executable="curl", args=["-O", "http://x"],
+                                              cwd="/data")
+    assert spec.timeout == 9

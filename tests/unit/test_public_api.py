@@ -18,7 +18,7 @@ EXPECTED_ALL = {
     "Scheduler", "TaskRef", "JobGraph", "JobTask", "TlsConfig",
     # records and statuses
     "TaskRecord", "RunRecord", "WorkerRecord", "OutputChunk", "QueueResult", "TaskStatusResult",
-    "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus",
+    "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus", "CommandSpec",
     # errors
     "TaskgridError", "NotFoundError", "InvalidArgumentError", "AlreadyExistsError",
     "FailedPreconditionError", "AbortedError", "PermissionDeniedError", "UnauthenticatedError",
@@ -27,16 +27,19 @@ EXPECTED_ALL = {
 }
 
 EXPECTED_SCHEDULER_METHODS = {
-    "queue_task", "queue_tasks", "task_status", "stop_task", "resume", "disable", "terminate",
-    "kill", "get_workers", "runs", "explain", "waiting_for", "list_tasks", "watch", "close",
+    "queue_task", "queue_command", "queue_tasks", "task_status", "stop_task", "resume",
+    "disable", "terminate", "kill", "get_workers", "runs", "explain", "waiting_for",
+    "list_tasks", "watch", "close",
 }
 
-EXPECTED_JOBGRAPH_MEMBERS = {"queue_task", "add_deps", "validate", "tasks", "validated"}
+EXPECTED_JOBGRAPH_MEMBERS = {
+    "queue_task", "queue_command", "add_deps", "validate", "tasks", "validated",
+}
 EXPECTED_JOBTASK_MEMBERS = {"job", "index", "function_name", "id", "uuid"}
 
 RECORDS = [
     client.TaskRecord, client.RunRecord, client.WorkerRecord, client.OutputChunk,
-    client.QueueResult, client.TaskStatusResult,
+    client.QueueResult, client.TaskStatusResult, client.CommandSpec,
 ]
 
 FORBIDDEN = ("_pb2", "grpc", "protobuf")
@@ -104,6 +107,7 @@ def test_tls_config_is_a_frozen_dataclass_of_paths() -> None:
     ("method", "params"),
     [
         ("queue_task", ["self", "function", "pargs", "pvars", "kwargs"]),
+        ("queue_command", ["self", "argv", "env", "cwd", "kwargs"]),
         ("task_status", ["self", "ref", "output"]),
         ("stop_task", ["self", "ref"]),
         ("resume", ["self", "group_names", "worker_name"]),

@@ -26,14 +26,10 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"os"
-	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	pb "taskgrid.local/worker/gen/taskgridv1"
 	"taskgrid.local/worker/runner"
@@ -258,86 +254,6 @@ func (a *Agent) mayLeaseLocked() bool {
 		!time.Now().Before(a.holdUntil) && a.pool.FreeSlots() > 0
 }
 
-// registerOnce registers (again); true on success, false to retry after a backoff.
-func (a *Agent) registerOnce() bool {
-	cfg := a.cfg
-	functions := make([]string, 0, len(cfg.Handlers))
-	for name := range cfg.Handlers {
-		functions = append(functions, name)
-	}
-	slices.Sort(functions)
-	var capabilities []string
-	if cfg.Commands != nil {
-		capabilities = append(capabilities, CapabilityCommand)
-	}
-	hostname, _ := os.Hostname()
-	request := &pb.RegisterRequest{
-		WorkerName: cfg.WorkerName, GroupNames: cfg.GroupNames, Functions: functions,
-		Capacity: int32(max(cfg.Concurrency, 1)), Language: "go", Capabilities: capabilities,
-		Heartbeat: cfg.Heartbeat.Seconds(), Hostname: hostname, Pid: int32(os.Getpid()),
-		Version: Version,
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultRPCTimeout)
-	defer cancel()
-	response, err := a.rpc.Register(ctx, request)
-	if err != nil {
-		code := status.Code(err)
-		switch code {
-		case codes.Unauthenticated, codes.PermissionDenied:
-			a.credentialsRejected(err)
-		case codes.InvalidArgument: // our flags are wrong
-			a.logFailure("Register", err)
-			a.leave("registration rejected", 1)
-		default:
-			a.logFailure("Register", err)
-		}
-		return false
-	}
-	a.noteSuccess()
-	a.mu.Lock()
-	a.authFailures = 0
-	a.session = response.GetSession()
-	a.heartbeat = cfg.Heartbeat
-	if response.GetHeartbeat() > 0 {
-		a.heartbeat = seconds(response.GetHeartbeat())
-	}
-	a.emptyRuns = 0
-	a.mu.Unlock()
-	a.log.Info("worker registered", "name", cfg.WorkerName, "id", response.GetSession().GetWorkerId(),
-		"groups", cfg.GroupNames, "functions", len(functions), "commands", cfg.Commands != nil)
-	a.applyStatus(response.GetStatus())
-	notify(a.wakeHeartbeat)
-	a.reporter.wake()
-	return true
-}
-
-func (a *Agent) credentialsRejected(err error) {
-	a.mu.Lock()
-	a.authFailures++
-	failures := a.authFailures
-	a.mu.Unlock()
-	if failures == 1 {
-		a.log.Error("coordinator rejected this worker's credentials: give a worker or admin token "+
-			"with --token or $TASKGRID_TOKEN", "coordinator", a.cfg.Coordinator,
-			"code", status.Code(err).String(), "details", status.Convert(err).Message(),
-			"attempts", DefaultAuthAttempts)
-	}
-	if failures >= DefaultAuthAttempts {
-		a.log.Error("credentials rejected too many times in a row: leaving", "failures", failures)
-		a.leave("credentials rejected", ExitAuth)
-	}
-}
-
-func (a *Agent) leave(reason string, code int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.leaving == "" {
-		a.leaving = reason
-		a.exitCode = code
-	}
-	notify(a.wakeMain)
-}
-
 // leaseOnce makes one long-poll Lease for the free slots; false when the call failed.
 func (a *Agent) leaseOnce() bool {
 	a.mu.Lock()
@@ -397,47 +313,6 @@ func (a *Agent) startLocked(task runner.Task) {
 	a.reporter.runStarted(task)
 }
 
-// releaseOnce hands back leases the worker will not run; false when the call failed.
-func (a *Agent) releaseOnce() bool {
-	a.mu.Lock()
-	session, generation := a.session, a.generation
-	keys := make([]runner.Key, 0, len(a.toRelease))
-	for key := range a.toRelease {
-		keys = append(keys, key)
-	}
-	a.mu.Unlock()
-	if session == nil || len(keys) == 0 {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultRPCTimeout)
-	defer cancel()
-	var trailer metadataMD
-	_, err := a.rpc.Release(ctx, &pb.ReleaseRequest{Session: session, Leases: refs(keys)}, grpc.Trailer(&trailer))
-	if err != nil {
-		code := status.Code(err)
-		if code == codes.InvalidArgument || (code == codes.FailedPrecondition && len(staleKeys(trailer)) == 0) {
-			a.log.Error("Release rejected; the coordinator will requeue these leases itself",
-				"leases", len(keys), "code", code.String(), "details", status.Convert(err).Message())
-			a.forgetRelease(keys)
-			return true
-		}
-		return a.failed("Release", err, generation, trailer)
-	}
-	a.noteSuccess()
-	a.log.Info("handed back leases the worker will not run", "leases", len(keys))
-	a.forgetRelease(keys)
-	return true
-}
-
-func (a *Agent) forgetRelease(keys []runner.Key) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, key := range keys {
-		delete(a.toRelease, key)
-	}
-	notify(a.wakeMain)
-}
-
 // countEmptyRunLocked applies web2py's max_empty_runs: consecutive empty
 // leases while idle end the worker.
 func (a *Agent) countEmptyRunLocked(hadWork bool) {
@@ -453,61 +328,4 @@ func (a *Agent) countEmptyRunLocked(hadWork bool) {
 		a.log.Info("no work after empty lease calls, leaving", "empty_runs", a.emptyRuns)
 		a.leaving = "max_empty_runs"
 	}
-}
-
-// ---- commands ---------------------------------------------------------------
-
-// applyStatus obeys the worker status the coordinator sent (or a signal asked for).
-func (a *Agent) applyStatus(s pb.WorkerStatus) {
-	stopAll := false
-	a.mu.Lock()
-	switch {
-	case s == pb.WorkerStatus_WORKER_STATUS_KILL && !a.killing:
-		a.log.Info("KILL: stopping running tasks, then leaving")
-		if a.leaving == "" {
-			a.leaving = "KILL"
-		}
-		a.killing, stopAll = true, true
-	case s == pb.WorkerStatus_WORKER_STATUS_TERMINATE && a.leaving == "":
-		a.log.Info("TERMINATE: finishing running tasks, then leaving")
-		a.leaving = "TERMINATE"
-	case s == pb.WorkerStatus_WORKER_STATUS_ACTIVE || s == pb.WorkerStatus_WORKER_STATUS_DISABLED:
-		if s != a.status && a.leaving == "" {
-			a.log.Info("worker status changed", "status", statusName(s))
-			a.status = s
-		}
-	}
-	notify(a.wakeMain)
-	a.mu.Unlock()
-	if stopAll {
-		a.pool.StopAll(runner.Stopped)
-	}
-}
-
-func (a *Agent) applyStops(stops []*pb.LeaseRef) {
-	for _, ref := range stops {
-		key := runner.Key{TaskID: ref.GetTaskId(), Attempt: ref.GetAttempt()}
-		if a.pool.Stop(key, runner.Stopped) { // the first time only: stops are re-sent
-			a.log.Info("stopping task on request", "task", key.TaskID, "attempt", key.Attempt)
-		}
-	}
-}
-
-// onFinish is the pool's callback: queue the report (unless the lease was
-// dropped) and free the slot.
-func (a *Agent) onFinish(result runner.Result) {
-	key := result.Task.Key
-	a.log.Debug("run ended", "task", key.TaskID, "attempt", key.Attempt, "outcome", result.Outcome)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.dropped[key] {
-		delete(a.dropped, key)
-	} else {
-		a.reporter.addReport(result)
-	}
-	// Only now may the main loop see this run as over: its report is queued,
-	// so a leaving worker waits for it to be delivered.
-	delete(a.unfinished, key)
-	a.holdUntil = time.Time{}
-	notify(a.wakeMain)
 }

@@ -120,6 +120,23 @@ func TestStaleLeaseIsStoppedAndNeverReported(t *testing.T) {
 	}
 }
 
+func TestStaleReportIsDroppedAndTheRestOfTheBatchResent(t *testing.T) {
+	f := startFake(t)
+	f.with(func() { f.beatsBlind = true })
+	g := newGate()
+	a, _ := startAgent(t, f, handlers(g))
+	stale := f.offer(1, "wait", "[]")
+	fresh := f.offer(2, "wait", "[]")
+	f.waitUntil(t, "both runs to start", func() bool { return len(a.pool.ActiveKeys()) == 2 })
+	f.with(func() { f.stale[stale] = true })
+	close(g.release) // both finish at once: their reports usually share one batch
+	f.waitUntil(t, "the fresh report", func() bool { return f.report(fresh) != nil })
+	f.waitUntil(t, "the outbox to be empty", func() bool { return a.outbox.IsEmpty() })
+	if f.report(stale) != nil {
+		t.Fatal("a stale report was accepted")
+	}
+}
+
 func TestLostSessionStopsRunsDropsReportsAndRegistersAgain(t *testing.T) {
 	f := startFake(t)
 	g := newGate()

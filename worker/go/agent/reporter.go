@@ -193,6 +193,9 @@ func (r *reporter) flushOnce() bool {
 	now := time.Now()
 	for _, run := range r.a.pool.Active() {
 		key := run.Task.Key
+		if r.a.isDropped(key) {
+			continue // fenced off: its output is never sent again
+		}
 		r.mu.Lock()
 		due, ok := r.outputDue[key]
 		if ok && due.After(now) {

@@ -134,6 +134,12 @@ func (a *Agent) loseSession(generation int, code codes.Code) {
 	}
 }
 
+func (a *Agent) isDropped(key runner.Key) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dropped[key]
+}
+
 func (a *Agent) currentSession() (*pb.WorkerSession, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -130,7 +130,7 @@ func printLines(ctx context.Context, args []any, vars map[string]any) (any, erro
 	}
 	out := worker.Output(ctx)
 	for i := 0; i < int(n); i++ {
-		fmt.Fprintf(out, "line %d\n", i)
+		_, _ = fmt.Fprintf(out, "line %d\n", i)
 		if err := pause(ctx, seconds(delay)); err != nil {
 			return nil, err
 		}

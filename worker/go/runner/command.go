@@ -126,7 +126,9 @@ func (p *Pool) runCommand(r *run) ending {
 		Dir:    command.Cwd,
 		Stdout: outW,
 		Stderr: errW,
-		// Pdeathsig: a worker killed outright takes its commands with it.
+		// Pdeathsig: a worker killed outright takes its commands with it. Linux
+		// ties it to the forking thread; Go only ends threads that a goroutine
+		// locked and never unlocked, which this worker never does.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 	err = cmd.Start()

@@ -131,7 +131,7 @@ func Run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "taskgrid-worker:", err)
+		_, _ = fmt.Fprintln(stderr, "taskgrid-worker:", err)
 		return ExitUsage
 	}
 	level, _ := parseLevel(o.logLevel)

@@ -1,0 +1,69 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+func mustPanic(t *testing.T, what string, fn func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Errorf("%s: no panic", what)
+		}
+	}()
+	fn()
+}
+
+func TestRegisterRejectsBadAndDuplicateNames(t *testing.T) {
+	noop := func(context.Context, []any, map[string]any) (any, error) { return nil, nil }
+	Register("test_noop", noop)
+	if _, ok := Handlers()["test_noop"]; !ok {
+		t.Fatal("not registered")
+	}
+	mustPanic(t, "duplicate", func() { Register("test_noop", noop) })
+	mustPanic(t, "empty", func() { Register("", noop) })
+	mustPanic(t, "reserved", func() { Register("@command", noop) })
+	mustPanic(t, "nil", func() { Register("test_nil", nil) })
+}
+
+func TestOutputAndCurrentOutsideARun(t *testing.T) {
+	if _, ok := Current(context.Background()); ok {
+		t.Fatal("Current outside a run")
+	}
+	if Output(context.Background()) != io.Discard {
+		t.Fatal("Output outside a run must discard")
+	}
+}
+
+func TestFlags(t *testing.T) {
+	o, err := parse([]string{"--coordinator", "h:1", "--group", "a", "--group", "b", "--heartbeat", "0.5",
+		"--allow-commands", "--allow-executable", "/bin/sh", "--log-level", "debug"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.coordinator != "h:1" || strings.Join(o.groups, ",") != "a,b" || o.heartbeat != 0.5 ||
+		!o.allowCommands || len(o.executables) != 1 {
+		t.Fatalf("parsed %+v", o)
+	}
+	for _, bad := range [][]string{
+		{"--heartbeat", "0"}, {"--concurrency", "0"}, {"--kill-grace", "-1"},
+		{"--allow-executable", "/bin/sh"}, {"--log-level", "loud"}, {"extra"},
+	} {
+		if _, err := parse(bad, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestRunRefusesAPlainTextTokenToAnotherMachine(t *testing.T) {
+	var stderr bytes.Buffer
+	code := Run([]string{"--coordinator", "10.9.8.7:50051", "--token", "s3cret"}, &stderr)
+	if code != ExitUsage || strings.Contains(stderr.String(), "s3cret") ||
+		!strings.Contains(stderr.String(), "plain text") {
+		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+}
