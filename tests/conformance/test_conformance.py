@@ -153,16 +153,20 @@ def test_stale_report_after_a_pause_is_dropped(client, launch):
     assert runs[1].worker_name == "b" and client.task_status(r.id).times_run == 1
 
 
-def test_function_routing_between_languages(client, coordinator, start_worker):
-    start_worker("py", heartbeat=0.5, **worker_args("python", []))
-    start_worker("go", heartbeat=0.5, **worker_args("go", []))
-    py = client.queue_task("python_only")
-    go = client.queue_task("go_only")
-    shared = [client.queue_task("add", pargs=[i, i]).id for i in range(6)]
-    assert finished(client, py.id).run.worker_name == "py"
-    assert finished(client, go.id).run.worker_name == "go"
-    for i, tid in enumerate(shared):
-        assert finished(client, tid).result == 2 * i
+def test_mixed_fleet_routes_by_function_and_commands_go_to_either(client, coordinator,
+                                                                    start_worker):
+    """One group, a Python and a Go worker: a function goes only to a worker offering it;
+    command tasks and shared functions go to either."""
+    start_worker("py", heartbeat=0.5, **worker_args("python", ["--allow-commands"]))
+    start_worker("go", heartbeat=0.5, **worker_args("go", ["--allow-commands"]))
+    py = [client.queue_task("python_only").id for _ in range(4)]
+    go = [client.queue_task("go_only").id for _ in range(4)]
+    shared = [client.queue_task("sleep_for", pargs=[0.3]).id for _ in range(8)]
+    commands = [client.queue_command(["/bin/sleep", "0.3"]).id for _ in range(8)]
+    assert {finished(client, t).run.worker_name for t in py} == {"py"}
+    assert {finished(client, t).run.worker_name for t in go} == {"go"}
+    assert {finished(client, t).run.worker_name for t in shared} == {"py", "go"}
+    assert {finished(client, t).run.worker_name for t in commands} == {"py", "go"}
 
 
 def test_command_tasks(client, launch):
