@@ -57,9 +57,11 @@ def test_unserializable_result_fails(client, worker):
 
 def test_unknown_function_waits_and_says_why(client, worker):
     r = client.queue_task("no_such_function")
-    time.sleep(0.5)  # not synchronisation: proves nothing leases it in that time
+    wait_until(lambda: "offers function 'no_such_function'" in (client.explain(r.id) or ""),
+               timeout=5, desc="the waiting reason")
+    # a task queued after it still runs: the worker is live and leasing
+    assert finished(client, client.queue_task("add", pargs=[1, 1]).id).result == 2
     assert client.task_status(r.id).status == "QUEUED"
-    assert "offers function 'no_such_function'" in client.explain(r.id)
 
 
 def test_group_routing(client, coordinator, start_worker):
