@@ -5,8 +5,6 @@ Real coordinator, real worker processes, real databases (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support.wait import wait_until
