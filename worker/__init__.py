@@ -1,4 +1,4 @@
-"""The taskgrid Python worker: `taskgrid worker --tasks MODULE_OR_FILE`.
+"""The taskgrid Python worker: `taskgrid worker --tasks MODULE_OR_FILE [--allow-commands]`.
 
 Public surface: `current_task()` (called from inside a task function) and the
 `TaskContext` it returns. Everything else is the worker's machinery:
@@ -14,6 +14,8 @@ Public surface: `current_task()` (called from inside a task function) and the
 - runner.py: the pool of long-lived task children (dispatch, timeouts,
   SIGTERM then SIGKILL to the process group, reaping, replacement).
 - child.py: a task child, both ends (the worker's handle, the loop inside).
+- command.py: command tasks (the --allow-commands policy and allow-list, running
+  a program inside a task child, exit codes and the stderr tail).
 - capture.py: fd-level stdout/stderr capture and `!clear!` chunking.
 - records.py: the plain records passed between pool, reporter and agent.
 - registry.py: loading the task functions named by `--tasks`.

@@ -30,7 +30,7 @@ import selectors
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from taskgrid.worker.records import Command, Outcome
@@ -76,6 +76,19 @@ class CommandPolicy:
         if self.executables and path not in self.executables:
             raise CommandRefused(f"executable {path} is not in this worker's "
                                  "--allow-executable list")  # fmt: skip
+
+    def resolve(self, executable: str, cwd: str = "") -> str:
+        """The canonical path to run for `executable`, once this policy allows it.
+
+        Raises:
+            CommandRefused: commands are not allowed, the executable cannot be
+                found, or it is not on the allow-list.
+        """
+        if not self.allowed:
+            self.check("")  # says why, before a lookup could leak what exists here
+        path = resolve_executable(executable, cwd)
+        self.check(path)
+        return path
 
 
 def canonical_path(path: str) -> str:
@@ -128,7 +141,7 @@ def policy_from_flags(allow_commands: bool, executables: Iterable[str]) -> Comma
 
 
 def command_env(command: Command, task_id: int, uuid: str, run_id: int, attempt: int,
-                base: dict[str, str] | None = None) -> dict[str, str]:
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The command's environment: the worker's (minus its secrets), the task's, its identity.
 
     The identity variables stand in for `current_task()`, which a program
@@ -195,8 +208,7 @@ def run_command(command: Command, env: dict[str, str], policy: CommandPolicy
         or FAILED with the reason it could not start.
     """
     try:
-        path = resolve_executable(command.executable, command.cwd)
-        policy.check(path)
+        path = policy.resolve(command.executable, command.cwd)
     except CommandRefused as error:
         return Outcome.FAILED, None, f"command refused: {error}\n"
     try:

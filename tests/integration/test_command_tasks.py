@@ -6,12 +6,30 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 
-from tests.integration.test_cli import TERMINAL, run_cli, run_json
 from tests.support.wait import wait_until
 
 SH = shutil.which("sh") or "/bin/sh"
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
+
+
+def run_cli(address, *args):
+    """`python -m taskgrid --coordinator ADDRESS ARGS`: the address goes first, since
+    whatever follows `queue-command ... --` belongs to the command."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskgrid", "--coordinator", address, *args],
+        capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    return proc
+
+
+def run_json(address, *args):
+    proc = run_cli(address, "--json", *args)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
 
 
 def finished(client, ref, timeout=20.0):

@@ -210,6 +210,8 @@ def test_a_pool_without_policy_refuses_commands():
         assert result.outcome is Outcome.FAILED and join_chunks(result.output) == ""
         assert "not allowed on this worker" in result.traceback
         assert "--allow-commands" in result.traceback
+        result = harness.run("no-such-program-taskgrid")  # refused before any lookup
+        assert "not allowed on this worker" in result.traceback
     finally:
         harness.pool.close()
 

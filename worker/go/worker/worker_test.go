@@ -3,9 +3,11 @@ package worker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustPanic(t *testing.T, what string, fn func()) {
@@ -20,11 +22,12 @@ func mustPanic(t *testing.T, what string, fn func()) {
 
 func TestRegisterRejectsBadAndDuplicateNames(t *testing.T) {
 	noop := func(context.Context, []any, map[string]any) (any, error) { return nil, nil }
-	Register("test_noop", noop)
-	if _, ok := Handlers()["test_noop"]; !ok {
+	name := fmt.Sprintf("test_noop_%d", time.Now().UnixNano()) // the registry is global: -count=N
+	Register(name, noop)
+	if _, ok := Handlers()[name]; !ok {
 		t.Fatal("not registered")
 	}
-	mustPanic(t, "duplicate", func() { Register("test_noop", noop) })
+	mustPanic(t, "duplicate", func() { Register(name, noop) })
 	mustPanic(t, "empty", func() { Register("", noop) })
 	mustPanic(t, "reserved", func() { Register("@command", noop) })
 	mustPanic(t, "nil", func() { Register("test_nil", nil) })
