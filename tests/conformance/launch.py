@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import shutil
 import subprocess
 from typing import Any
 
@@ -17,7 +18,8 @@ LANGS = ["python", "go"]
 @functools.cache
 def go_binary() -> str:
     """The Go conformance worker, built (incrementally, by go's cache) on first use."""
-    subprocess.run(["go", "build", "-o", str(GO_BINARY), "./cmd/taskgrid-worker-conformance"],
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    subprocess.run([go, "build", "-o", str(GO_BINARY), "./cmd/taskgrid-worker-conformance"],
                    cwd=GO_MODULE, check=True, env={**_env(), "CGO_ENABLED": "0"})
     return str(GO_BINARY)
 
