@@ -76,10 +76,13 @@ def _start_runs(tx: Tx, tasks: Sequence[Row], worker_name: str, now: dt.datetime
 
 
 async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Granted]:
-    now = rt.clock.now()
-
     def claim(tx: Tx) -> tuple[list[Granted], list[Row], dt.datetime | None]:
+        now = rt.clock.now()
         rows = tx.due_tasks(w.group_names, sorted(w.functions), now, n, w.name)
+        # The start is stamped after the rows were read: a run never starts before the
+        # report that released it (a dependency) was written, even on PostgreSQL where
+        # another transaction may commit between `now` and the read.
+        now = max(now, rt.clock.now())
         expired = [lifecycle.expire(r) for r in rows if lifecycle.is_expired(r, now)]
         gone = {tr.task_id for tr in expired}
         picked = [r for r in rows if r["id"] not in gone]
@@ -156,9 +159,9 @@ async def _wait_any(*aws: Any) -> None:
 async def start_runs(rt: Runtime, w: LiveWorker, refs: Sequence[tuple[int, int]]) -> list[Granted]:
     """ASSIGNED -> RUNNING for prefetched leases (EXPIRED if stop_time passed meanwhile)."""
     rt.registry.check_refs(w, refs, "start")
-    now = rt.clock.now()
 
     def start(tx: Tx) -> tuple[list[Granted], list[Row]]:
+        now = rt.clock.now()
         tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
         _check_db(tasks, refs, w.name, {TaskStatus.ASSIGNED})
         chosen = [tasks[t] for t, _ in refs]
@@ -243,10 +246,10 @@ def _result_limited(o: Outcome, limit: int) -> Outcome:
 async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
                  reported: bool) -> list[Row]:
     """End runs with these outcomes through lifecycle.finish; returns the task rows after."""
-    now = rt.clock.now()
     refs = [(o.task_id, o.attempt) for o in outcomes]
 
     def apply(tx: Tx) -> list[Row]:
+        now = rt.clock.now()
         tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
         _check_db(tasks, refs, w.name, {TaskStatus.RUNNING})
         trs = [lifecycle.finish(tasks[o.task_id], o.status, tasks[o.task_id]["last_run_time"],
