@@ -376,19 +376,43 @@ class Agent:
         with self._cond:
             if generation != self._generation:
                 return True  # the session was lost meanwhile, and these leases with it
-            for lease in response.leases:
-                self._start(task_run_from_lease(lease))
+            unwanted = [lease.ref for lease in response.leases] if self._leaving else []
+            if not unwanted:
+                for lease in response.leases:
+                    self._start(task_run_from_lease(lease))
             if response.stop and not response.leases:
                 self._hold_until = time.monotonic() + self._heartbeat
             self._count_empty_run(bool(response.leases) or was_busy)
+        if unwanted:
+            self._release(session, unwanted)
         return True
 
+    def _release(self, session: worker_pb2.WorkerSession,
+                 refs: list[common_pb2.LeaseRef]) -> None:
+        """Hand back leases that came in while leaving: re-leased at once, nothing counted.
+
+        If the coordinator cannot be reached, it takes them back itself once our
+        heartbeats stop listing them.
+        """
+        backoff = Backoff()
+        for _ in range(5):
+            try:
+                self._rpc().Release(worker_pb2.ReleaseRequest(session=session, leases=refs),
+                                    timeout=DEFAULT_RPC_TIMEOUT_S)
+                logger.info("leases handed back while leaving tasks=%s",
+                            ",".join(str(r.task_id) for r in refs))
+                return
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.DEADLINE_EXCEEDED):
+                    logger.warning("release refused code=%s", error.code().name)
+                    return
+            time.sleep(backoff.next_delay())
+
     def _start(self, task: TaskRun) -> None:
-        """Caller holds the lock: run a fresh lease, or report it STOPPED when killing."""
+        """Caller holds the lock: run a fresh lease."""
         logger.debug("leased task=%s attempt=%s function=%s", *task.key, task.function_name)
-        if self._killing:
-            self._reporter.add_report(RunResult(task, Outcome.STOPPED, None, "", []))
-        elif task.key in self._pool.active_keys():
+        if task.key in self._pool.active_keys():
             logger.warning("lease received twice task=%s attempt=%s", *task.key)
         else:
             self._unfinished.add(task.key)
