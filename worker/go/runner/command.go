@@ -34,13 +34,15 @@ type CommandPolicy struct {
 
 // NewCommandPolicy allows command tasks; a non-empty allow-list limits them
 // to those executables (paths, or names looked up in PATH now), compared
-// by resolved absolute path (symlinks followed).
+// by absolute path with the directory's symlinks resolved but not the file
+// name's: on a busybox system /bin/ls and /bin/rm are links to one binary,
+// and allowing one must not allow the other (the Python worker does the same).
 func NewCommandPolicy(allowList []string) (*CommandPolicy, error) {
 	policy := &CommandPolicy{allowed: map[string]bool{}}
 	for _, name := range allowList {
 		path, err := lookup(name, "")
 		if err == nil {
-			path, err = filepath.EvalSymlinks(path)
+			path, err = realDir(path)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("--allow-executable %s: %w", name, err)
@@ -63,12 +65,21 @@ func (c *CommandPolicy) Resolve(executable, cwd string) (string, error) {
 	if len(c.allowed) == 0 {
 		return path, nil
 	}
-	real, err := filepath.EvalSymlinks(path)
+	real, err := realDir(path)
 	if err != nil || !c.allowed[real] {
 		return "", fmt.Errorf("executable %s (%s) is not in this worker's --allow-executable list",
 			executable, path)
 	}
 	return path, nil
+}
+
+// realDir resolves the symlinks of the directory holding path, keeping its file name.
+func realDir(path string) (string, error) {
+	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, filepath.Base(path)), nil
 }
 
 // lookup makes executable absolute: a name without a slash is looked up in

@@ -173,3 +173,27 @@ func TestMissingExecutableFails(t *testing.T) {
 		t.Fatalf("got %+v", r)
 	}
 }
+
+func TestAllowListDoesNotFollowTheFileNamesSymlink(t *testing.T) {
+	// busybox style: two names, one binary; allowing one must not allow the other
+	dir := t.TempDir()
+	binary := filepath.Join(dir, "busybox")
+	if err := os.WriteFile(binary, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ls", "rm"} {
+		if err := os.Symlink(binary, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy, err := NewCommandPolicy([]string{filepath.Join(dir, "ls")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := policy.Resolve(filepath.Join(dir, "ls"), ""); err != nil {
+		t.Fatalf("ls should be allowed: %v", err)
+	}
+	if _, err := policy.Resolve(filepath.Join(dir, "rm"), ""); err == nil {
+		t.Fatal("rm must not be allowed through its shared binary")
+	}
+}
