@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 
 import grpc
@@ -15,6 +16,8 @@ from taskgrid.coordinator.workers import LiveWorker
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 MAX_NAME = 255
+MAX_HEARTBEAT_S = 3600.0
+MAX_CAPACITY = 10_000
 _OUTCOMES = {
     common_pb2.RUN_STATUS_COMPLETED: RunStatus.COMPLETED,
     common_pb2.RUN_STATUS_FAILED: RunStatus.FAILED,
@@ -49,9 +52,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         name = request.worker_name or f"{request.hostname or socket.gethostname()}#{request.pid}"
         if len(name) > MAX_NAME:
             raise InvalidRequestError("worker_name", f"at most {MAX_NAME} characters")
-        if request.heartbeat < 0 or request.capacity < 0:
-            raise InvalidRequestError("heartbeat" if request.heartbeat < 0 else "capacity",
-                                      "must not be negative")
+        if not math.isfinite(request.heartbeat) or not 0 <= request.heartbeat <= MAX_HEARTBEAT_S:
+            raise InvalidRequestError("heartbeat", f"must be 0 (the coordinator's default) to "
+                                      f"{MAX_HEARTBEAT_S:.0f} seconds")
+        if not 0 <= request.capacity <= MAX_CAPACITY:
+            raise InvalidRequestError("capacity", f"must be 0 to {MAX_CAPACITY}")
         spec = {"worker_name": name, "group_names": list(request.group_names) or ["main"],
                 "functions": list(request.functions), "capabilities": list(request.capabilities),
                 "capacity": request.capacity or 1, "language": request.language,
@@ -68,7 +73,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                     context: grpc.aio.ServicerContext) -> worker_pb2.LeaseResponse:
         """Lease due tasks, long-polling up to wait_s."""
         w = self._session(request.session)
-        if request.max_tasks < 0 or request.wait_s < 0:
+        if request.max_tasks < 0 or not request.wait_s >= 0:
             raise InvalidRequestError("max_tasks" if request.max_tasks < 0 else "wait_s",
                                       "must not be negative")
         answer = await leasing.lease(self.rt, w, request.max_tasks or 1, request.wait_s,

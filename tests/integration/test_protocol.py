@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 
-from taskgrid.v1 import client_pb2, common_pb2, worker_pb2
+from taskgrid.v1 import admin_pb2, client_pb2, common_pb2, worker_pb2
 from tests.support.rpc import FakeWorker, connect, get, queue, status_of
 from tests.support.wait import wait_until
 
@@ -248,3 +248,20 @@ def test_command_task_validation(stubs):
     assert both.id == 0 and "function_name" in both.errors
     missing = queue(stubs, "@command")
     assert missing.id == 0 and "command" in missing.errors
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("heartbeat", float("nan")), ("heartbeat", -1.0), ("heartbeat", 1e9), ("capacity", -2),
+])
+def test_bad_registration_is_invalid_argument(stubs, field, value):
+    err = code_of(stubs.worker.Register, worker_pb2.RegisterRequest(worker_name="x",
+                                                                    **{field: value}))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.details()
+    listed = stubs.admin.ListWorkers(admin_pb2.ListWorkersRequest(include_dead=True))
+    assert list(listed.workers) == []
+
+
+def test_nan_wait_is_invalid_argument(stubs):
+    w = FakeWorker(stubs, "hand", ["add"])
+    err = code_of(w.lease, 1, float("nan"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
