@@ -165,6 +165,9 @@ def validate_task(
     """
     errors: dict[str, str] = {}
     _check_raw(raw, errors)
+    for key, value in fields.items():
+        if isinstance(value, str) and "\x00" in value:
+            errors[key] = "must not contain NUL characters"
     _check_command(fields, errors)
     _check_strings(fields, errors)
     _check_ints(fields, errors)

@@ -189,11 +189,20 @@ def ref_msgs(pairs: Any) -> list[common_pb2.LeaseRef]:
     return [common_pb2.LeaseRef(task_id=t, attempt=a) for t, a in pairs]
 
 
+def text(value: str) -> str:
+    """Text from a task as the database can store it.
+
+    NUL, which PostgreSQL text refuses, becomes U+FFFD, so a task printing binary
+    noise cannot wedge its reports.
+    """
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 def chunk_dict(c: common_pb2.OutputChunk) -> dict[str, Any]:
     """An OutputChunk -> the dict the operations use; INVALID_ARGUMENT for a bad seq."""
     if c.seq <= 0:
         raise InvalidRequestError("chunks.seq", "must be 1 or more")
-    return {"task_id": c.task_id, "attempt": c.attempt, "seq": c.seq, "data": c.data,
+    return {"task_id": c.task_id, "attempt": c.attempt, "seq": c.seq, "data": text(c.data),
             "clear": c.clear}
 
 

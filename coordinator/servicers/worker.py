@@ -33,7 +33,8 @@ def _outcome(r: worker_pb2.RunReport) -> leasing.Outcome:
     chunks = tuple({**convert.chunk_dict(c), "task_id": r.ref.task_id,
                     "attempt": r.ref.attempt} for c in r.output)
     return leasing.Outcome(r.ref.task_id, r.ref.attempt, _OUTCOMES[r.status],
-                           r.result if r.HasField("result") else None, r.traceback, chunks)
+                           convert.text(r.result) if r.HasField("result") else None,
+                           convert.text(r.traceback), chunks)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):

@@ -265,3 +265,13 @@ def test_nan_wait_is_invalid_argument(stubs):
     w = FakeWorker(stubs, "hand", ["add"])
     err = code_of(w.lease, 1, float("nan"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_nul_in_task_output_is_stored_not_refused(stubs):
+    tid = queue(stubs, "add").id
+    w = FakeWorker(stubs, "hand", ["add"])
+    [lease] = w.lease().leases
+    w.output(lease.ref, 1, "bin\x00ary\n")
+    w.report(lease.ref, "FAILED", traceback="Trace\x00back", output=[(2, "end\x00\n")])
+    [run] = get(stubs, tid).runs
+    assert run.run_output == "bin\ufffdary\nend\ufffd\n" and run.traceback == "Trace\ufffdback"

@@ -58,3 +58,8 @@ def test_raw_fields_are_reported_by_kind():
     assert errors["status"].startswith("read-only")
     assert errors["nope"] == "unknown field"
     assert errors["timeout"] == "must be an integer"
+
+
+def test_nul_characters_are_field_errors():
+    _, errors = validate_task({"function_name": "f", "task_name": "a\x00b"}, {}, NOW)
+    assert errors == {"task_name": "must not contain NUL characters"}
