@@ -56,6 +56,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         if not math.isfinite(request.heartbeat) or not 0 <= request.heartbeat <= MAX_HEARTBEAT_S:
             raise InvalidRequestError("heartbeat", f"must be 0 (the coordinator's default) to "
                                       f"{MAX_HEARTBEAT_S:.0f} seconds")
+        names = [name, request.language, request.hostname, *request.group_names,
+                 *request.functions, *request.capabilities]
+        if any("\x00" in n or len(n) > MAX_NAME for n in names):
+            raise InvalidRequestError("register", f"names must have no NUL characters and at "
+                                      f"most {MAX_NAME} characters")
         if not 0 <= request.capacity <= MAX_CAPACITY:
             raise InvalidRequestError("capacity", f"must be 0 to {MAX_CAPACITY}")
         spec = {"worker_name": name, "group_names": list(request.group_names) or ["main"],

@@ -252,10 +252,11 @@ def test_command_task_validation(stubs):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("heartbeat", float("nan")), ("heartbeat", -1.0), ("heartbeat", 1e9), ("capacity", -2),
+    ("register", None),
 ])
 def test_bad_registration_is_invalid_argument(stubs, field, value):
-    err = code_of(stubs.worker.Register, worker_pb2.RegisterRequest(worker_name="x",
-                                                                    **{field: value}))
+    fields = {field: value} if value is not None else {"group_names": ["a\x00b"]}
+    err = code_of(stubs.worker.Register, worker_pb2.RegisterRequest(worker_name="x", **fields))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.details()
     listed = stubs.admin.ListWorkers(admin_pb2.ListWorkersRequest(include_dead=True))
     assert list(listed.workers) == []
