@@ -82,6 +82,9 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
                     for s in request.statuses]
         filters = {"group_name": request.group_name, "function_name": request.function_name,
                    "task_name": request.task_name}
+        for key, value in filters.items():
+            if "\x00" in value:
+                raise InvalidRequestError(key, "must not contain NUL characters")
         rows, token = await tasks.list_tasks(self.rt, statuses, filters, request.page_size,
                                              request.page_token)
         return client_pb2.ListTasksResponse(tasks=[convert.task_to_proto(r) for r in rows],

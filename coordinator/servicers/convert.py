@@ -75,8 +75,8 @@ def task_ref(ref: client_pb2.TaskRef) -> tuple[int | None, str | None]:
             raise InvalidRequestError("ref.id", "must be a positive task id")
         return ref.id, None
     if which == "uuid":
-        if not ref.uuid:
-            raise InvalidRequestError("ref.uuid", "must not be empty")
+        if not ref.uuid or "\x00" in ref.uuid or len(ref.uuid) > 255:
+            raise InvalidRequestError("ref.uuid", "must be 1 to 255 characters, no NUL")
         return None, ref.uuid
     raise InvalidRequestError("ref", "give a task id or uuid")
 
