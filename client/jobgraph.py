@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _convert
+from . import _convert, _requests
 from .scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class JobGraph:
         self._tasks: list[JobTask] = []
         self._specs: list[Any] = []
         self._client_errors: list[dict[str, str]] = []
-        self._edges: list[tuple[_convert.JobNode, _convert.JobNode]] = []
+        self._edges: list[tuple[_requests.JobNode, _requests.JobNode]] = []
         self._validated = False
 
     def __repr__(self) -> str:
@@ -150,7 +150,7 @@ class JobGraph:
             RuntimeError: The graph was validated already.
         """
         self._check_open()
-        spec, client_errors = _convert.task_spec_from_call(function, pargs, pvars, kwargs)
+        spec, client_errors = _requests.task_spec_from_call(function, pargs, pvars, kwargs)
         handle = JobTask(self, len(self._tasks), str(spec.function_name))
         self._tasks.append(handle)
         self._specs.append(spec)
@@ -171,8 +171,8 @@ class JobGraph:
         Raises:
             RuntimeError: The graph was validated already.
         """
-        command = _convert.command_from_argv(argv, env, cwd)
-        return self.queue_task(_convert.COMMAND_FUNCTION, **{**kwargs, "command": command})
+        command = _requests.command_from_argv(argv, env, cwd)
+        return self.queue_task(_requests.COMMAND_FUNCTION, **{**kwargs, "command": command})
 
     def add_deps(self, task_parent: JobTask | int, task_child: JobTask | int) -> None:
         """Make ``task_parent`` wait until ``task_child`` is COMPLETED for good.
@@ -221,7 +221,7 @@ class JobGraph:
                 its tasks uuids to make a retry safe.
         """
         self._check_open()
-        request = _convert.queue_job_request(self.job_name, self._specs, self._edges)
+        request = _requests.queue_job_request(self.job_name, self._specs, self._edges)
         response = self.scheduler._queue_job(request)
         self._validated = True
         results, errors, layers = _convert.job_answer_from_proto(response, self._client_errors)
@@ -240,7 +240,7 @@ class JobGraph:
                 "build a new JobGraph for more tasks"
             )
 
-    def _node(self, ref: object, what: str) -> _convert.JobNode:
+    def _node(self, ref: object, what: str) -> _requests.JobNode:
         if isinstance(ref, JobTask):
             if ref.job is not self:
                 raise ValueError(f"{what} {ref!r} belongs to another JobGraph")

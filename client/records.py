@@ -2,7 +2,7 @@
 
 Everything here is plain Python: frozen, slotted dataclasses with aware UTC
 datetimes, ``dict``/``list`` for JSON values and string enums for statuses.
-Protobuf messages never leave ``taskgrid.client._convert``, so the wire format
+Protobuf messages never leave ``taskgrid.client``'s private modules, so the wire format
 can change without breaking user code that holds these records.
 """
 

@@ -1,7 +1,7 @@
 """`Scheduler`: web2py's scheduler client API, spoken over gRPC to a coordinator.
 
 It owns one channel and the stubs on it; every method is one request (or one
-paged loop, or one stream) converted by ``_convert`` and guarded by
+paged loop, or one stream) built by ``_requests``, converted by ``_convert`` and guarded by
 ``_channel.translated_errors``, so callers only ever see records and
 ``taskgrid.client.errors``.
 """
@@ -15,7 +15,7 @@ from typing import Any, Literal, overload
 
 from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
-from . import _channel, _convert
+from . import _channel, _convert, _requests
 from ._channel import TlsConfig
 from .errors import NotFoundError, ProtocolError
 from .records import (
@@ -136,7 +136,7 @@ class Scheduler:
         Returns:
             The new task's id and uuid, or the field errors (nothing queued).
         """
-        spec, client_errors = _convert.task_spec_from_call(function, pargs, pvars, kwargs)
+        spec, client_errors = _requests.task_spec_from_call(function, pargs, pvars, kwargs)
         with _channel.translated_errors():
             response = self._tasks.QueueTask(
                 client_pb2.QueueTaskRequest(task=spec), timeout=self.timeout_s
@@ -178,8 +178,8 @@ class Scheduler:
         Returns:
             The new task's id and uuid, or the field errors (nothing queued).
         """
-        command = _convert.command_from_argv(argv, env, cwd)
-        return self.queue_task(_convert.COMMAND_FUNCTION, **{**kwargs, "command": command})
+        command = _requests.command_from_argv(argv, env, cwd)
+        return self.queue_task(_requests.COMMAND_FUNCTION, **{**kwargs, "command": command})
 
     def queue_tasks(self, tasks: Iterable[Mapping[str, Any]]) -> list[QueueResult]:
         """Queue many tasks in one call: all of them, or none if any has errors.
@@ -205,7 +205,7 @@ class Scheduler:
             function = fields.pop("function")
             pargs = fields.pop("pargs", None)
             pvars = fields.pop("pvars", None)
-            spec, errors = _convert.task_spec_from_call(function, pargs, pvars, fields)
+            spec, errors = _requests.task_spec_from_call(function, pargs, pvars, fields)
             specs.append(spec)
             client_errors.append(errors)
         if not specs:
@@ -235,7 +235,7 @@ class Scheduler:
     # --- reading -----------------------------------------------------------------------
 
     def _get_task(self, ref: TaskRef, all_runs: bool) -> Any:
-        request = client_pb2.GetTaskRequest(ref=_convert.task_ref_to_proto(ref), all_runs=all_runs)
+        request = client_pb2.GetTaskRequest(ref=_requests.task_ref_to_proto(ref), all_runs=all_runs)
         with _channel.translated_errors():
             return self._tasks.GetTask(request, timeout=self.timeout_s)
 
@@ -362,7 +362,7 @@ class Scheduler:
             TypeError: ``ref`` is neither an int nor a str (raised at once).
             NotFoundError: No such task (raised when iteration starts).
         """
-        request = client_pb2.WatchTaskRequest(ref=_convert.task_ref_to_proto(ref))
+        request = client_pb2.WatchTaskRequest(ref=_requests.task_ref_to_proto(ref))
         return self._watch(request)
 
     def _watch(self, request: Any) -> Iterator[TaskEvent]:
@@ -385,7 +385,7 @@ class Scheduler:
             True when something was stopped or a stop was sent; False when the
             task had already ended or does not exist.
         """
-        request = client_pb2.StopTaskRequest(ref=_convert.task_ref_to_proto(ref))
+        request = client_pb2.StopTaskRequest(ref=_requests.task_ref_to_proto(ref))
         try:
             with _channel.translated_errors():
                 response = self._tasks.StopTask(request, timeout=self.timeout_s)

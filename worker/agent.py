@@ -1,15 +1,17 @@
 """The worker's side of the protocol: register, lease, heartbeat, commands, delivery.
 
-`Agent` is the only module of taskgrid.worker that imports the generated
-stubs. It runs a runner.Pool and three loops, each a `*_once` step inside a
-thin loop:
+`Agent` owns the session and its loops; with ``_convert`` (messages <->
+worker records) and ``delivery`` (`DeliveryMixin`: sending batches, reacting
+to failed calls) it is the only code of taskgrid.worker that touches the
+generated stubs. It runs a runner.Pool and three loops, each a `*_once` step
+inside a thin loop:
 
 - the calling thread (`run`): register, then long-poll Lease for exactly
   the free slots (wait_s = heartbeat) and submit what comes back;
 - a heartbeat thread: Heartbeat every `heartbeat` seconds with every held
   lease and the RSS; it never waits on a task, so a hung task cannot stop it;
 - the reporter thread (reporter.py), which batches output and reports and
-  hands them to `send_output` / `send_reports` here.
+  hands them to `send_output` / `send_reports` (delivery.py).
 
 Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and
 Heartbeat replies and are obeyed by whichever thread got them. While the
@@ -27,19 +29,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import grpc
 
-from taskgrid import __version__
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from taskgrid.worker._convert import lease_ref, register_request, stale_keys, task_run_from_lease
 from taskgrid.worker.backoff import Backoff
-from taskgrid.worker.capture import Chunk
 from taskgrid.worker.channel import ChannelSecurity, open_channel
 from taskgrid.worker.command import CommandPolicy
-from taskgrid.worker.records import Command, LeaseKey, Outcome, RunResult, TaskRun
-from taskgrid.worker.reporter import Delivery, Reporter, StaleLeasesError
+from taskgrid.worker.delivery import DEFAULT_RPC_TIMEOUT_S, DeliveryMixin
+from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun
+from taskgrid.worker.reporter import Reporter
 from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, Pool
 
 logger = logging.getLogger(__name__)
@@ -47,14 +49,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_COORDINATOR = "127.0.0.1:50051"
 DEFAULT_GROUP = "main"
 DEFAULT_HEARTBEAT = 3.0
-DEFAULT_RPC_TIMEOUT_S = 10.0
 DEFAULT_EXIT_FLUSH_S = 10.0
 """How long a leaving worker keeps trying to deliver its last reports."""
-STALE_LEASES_KEY = "taskgrid-stale-leases"
-COMMAND_CAPABILITY = "command"
-"""Declared in Register by a worker allowed to run command tasks."""
-COMMAND_FUNCTION = "@command"
-"""The function name of command tasks: never a function this worker may declare."""
 DEFAULT_AUTH_ATTEMPTS = 5
 """Registrations rejected for bad credentials in a row before the worker gives up."""
 EXIT_AUTH = 5
@@ -69,16 +65,8 @@ CHANNEL_OPTIONS = [
 ]
 
 _S = common_pb2
-_SESSION_GONE = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED}
-_NEVER_RETRY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
 # On Register (which carries no session) these can only be about the bearer token.
 _CREDENTIALS_REJECTED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
-_RUN_STATUS = {
-    Outcome.COMPLETED: _S.RUN_STATUS_COMPLETED,
-    Outcome.FAILED: _S.RUN_STATUS_FAILED,
-    Outcome.TIMEOUT: _S.RUN_STATUS_TIMEOUT,
-    Outcome.STOPPED: _S.RUN_STATUS_STOPPED,
-}
 
 
 @dataclass(frozen=True)
@@ -99,19 +87,6 @@ class AgentConfig:
     """Command tasks this worker runs; it declares the capability only when allowed."""
 
 
-def stale_keys(error: grpc.RpcError) -> set[LeaseKey]:
-    """Leases named in the ``taskgrid-stale-leases`` trailer of a FAILED_PRECONDITION."""
-    found: set[LeaseKey] = set()
-    trailer = getattr(error, "trailing_metadata", None)
-    for key, value in (trailer() if trailer else None) or ():
-        if key == STALE_LEASES_KEY:
-            for item in str(value).split(","):
-                task, _, attempt = item.strip().partition(":")
-                if task.isdigit() and attempt.isdigit():
-                    found.add((int(task), int(attempt)))
-    return found
-
-
 def rss_bytes(pids: Iterable[int]) -> int:
     """Resident memory of this process and `pids` (from Linux /proc; 0 where unknown)."""
     page = os.sysconf("SC_PAGE_SIZE")
@@ -125,69 +100,13 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
-def _ref(key: LeaseKey) -> common_pb2.LeaseRef:
-    return _S.LeaseRef(task_id=key[0], attempt=key[1])
-
-
-def _chunk_pb(key: LeaseKey, chunk: Chunk) -> common_pb2.OutputChunk:
-    return _S.OutputChunk(
-        task_id=key[0], attempt=key[1], seq=chunk.seq, data=chunk.data, clear=chunk.clear
-    )
-
-
-def register_request(config: AgentConfig) -> worker_pb2.RegisterRequest:
-    """The Register message announcing this worker: functions, capacity, capabilities."""
-    allowed = config.command_policy.allowed
-    return worker_pb2.RegisterRequest(
-        worker_name=config.worker_name, group_names=config.group_names,
-        functions=sorted(set(config.functions) - {COMMAND_FUNCTION}),
-        capacity=config.concurrency, language="python", heartbeat=config.heartbeat,
-        hostname=os.uname().nodename, pid=os.getpid(), version=__version__,
-        capabilities=[COMMAND_CAPABILITY] if allowed else [],
-    )  # fmt: skip
-
-
-def task_run_from_lease(lease: worker_pb2.Lease) -> TaskRun:
-    """Convert a Lease message into the runner's TaskRun."""
-    command = None
-    if lease.HasField("command"):
-        c = lease.command
-        command = Command(c.executable, tuple(c.args), dict(c.env), c.cwd)
-    return TaskRun(
-        task_id=lease.ref.task_id,
-        attempt=lease.ref.attempt,
-        run_id=lease.run_id,
-        uuid=lease.uuid,
-        function_name=lease.function_name,
-        args=lease.args or "[]",
-        vars=lease.vars or "{}",
-        timeout=float(lease.timeout),
-        sync_output=float(lease.sync_output),
-        task_name=lease.task_name,
-        command=command,
-    )
-
-
-def report_to_pb(result: RunResult) -> worker_pb2.RunReport:
-    """Convert a finished run into a RunReport message."""
-    report = worker_pb2.RunReport(
-        ref=_ref(result.task.key),
-        status=_RUN_STATUS[result.outcome],
-        traceback=result.traceback,
-        output=[_chunk_pb(result.task.key, chunk) for chunk in result.output],
-    )
-    if result.result is not None:
-        report.result = result.result
-    return report
-
-
 def _describe_policy(policy: CommandPolicy) -> str:
     if not policy.allowed:
         return "no"
     return ",".join(policy.executables) if policy.executables else "any"
 
 
-class Agent:
+class Agent(DeliveryMixin):
     """One worker: a session with the coordinator and a pool of task children."""
 
     def __init__(self, config: AgentConfig) -> None:
@@ -504,7 +423,7 @@ class Agent:
                 return True
             request = worker_pb2.HeartbeatRequest(
                 session=session,
-                running=[_ref(key) for key in sorted(held)],
+                running=[lease_ref(key) for key in sorted(held)],
                 rss_bytes=rss_bytes(self._pool.child_pids()),
                 draining=self._leaving == "TERMINATE",
             )
@@ -521,107 +440,3 @@ class Agent:
             self._apply_stops(response.stop)
             return True
         return False
-
-    # ---- delivery (reporter.Sender) -----------------------------------------------
-
-    def send_output(self, batch: dict[LeaseKey, list[Chunk]]) -> Delivery:
-        """Deliver live output chunks in one SendOutput call."""
-        chunks = [_chunk_pb(key, chunk) for key, items in batch.items() for chunk in items]
-        return self._deliver("SendOutput", lambda session: self._rpc().SendOutput(
-            worker_pb2.SendOutputRequest(session=session, chunks=chunks),
-            timeout=DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
-
-    def send_reports(self, batch: list[RunResult]) -> Delivery:
-        """Deliver finished runs in one Report call."""
-        reports = [report_to_pb(result) for result in batch]
-        delivery = self._deliver("Report", lambda session: self._rpc().Report(
-            worker_pb2.ReportRequest(session=session, reports=reports),
-            timeout=DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
-        if delivery is Delivery.SENT:
-            logger.debug("reported runs=%s", len(batch))
-        return delivery
-
-    def _deliver(self, method: str, call: Callable[[worker_pb2.WorkerSession], object]) -> Delivery:
-        with self._cond:
-            session, generation = self._session, self._generation
-        if session is None:
-            return Delivery.DROP
-        try:
-            call(session)
-        except grpc.RpcError as error:
-            stale = stale_keys(error)
-            if self._failed(method, error, generation) and stale:
-                raise StaleLeasesError(stale) from None
-            code = error.code()
-            return Delivery.DROP if code in _SESSION_GONE | _NEVER_RETRY else Delivery.RETRY
-        self._note_success()
-        return Delivery.SENT
-
-    # ---- failures and sessions ----------------------------------------------------
-
-    def _rpc(self) -> worker_pb2_grpc.WorkerServiceStub:
-        assert self._stub is not None, "Agent.run() creates the channel"
-        return self._stub
-
-    def _failed(self, method: str, error: grpc.RpcError, generation: int) -> bool:
-        """React to a failed call; True when the caller may go on without a backoff."""
-        code = error.code()
-        if code in _SESSION_GONE:
-            self._lose_session(generation, code)
-            return True
-        stale = stale_keys(error)
-        if code == grpc.StatusCode.FAILED_PRECONDITION and stale:
-            self._drop_leases(stale, method)
-            return True
-        self._log_failure(method, error)
-        return False
-
-    def _log_failure(self, method: str, error: grpc.RpcError) -> None:
-        """Log a failed call; an outage is logged once, then only counted."""
-        code = error.code()
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            logger.error("%s rejected as invalid: %s", method, error.details())
-            return
-        with self._cond:
-            self._failed_calls += 1
-            first = self._failed_calls == 1
-        if first:
-            logger.warning("%s failed, retrying with backoff code=%s details=%s",
-                           method, code.name, error.details())  # fmt: skip
-        else:
-            logger.debug("%s failed again code=%s", method, code.name)
-
-    def _note_success(self) -> None:
-        if self._failed_calls:
-            with self._cond:
-                failed, self._failed_calls = self._failed_calls, 0
-            if failed:
-                logger.info("coordinator answering again after failed_calls=%s", failed)
-
-    def _drop_leases(self, keys: set[LeaseKey], method: str) -> None:
-        """The coordinator says these leases are no longer ours: stop and forget them."""
-        logger.warning("%s: coordinator rejected stale leases %s", method, sorted(keys))
-        with self._cond:
-            running = keys & set(self._pool.active_keys())
-            self._dropped |= running
-        self._reporter.outbox.discard(keys)
-        for key in running:
-            self._pool.stop(key, Outcome.STOPPED)
-
-    def _lose_session(self, generation: int, code: grpc.StatusCode) -> None:
-        """The coordinator forgot this worker: drop every lease, then register again."""
-        with self._cond:
-            if generation != self._generation or self._session is None:
-                return
-            logger.warning("session lost (%s): stopping runs, registering again", code.name)
-            self._session = None
-            self._generation += 1
-            running = set(self._pool.active_keys())
-            self._dropped |= running
-            self._reporter.outbox.clear()
-            self._cond.notify_all()
-        for key in running:
-            self._pool.stop(key, Outcome.STOPPED)
-
-    def _has_session(self) -> bool:
-        return self._session is not None

@@ -40,6 +40,7 @@ from taskgrid.client import (
     WorkerStatus,
     _channel,
     _convert,
+    _requests,
 )
 from taskgrid.v1 import admin_pb2, client_pb2, common_pb2
 
@@ -234,19 +235,19 @@ def test_client_written_errors_replace_the_coordinators_wording() -> None:
 
 
 def test_task_refs() -> None:
-    assert _convert.task_ref_to_proto(5) == client_pb2.TaskRef(id=5)
-    assert _convert.task_ref_to_proto("abc") == client_pb2.TaskRef(uuid="abc")
-    assert _convert.task_ref_to_proto("12") == client_pb2.TaskRef(uuid="12")
+    assert _requests.task_ref_to_proto(5) == client_pb2.TaskRef(id=5)
+    assert _requests.task_ref_to_proto("abc") == client_pb2.TaskRef(uuid="abc")
+    assert _requests.task_ref_to_proto("12") == client_pb2.TaskRef(uuid="12")
     for bad in (True, 1.5, None, [1], b"u"):
         with pytest.raises(TypeError):
-            _convert.task_ref_to_proto(bad)
+            _requests.task_ref_to_proto(bad)
 
 
 # -- queue_task arguments -> TaskSpec ------------------------------------------------------------
 
 
 def spec_for(function: Any = "add", pargs: Any = None, pvars: Any = None, **kwargs: Any) -> Any:
-    spec, errors = _convert.task_spec_from_call(function, pargs, pvars, kwargs)
+    spec, errors = _requests.task_spec_from_call(function, pargs, pvars, kwargs)
     assert errors == {}
     return spec
 
@@ -257,8 +258,8 @@ def raw(spec: Any) -> dict[str, Any]:
 
 def test_spec_field_tables_cover_the_task_spec_exactly() -> None:
     typed = (
-        _convert.SPEC_STRING_FIELDS | _convert.SPEC_BOOL_FIELDS | _convert.SPEC_INT_FIELDS
-        | _convert.SPEC_FLOAT_FIELDS | _convert.SPEC_TIME_FIELDS
+        _requests.SPEC_STRING_FIELDS | _requests.SPEC_BOOL_FIELDS | _requests.SPEC_INT_FIELDS
+        | _requests.SPEC_FLOAT_FIELDS | _requests.SPEC_TIME_FIELDS
     )
     proto = {f.name for f in common_pb2.TaskSpec.DESCRIPTOR.fields}
     assert typed | {"function_name", "args", "vars", "raw_fields", "command"} == proto
@@ -354,14 +355,14 @@ def test_wrongly_shaped_pargs_are_dumped_for_the_coordinator_to_judge() -> None:
 
 @pytest.mark.parametrize("pargs", [[object()], [math.nan], [{1, 2}]])
 def test_unencodable_pargs_are_a_client_error_and_raw_field(pargs: Any) -> None:
-    spec, errors = _convert.task_spec_from_call("add", pargs, None, {})
+    spec, errors = _requests.task_spec_from_call("add", pargs, None, {})
     assert set(errors) == {"args"} and errors["args"].startswith("cannot be encoded as JSON")
     assert not spec.HasField("args")
     assert isinstance(raw(spec)["args"], str)  # a JSON string, never a list: not queueable
 
 
 def test_unencodable_pvars_are_a_client_error() -> None:
-    spec, errors = _convert.task_spec_from_call("add", None, {"when": datetime.now()}, {})
+    spec, errors = _requests.task_spec_from_call("add", None, {"when": datetime.now()}, {})
     assert set(errors) == {"vars"}
     assert isinstance(raw(spec)["vars"], str)
 

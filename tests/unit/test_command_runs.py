@@ -17,7 +17,8 @@ import pytest
 
 from taskgrid.v1 import common_pb2, worker_pb2
 from taskgrid.worker import main as worker_main
-from taskgrid.worker.agent import AgentConfig, register_request, task_run_from_lease
+from taskgrid.worker._convert import register_request, task_run_from_lease
+from taskgrid.worker.agent import AgentConfig
 from taskgrid.worker.capture import join_chunks
 from taskgrid.worker.command import (
     CommandPolicy,
