@@ -1,7 +1,7 @@
 """Leases: claim due work (long-poll), start, report outcomes, lose a worker's leases.
 
-Every path that ends a run goes through `_close`, which asks lifecycle.finish
-or lifecycle.lose_worker what the task becomes: a reported failure, a
+Every path that ends a run goes through `_close_runs`, and lifecycle.finish or
+lifecycle.lose_worker decide what the task becomes: a reported failure, a
 coordinator-side timeout and a lost worker all decide the same way.
 """
 

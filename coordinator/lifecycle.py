@@ -159,7 +159,6 @@ OUTCOME_EVENTS: Mapping[RunStatus, Event] = {
     RunStatus.STOPPED: Event.STOP,
 }
 
-DEFAULT_MAX_LOST_REQUEUES = 3
 #: the status a worker gets when it registers (or registers again)
 REGISTERED_WORKER_STATUS = WorkerStatus.ACTIVE
 
