@@ -106,8 +106,11 @@ def test_coordinator_exits_cleanly_on_sigterm(coordinator):
 
 def test_sigterm_drains_then_second_sigterm_kills(client, coordinator, start_worker):
     w = start_worker("w1", extra_args=["--concurrency", "2"])
-    short = client.queue_task("sleep_for", pargs=[1.5])
-    running_on(client, short.id)
+    short = client.queue_task("print_lines", pargs=[3, 0.5], sync_output=1)
+    # really running in the worker (its output arrives), not only leased: a lease that reaches
+    # a draining worker before it starts is handed back instead (tested in test_protocol)
+    wait_until(lambda: "line 0" in getattr(client.task_status(short.id, output=True).run,
+                                           "run_output", ""), timeout=15, desc="output")
     w.terminate()  # SIGTERM: finish what runs, lease nothing more
     wait_until(lambda: client.get_workers()["w1"].status == "TERMINATE", timeout=10)
     late = client.queue_task("add", pargs=[1, 1])
@@ -115,8 +118,9 @@ def test_sigterm_drains_then_second_sigterm_kills(client, coordinator, start_wor
     assert w.wait(15) == 0
     assert client.task_status(late.id).status == "QUEUED"
     w2 = start_worker("w2")
-    long = client.queue_task("sleep_for", pargs=[60])
-    wait_until(lambda: client.task_status(long.id).status == "RUNNING", timeout=15)
+    long = client.queue_task("print_lines", pargs=[200, 0.3], sync_output=1)
+    wait_until(lambda: "line 0" in getattr(client.task_status(long.id, output=True).run,
+                                           "run_output", ""), timeout=15, desc="output")
     w2.terminate()
     wait_until(lambda: client.get_workers()["w2"].status == "TERMINATE", timeout=10)
     w2.terminate()  # the second SIGTERM stops the running task now
