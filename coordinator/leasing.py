@@ -313,6 +313,7 @@ async def lose(rt: Runtime, w: LiveWorker, reason: str, task_ids: Sequence[int] 
         w.alive = False
         w.notify()
         rt.timers.note_lost_worker(now)
+        logger.info("worker gone worker=%s reason=%s", w.name, reason)
     if rows:
         logger.warning("leases given back worker=%s reason=%s tasks=%s", w.name, reason,
                        ",".join(str(r["id"]) for r in rows))

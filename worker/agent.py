@@ -154,7 +154,9 @@ class Agent(DeliveryMixin):
         self._reporter.start()
         try:
             self._main_loop()
-            if not self._reporter.wait_idle(DEFAULT_EXIT_FLUSH_S):
+            if self._reporter.wait_idle(DEFAULT_EXIT_FLUSH_S):
+                self._say_leaving()
+            else:
                 logger.error("exiting with undelivered reports leases=%s",
                              sorted(self._reporter.outbox.held_keys()))  # fmt: skip
         finally:
@@ -411,6 +413,18 @@ class Agent(DeliveryMixin):
                 delay = min(backoff.next_delay(), self._heartbeat)
             if self._stopping.wait(delay):
                 return
+
+    def _say_leaving(self) -> None:
+        """One last heartbeat: this worker is gone now, not after dead_after (best effort)."""
+        with self._cond:
+            session = self._session
+        if session is None:
+            return
+        try:
+            self._rpc().Heartbeat(worker_pb2.HeartbeatRequest(session=session, leaving=True),
+                                  timeout=2.0)
+        except grpc.RpcError as error:
+            logger.debug("leaving heartbeat failed code=%s", error.code().name)
 
     def heartbeat_once(self) -> bool:
         """Send one Heartbeat and obey its reply; False when it should be retried soon."""

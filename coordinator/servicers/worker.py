@@ -102,6 +102,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         """Record liveness; reply with the worker's status and the runs to stop."""
         w = self._session(request.session)
         orphans = self.rt.registry.heartbeat(w, convert.refs(request.running), request.rss_bytes)
+        if request.leaving:
+            await leasing.lose(self.rt, w, "left")
+            return worker_pb2.HeartbeatResponse(status=convert.worker_status(w.status))
         if request.draining:
             await self.rt.registry.set_status(WorkerStatus.TERMINATE, [], w.name)
         if orphans:

@@ -62,3 +62,17 @@ def test_scheduler_against_in_process_coordinator_lists_workers(retained):
     FakeWorker(connect(retained.address), "x", ["f"], heartbeat=5)
     assert set(s.get_workers()) == {"x"}
     s.close()
+
+
+def test_a_worker_that_exits_is_gone_at_once(client, coordinator, start_worker):
+    """The leaving heartbeat: no waiting for dead_after (15 s at heartbeat 5 s)."""
+    import time
+
+    w = start_worker("w1", heartbeat=5.0)
+    client.kill(worker_name="w1")
+    assert w.wait(10) == 0
+    t0 = time.monotonic()
+    wait_until(lambda: "w1" not in client.get_workers(), timeout=5, desc="w1 gone")
+    assert time.monotonic() - t0 < 5
+    assert not client.get_workers(include_dead=True)["w1"].alive
+    assert "worker gone worker=w1 reason=left" in coordinator.log_text()

@@ -171,7 +171,9 @@ func (a *Agent) Run() int {
 	go func() { defer loops.Done(); a.heartbeatLoop() }()
 	go func() { defer loops.Done(); a.reporter.loop() }()
 	a.mainLoop()
-	if !a.reporter.waitIdle(DefaultExitFlush) {
+	if a.reporter.waitIdle(DefaultExitFlush) {
+		a.sayLeaving()
+	} else {
 		a.log.Error("exiting with undelivered reports", "leases", len(a.outbox.HeldKeys()))
 	}
 	close(a.stopping)
@@ -188,6 +190,22 @@ func (a *Agent) Run() int {
 	defer a.mu.Unlock()
 	a.log.Info("worker exiting", "reason", a.leaving)
 	return a.exitCode
+}
+
+// sayLeaving sends one last heartbeat so the coordinator marks this worker
+// gone at once instead of after dead_after (best effort).
+func (a *Agent) sayLeaving() {
+	a.mu.Lock()
+	session := a.session
+	a.mu.Unlock()
+	if session == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := a.rpc.Heartbeat(ctx, &pb.HeartbeatRequest{Session: session, Leaving: true}); err != nil {
+		a.log.Debug("leaving heartbeat failed", "error", err)
+	}
 }
 
 // RequestDrain leaves like TERMINATE: no more leases, running tasks finish

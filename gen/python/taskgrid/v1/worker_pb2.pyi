@@ -121,16 +121,18 @@ class StartRunsResponse(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("session", "running", "rss_bytes", "draining")
+    __slots__ = ("session", "running", "rss_bytes", "draining", "leaving")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     session: WorkerSession
     running: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
     rss_bytes: int
     draining: bool
-    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., running: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., rss_bytes: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    leaving: bool
+    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., running: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., rss_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("status", "stop", "heartbeat")

@@ -644,7 +644,11 @@ type HeartbeatRequest struct {
 	RssBytes int64                  `protobuf:"varint,3,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"` // memory of the worker and its children
 	// The worker is draining (it got SIGTERM): it finishes its running tasks and
 	// leaves. The coordinator sets it TERMINATE and leases it nothing more.
-	Draining      bool `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"`
+	// The worker exits now (after delivering its reports): the coordinator marks
+	// it gone at once instead of after dead_after. Any lease still listed is given
+	// back as from a lost worker.
+	Leaving       bool `protobuf:"varint,5,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +707,13 @@ func (x *HeartbeatRequest) GetRssBytes() int64 {
 func (x *HeartbeatRequest) GetDraining() bool {
 	if x != nil {
 		return x.Draining
+	}
+	return false
+}
+
+func (x *HeartbeatRequest) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
 	}
 	return false
 }
@@ -1167,12 +1178,13 @@ const file_taskgrid_v1_worker_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\v2\x1a.taskgrid.v1.WorkerSessionR\asession\x12-\n" +
 	"\x06leases\x18\x02 \x03(\v2\x15.taskgrid.v1.LeaseRefR\x06leases\"?\n" +
 	"\x11StartRunsResponse\x12*\n" +
-	"\x06leases\x18\x01 \x03(\v2\x12.taskgrid.v1.LeaseR\x06leases\"\xb2\x01\n" +
+	"\x06leases\x18\x01 \x03(\v2\x12.taskgrid.v1.LeaseR\x06leases\"\xcc\x01\n" +
 	"\x10HeartbeatRequest\x124\n" +
 	"\asession\x18\x01 \x01(\v2\x1a.taskgrid.v1.WorkerSessionR\asession\x12/\n" +
 	"\arunning\x18\x02 \x03(\v2\x15.taskgrid.v1.LeaseRefR\arunning\x12\x1b\n" +
 	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\x12\x1a\n" +
-	"\bdraining\x18\x04 \x01(\bR\bdraining\"\x8f\x01\n" +
+	"\bdraining\x18\x04 \x01(\bR\bdraining\x12\x18\n" +
+	"\aleaving\x18\x05 \x01(\bR\aleaving\"\x8f\x01\n" +
 	"\x11HeartbeatResponse\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.taskgrid.v1.WorkerStatusR\x06status\x12)\n" +
 	"\x04stop\x18\x02 \x03(\v2\x15.taskgrid.v1.LeaseRefR\x04stop\x12\x1c\n" +
