@@ -85,6 +85,8 @@ class ChildProcess:
                 stdin=subprocess.DEVNULL,
                 pass_fds=fds,
                 process_group=0,
+                # task code never sees the worker's bearer token
+                env={k: v for k, v in os.environ.items() if k != "TASKGRID_TOKEN"},
             )
         except OSError:
             parent_sock.close()

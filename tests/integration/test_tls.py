@@ -234,3 +234,11 @@ def test_worker_refuses_unusable_security_settings(tmp_path):
     assert proc.returncode == 2
     assert "refusing to send the token in plain text" in proc.stderr
     assert TOKENS["worker"] not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_task_code_never_sees_the_workers_token(coordinator, start_worker, client):
+    start_worker("w1", env={"TASKGRID_TOKEN": "worker-secret-token-0123456789"},
+                 extra_args=[])
+    r = client.queue_task("env_var", pargs=["TASKGRID_TOKEN"])
+    wait_until(lambda: client.task_status(r.id).status == "COMPLETED", timeout=15)
+    assert client.task_status(r.id, output=True).result is None

@@ -137,6 +137,11 @@ def sleep_then_mark(seconds: float, name: str) -> float:
     return seconds
 
 
+def env_var(name: str) -> str | None:
+    """The task's view of an environment variable."""
+    return os.environ.get(name)
+
+
 def _field(record: typing.Any, name: str, index: int) -> typing.Any:
     """Read a field of current_task()'s answer, whether an object, a mapping or a tuple."""
     if hasattr(record, name):
