@@ -28,6 +28,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass
+class Held:
+    """A lease as the coordinator remembers it."""
+
+    attempt: int
+    granted: float  # monotonic seconds at lease or start
+    started: bool
+    limit_s: float  # timeout plus grace: past it the coordinator closes the run TIMEOUT
+
+
+def held(rt: Runtime, task: Row, now_mono: float, started: bool) -> Held:
+    """How the coordinator remembers a lease it granted (or found at start-up)."""
+    return Held(task["attempt"], now_mono, started, task["timeout"] + rt.config.timeout_grace_s)
+
+
 @dataclasses.dataclass(frozen=True)
 class Granted:
     """A lease handed to a worker: the task row after the claim, and its run."""
@@ -104,14 +119,8 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
     _publish(rt, (g.task for g in granted))
     now_mono = time.monotonic()
     for g in granted:
-        w.leases[g.task["id"]] = _held(g.task, now_mono, g.started, rt)
+        w.leases[g.task["id"]] = held(rt, g.task, now_mono, g.started)
     return granted
-
-
-def _held(task: Row, now_mono: float, started: bool, rt: Runtime) -> Any:
-    from taskgrid.coordinator.workers import Held  # runtime import: workers imports us
-
-    return Held(task["attempt"], now_mono, started, task["timeout"] + rt.config.timeout_grace_s)
 
 
 async def lease(rt: Runtime, w: LiveWorker, max_tasks: int, wait_s: float,
@@ -287,7 +296,8 @@ async def lose(rt: Runtime, w: LiveWorker, reason: str, task_ids: Sequence[int] 
     lost too many workers (lifecycle.lose_worker).
     """
     whole = task_ids is None
-    held = {t: h.attempt for t, h in w.leases.items() if whole or t in set(task_ids or ())}
+    wanted = set(task_ids or ())
+    held = {t: h.attempt for t, h in w.leases.items() if whole or t in wanted}
     now = rt.clock.now()
     text = f"WorkerLost: worker {w.name} {reason}"
 

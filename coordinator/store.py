@@ -261,10 +261,6 @@ class Tx:
         stmt = stmt.order_by(r.id.desc()).limit(1) if latest_only else stmt.order_by(r.id)
         return [_row(x, _RUN_TIMES) for x in self.conn.execute(stmt).mappings()]
 
-    def update_run(self, run_id: int, values: Mapping[str, Any]) -> None:
-        """Write a run's final values."""
-        self.update_runs([(run_id, values)])
-
     def update_runs(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
         """Write several runs' final values (one executemany per shape)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}

@@ -46,16 +46,6 @@ def _hash(token: str) -> str:
 
 
 @dataclasses.dataclass
-class Held:
-    """A lease as the coordinator remembers it."""
-
-    attempt: int
-    granted: float  # monotonic seconds at lease or start
-    started: bool
-    limit_s: float  # timeout plus grace: past it the coordinator closes the run TIMEOUT
-
-
-@dataclasses.dataclass
 class LiveWorker:
     """What the coordinator knows of a registered worker."""
 
@@ -76,7 +66,7 @@ class LiveWorker:
     last_seen: float  # monotonic
     rss_bytes: int = 0
     alive: bool = True
-    leases: dict[int, Held] = dataclasses.field(default_factory=dict)
+    leases: dict[int, leasing.Held] = dataclasses.field(default_factory=dict)
     recent: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)
     stop: set[tuple[int, int]] = dataclasses.field(default_factory=set)
     #: stops already handed out by a Lease reply (heartbeats re-send all of them)
@@ -159,11 +149,19 @@ class Registry:
             owner = by_name.get(task["assigned_worker_name"])
             if owner is not None:
                 started = task["status"] == lifecycle.TaskStatus.RUNNING
-                limit_s = task["timeout"] + self.rt.config.timeout_grace_s
-                owner.leases[task["id"]] = Held(task["attempt"], now_mono, started, limit_s)
+                owner.leases[task["id"]] = leasing.held(self.rt, task, now_mono, started)
                 if task["stop_requested"]:
                     owner.stop.add((task["id"], task["attempt"]))
         logger.info("loaded workers=%d leases=%d", len(rows), len(leased))
+
+    async def listing(self, include_dead: bool) -> tuple[list[LiveWorker], list[Row]]:
+        """Live workers (from memory) and, when asked, the rows of dead ones."""
+        live = [w for w in self.by_id.values() if w.alive]
+        if not include_dead:
+            return live, []
+        names = {w.name for w in live}
+        rows = await self.rt.store.run(lambda tx: tx.workers())
+        return live, [r for r in rows if r["worker_name"] not in names]
 
     def by_name(self, name: str) -> LiveWorker | None:
         """The live worker of that name, if any."""

@@ -7,7 +7,6 @@ import grpc
 from taskgrid.coordinator.lifecycle import WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
-from taskgrid.coordinator.store import Row, Tx
 from taskgrid.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 
 
@@ -21,17 +20,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListWorkers(self, request: admin_pb2.ListWorkersRequest,
                           context: grpc.aio.ServicerContext) -> admin_pb2.ListWorkersResponse:
         """Live workers from memory; dead ones from the database when asked."""
-        live = [w for w in self.rt.registry.by_id.values() if w.alive]
-        workers = [convert.live_worker_to_proto(w) for w in live]
-        if request.include_dead:
-            names = {w.name for w in live}
-
-            def read(tx: Tx) -> list[Row]:
-                return tx.workers()
-            rows = await self.rt.store.run(read)
-            workers += [convert.worker_row_to_proto(r) for r in rows
-                        if r["worker_name"] not in names]
-        return admin_pb2.ListWorkersResponse(workers=workers)
+        live, dead = await self.rt.registry.listing(request.include_dead)
+        return admin_pb2.ListWorkersResponse(
+            workers=[convert.live_worker_to_proto(w) for w in live]
+            + [convert.worker_row_to_proto(r) for r in dead])
 
     @status.unary
     async def SetWorkerStatus(self, request: admin_pb2.SetWorkerStatusRequest,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from taskgrid.coordinator.errors import InvalidRequestError
-from taskgrid.coordinator.lifecycle import RunStatus, TaskStatus, WorkerStatus
+from taskgrid.coordinator.lifecycle import RunStatus, WorkerStatus
 from taskgrid.v1 import client_pb2, common_pb2, worker_pb2
 
 if TYPE_CHECKING:
@@ -211,7 +211,3 @@ def chunk_to_proto(c: Mapping[str, Any]) -> common_pb2.OutputChunk:
     return common_pb2.OutputChunk(task_id=c["task_id"], attempt=c["attempt"], seq=c["seq"],
                                   data=c["data"], clear=c["clear"], run_id=c["run_id"])
 
-
-TERMINAL = frozenset(s.value for s in (TaskStatus.COMPLETED, TaskStatus.FAILED,
-                                       TaskStatus.TIMEOUT, TaskStatus.STOPPED,
-                                       TaskStatus.EXPIRED))
