@@ -115,10 +115,12 @@ class StartRunsRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class StartRunsResponse(_message.Message):
-    __slots__ = ("leases",)
+    __slots__ = ("leases", "stale")
     LEASES_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     leases: _containers.RepeatedCompositeFieldContainer[Lease]
-    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+    stale: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., stale: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("session", "running", "rss_bytes", "draining", "leaving")
@@ -135,14 +137,16 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., running: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., rss_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("status", "stop", "heartbeat")
+    __slots__ = ("status", "stop", "heartbeat", "stale")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.WorkerStatus
     stop: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
     heartbeat: float
-    def __init__(self, status: _Optional[_Union[_common_pb2.WorkerStatus, str]] = ..., stop: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., heartbeat: _Optional[float] = ...) -> None: ...
+    stale: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
+    def __init__(self, status: _Optional[_Union[_common_pb2.WorkerStatus, str]] = ..., stop: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., heartbeat: _Optional[float] = ..., stale: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class SendOutputRequest(_message.Message):
     __slots__ = ("session", "chunks")
@@ -153,8 +157,10 @@ class SendOutputRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.OutputChunk, _Mapping]]] = ...) -> None: ...
 
 class SendOutputResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("stale",)
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    stale: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
+    def __init__(self, stale: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class RunReport(_message.Message):
     __slots__ = ("ref", "status", "result", "traceback", "output")
@@ -179,8 +185,10 @@ class ReportRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., reports: _Optional[_Iterable[_Union[RunReport, _Mapping]]] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("stale",)
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    stale: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
+    def __init__(self, stale: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("session", "leases")
@@ -191,5 +199,7 @@ class ReleaseRequest(_message.Message):
     def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("stale",)
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    stale: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
+    def __init__(self, stale: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
