@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: seconds in-flight calls get to finish at shutdown
 SHUTDOWN_GRACE_S = 2.0
+#: how often the PostgreSQL writer lock's connection is checked (and re-taken after an outage)
+WRITER_LOCK_CHECK_S = 2.0
 
 
 class CallCounter(grpc.aio.ServerInterceptor):
@@ -54,11 +56,15 @@ class Coordinator:
     stopping: asyncio.Event
     background: list[asyncio.Task[None]]
     calls: CallCounter
+    #: set when this coordinator must stop serving (it lost its writer lock): the reason
+    fatal: asyncio.Future[str] = dataclasses.field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
 
     async def stop(self) -> None:
         """Stop serving, finish background work, close the database."""
         self.stopping.set()
         await self.server.stop(SHUTDOWN_GRACE_S)
+        await self.runtime.drain_background()
         for task in self.background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,7 +111,13 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
             "TASKGRID_{CLIENT,WORKER,ADMIN}_TOKENS) or pass --insecure")
     credentials = _server_credentials(config)
     store = Store(config.db_url)
-    await asyncio.get_running_loop().run_in_executor(None, store.migrate)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, store.lock_writer)
+    except BaseException:
+        await loop.run_in_executor(None, store.close)
+        raise
+    await loop.run_in_executor(None, store.migrate)
     rt = Runtime(config, clock or SystemClock(), store, WorkSignal(), TaskFeed())
     rt.registry = Registry(rt)
     await rt.registry.load()
@@ -113,8 +125,6 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     await rt.timers.load()
     subscribe = getattr(rt.clock, "subscribe", None)
     if subscribe is not None:  # a test clock: moving it wakes timers and long-polls
-        loop = asyncio.get_running_loop()
-
         def moved() -> None:
             loop.call_soon_threadsafe(rt.wake_reaper.set)
             loop.call_soon_threadsafe(rt.signal.fire)
@@ -137,7 +147,30 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()
     stopping = asyncio.Event()
-    reaper = asyncio.create_task(Reaper(rt).loop(stopping), name="taskgrid-reaper")
+    rt.reaper = Reaper(rt)
+    reaper = asyncio.create_task(rt.reaper.loop(stopping), name="taskgrid-reaper")
     logger.info("serving db=%s tls=%s mtls=%s tokens=%s", redact_url(config.db_url),
                 credentials is not None, bool(config.tls_client_ca), bool(tokens))
-    return Coordinator(server, port, rt, stopping, [reaper], calls)
+    coordinator = Coordinator(server, port, rt, stopping, [reaper], calls)
+    if not store.is_sqlite:
+        coordinator.background.append(asyncio.create_task(
+            _keep_writer_lock(coordinator, stopping), name="taskgrid-writer-lock"))
+    return coordinator
+
+
+async def _keep_writer_lock(coordinator: Coordinator, stopping: asyncio.Event) -> None:
+    """Check the PostgreSQL writer lock; if another coordinator took it, stop serving."""
+    store = coordinator.runtime.store
+    loop = asyncio.get_running_loop()
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), WRITER_LOCK_CHECK_S)
+        if stopping.is_set():
+            return
+        if not await loop.run_in_executor(None, store.check_writer):
+            reason = ("another coordinator took this database's writer lock while the "
+                      "connection was down; stopping")
+            logger.error("writer lock lost: %s", reason)
+            if not coordinator.fatal.done():
+                coordinator.fatal.set_result(reason)
+            return

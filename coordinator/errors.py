@@ -44,3 +44,19 @@ class StaleLeaseError(TaskgridError):
 
 class TransitionConflictError(TaskgridError):
     """A compare-and-set matched no row: someone else moved the task first."""
+
+
+class DuplicateWorkerError(TaskgridError):
+    """Another live session already uses this worker name."""
+
+
+class StoreUnavailableError(TaskgridError):
+    """The database cannot be reached right now: the call may be retried later."""
+
+
+class DuplicateUuidError(TaskgridError):
+    """An insert lost a race for a uuid (another transaction took it first)."""
+
+
+class WriterLockError(TaskgridError):
+    """Another coordinator serves this database already (the message names it)."""

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from taskgrid.coordinator.errors import DuplicateUuidError
 from taskgrid.coordinator.lifecycle import TaskStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Tx
@@ -97,7 +98,10 @@ async def queue_job(
             for t, w in edges])
         return ids, {}
 
-    ids, problems = await rt.store.run(write)
+    try:
+        ids, problems = await rt.store.run(write)
+    except DuplicateUuidError:
+        ids, problems = None, {"uuid": "already in use (queued concurrently by another call)"}
     if ids is None:
         return JobAnswer(results, problems, [])
     rt.signal.fire(min(r["next_run_time"] for r in rows))

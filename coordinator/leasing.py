@@ -1,8 +1,12 @@
-"""Leases: claim due work (long-poll), start, report outcomes, lose a worker's leases.
+"""Leases: claim due work (long-poll), start prefetched leases, take leases back unrun.
 
-Every path that ends a run goes through `_close_runs`, and lifecycle.finish or
-lifecycle.lose_worker decide what the task becomes: a reported failure, a
-coordinator-side timeout and a lost worker all decide the same way.
+A lease is the task row's (id, attempt, assigned_worker_name) while it is
+ASSIGNED or RUNNING; it is written by the claim transaction and mirrored in
+`rt.leases` only once that committed. Commit-and-remember runs shielded from
+cancellation: grpc.aio cancels a handler at any await, but a transaction
+handed to the store still commits. A Lease whose caller is gone by then (its
+deadline passed, its process was killed, its connection reset) hands its
+tasks back at once, counting nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from taskgrid.coordinator import lifecycle, output
+from taskgrid.coordinator import lifecycle
 from taskgrid.coordinator.config import MAX_LEASE_BATCH
-from taskgrid.coordinator.errors import InvalidRequestError, StaleLeaseError
-from taskgrid.coordinator.lifecycle import RunStatus, TaskStatus, Transition, WorkerStatus
+from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
+from taskgrid.coordinator.runs import after, is_current, publish, settle
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
 
@@ -27,20 +31,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+Ref = tuple[int, int]
 
-@dataclasses.dataclass
-class Held:
-    """A lease as the coordinator remembers it."""
-
-    attempt: int
-    granted: float  # monotonic seconds at lease or start
-    started: bool
-    limit_s: float  # timeout plus grace: past it the coordinator closes the run TIMEOUT
-
-
-def held(rt: Runtime, task: Row, now_mono: float, started: bool) -> Held:
-    """How the coordinator remembers a lease it granted (or found at start-up)."""
-    return Held(task["attempt"], now_mono, started, task["timeout"] + rt.config.timeout_grace_s)
+#: a parked Lease asks the database again after this long even if no signal came,
+#: so a missed wake-up costs seconds, never a stuck task
+SAFETY_POLL_S = 2.0
+#: bytes of a Lease reply kept for everything but the tasks' own text
+REPLY_OVERHEAD_BYTES = 64 * 1024
+#: protobuf framing per lease, on top of its text fields
+LEASE_OVERHEAD_BYTES = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,17 +50,10 @@ class Granted:
     run_id: int
     started: bool
 
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """A run's end as reported by a worker (or decided by the coordinator)."""
-
-    task_id: int
-    attempt: int
-    status: RunStatus
-    result: str | None = None
-    traceback: str = ""
-    output: tuple[dict[str, Any], ...] = ()
+    @property
+    def ref(self) -> Ref:
+        """The lease's (task id, attempt)."""
+        return (self.task["id"], self.task["attempt"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,17 +62,30 @@ class LeaseAnswer:
 
     leases: list[Granted]
     status: WorkerStatus
-    stop: list[tuple[int, int]]
+    stop: list[Ref]
 
 
-def _publish(rt: Runtime, rows: Iterable[Row]) -> None:
+def lease_bytes(task: Row) -> int:
+    """About how many bytes a task takes in a Lease reply."""
+    size = LEASE_OVERHEAD_BYTES
+    for key in ("args", "vars", "command", "uuid", "task_name", "function_name", "group_name"):
+        value = task.get(key)
+        if value:
+            size += len(value.encode()) if isinstance(value, str) else len(str(value))
+    return size
+
+
+def within_bytes(rows: Sequence[Row], budget: int) -> list[Row]:
+    """The longest prefix of rows that fits `budget` bytes (always at least one row)."""
+    out: list[Row] = []
+    used = 0
     for row in rows:
-        if rt.feed.is_watched(row["id"]):
-            rt.feed.publish(row["id"], row)
-
-
-def _after(task: Row, tr: Transition) -> Row:
-    return {**task, **tr.values, "status": tr.target.value}
+        size = lease_bytes(row)
+        if out and used + size > budget:
+            break
+        out.append(row)
+        used += size
+    return out
 
 
 def _start_runs(tx: Tx, tasks: Sequence[Row], worker_name: str, now: dt.datetime) -> list[int]:
@@ -91,7 +96,12 @@ def _start_runs(tx: Tx, tasks: Sequence[Row], worker_name: str, now: dt.datetime
 
 
 async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Granted]:
+    """One claim transaction, then the mirror: run shielded, as one unit."""
+    budget = rt.config.max_message_bytes - REPLY_OVERHEAD_BYTES
+
     def claim(tx: Tx) -> tuple[list[Granted], list[Row], dt.datetime | None]:
+        if not w.alive:  # declared dead while this claim waited for the store: claim nothing
+            return [], [], None
         now = rt.clock.now()
         rows = tx.due_tasks(w.group_names, sorted(w.functions), now, n, w.name)
         # The start is stamped after the rows were read: a run never starts before the
@@ -100,27 +110,45 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
         now = max(now, rt.clock.now())
         expired = [lifecycle.expire(r) for r in rows if lifecycle.is_expired(r, now)]
         gone = {tr.task_id for tr in expired}
-        picked = [r for r in rows if r["id"] not in gone]
+        picked = within_bytes([r for r in rows if r["id"] not in gone], budget)
         leases = [lifecycle.lease(r, w.name) if prefetch
                   else lifecycle.lease_and_start(r, w.name, now) for r in picked]
         tx.apply(expired + leases)
-        after = [_after(r, tr) for r, tr in zip(picked, leases, strict=True)]
-        run_ids = [0] * len(after) if prefetch else _start_runs(tx, after, w.name, now)
-        granted = [Granted(t, rid, not prefetch) for t, rid in zip(after, run_ids, strict=True)]
+        rows_after = [after(r, tr) for r, tr in zip(picked, leases, strict=True)]
+        run_ids = [0] * len(rows_after) if prefetch else _start_runs(tx, rows_after, w.name, now)
+        granted = [Granted(t, rid, not prefetch)
+                   for t, rid in zip(rows_after, run_ids, strict=True)]
         by_id = {r["id"]: r for r in rows}
-        ended = [_after(by_id[tr.task_id], tr) for tr in expired]
+        ended = [after(by_id[tr.task_id], tr) for tr in expired]
         next_due = None if picked else tx.next_due_time(w.group_names, sorted(w.functions),
                                                           w.name)
         return granted, ended, next_due
 
     granted, ended, next_due = await rt.store.run(claim)
     w.next_due = next_due
-    _publish(rt, ended)
-    _publish(rt, (g.task for g in granted))
     now_mono = time.monotonic()
     for g in granted:
-        w.leases[g.task["id"]] = held(rt, g.task, now_mono, g.started)
+        rt.leases.grant(w.id, g.task["id"], g.task["attempt"], g.started, now_mono)
+    publish(rt, ended)
+    publish(rt, (g.task for g in granted))
     return granted
+
+
+async def _claim_or_hand_back(rt: Runtime, w: LiveWorker, n: int, prefetch: bool
+                              ) -> list[Granted]:
+    job = asyncio.ensure_future(_claim(rt, w, n, prefetch))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        rt.spawn(_hand_back_when_claimed(rt, w, job), f"hand back leases of worker {w.name}")
+        raise
+
+
+async def _hand_back_when_claimed(rt: Runtime, w: LiveWorker,
+                                  job: asyncio.Future[list[Granted]]) -> None:
+    granted = await job
+    if granted:
+        await hand_back(rt, w, [g.ref for g in granted], "its Lease call was cancelled")
 
 
 async def lease(rt: Runtime, w: LiveWorker, max_tasks: int, wait_s: float,
@@ -128,223 +156,120 @@ async def lease(rt: Runtime, w: LiveWorker, max_tasks: int, wait_s: float,
     """Lease up to `max_tasks` due tasks, waiting up to `wait_s` for some (long-poll).
 
     The database is asked only when something may have changed since this
-    worker last found nothing: the work signal fired, or its next due time came.
+    worker last found nothing: the work signal fired, its next due time came,
+    or SAFETY_POLL_S passed (a missed signal is repaired within seconds).
     """
     n = max(1, min(max_tasks, MAX_LEASE_BATCH))
     deadline = time.monotonic() + max(0.0, min(wait_s, rt.config.max_lease_wait_s))
     while True:
-        if not w.alive or w.status is not WorkerStatus.ACTIVE or w.stop - w.stop_told:
+        if not w.alive or w.status is not WorkerStatus.ACTIVE or rt.leases.untold_stops(w.id):
             # A stop is delivered once this way, sooner than the next heartbeat; answering
             # every Lease at once while it is pending would make the worker spin.
-            w.stop_told |= w.stop
-            return LeaseAnswer([], w.status, sorted(w.stop))
+            rt.leases.mark_stops_told(w.id)
+            return LeaseAnswer([], w.status, rt.leases.stops(w.id))
         epoch = rt.signal.epoch
         now = rt.clock.now()
         due = w.next_due is not None and w.next_due <= now
         if w.empty_epoch != epoch or due:
-            granted = await _claim(rt, w, n, prefetch)
+            granted = await _claim_or_hand_back(rt, w, n, prefetch)
             if granted:
-                return LeaseAnswer(granted, w.status, sorted(w.stop))
+                return LeaseAnswer(granted, w.status, rt.leases.stops(w.id))
             w.empty_epoch = epoch
             continue  # re-check: the signal may have fired during the claim
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return LeaseAnswer([], w.status, sorted(w.stop))
+            return LeaseAnswer([], w.status, rt.leases.stops(w.id))
+        safety = remaining > SAFETY_POLL_S
+        remaining = min(remaining, SAFETY_POLL_S)
         if w.next_due is not None:
             remaining = min(remaining, max(0.0, (w.next_due - now).total_seconds()) + 0.001)
         w.wake.clear()
-        await _wait_any(rt.signal.wait(remaining), w.wake.wait())
+        woken = await _wait_any(rt.signal.wait(remaining), w.wake.wait())
+        if not woken and safety and rt.signal.epoch == epoch:
+            w.empty_epoch = -1  # the safety poll: ask the database once more
 
 
-async def _wait_any(*aws: Any) -> None:
+async def _wait_any(*aws: Any) -> bool:
+    """Wait for the first of `aws`; True when one finished with a truthy result."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()
+    return any(not t.cancelled() and t.exception() is None and t.result() is not False
+               for t in done)
 
 
-async def start_runs(rt: Runtime, w: LiveWorker, refs: Sequence[tuple[int, int]]) -> list[Granted]:
-    """ASSIGNED -> RUNNING for prefetched leases (EXPIRED if stop_time passed meanwhile)."""
-    rt.registry.check_refs(w, refs, "start")
+async def start_runs(rt: Runtime, w: LiveWorker, refs: Sequence[Ref]
+                     ) -> tuple[list[Granted], list[Ref]]:
+    """ASSIGNED -> RUNNING for prefetched leases (EXPIRED if stop_time passed meanwhile).
 
-    def start(tx: Tx) -> tuple[list[Granted], list[Row]]:
+    Returns (started leases, stale refs).
+    """
+    stale = set(rt.leases.stale(w.id, refs, w.heartbeat_s))
+    wanted = [r for r in refs if r not in stale]
+
+    def start(tx: Tx) -> tuple[list[Granted], list[Row], list[Ref]]:
         now = rt.clock.now()
-        tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
-        _check_db(tasks, refs, w.name, {TaskStatus.ASSIGNED})
-        chosen = [tasks[t] for t, _ in refs]
-        expired = [lifecycle.expire(t) for t in chosen if lifecycle.is_expired(t, now)]
-        gone = {tr.task_id for tr in expired}
-        live = [t for t in chosen if t["id"] not in gone]
+        tasks = tx.tasks_by_ids([t for t, _ in wanted], lock=True)
+        fresh = [tasks[t] for t, a in wanted
+                 if is_current(tasks.get(t), a, w.name, (TaskStatus.ASSIGNED,))]
+        gone = [(t, a) for t, a in wanted
+                if not is_current(tasks.get(t), a, w.name, (TaskStatus.ASSIGNED,))]
+        expired = [lifecycle.expire(t) for t in fresh if lifecycle.is_expired(t, now)]
+        out = {tr.task_id for tr in expired}
+        live = [t for t in fresh if t["id"] not in out]
         starts = [lifecycle.start(t, now) for t in live]
         tx.apply(expired + starts)
-        after = [_after(t, tr) for t, tr in zip(live, starts, strict=True)]
-        run_ids = _start_runs(tx, after, w.name, now)
-        ended = [_after(tasks[tr.task_id], tr) for tr in expired]
-        return [Granted(t, r, True) for t, r in zip(after, run_ids, strict=True)], ended
+        rows = [after(t, tr) for t, tr in zip(live, starts, strict=True)]
+        run_ids = _start_runs(tx, rows, w.name, now)
+        ended = [after(tasks[tr.task_id], tr) for tr in expired]
+        return [Granted(t, r, True) for t, r in zip(rows, run_ids, strict=True)], ended, gone
 
-    granted, ended = await rt.store.run(start)
-    for row in ended:
-        w.forget(row["id"])
-    for g in granted:
-        held = w.leases[g.task["id"]]
-        held.started, held.granted = True, time.monotonic()
-    _publish(rt, ended)
-    _publish(rt, (g.task for g in granted))
-    return granted
+    async def commit_and_remember() -> tuple[list[Granted], list[Ref]]:
+        granted, ended, gone = await rt.store.run(start)
+        for row in ended:
+            rt.leases.end(row["id"])
+        rt.leases.end_many(t for t, _ in gone)
+        for g in granted:
+            rt.leases.start(g.task["id"])
+        publish(rt, ended)
+        publish(rt, (g.task for g in granted))
+        return granted, sorted(stale | set(gone) | {(r["id"], r["attempt"]) for r in ended})
 
-
-def _check_db(tasks: dict[int, Row], refs: Iterable[tuple[int, int]], worker_name: str,
-              statuses: set[TaskStatus]) -> None:
-    stale = [(t, a) for t, a in refs if (row := tasks.get(t)) is None or row["attempt"] != a
-             or row["assigned_worker_name"] != worker_name or row["status"] not in statuses]
-    if stale:
-        raise StaleLeaseError(stale, "the task has moved on")
+    if not wanted:
+        return [], sorted(stale)
+    return await asyncio.shield(commit_and_remember())
 
 
-def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime,
-                max_output_bytes: int) -> None:
-    """Write the runs' ends: each record kept (with its folded output) or removed.
-
-    Live chunks are read (and then dropped) only for runs that have some.
-    """
-    runs = tx.runs_by_ref([(o.task_id, o.attempt) for o in outcomes])
-    chunked = [run_id for run_id, has in runs.values() if has]
-    stored = tx.chunks(chunked) if chunked else {}
-    updates = []
-    for o in outcomes:
-        found = runs.get((o.task_id, o.attempt))
-        if found is None:
-            continue  # discard_results: no run record
-        run_id = found[0]
-        text = output.cap(output.fold(stored.get(run_id, []) + list(o.output)),
-                          max_output_bytes)
-        close = lifecycle.close_run(o.status, now, o.result, o.traceback, text)
-        if close.delete:
-            tx.delete_run(run_id)
-        else:
-            updates.append((run_id, close.values))
-    tx.update_runs(updates)
-    if chunked:
-        tx.delete_chunks(chunked)
+async def release(rt: Runtime, w: LiveWorker, refs: Sequence[Ref]) -> list[Ref]:
+    """Leases handed back unrun by their worker; returns the stale refs (the rest queued)."""
+    stale = set(rt.leases.stale(w.id, refs, w.heartbeat_s))
+    wanted = [r for r in refs if r not in stale]
+    if not wanted:
+        return sorted(stale)
+    gone = await asyncio.shield(hand_back(rt, w, wanted, "released by the worker"))
+    return sorted(stale | set(gone))
 
 
-async def report(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome]) -> None:
-    """Apply reported run outcomes, all or nothing (a stale one rejects the batch)."""
-    refs = [(o.task_id, o.attempt) for o in outcomes]
-    if len(set(refs)) != len(refs):
-        raise InvalidRequestError("reports", "a lease is reported twice in one call")
-    rt.registry.check_refs(w, refs, "report")
-    limit = rt.config.max_result_bytes
-    outcomes = [_result_limited(o, limit) for o in outcomes]
-    await finish(rt, w, outcomes, reported=True)
-
-
-def _result_limited(o: Outcome, limit: int) -> Outcome:
-    """A success whose result is over the limit ends FAILED, saying so (never a silent cut)."""
-    if o.result is None or len(o.result.encode()) <= limit:
-        return o
-    size = len(o.result.encode())
-    return dataclasses.replace(
-        o, status=RunStatus.FAILED, result=None,
-        traceback=f"ResultTooLarge: the result is {size} bytes of JSON; the limit is {limit} "
-                  "bytes (--max-result-bytes)")
-
-
-async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
-                 reported: bool) -> list[Row]:
-    """End runs with these outcomes through lifecycle.finish; returns the task rows after."""
-    refs = [(o.task_id, o.attempt) for o in outcomes]
-
-    def apply(tx: Tx) -> list[Row]:
-        now = rt.clock.now()
+async def hand_back(rt: Runtime, w: LiveWorker, refs: Sequence[Ref], why: str) -> list[Ref]:
+    """QUEUED again at once, no counter moved, run records removed; returns stale refs."""
+    def apply(tx: Tx) -> tuple[list[Row], list[Ref]]:
         tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
-        _check_db(tasks, refs, w.name, {TaskStatus.RUNNING})
-        trs = [lifecycle.finish(tasks[o.task_id], o.status, tasks[o.task_id]["last_run_time"],
-                                now) for o in outcomes]
+        mine = [(t, a) for t, a in refs
+                if is_current(tasks.get(t), a, w.name, lifecycle.LEASED_TASK_STATUSES)]
+        trs = [lifecycle.release(tasks[t]) for t, _ in mine]
         tx.apply(trs)
-        _close_runs(tx, outcomes, now, rt.config.max_output_bytes)
-        tx.release_dependents([tr.task_id for tr in trs if tr.target is TaskStatus.COMPLETED])
-        return [_after(tasks[tr.task_id], tr) for tr in trs]
+        for run_id, _ in tx.runs_by_ref(mine).values():
+            tx.delete_run(run_id)
+        gone = [r for r in refs if r not in set(mine)]
+        return [after(tasks[tr.task_id], tr) for tr in trs], gone
 
-    rows = await rt.store.run(apply)
-    _settle(rt, w, rows, reported)
-    return rows
-
-
-def _settle(rt: Runtime, w: LiveWorker, rows: Sequence[Row], reported: bool = False) -> None:
-    """Memory and signals after runs ended: forget leases, wake leasers, tell watchers."""
-    for row in rows:
-        w.forget(row["id"], reported)
-        logger.debug("run ended task=%s status=%s worker=%s", row["id"], row["status"], w.name)
-    requeued = [r for r in rows if r["status"] == TaskStatus.QUEUED]
-    if requeued:
-        rt.signal.fire(min(r["next_run_time"] for r in requeued))
-        rt.timers.note(requeued)
-    if any(r["status"] == TaskStatus.COMPLETED for r in rows):
-        rt.signal.fire()  # dependents may have become due
-    _publish(rt, rows)
-
-
-async def lose(rt: Runtime, w: LiveWorker, reason: str, task_ids: Sequence[int] | None = None
-               ) -> list[Row]:
-    """Give back leases of a lost worker (all of them, or just `task_ids`).
-
-    Started runs are closed FAILED with a traceback naming the worker; the task
-    goes back to QUEUED with its counters untouched, or ends FAILED once it has
-    lost too many workers (lifecycle.lose_worker).
-    """
-    whole = task_ids is None
-    wanted = set(task_ids or ())
-    held = {t: h.attempt for t, h in w.leases.items() if whole or t in wanted}
-    now = rt.clock.now()
-    text = f"WorkerLost: worker {w.name} {reason}"
-
-    def apply(tx: Tx) -> list[Row]:
-        tasks = tx.tasks_by_ids(held, lock=True)
-        mine = [t for t in tasks.values() if t["attempt"] == held[t["id"]]
-                and t["assigned_worker_name"] == w.name
-                and t["status"] in lifecycle.LEASED_TASK_STATUSES]
-        trs = [lifecycle.lose_worker(t, rt.config.max_lost_requeues) for t in mine]
-        tx.apply(trs)
-        _close_runs(tx, [Outcome(t["id"], t["attempt"], RunStatus.FAILED, None, text)
-                         for t in mine if t["status"] == TaskStatus.RUNNING], now,
-                    rt.config.max_output_bytes)
-        if whole:
-            tx.update_workers([(w.id, {"alive": False, "lost_at": now,
-                                       "last_heartbeat": w.last_heartbeat})])
-        return [_after(t, tr) for t, tr in zip(mine, trs, strict=True)]
-
-    rows = await rt.store.run(apply)
-    for t in held:
-        w.forget(t)
-    if whole:
-        w.alive = False
-        w.notify()
-        rt.timers.note_lost_worker(now)
-        logger.info("worker gone worker=%s reason=%s", w.name, reason)
+    rows, gone = await rt.store.run(apply)
     if rows:
-        logger.warning("leases given back worker=%s reason=%s tasks=%s", w.name, reason,
-                       ",".join(str(r["id"]) for r in rows))
-    _settle(rt, w, rows)
-    rt.signal.fire()
-    return rows
-
-
-async def release(rt: Runtime, w: LiveWorker, refs: Sequence[tuple[int, int]]) -> None:
-    """Leases handed back unrun: QUEUED again at once, no counter moves, run records removed."""
-    rt.registry.check_refs(w, refs, "release")
-
-    def apply(tx: Tx) -> list[Row]:
-        tasks = tx.tasks_by_ids([t for t, _ in refs], lock=True)
-        _check_db(tasks, refs, w.name, set(lifecycle.LEASED_TASK_STATUSES))
-        trs = [lifecycle.release(tasks[t]) for t, _ in refs]
-        tx.apply(trs)
-        for run_id, _ in tx.runs_by_ref(refs).values():
-            tx.delete_run(run_id)
-        return [_after(tasks[tr.task_id], tr) for tr in trs]
-
-    rows = await rt.store.run(apply)
-    logger.info("leases released worker=%s tasks=%s", w.name, ",".join(str(t) for t, _ in refs))
-    _settle(rt, w, rows)
+        logger.info("leases handed back worker=%s why=%s tasks=%s", w.name, why,
+                    ",".join(str(r["id"]) for r in rows))
+    rt.leases.end_many(t for t, _ in gone)
+    settle(rt, rows)
+    return gone

@@ -81,6 +81,7 @@ class Event(enum.StrEnum):
     LOSE_WORKER = "lose_worker"
     FAN_OUT = "fan_out"
     RELEASE = "release"
+    ABANDON = "abandon"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,18 +108,22 @@ TASK_RULES: tuple[Rule, ...] = (
     _rule(_T.ASSIGNED, Event.START, {_T.RUNNING}, "Lease without prefetch (same transaction), "
           "or StartRuns", "last_run_time=now; run record RUNNING inserted"),
     _rule(_T.RUNNING, Event.COMPLETE, {_T.COMPLETED, _T.QUEUED, _T.EXPIRED}, "Report COMPLETED",
-          "times_run+1, times_failed=0; QUEUED if more repeats are wanted (next_run_time "
-          "moved), EXPIRED if that next run falls after stop_time"),
-    _rule(_T.RUNNING, Event.FAIL, {_T.FAILED, _T.QUEUED}, "Report FAILED",
-          "times_failed+1; QUEUED while retry_failed allows (-1 = always)"),
-    _rule(_T.RUNNING, Event.TIME_OUT, {_T.TIMEOUT, _T.QUEUED}, "Report TIMEOUT",
-          "times_failed+1; QUEUED while retry_failed allows"),
+          "times_run+1, times_failed=0, lost_count=0; QUEUED if more repeats are wanted "
+          "(next_run_time moved), EXPIRED if that next run falls after stop_time"),
+    _rule(_T.RUNNING, Event.FAIL, {_T.FAILED, _T.QUEUED, _T.STOPPED}, "Report FAILED",
+          "times_failed+1, lost_count=0; QUEUED while retry_failed allows (-1 = always); "
+          "STOPPED instead when a stop was pending"),
+    _rule(_T.RUNNING, Event.TIME_OUT, {_T.TIMEOUT, _T.QUEUED, _T.STOPPED}, "Report TIMEOUT, or "
+          "no report by timeout plus grace (the coordinator's backstop)",
+          "times_failed+1, lost_count=0; QUEUED while retry_failed allows; STOPPED instead "
+          "when a stop was pending"),
     _rule(_T.RUNNING, Event.STOP, {_T.STOPPED}, "Report STOPPED after a stop command",
           "enabled=false; no retry consumed"),
     _rule(_T.QUEUED, Event.STOP, {_T.STOPPED}, "stop_task", "enabled=false, stop_time=now"),
     _rule(_T.ASSIGNED, Event.STOP, {_T.STOPPED}, "stop_task", "enabled=false, stop_time=now; "
           "the lease is void"),
-    _rule(_T.QUEUED, Event.EXPIRE, {_T.EXPIRED}, "Lease finds stop_time passed", "none"),
+    _rule(_T.QUEUED, Event.EXPIRE, {_T.EXPIRED}, "Lease or the expiry timer finds stop_time "
+          "passed; or a broadcast child's target worker is gone", "none"),
     _rule(_T.ASSIGNED, Event.EXPIRE, {_T.EXPIRED}, "StartRuns finds stop_time passed", "none"),
     _rule(_T.RUNNING, Event.LOSE_WORKER, {_T.QUEUED, _T.FAILED, _T.STOPPED},
           "Its worker is declared dead", "run closed FAILED naming the worker; lost_count+1; "
@@ -134,6 +139,9 @@ TASK_RULES: tuple[Rule, ...] = (
           "coordinator queues one child per ACTIVE worker of its group offering its function",
           "times_run+1, last_run_time=now, next_run_time = next period or cron match; "
           "EXPIRED when that falls after stop_time (repeats is ignored, as in web2py)"),
+    _rule(_T.RUNNING, Event.ABANDON, {_T.FAILED}, "The coordinator cannot apply a run's "
+          "outcome (a poisoned item of a batch)", "run closed FAILED with the reason; "
+          "times_failed+1; the rest of the batch applies"),
 )
 
 #: (from, event) -> allowed targets: the table every decision is checked against.
@@ -267,9 +275,16 @@ def finish(
     """
     event = OUTCOME_EVENTS[outcome]
     attempt = task["attempt"]
-    base = {"stop_requested": False}
+    # Any outcome reached by the worker ends a run of lost workers: lost_count counts
+    # consecutive losses only, so a periodic task survives unrelated losses over its life.
+    base = {"stop_requested": False, "lost_count": 0}
     if outcome is RunStatus.STOPPED:
         return _decide(task, event, TaskStatus.STOPPED, "stopped while running",
+                       {**base, "enabled": False}, attempt)
+    if task.get("stop_requested") and outcome in (RunStatus.FAILED, RunStatus.TIMEOUT):
+        # A pending stop wins over a simultaneous failure or the backstop's timeout.
+        return _decide(task, event, TaskStatus.STOPPED, f"stopped ({outcome.lower()} while "
+                       "a stop was pending)",
                        {**base, "enabled": False}, attempt)
     started_at = run_start or task.get("last_run_time") or task["next_run_time"]
     next_run = timing.next_run_time(task, started_at)
@@ -308,6 +323,24 @@ def fan_out(task: Mapping[str, Any], now: dt.datetime) -> Transition:
         return _decide(task, Event.FAN_OUT, TaskStatus.EXPIRED, "next round after stop_time",
                        values)
     return _decide(task, Event.FAN_OUT, TaskStatus.QUEUED, "fanned out", values)
+
+
+def abandon(task: Mapping[str, Any], reason: str) -> Transition:
+    """RUNNING -> FAILED when an outcome cannot be applied: this decision cannot fail.
+
+    Used for the one poisoned item of a batch, so the rest apply; `reason` is
+    recorded in the run's traceback by the caller.
+    """
+    return _decide(task, Event.ABANDON, TaskStatus.FAILED, reason[:500],
+                   {"stop_requested": False, "times_failed": task["times_failed"] + 1},
+                   attempt=task["attempt"])
+
+
+def orphan_child(task: Mapping[str, Any]) -> Transition:
+    """QUEUED -> EXPIRED: a broadcast child whose target worker is gone never runs."""
+    return _decide(task, Event.EXPIRE, TaskStatus.EXPIRED,
+                   f"target worker {task['target_worker_name']} is gone",
+                   {"assigned_worker_name": ""})
 
 
 def release(task: Mapping[str, Any]) -> Transition:

@@ -11,6 +11,7 @@ import sys
 from taskgrid.coordinator import config as cfg
 from taskgrid.coordinator.app import ConfigError, create_server
 from taskgrid.coordinator.auth import TokenError
+from taskgrid.coordinator.errors import WriterLockError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -60,9 +61,13 @@ async def serve(config: cfg.CoordinatorConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
-    await done.wait()
+    signalled = asyncio.ensure_future(done.wait())
+    await asyncio.wait([signalled, coordinator.fatal], return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
     logging.getLogger(__name__).info("shutting down")
     await coordinator.stop()
+    if coordinator.fatal.done():
+        raise WriterLockError(coordinator.fatal.result())
 
 
 def main(argv: list[str]) -> int:
@@ -83,6 +88,9 @@ def main(argv: list[str]) -> int:
     except (ConfigError, TokenError) as exc:
         print(f"taskgrid coordinator: {exc}", file=sys.stderr)
         return 2
+    except WriterLockError as exc:
+        print(f"taskgrid coordinator: {exc}", file=sys.stderr)
+        return 3
     except OSError as exc:
         print(f"taskgrid coordinator: {exc}", file=sys.stderr)
         return 1

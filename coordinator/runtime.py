@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from taskgrid.coordinator.clock import Clock
 from taskgrid.coordinator.config import CoordinatorConfig
 from taskgrid.coordinator.events import TaskFeed, WorkSignal
+from taskgrid.coordinator.leases import Leases
 from taskgrid.coordinator.store import Store
 
 if TYPE_CHECKING:
+    from taskgrid.coordinator.reaper import Reaper
     from taskgrid.coordinator.timers import Timers
     from taskgrid.coordinator.workers import Registry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -27,5 +33,26 @@ class Runtime:
     feed: TaskFeed
     registry: Registry = dataclasses.field(init=False)
     timers: Timers = dataclasses.field(init=False)
-    #: wakes the reaper early (a timer moved closer, the clock was moved)
+    reaper: Reaper = dataclasses.field(init=False)
+    #: the in-memory lease mirror (its only writer is leases.Leases' API)
+    leases: Leases = dataclasses.field(default_factory=Leases)
+    #: wakes the reaper early (a timer moved closer, the clock was moved, a worker went silent)
     wake_reaper: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: clean-ups that must outlive the call that started them (a cancelled Lease's hand-back)
+    background: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run `coro` to its end even though its caller is gone; errors are logged."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self.background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("%s failed: %r", what, t.exception())
+        task.add_done_callback(done)
+
+    async def drain_background(self) -> None:
+        """Wait for pending clean-ups (at shutdown)."""
+        while self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)

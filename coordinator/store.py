@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import fcntl
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -30,7 +33,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgrid.coordinator import schema
 from taskgrid.coordinator.clock import from_db, to_db
-from taskgrid.coordinator.errors import TransitionConflictError
+from taskgrid.coordinator.errors import (
+    DuplicateUuidError,
+    StoreUnavailableError,
+    TransitionConflictError,
+    WriterLockError,
+)
 from taskgrid.coordinator.lifecycle import LEASED_TASK_STATUSES, TaskStatus, Transition
 
 logger = logging.getLogger(__name__)
@@ -71,9 +79,17 @@ class Tx:
     # -- tasks ---------------------------------------------------------------
 
     def insert_tasks(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Insert task rows; returns their ids in order."""
+        """Insert task rows; returns their ids in order.
+
+        Raises:
+            DuplicateUuidError: a uuid is taken (a concurrent insert won the race);
+                the transaction must end.
+        """
         stmt = sa.insert(schema.task).returning(schema.task.c.id, sort_by_parameter_order=True)
-        result = self.conn.execute(stmt, [_db_values(r) for r in rows])
+        try:
+            result = self.conn.execute(stmt, [_db_values(r) for r in rows])
+        except sa.exc.IntegrityError as exc:
+            raise DuplicateUuidError("a uuid of this request is already in use") from exc
         return [r[0] for r in result]
 
     def existing_uuids(self, uuids: Iterable[str]) -> set[str]:
@@ -179,9 +195,42 @@ class Tx:
         return _row(r, _TASK_TIMES) if r else None
 
     def leased_tasks(self) -> list[Row]:
-        """Every task some worker holds a lease on (to rebuild memory at start)."""
-        stmt = sa.select(schema.task).where(
-            schema.task.c.status.in_([s.value for s in LEASED_TASK_STATUSES]))
+        """The lease columns of every ASSIGNED or RUNNING task (the reconcile pass reads these).
+
+        Rows have id, attempt, assigned_worker_name, status, stop_requested,
+        last_run_time, timeout and `started` (RUNNING).
+        """
+        rows = []
+        for r in self.conn.execute(_LEASED).mappings():
+            row = _row(r, ("last_run_time",))
+            row["started"] = row["status"] == TaskStatus.RUNNING
+            rows.append(row)
+        return rows
+
+    def leased_by(self, worker_name: str) -> list[Row]:
+        """Whole rows of the tasks leased to this worker name, locked."""
+        stmt = _LEASED_BY_LOCKED if self.is_postgres else _LEASED_BY
+        params = {"worker_name": worker_name}
+        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt, params).mappings()]
+
+    def queued_children_of(self, worker_name: str) -> list[Row]:
+        """QUEUED broadcast children meant for this worker, locked."""
+        t = schema.task.c
+        stmt = sa.select(schema.task).where(t.status == TaskStatus.QUEUED.value,
+                                            t.target_worker_name == worker_name)
+        if self.is_postgres:
+            stmt = stmt.with_for_update()
+        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+
+    def orphaned_children(self, live_names: Sequence[str]) -> list[Row]:
+        """QUEUED broadcast children whose target is not among the live workers, locked."""
+        t = schema.task.c
+        conds = [t.status == TaskStatus.QUEUED.value, t.target_worker_name != ""]
+        if live_names:
+            conds.append(t.target_worker_name.not_in(list(live_names)))
+        stmt = sa.select(schema.task).where(*conds).limit(1000)
+        if self.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
         return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
     def list_tasks(
@@ -361,6 +410,12 @@ class Tx:
         for worker_id, values in updates:
             self.conn.execute(sa.update(w).where(w.c.id == worker_id).values(_db_values(values)))
 
+    def touch_workers(self, beats: Sequence[tuple[int, Any, int]]) -> None:
+        """Write (id, last_heartbeat, rss_bytes) of live workers in one executemany."""
+        if beats:
+            self.conn.execute(_TOUCH_WORKER, [
+                {"w_id": i, "v_last": to_db(last), "v_rss": rss} for i, last, rss in beats])
+
 
 _UNMET_DEPS = sa.exists().where(schema.deps.c.task_parent == schema.task.c.id,
                                 schema.deps.c.can_visit.is_(False))
@@ -383,6 +438,18 @@ _DUE = (
 )
 _DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
 _NEXT_DUE = sa.select(sa.func.min(schema.task.c.next_run_time)).where(*_DUE_WHERE)
+_LEASED_STATUSES = sorted(s.value for s in LEASED_TASK_STATUSES)
+_LEASED = sa.select(
+    schema.task.c.id, schema.task.c.attempt, schema.task.c.assigned_worker_name,
+    schema.task.c.status, schema.task.c.stop_requested, schema.task.c.last_run_time,
+    schema.task.c.timeout,
+).where(schema.task.c.status.in_(_LEASED_STATUSES))
+_LEASED_BY = sa.select(schema.task).where(
+    schema.task.c.status.in_(_LEASED_STATUSES),
+    schema.task.c.assigned_worker_name == sa.bindparam("worker_name"))
+_LEASED_BY_LOCKED = _LEASED_BY.with_for_update()
+_TOUCH_WORKER = sa.update(schema.worker).where(schema.worker.c.id == sa.bindparam("w_id")).values(
+    last_heartbeat=sa.bindparam("v_last"), rss_bytes=sa.bindparam("v_rss"))
 _TASKS_BY_IDS = sa.select(schema.task).where(
     schema.task.c.id.in_(sa.bindparam("ids", expanding=True)))
 _TASKS_BY_IDS_LOCKED = _TASKS_BY_IDS.with_for_update()
@@ -430,6 +497,8 @@ class Store:
             max_workers=threads, thread_name_prefix="taskgrid-store")
         #: transactions run so far (logged at shutdown; read by bench/)
         self.transactions = 0
+        self._lock_file: int | None = None
+        self._lock_conn: sa.Connection | None = None
 
     def migrate(self) -> None:
         """Apply every Alembic migration not applied yet (idempotent)."""
@@ -441,10 +510,23 @@ class Store:
             command.upgrade(cfg, "head")
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn(tx)` in one transaction on the calling thread."""
+        """Run `fn(tx)` in one transaction on the calling thread.
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached (or is locked
+                past the busy timeout); nothing was committed.
+        """
         self.transactions += 1
-        with self.engine.begin() as conn:
-            return fn(Tx(conn))
+        try:
+            with self.engine.begin() as conn:
+                return fn(Tx(conn))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailableError(f"database unavailable: {_first_line(exc)}") from exc
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailableError(f"database connection lost: {_first_line(exc)}"
+                                            ) from exc
+            raise
 
     async def run(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn(tx)` in one transaction on the store's executor."""
@@ -452,9 +534,105 @@ class Store:
         return await loop.run_in_executor(self._executor, self.transact, fn)
 
     def close(self) -> None:
-        """Finish queued work and release connections."""
+        """Finish queued work, release connections and the writer lock."""
         self._executor.shutdown(wait=True)
+        if self._lock_conn is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self._lock_conn.close()
+            self._lock_conn = None
         self.engine.dispose()
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    # -- one coordinator per database -----------------------------------------
+
+    def lock_writer(self) -> None:
+        """Become the database's only coordinator, or raise WriterLockError naming the other.
+
+        SQLite: an exclusive flock on `<file>.lock` beside the database, holding
+        the owner's pid. PostgreSQL: a session advisory lock on a connection held
+        for the coordinator's life (`check_writer` keeps it).
+        """
+        if self.is_sqlite:
+            self._lock_sqlite()
+        else:
+            self._lock_conn = self._take_advisory_lock()
+
+    def check_writer(self) -> bool:
+        """Still the only coordinator? Reconnects the lock's connection after an outage.
+
+        Returns False when the lock was lost to another coordinator (PostgreSQL
+        restarted and someone else took it first); True otherwise, including
+        while the database is unreachable (nobody else can take it meanwhile).
+        """
+        if self.is_sqlite:
+            return True
+        try:
+            assert self._lock_conn is not None
+            self._lock_conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.DBAPIError:
+            logger.warning("writer lock connection lost; taking the lock again")
+        with contextlib.suppress(sa.exc.DBAPIError):
+            if self._lock_conn is not None:
+                self._lock_conn.close()
+        self._lock_conn = None
+        try:
+            self._lock_conn = self._take_advisory_lock()
+        except WriterLockError:
+            return False
+        except sa.exc.DBAPIError:
+            return True  # unreachable still: try again on the next check
+        return True
+
+    def _lock_sqlite(self) -> None:
+        path = self.engine.url.database
+        if not path or path == ":memory:":
+            return
+        lock_path = os.path.abspath(path) + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise WriterLockError(
+                f"database {path} is already served by another coordinator (pid {other}; "
+                f"lock file {lock_path}); SQLite allows one coordinator per file") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_file = fd
+
+    def _take_advisory_lock(self) -> sa.Connection:
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"),
+                               {"key": WRITER_LOCK_KEY}).scalar()
+            conn.commit()
+            if got:
+                return conn
+            other = conn.execute(sa.text(
+                "SELECT a.pid, a.client_addr, a.application_name FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                "AND l.objid = :key AND l.granted"), {"key": WRITER_LOCK_KEY}).first()
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()
+        who = f"backend pid {other[0]} from {other[1] or 'local socket'}" if other else "unknown"
+        raise WriterLockError(
+            f"database {redact_url(self.url)} is already served by another coordinator ({who}); "
+            "run one coordinator per database")
+
+
+#: the advisory lock key a coordinator holds on its PostgreSQL database ("tgrd")
+WRITER_LOCK_KEY = 0x74677264
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections import Counter
@@ -9,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskgrid.coordinator import lifecycle, output
-from taskgrid.coordinator.errors import TaskNotFoundError
+from taskgrid.coordinator.errors import DuplicateUuidError, TaskNotFoundError
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -78,7 +79,12 @@ async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[st
         taken = tx.existing_uuids(r["uuid"] for r in ready)
         return taken if taken else tx.insert_tasks(ready)
 
-    result = await rt.store.run(insert)
+    try:
+        result = await rt.store.run(insert)
+    except DuplicateUuidError:
+        # A concurrent call took a uuid between our check and our insert (PostgreSQL
+        # runs them side by side): say which, as the check would have.
+        result = await rt.store.run(lambda tx: tx.existing_uuids(r["uuid"] for r in ready))
     if isinstance(result, set):
         return [Queued(errors={"uuid": "already in use"} if r["uuid"] in result else {})
                 for r in ready]
@@ -180,15 +186,15 @@ async def stop(rt: Runtime, ref: Ref) -> tuple[bool, TaskStatus, str]:
             return task, "stop sent to worker"
         return task, f"already {status}; nothing to stop"
 
-    task, what = await rt.store.run(apply)
+    task, what = await asyncio.shield(rt.store.run(apply))
     if task is None:
         raise TaskNotFoundError(f"no task with {_ref_text(ref)}")
     owner = rt.registry.by_name(task["assigned_worker_name"])
-    if owner is not None and what == "stopped":
-        owner.forget(task["id"])
-    elif owner is not None and what == "stop sent to worker":
-        owner.stop.add((task["id"], task["attempt"]))
-        owner.notify()
+    if what == "stopped":
+        rt.leases.end(task["id"])
+    elif what == "stop sent to worker" and rt.leases.request_stop(task["id"], task["attempt"]):
+        if owner is not None:
+            owner.notify()
     if what == "stopped" and rt.feed.is_watched(task["id"]):
         rt.feed.publish(task["id"], task)
     logger.info("stop task=%s result=%s", task["id"], what)

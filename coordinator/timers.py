@@ -112,9 +112,7 @@ class Timers:
         expired, self.next_expiry = await self.rt.store.run(apply)
         for row in expired:
             logger.info("task expired task=%s stop_time=%s", row["id"], row["stop_time"])
-            owner = self.rt.registry.by_name(row.get("assigned_worker_name", ""))
-            if owner is not None:
-                owner.forget(row["id"])
+            self.rt.leases.end(row["id"])
             if self.rt.feed.is_watched(row["id"]):
                 self.rt.feed.publish(row["id"], row)
 

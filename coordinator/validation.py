@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,10 @@ DEFAULT_SYNC_OUTPUT_S = 0
 MAX_SECONDS = 10 * 365 * 24 * 3600
 MAX_NAME = 512
 MAX_KEY = 255
+#: cron lines are stored in a 255-character column
+MAX_CRONLINE = 255
+#: args and vars may nest lists and objects this deep (a worker must decode them)
+MAX_JSON_DEPTH = 100
 INT64 = 2**63 - 1
 #: the function name of command tasks; workers with the "command" capability offer it
 COMMAND_FUNCTION = "@command"
@@ -62,13 +67,47 @@ CRON_SHORTCUTS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@dai
                             "@hourly"})
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (a scalar is 0)."""
+    depth, level = 0, [(value, 1)]
+    while level:
+        item, d = level.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            depth = max(depth, d)
+            level.extend((x, d + 1) for x in item if isinstance(x, list | dict))
+    return depth
+
+
 def _json_of(kind: type, text: str, what: str) -> tuple[Any, str | None]:
+    """Decode args or vars: plain JSON (no NaN or Infinity), finite numbers, bounded depth.
+
+    Every worker must be able to decode what it leases, whatever its language: Python's
+    decoder gives up past about 1000 levels (RecursionError), Go's at 10000.
+    """
+    deep = f"nested more than {MAX_JSON_DEPTH} levels deep"
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except RecursionError:
+        return None, deep
     except ValueError as exc:
         return None, f"invalid JSON: {exc}"
     if not isinstance(value, kind):
         return None, f"must be a JSON {what}"
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
+        return None, deep
     return value, None
 
 
@@ -92,10 +131,14 @@ def _check_command(f: Mapping[str, Any], errors: dict[str, str]) -> None:
     if name not in ("", COMMAND_FUNCTION):
         errors["function_name"] = f"a command task has no function (leave it empty or "\
             f"{COMMAND_FUNCTION!r})"
+    env = command["env"]
+    texts = [command["executable"], command["cwd"], *command["args"], *env, *env.values()]
     if not command["executable"].strip():
         errors["command"] = "executable must not be empty"
-    elif "\0" in command["executable"] or any("\0" in a for a in command["args"]):
+    elif any("\0" in t for t in texts):
         errors["command"] = "must not contain NUL characters"
+    elif any(not k or "=" in k for k in env):
+        errors["command"] = "env names must be non-empty and contain no '='"
 
 
 def _check_strings(f: Mapping[str, Any], errors: dict[str, str]) -> None:
@@ -116,7 +159,8 @@ def _check_strings(f: Mapping[str, Any], errors: dict[str, str]) -> None:
             elif len(value) > MAX_KEY:
                 errors[key] = f"must be at most {MAX_KEY} characters"
     if f.get("cronline"):
-        problem = cron_problem(f["cronline"])
+        problem = (f"must be at most {MAX_CRONLINE} characters"
+                   if len(f["cronline"].strip()) > MAX_CRONLINE else cron_problem(f["cronline"]))
         if problem:
             errors["cronline"] = problem
 

@@ -1,13 +1,15 @@
 """Worker sessions: registration, authentication, heartbeats, admin commands.
 
-Liveness lives in memory (`LiveWorker`): a heartbeat touches no database row,
-so idle workers cost the database nothing. The database keeps the worker
-rows (status, groups, functions, token hash) for restarts and for listing;
-after a coordinator restart every worker row still marked alive gets a fresh
-`dead_after` to heartbeat again before it is declared dead.
+The worker row is the truth: a worker is alive while its row says so, and
+only the reaper (through runs.lose) turns it dead, in the transaction that
+takes its leases back. A heartbeat writes no row: this process judges
+liveness from the heartbeats it receives (monotonic time), and the reaper
+writes their times to the rows in one batch per reconcile pass. After a
+restart every row still marked alive gets a fresh `dead_after` to heartbeat
+again before it is declared dead.
 
-Leases are mirrored here too (task id -> attempt) so that heartbeats and
-output can be checked against the lease a worker holds without a query.
+`LiveWorker` is the session cache, written only here; its leases are a view
+of `rt.leases`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from taskgrid.coordinator import leasing, lifecycle
-from taskgrid.coordinator.errors import BadSessionError, StaleLeaseError, UnknownWorkerError
+from taskgrid.coordinator import lifecycle, runs
+from taskgrid.coordinator.errors import (
+    BadSessionError,
+    DuplicateWorkerError,
+    UnknownWorkerError,
+)
+from taskgrid.coordinator.leases import Held, Leases, Orphans
 from taskgrid.coordinator.lifecycle import WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -35,10 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: the capability a worker declares to run command tasks
 COMMAND_CAPABILITY = "command"
-#: a lease missing from this many heartbeat intervals of a live worker is orphaned
-ORPHAN_AFTER_BEATS = 3.0
-#: how long a finished lease is still tolerated in heartbeats sent before the report landed
-RECENT_GRACE_BEATS = 4.0
+#: a session silent for this many heartbeat intervals may be taken over by a new one of its name
+SILENT_AFTER_BEATS = 1.5
 
 
 def _hash(token: str) -> str:
@@ -64,30 +69,20 @@ class LiveWorker:
     first_heartbeat: dt.datetime
     last_heartbeat: dt.datetime
     last_seen: float  # monotonic
+    book: Leases
     rss_bytes: int = 0
     alive: bool = True
-    leases: dict[int, leasing.Held] = dataclasses.field(default_factory=dict)
-    recent: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)
-    stop: set[tuple[int, int]] = dataclasses.field(default_factory=set)
-    #: stops already handed out by a Lease reply (heartbeats re-send all of them)
-    stop_told: set[tuple[int, int]] = dataclasses.field(default_factory=set)
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     #: signal epoch at which a claim last found nothing, and when work is next due
     empty_epoch: int = -1
     next_due: dt.datetime | None = None
+    #: a heartbeat came since the reaper last wrote last_heartbeat to the row
+    unflushed: bool = False
 
-    def forget(self, task_id: int, reported: bool = False) -> None:
-        """Drop a lease that ended.
-
-        One the worker itself reported stays tolerated for a few beats, since a
-        heartbeat built before the report may still be on its way; one the
-        coordinator took away (stop, lost, timeout) is stale at once.
-        """
-        held = self.leases.pop(task_id, None)
-        if held is not None and reported:
-            self.recent[(task_id, held.attempt)] = time.monotonic()
-        self.stop = {s for s in self.stop if s[0] != task_id}
-        self.stop_told &= self.stop
+    @property
+    def leases(self) -> dict[int, Held]:
+        """The leases this worker holds, by task id (a view of the lease mirror)."""
+        return self.book.of_worker(self.id)
 
     def notify(self) -> None:
         """Wake this worker's pending Lease call (status change, stop request)."""
@@ -115,7 +110,7 @@ def _offered(spec: dict[str, Any]) -> frozenset[str]:
     return frozenset(functions)
 
 
-def _from_row(row: Row, now_mono: float) -> LiveWorker:
+def _from_row(row: Row, now_mono: float, book: Leases) -> LiveWorker:
     return LiveWorker(
         id=row["id"], name=row["worker_name"], token_hash=row["token_hash"],
         group_names=tuple(json.loads(row["group_names"])),
@@ -124,7 +119,7 @@ def _from_row(row: Row, now_mono: float) -> LiveWorker:
         language=row["language"], hostname=row["hostname"], pid=row["pid"],
         heartbeat_s=row["heartbeat"], status=WorkerStatus(row["status"]),
         first_heartbeat=row["first_heartbeat"], last_heartbeat=row["last_heartbeat"],
-        last_seen=now_mono, rss_bytes=row["rss_bytes"], alive=row["alive"])
+        last_seen=now_mono, book=book, rss_bytes=row["rss_bytes"], alive=row["alive"])
 
 
 class Registry:
@@ -140,19 +135,16 @@ class Registry:
             return tx.workers(alive_only=True), tx.leased_tasks()
         rows, leased = await self.rt.store.run(read)
         now_mono = time.monotonic()
-        by_name: dict[str, LiveWorker] = {}
         for row in rows:
-            w = _from_row(row, now_mono)
+            w = _from_row(row, now_mono, self.rt.leases)
             self.by_id[w.id] = w
-            by_name[w.name] = w
-        for task in leased:
-            owner = by_name.get(task["assigned_worker_name"])
-            if owner is not None:
-                started = task["status"] == lifecycle.TaskStatus.RUNNING
-                owner.leases[task["id"]] = leasing.held(self.rt, task, now_mono, started)
-                if task["stop_requested"]:
-                    owner.stop.add((task["id"], task["attempt"]))
+        # Leases of workers not alive are taken back by the reaper's first pass.
+        self.rt.leases.replace(leased, self.live_ids())
         logger.info("loaded workers=%d leases=%d", len(rows), len(leased))
+
+    def live_ids(self) -> dict[str, int]:
+        """Names of live workers -> their ids."""
+        return {w.name: w.id for w in self.by_id.values() if w.alive}
 
     async def listing(self, include_dead: bool) -> tuple[list[LiveWorker], list[Row]]:
         """Live workers (from memory) and, when asked, the rows of dead ones."""
@@ -175,16 +167,25 @@ class Registry:
         heartbeat_s = spec["heartbeat"] or cfg.heartbeat_s
         previous = self.by_name(spec["worker_name"])
         if previous is not None and previous.alive:
-            logger.warning("worker re-registered; previous session lost worker=%s",
+            silent = time.monotonic() - previous.last_seen
+            if silent < SILENT_AFTER_BEATS * previous.heartbeat_s:
+                raise DuplicateWorkerError(
+                    f"worker name {previous.name!r} is in use by a live session (pid "
+                    f"{previous.pid} on {previous.hostname or 'an unknown host'}, last heartbeat "
+                    f"{silent:.1f} s ago); give each worker its own --name")
+            logger.warning("worker registered again; previous session lost worker=%s",
                            previous.name)
-            await leasing.lose(self.rt, previous, "registered again")
+            previous.alive = False
+            previous.notify()
+            await runs.lose(self.rt, previous.name, "registered again")
+            self.rt.leases.drop_worker(previous.id)
         w = LiveWorker(
             id=0, name=spec["worker_name"], token_hash=_hash(token),
             group_names=tuple(spec["group_names"]), functions=_offered(spec),
             capabilities=tuple(spec["capabilities"]), capacity=spec["capacity"],
             language=spec["language"], hostname=spec["hostname"], pid=spec["pid"],
             heartbeat_s=heartbeat_s, status=lifecycle.REGISTERED_WORKER_STATUS, first_heartbeat=now,
-            last_heartbeat=now, last_seen=time.monotonic())
+            last_heartbeat=now, last_seen=time.monotonic(), book=self.rt.leases)
 
         def save(tx: Tx) -> int:
             existing = tx.worker_by_name(w.name)
@@ -212,32 +213,21 @@ class Registry:
             raise BadSessionError(f"bad session token for worker {worker_id}")
         return w
 
-    def check_refs(self, w: LiveWorker, refs: Iterable[tuple[int, int]], what: str) -> None:
-        """Raise StaleLeaseError unless the worker holds every one of these leases."""
-        stale = [(t, a) for t, a in refs
-                 if (held := w.leases.get(t)) is None or held.attempt != a]
-        if stale:
-            raise StaleLeaseError(stale, f"{what} from worker {w.name}")
+    def heartbeat(self, w: LiveWorker, refs: Sequence[tuple[int, int]], rss_bytes: int
+                  ) -> tuple[list[tuple[int, int]], Orphans]:
+        """Record a heartbeat; returns (stale refs it listed, leases it no longer holds).
 
-    def heartbeat(
-        self, w: LiveWorker, refs: Sequence[tuple[int, int]], rss_bytes: int
-    ) -> list[int]:
-        """Record a heartbeat; returns task ids of leases the worker no longer holds.
-
-        A lease the worker stopped listing (a lost Lease reply, a crashed child)
-        is orphaned once it was granted long enough ago; the caller requeues it.
+        A lease the worker left out of two heartbeats in a row is orphaned: never
+        listed at all means its Lease reply was lost (hand it back), listed
+        before means the worker dropped it (a lost run).
         """
-        now_mono = time.monotonic()
-        grace = RECENT_GRACE_BEATS * w.heartbeat_s
-        w.recent = {k: t for k, t in w.recent.items() if now_mono - t < grace}
-        self.check_refs(w, [r for r in refs if r not in w.recent], "heartbeat")
-        w.last_seen = now_mono
+        stale = self.rt.leases.stale(w.id, refs, w.heartbeat_s, tolerate_recent=True)
+        w.last_seen = time.monotonic()
         w.last_heartbeat = self.rt.clock.now()
         w.rss_bytes = rss_bytes
-        listed = {t for t, _ in refs}
-        orphan_after = ORPHAN_AFTER_BEATS * w.heartbeat_s
-        return [t for t, held in w.leases.items()
-                if t not in listed and now_mono - held.granted > orphan_after]
+        w.unflushed = True
+        held = [r for r in refs if r not in set(stale)]
+        return stale, self.rt.leases.listing(w.id, held, w.heartbeat_s)
 
     async def set_status(
         self, wanted: WorkerStatus, group_names: Sequence[str], worker_name: str
@@ -261,8 +251,25 @@ class Registry:
         self.rt.signal.fire()
         return [w.name for w in changed]
 
-    def dead(self) -> list[LiveWorker]:
+    def dead(self, now_mono: float | None = None) -> list[LiveWorker]:
         """Live workers silent for longer than their dead_after."""
-        now_mono = time.monotonic()
-        return [w for w in self.by_id.values() if w.alive and now_mono - w.last_seen
+        now = time.monotonic() if now_mono is None else now_mono
+        return [w for w in self.by_id.values() if w.alive and now - w.last_seen
                 > self.rt.config.dead_after_s(w.heartbeat_s)]
+
+    def unflushed_beats(self) -> list[tuple[int, dt.datetime, int]]:
+        """(id, last heartbeat, rss) of live workers heard from since the last flush."""
+        out = [(w.id, w.last_heartbeat, w.rss_bytes) for w in self.by_id.values()
+               if w.alive and w.unflushed]
+        for w in self.by_id.values():
+            w.unflushed = False
+        return out
+
+    async def declare_dead(self, w: LiveWorker, reason: str) -> None:
+        """The worker is gone: its row turns dead with its leases taken back, in one commit."""
+        w.alive = False
+        w.notify()
+        await runs.lose(self.rt, w.name, reason, mark_dead=w.id)
+        self.rt.leases.drop_worker(w.id)
+        self.rt.timers.note_lost_worker(self.rt.clock.now())
+        logger.info("worker gone worker=%s reason=%s", w.name, reason)

@@ -25,8 +25,10 @@ CODES: dict[type[errors.TaskgridError], grpc.StatusCode] = {
     errors.BadSessionError: grpc.StatusCode.NOT_FOUND,  # UNAUTHENTICATED = bearer token only
     errors.StaleLeaseError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.TransitionConflictError: grpc.StatusCode.ABORTED,
+    errors.DuplicateWorkerError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.DuplicateUuidError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
-STALE_LEASES_KEY = "taskgrid-stale-leases"
 
 R = TypeVar("R")
 
@@ -40,11 +42,9 @@ def _code(exc: errors.TaskgridError) -> grpc.StatusCode:
 
 async def _abort(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, errors.TaskgridError):
-        metadata: tuple[tuple[str, str], ...] = ()
-        if isinstance(exc, errors.StaleLeaseError):
-            metadata = ((STALE_LEASES_KEY, ",".join(f"{t}:{a}" for t, a in exc.stale)),)
-            logger.warning("rejected method=%s %s", method, exc)
-        await context.abort(_code(exc), str(exc), trailing_metadata=metadata)
+        if isinstance(exc, errors.StoreUnavailableError):
+            logger.warning("database unavailable method=%s %s", method, exc)
+        await context.abort(_code(exc), str(exc))
     error_id = uuid.uuid4().hex[:12]
     logger.exception("internal error method=%s error_id=%s", method, error_id)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")

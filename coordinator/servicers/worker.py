@@ -7,9 +7,9 @@ import socket
 
 import grpc
 
-from taskgrid.coordinator import leasing, output
+from taskgrid.coordinator import leasing, output, runs, sessions
 from taskgrid.coordinator.errors import InvalidRequestError
-from taskgrid.coordinator.lifecycle import RunStatus, WorkerStatus
+from taskgrid.coordinator.lifecycle import RunStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
 from taskgrid.coordinator.workers import LiveWorker
@@ -26,13 +26,13 @@ _OUTCOMES = {
 }
 
 
-def _outcome(r: worker_pb2.RunReport) -> leasing.Outcome:
+def _outcome(r: worker_pb2.RunReport) -> runs.Outcome:
     if r.status not in _OUTCOMES:
         names = ", ".join(s.value for s in _OUTCOMES.values())
         raise InvalidRequestError("reports.status", f"must be one of {names}")
     chunks = tuple({**convert.chunk_dict(c), "task_id": r.ref.task_id,
                     "attempt": r.ref.attempt} for c in r.output)
-    return leasing.Outcome(r.ref.task_id, r.ref.attempt, _OUTCOMES[r.status],
+    return runs.Outcome(r.ref.task_id, r.ref.attempt, _OUTCOMES[r.status],
                            convert.text(r.result) if r.HasField("result") else None,
                            convert.text(r.traceback), chunks)
 
@@ -84,6 +84,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                                       "must not be negative")
         answer = await leasing.lease(self.rt, w, request.max_tasks or 1, request.wait_s,
                                      request.prefetch)
+        if answer.leases:
+            sessions.hand_back_if_undelivered(self.rt, w, context, [g.ref for g in answer.leases])
         return worker_pb2.LeaseResponse(
             leases=[convert.lease_to_proto(g) for g in answer.leases],
             status=convert.worker_status(answer.status), stop=convert.ref_msgs(answer.stop))
@@ -93,46 +95,43 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                         context: grpc.aio.ServicerContext) -> worker_pb2.StartRunsResponse:
         """Start prefetched leases."""
         w = self._session(request.session)
-        granted = await leasing.start_runs(self.rt, w, convert.refs(request.leases))
-        return worker_pb2.StartRunsResponse(leases=[convert.lease_to_proto(g) for g in granted])
+        granted, stale = await leasing.start_runs(self.rt, w, convert.refs(request.leases))
+        return worker_pb2.StartRunsResponse(leases=[convert.lease_to_proto(g) for g in granted],
+                                            stale=convert.ref_msgs(stale))
 
     @status.unary
     async def Heartbeat(self, request: worker_pb2.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> worker_pb2.HeartbeatResponse:
-        """Record liveness; reply with the worker's status and the runs to stop."""
+        """Record liveness; reply with the worker's status, the runs to stop, stale leases."""
         w = self._session(request.session)
-        orphans = self.rt.registry.heartbeat(w, convert.refs(request.running), request.rss_bytes)
-        if request.leaving:
-            await leasing.lose(self.rt, w, "left")
-            return worker_pb2.HeartbeatResponse(status=convert.worker_status(w.status))
-        if request.draining:
-            await self.rt.registry.set_status(WorkerStatus.TERMINATE, [], w.name)
-        if orphans:
-            await leasing.lose(self.rt, w, "no longer holds the lease", orphans)
+        beat = await sessions.heartbeat(self.rt, w, convert.refs(request.running),
+                                        request.rss_bytes, request.draining, request.leaving)
         return worker_pb2.HeartbeatResponse(status=convert.worker_status(w.status),
-                                            stop=convert.ref_msgs(sorted(w.stop)),
-                                            heartbeat=w.heartbeat_s)
+                                            stop=convert.ref_msgs(beat.stop),
+                                            heartbeat=w.heartbeat_s,
+                                            stale=convert.ref_msgs(beat.stale))
 
     @status.unary
     async def SendOutput(self, request: worker_pb2.SendOutputRequest,
                          context: grpc.aio.ServicerContext) -> worker_pb2.SendOutputResponse:
-        """Store live output chunks of running tasks."""
+        """Store live output chunks of running tasks; chunks of stale leases are dropped."""
         w = self._session(request.session)
         chunks = [convert.chunk_dict(c) for c in request.chunks]
-        self.rt.registry.check_refs(w, {(c["task_id"], c["attempt"]) for c in chunks}, "output")
-        if chunks:
-            await output.append(self.rt, w.id, chunks)
-        return worker_pb2.SendOutputResponse()
+        stale = self.rt.leases.stale(w.id, {(c["task_id"], c["attempt"]) for c in chunks},
+                                     w.heartbeat_s)
+        fresh = [c for c in chunks if (c["task_id"], c["attempt"]) not in set(stale)]
+        if fresh:
+            await output.append(self.rt, w.id, fresh)
+        return worker_pb2.SendOutputResponse(stale=convert.ref_msgs(stale))
 
     @status.unary
     async def Report(self, request: worker_pb2.ReportRequest,
                      context: grpc.aio.ServicerContext) -> worker_pb2.ReportResponse:
-        """Apply finished runs' outcomes."""
+        """Apply finished runs' outcomes; reports of stale leases are dropped and listed."""
         w = self._session(request.session)
         outcomes = [_outcome(r) for r in request.reports]
-        if outcomes:
-            await leasing.report(self.rt, w, outcomes)
-        return worker_pb2.ReportResponse()
+        stale = await runs.report(self.rt, w, outcomes) if outcomes else []
+        return worker_pb2.ReportResponse(stale=convert.ref_msgs(stale))
 
     @status.unary
     async def Release(self, request: worker_pb2.ReleaseRequest,
@@ -140,6 +139,5 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         """Take back leases the worker will not run."""
         w = self._session(request.session)
         refs = convert.refs(request.leases)
-        if refs:
-            await leasing.release(self.rt, w, refs)
-        return worker_pb2.ReleaseResponse()
+        stale = await leasing.release(self.rt, w, refs) if refs else []
+        return worker_pb2.ReleaseResponse(stale=convert.ref_msgs(stale))

@@ -23,6 +23,10 @@ def stubs(coordinator):
     s.close()
 
 
+def refs_of(items):
+    return [(r.task_id, r.attempt) for r in items]
+
+
 def code_of(call, *args):
     with pytest.raises(grpc.RpcError) as info:
         call(*args)
@@ -62,19 +66,36 @@ def test_stale_report_is_rejected_and_changes_nothing(stubs):
     [second] = w.lease().leases
     assert second.ref.attempt == first.ref.attempt + 1
     before = get(stubs, tid, all_runs=True)
-    err = code_of(w.report, first.ref, "COMPLETED", "1")
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert f"task {tid} attempt {first.ref.attempt}" in err.details()
-    assert dict(err.trailing_metadata())["taskgrid-stale-leases"] == f"{tid}:{first.ref.attempt}"
-    err = code_of(w.output, first.ref, 9, "late")
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # Stale leases are answered in the response message; the call itself succeeds.
+    assert refs_of(w.report(first.ref, "COMPLETED", "1").stale) == [(tid, first.ref.attempt)]
+    assert refs_of(w.output(first.ref, 9, "late").stale) == [(tid, first.ref.attempt)]
     # A heartbeat may still list a lease the worker reported a moment ago (in flight);
     # an attempt it never held is stale.
-    w.heartbeat(first.ref, second.ref)
+    assert list(w.heartbeat(first.ref, second.ref).stale) == []
     bogus = common_pb2.LeaseRef(task_id=tid, attempt=second.ref.attempt + 7)
-    err = code_of(w.heartbeat, bogus)
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refs_of(w.heartbeat(bogus, second.ref).stale) == [(tid, bogus.attempt)]
     assert get(stubs, tid, all_runs=True) == before
+
+
+def test_a_batch_applies_its_fresh_reports_and_lists_the_stale_ones(stubs):
+    tids = [queue(stubs, "add").id for _ in range(2)]
+    w = FakeWorker(stubs, "hand", ["add"], capacity=2)
+    leases = list(w.lease(n=2).leases)
+    assert sorted(x.ref.task_id for x in leases) == sorted(tids)
+    stale = common_pb2.LeaseRef(task_id=leases[0].ref.task_id, attempt=leases[0].ref.attempt + 3)
+    reports = [w.run_report(stale, "COMPLETED", "1"), w.run_report(leases[1].ref, "COMPLETED", "2")]
+    reply = w.stubs.worker.Report(worker_pb2.ReportRequest(session=w.session, reports=reports))
+    assert refs_of(reply.stale) == [(stale.task_id, stale.attempt)]
+    assert status_of(stubs, leases[1].ref.task_id) == "COMPLETED"
+    assert status_of(stubs, leases[0].ref.task_id) == "RUNNING"
+
+
+def test_stale_lists_of_hundreds_of_leases_fit_in_the_reply(stubs):
+    # They once travelled in trailing metadata, which failed past about 8 KiB.
+    w = FakeWorker(stubs, "hand", ["add"])
+    bogus = [common_pb2.LeaseRef(task_id=100_000 + i, attempt=1) for i in range(2000)]
+    reply = w.heartbeat(*bogus)
+    assert len(reply.stale) == 2000
 
 
 def test_another_workers_lease_is_refused(stubs):
@@ -82,8 +103,8 @@ def test_another_workers_lease_is_refused(stubs):
     owner = FakeWorker(stubs, "owner", ["add"])
     thief = FakeWorker(stubs, "thief", ["add"])
     [lease] = owner.lease().leases
-    err = code_of(thief.report, lease.ref, "COMPLETED", "1")
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refs_of(thief.report(lease.ref, "COMPLETED", "1").stale) == [
+        (lease.ref.task_id, lease.ref.attempt)]
     assert status_of(stubs, lease.ref.task_id) == "RUNNING"
 
 

@@ -62,8 +62,9 @@ class FakeWorker:
             session=self.session, chunks=[common_pb2.OutputChunk(
                 task_id=ref.task_id, attempt=ref.attempt, seq=seq, data=data, clear=clear)]))
 
-    def report(self, ref: Any, status: str, result: str | None = None, traceback: str = "",
-               output: list[tuple[int, str]] | None = None) -> Any:
+    @staticmethod
+    def run_report(ref: Any, status: str, result: str | None = None, traceback: str = "",
+                   output: list[tuple[int, str]] | None = None) -> Any:
         run_status = common_pb2.RunStatus.Value(f"RUN_STATUS_{status}")
         rep = worker_pb2.RunReport(ref=ref, status=run_status,
                                    traceback=traceback,
@@ -71,6 +72,11 @@ class FakeWorker:
                                            for s, d in output or []])
         if result is not None:
             rep.result = result
+        return rep
+
+    def report(self, ref: Any, status: str, result: str | None = None, traceback: str = "",
+               output: list[tuple[int, str]] | None = None) -> Any:
+        rep = self.run_report(ref, status, result, traceback, output)
         return self.stubs.worker.Report(worker_pb2.ReportRequest(session=self.session,
                                                                  reports=[rep]))
 
