@@ -313,3 +313,38 @@ def test_a_second_coordinator_on_the_same_database_is_refused(db_url, start_coor
     s = connect(first.address)
     assert not queue(s, "add").errors  # the first one carries on
     s.close()
+
+
+@pytest.mark.postgres
+def test_database_outage_is_unavailable_and_the_coordinator_recovers(
+        pg_cluster, pg_database, processes):
+    import psycopg
+
+    coordinator = processes.start_coordinator(pg_cluster.url(pg_database))
+    s = connect(coordinator.address)
+    assert not queue(s, "add", args="[1, 1]").errors
+    admin = psycopg.connect(**pg_cluster.connect_kwargs(), autocommit=True)
+    try:
+        admin.execute(f'ALTER DATABASE "{pg_database}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s", (pg_database,))
+        for call in (lambda: queue(s, "add", args="[2, 2]"), lambda: get(s, 1)):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+    finally:
+        admin.execute(f'ALTER DATABASE "{pg_database}" ALLOW_CONNECTIONS true')
+        admin.close()
+
+    def answers():
+        try:
+            return queue(s, "add", args="[3, 3]")
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+            return None
+    tid = wait_until(answers, timeout=20, desc="answering again").id
+    processes.start_worker(coordinator.address, "after-outage")
+    wait_until(lambda: status_of(s, tid) == "COMPLETED", timeout=20, desc="work resumes")
+    assert coordinator.is_alive()
+    assert "writer lock lost" not in coordinator.log_text()
+    s.close()
