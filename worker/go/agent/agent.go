@@ -14,13 +14,21 @@
 //
 // Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and
 // Heartbeat replies and are obeyed by whichever goroutine got them. While
-// the coordinator is away, tasks keep running and every call is retried
-// with a jittered exponential backoff. NOT_FOUND means the coordinator
-// forgot this worker: its runs are stopped and dropped, and it registers
-// again. FAILED_PRECONDITION with the `taskgrid-stale-leases` trailer names
-// leases that are no longer ours: their runs are stopped and nothing more
-// is ever sent about them (fencing). This is the only package that imports
-// the generated stubs besides the tests.
+// the coordinator is away (UNAVAILABLE, DEADLINE_EXCEEDED), tasks keep
+// running and every call is retried with a jittered exponential backoff.
+// A coordinator error (INTERNAL, UNKNOWN) is retried a bounded number of
+// times per lease, each troubled lease alone (so it holds back no other),
+// then a report's lease is handed back (Release) and dropped, and live
+// output is dropped.
+// NOT_FOUND means the coordinator forgot this worker: its runs are stopped
+// and dropped, and it registers again. ALREADY_EXISTS at Register means
+// another live worker has this name: retried until a crashed predecessor
+// would be declared dead, then the worker exits. The `stale` list of an
+// answer names leases that are no longer ours (the rest of the call was
+// applied): their runs are stopped and nothing more is ever sent about
+// them (fencing); the older FAILED_PRECONDITION with the
+// `taskgrid-stale-leases` trailer is still understood. This is the only
+// package that imports the generated stubs besides the tests.
 package agent
 
 import (
@@ -49,9 +57,15 @@ const (
 	// DefaultAuthAttempts is how many registrations refused for bad credentials
 	// in a row end the worker (ExitAuth).
 	DefaultAuthAttempts = 5
+	// ExitRejected is the exit code when the coordinator rejects the registration as invalid.
+	ExitRejected = 1
 	// ExitAuth is the exit code when the coordinator keeps rejecting the credentials.
 	ExitAuth = 5
-	// StaleLeasesKey is the trailer listing rejected leases as "task:attempt,...".
+	// ExitNameTaken is the exit code when another live worker keeps this
+	// worker's name (Register answers ALREADY_EXISTS), as the Python worker's.
+	ExitNameTaken = 6
+	// StaleLeasesKey is the trailer listing rejected leases as "task:attempt,..."
+	// (coordinators before stale lists in answers).
 	StaleLeasesKey = "taskgrid-stale-leases"
 )
 
@@ -98,6 +112,10 @@ type Agent struct {
 	failedCalls  int                     // consecutive failed calls, so an outage is logged once
 	authFailures int
 	exitCode     int
+	deadAfter    time.Duration // the coordinator's, from the last registration (0: not known yet)
+	nameTakenAt  time.Time     // first ALREADY_EXISTS of the current registration attempts
+
+	releaseFailures int // consecutive failed Release calls (main loop only)
 
 	wakeMain      chan struct{}
 	wakeHeartbeat chan struct{}
@@ -162,9 +180,10 @@ func sleep(ch <-chan struct{}, d time.Duration) {
 }
 
 // Run serves until told to leave and returns the exit code: 0 after
-// TERMINATE, KILL, a signal or max_empty_runs; 1 when the coordinator
-// rejected the registration as invalid; ExitAuth when it kept rejecting
-// the credentials.
+// TERMINATE, KILL, a signal or max_empty_runs; ExitRejected when the
+// coordinator rejected the registration as invalid; ExitAuth when it kept
+// rejecting the credentials; ExitNameTaken when another live worker kept
+// this worker's name.
 func (a *Agent) Run() int {
 	var loops sync.WaitGroup
 	loops.Add(2)
@@ -259,9 +278,12 @@ func (a *Agent) mainLoop() {
 		default:
 			ok = a.leaseOnce()
 		}
-		if ok {
+		switch {
+		case ok:
 			backoff.Reset()
-		} else {
+		case !hasSession:
+			sleep(a.wakeMain, a.registerRetryCap(backoff.Next()))
+		default:
 			sleep(a.wakeMain, backoff.Next())
 		}
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -70,7 +71,12 @@ func (a *Agent) onFinish(result runner.Result) {
 	notify(a.wakeMain)
 }
 
-// releaseOnce hands back leases the worker will not run; false when the call failed.
+// releaseOnce hands back leases the worker will not run, or whose reports
+// it gave up on; false when the call failed and should be retried after a
+// backoff. Leases the answer names stale were gone already. It is best
+// effort: after DefaultServerErrorTries failed calls in a row (whatever
+// the reason) the leases are forgotten, and the coordinator takes them
+// back itself once the heartbeats stop listing them.
 func (a *Agent) releaseOnce() bool {
 	a.mu.Lock()
 	session, generation := a.session, a.generation
@@ -82,22 +88,31 @@ func (a *Agent) releaseOnce() bool {
 	if session == nil || len(keys) == 0 {
 		return true
 	}
+	slices.SortFunc(keys, compareKeys)
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultRPCTimeout)
 	defer cancel()
 	var trailer metadataMD
-	_, err := a.rpc.Release(ctx, &pb.ReleaseRequest{Session: session, Leases: refs(keys)}, grpc.Trailer(&trailer))
+	response, err := a.rpc.Release(ctx, &pb.ReleaseRequest{Session: session, Leases: refs(keys)}, grpc.Trailer(&trailer))
 	if err != nil {
 		code := status.Code(err)
-		if code == codes.InvalidArgument || (code == codes.FailedPrecondition && len(staleKeys(trailer)) == 0) {
-			a.log.Error("Release rejected; the coordinator will requeue these leases itself",
-				"leases", len(keys), "code", code.String(), "details", status.Convert(err).Message())
+		a.releaseFailures++
+		final := isRefusal(code) || (code == codes.FailedPrecondition && len(staleKeys(trailer)) == 0)
+		if final || (!isSessionGone(code) && a.releaseFailures >= DefaultServerErrorTries) {
+			a.log.Warn("Release failed; the coordinator will take these leases back itself",
+				"leases", keyList(keys), "code", code.String(), "details", status.Convert(err).Message(),
+				"calls", a.releaseFailures)
+			a.releaseFailures = 0
 			a.forgetRelease(keys)
 			return true
 		}
 		return a.failed("Release", err, generation, trailer)
 	}
+	a.releaseFailures = 0
 	a.noteSuccess()
-	a.log.Info("handed back leases the worker will not run", "leases", len(keys))
+	if stale := keysOf(response.GetStale()); len(stale) > 0 {
+		a.log.Debug("Release: leases already gone", "leases", keyList(stale))
+	}
+	a.log.Info("handed back leases", "leases", keyList(keys))
 	a.forgetRelease(keys)
 	return true
 }

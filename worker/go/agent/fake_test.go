@@ -3,9 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,19 +33,31 @@ type fakeCoordinator struct {
 	reports    []*pb.RunReport
 	chunks     []*pb.OutputChunk
 	released   []*pb.LeaseRef
-	stale      map[runner.Key]bool // writes naming these fail FAILED_PRECONDITION
+	stale      map[runner.Key]bool // writes naming these are answered stale
+	oldStyle   bool                // stale: FAILED_PRECONDITION + trailer, nothing applied (the old protocol)
+	bareFP     bool                // with oldStyle: FAILED_PRECONDITION without the trailer
 	beatsBlind bool                // heartbeats do not check staleness (only reports and output do)
 	stopNext   []*pb.LeaseRef      // sent in heartbeat replies until the run is reported
 	status     pb.WorkerStatus
 	forget     bool // the next heartbeat answers NOT_FOUND
 	failReport int  // answer this many Report calls UNAVAILABLE
-	changed    chan struct{}
+	// poison (Report) and poisonOut (SendOutput): calls naming these leases
+	// answer poisonCode (INTERNAL by default) this many more times (-1: always).
+	poison      map[runner.Key]int
+	poisonOut   map[runner.Key]int
+	outputCalls int // SendOutput calls, failed ones too
+	poisonCode  codes.Code
+	reportCalls [][]runner.Key // the leases of every Report call, failed ones too
+	acceptedRep [][]runner.Key // the leases of every Report call that succeeded
+	nameTaken   int            // answer this many Register calls ALREADY_EXISTS (-1: always)
+	nameRefusal []time.Time    // when each ALREADY_EXISTS was sent
+	changed     chan struct{}
 }
 
 func startFake(t *testing.T) *fakeCoordinator {
 	t.Helper()
 	f := &fakeCoordinator{stale: map[runner.Key]bool{}, status: pb.WorkerStatus_WORKER_STATUS_ACTIVE,
-		changed: make(chan struct{}, 1)}
+		poison: map[runner.Key]int{}, poisonOut: map[runner.Key]int{}, poisonCode: codes.Internal, changed: make(chan struct{}, 1)}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -65,24 +77,61 @@ func (f *fakeCoordinator) session(ctx context.Context, s *pb.WorkerSession) erro
 	return nil
 }
 
-// rejectStale fails the call when refs name a stale lease, as the coordinator does.
-func (f *fakeCoordinator) rejectStale(ctx context.Context, refs []*pb.LeaseRef) error {
+func key(r *pb.LeaseRef) runner.Key {
+	return runner.Key{TaskID: r.GetTaskId(), Attempt: r.GetAttempt()}
+}
+
+// staleOf splits refs as the coordinator does: the stale ones (answered in
+// the response's stale list) and the rest (applied). The old protocol
+// (oldStyle) fails the whole call instead: FAILED_PRECONDITION, the stale
+// leases in the trailer (unless bareFP), nothing applied.
+func (f *fakeCoordinator) staleOf(ctx context.Context, refs []*pb.LeaseRef) ([]*pb.LeaseRef, error) {
+	var stale []*pb.LeaseRef
 	var bad []string
+	seen := map[runner.Key]bool{}
 	for _, r := range refs {
-		if f.stale[runner.Key{TaskID: r.GetTaskId(), Attempt: r.GetAttempt()}] {
-			bad = append(bad, fmt.Sprintf("%d:%d", r.GetTaskId(), r.GetAttempt()))
+		if k := key(r); f.stale[k] && !seen[k] {
+			seen[k] = true
+			stale = append(stale, &pb.LeaseRef{TaskId: k.TaskID, Attempt: k.Attempt})
+			bad = append(bad, fmt.Sprintf("%d:%d", k.TaskID, k.Attempt))
 		}
 	}
-	if len(bad) == 0 {
-		return nil
+	if len(stale) == 0 || !f.oldStyle {
+		return stale, nil
 	}
-	_ = grpc.SetTrailer(ctx, metadata.Pairs(StaleLeasesKey, strings.Join(bad, ",")))
-	return status.Error(codes.FailedPrecondition, "stale leases")
+	if !f.bareFP {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(StaleLeasesKey, strings.Join(bad, ",")))
+	}
+	return nil, status.Error(codes.FailedPrecondition, "stale leases")
+}
+
+// poisoned fails a call naming a lease of poison.
+func (f *fakeCoordinator) poisoned(poison map[runner.Key]int, refs []*pb.LeaseRef) error {
+	for _, r := range refs {
+		if n, ok := poison[key(r)]; ok && n != 0 {
+			if n > 0 {
+				poison[key(r)] = n - 1
+			}
+			return status.Error(f.poisonCode, "Exception calling application: boom")
+		}
+	}
+	return nil
+}
+
+func isStale(stale []*pb.LeaseRef, r *pb.LeaseRef) bool {
+	return slices.ContainsFunc(stale, func(s *pb.LeaseRef) bool { return key(s) == key(r) })
 }
 
 func (f *fakeCoordinator) Register(_ context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.nameTaken != 0 {
+		if f.nameTaken > 0 {
+			f.nameTaken--
+		}
+		f.nameRefusal = append(f.nameRefusal, time.Now())
+		return nil, status.Errorf(codes.AlreadyExists, "worker name %q is used by a live worker", req.GetWorkerName())
+	}
 	f.registers = append(f.registers, req)
 	n := len(f.registers)
 	return &pb.RegisterResponse{
@@ -125,12 +174,14 @@ func (f *fakeCoordinator) Heartbeat(ctx context.Context, req *pb.HeartbeatReques
 		f.registers = append(f.registers, nil) // invalidates the current token
 		return nil, status.Error(codes.NotFound, "worker declared dead")
 	}
+	var stale []*pb.LeaseRef
 	if !f.beatsBlind {
-		if err := f.rejectStale(ctx, req.GetRunning()); err != nil {
+		var err error
+		if stale, err = f.staleOf(ctx, req.GetRunning()); err != nil {
 			return nil, err
 		}
 	}
-	return &pb.HeartbeatResponse{Status: f.status, Stop: f.stopNext, Heartbeat: 0.2}, nil
+	return &pb.HeartbeatResponse{Status: f.status, Stop: f.stopNext, Heartbeat: 0.2, Stale: stale}, nil
 }
 
 func (f *fakeCoordinator) SendOutput(ctx context.Context, req *pb.SendOutputRequest) (*pb.SendOutputResponse, error) {
@@ -144,11 +195,20 @@ func (f *fakeCoordinator) SendOutput(ctx context.Context, req *pb.SendOutputRequ
 	for _, c := range req.GetChunks() {
 		refs = append(refs, &pb.LeaseRef{TaskId: c.GetTaskId(), Attempt: c.GetAttempt()})
 	}
-	if err := f.rejectStale(ctx, refs); err != nil {
+	f.outputCalls++
+	if err := f.poisoned(f.poisonOut, refs); err != nil {
 		return nil, err
 	}
-	f.chunks = append(f.chunks, req.GetChunks()...)
-	return &pb.SendOutputResponse{}, nil
+	stale, err := f.staleOf(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range req.GetChunks() {
+		if !isStale(stale, refs[i]) {
+			f.chunks = append(f.chunks, c)
+		}
+	}
+	return &pb.SendOutputResponse{Stale: stale}, nil
 }
 
 func (f *fakeCoordinator) Report(ctx context.Context, req *pb.ReportRequest) (*pb.ReportResponse, error) {
@@ -158,19 +218,31 @@ func (f *fakeCoordinator) Report(ctx context.Context, req *pb.ReportRequest) (*p
 	if err := f.session(ctx, req.GetSession()); err != nil {
 		return nil, err
 	}
+	var refs []*pb.LeaseRef
+	var keys []runner.Key
+	for _, r := range req.GetReports() {
+		refs = append(refs, r.GetRef())
+		keys = append(keys, key(r.GetRef()))
+	}
+	f.reportCalls = append(f.reportCalls, keys)
 	if f.failReport > 0 {
 		f.failReport--
 		return nil, status.Error(codes.Unavailable, "coordinator restarting")
 	}
-	var refs []*pb.LeaseRef
-	for _, r := range req.GetReports() {
-		refs = append(refs, r.GetRef())
-	}
-	if err := f.rejectStale(ctx, refs); err != nil {
+	if err := f.poisoned(f.poison, refs); err != nil {
 		return nil, err
 	}
-	f.reports = append(f.reports, req.GetReports()...)
-	return &pb.ReportResponse{}, nil
+	stale, err := f.staleOf(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	f.acceptedRep = append(f.acceptedRep, keys)
+	for _, r := range req.GetReports() {
+		if !isStale(stale, r.GetRef()) {
+			f.reports = append(f.reports, r)
+		}
+	}
+	return &pb.ReportResponse{Stale: stale}, nil
 }
 
 func (f *fakeCoordinator) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.ReleaseResponse, error) {
@@ -180,8 +252,16 @@ func (f *fakeCoordinator) Release(ctx context.Context, req *pb.ReleaseRequest) (
 	if err := f.session(ctx, req.GetSession()); err != nil {
 		return nil, err
 	}
-	f.released = append(f.released, req.GetLeases()...)
-	return &pb.ReleaseResponse{}, nil
+	stale, err := f.staleOf(ctx, req.GetLeases())
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range req.GetLeases() {
+		if !isStale(stale, r) {
+			f.released = append(f.released, r)
+		}
+	}
+	return &pb.ReleaseResponse{Stale: stale}, nil
 }
 
 func (f *fakeCoordinator) notify() { notify(f.changed) }
@@ -216,6 +296,32 @@ func (f *fakeCoordinator) report(key runner.Key) *pb.RunReport {
 	return nil
 }
 
+// reportCount is how many times key was reported (accepted).
+func (f *fakeCoordinator) reportCount(key runner.Key) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.reports {
+		if r.GetRef().GetTaskId() == key.TaskID && r.GetRef().GetAttempt() == key.Attempt {
+			n++
+		}
+	}
+	return n
+}
+
+// callsNaming is how many Report calls (failed ones too) carried key.
+func (f *fakeCoordinator) callsNaming(key runner.Key) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, call := range f.reportCalls {
+		if slices.Contains(call, key) {
+			n++
+		}
+	}
+	return n
+}
+
 // waitUntil waits for cond, re-checked whenever the fake is called (and every 50 ms).
 func (f *fakeCoordinator) waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -233,16 +339,26 @@ func (f *fakeCoordinator) waitUntil(t *testing.T, what string, cond func() bool)
 // startAgent runs an agent against the fake; the returned channel yields its exit code.
 func startAgent(t *testing.T, f *fakeCoordinator, handlers map[string]runner.Handler) (*Agent, chan int) {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+	a, exit, _ := startAgentWith(t, f, handlers, nil)
+	return a, exit
+}
+
+// startAgentWith is startAgent with a hook run before Run (to change
+// settings such as a.outbox.Retry) and the agent's log lines.
+func startAgentWith(t *testing.T, f *fakeCoordinator, handlers map[string]runner.Handler,
+	before func(*Agent)) (*Agent, chan int, *logLines) {
+	t.Helper()
+	logs := &logLines{t: t}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New(Config{
 		Coordinator: f.addr, WorkerName: "fake-w", Heartbeat: 200 * time.Millisecond,
 		Concurrency: 2, KillGrace: time.Second, Handlers: handlers, Logger: logger,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(a)
 	}
 	exit := make(chan int, 1)
 	done := make(chan struct{})
@@ -255,12 +371,41 @@ func startAgent(t *testing.T, f *fakeCoordinator, handlers map[string]runner.Han
 			t.Error("agent did not exit")
 		}
 	})
-	return a, exit
+	return a, exit, logs
 }
 
-type testWriter struct{ t *testing.T }
+// logLines keeps an agent's log lines (and shows them with -v).
+type logLines struct {
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimSpace(string(p)), "\n") {
+		l.lines = append(l.lines, line)
+	}
+	if testing.Verbose() {
+		l.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
+}
+
+// matching returns the lines containing every part.
+func (l *logLines) matching(parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var found []string
+	for _, line := range l.lines {
+		ok := true
+		for _, part := range parts {
+			ok = ok && strings.Contains(line, part)
+		}
+		if ok {
+			found = append(found, line)
+		}
+	}
+	return found
 }

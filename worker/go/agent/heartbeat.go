@@ -52,8 +52,9 @@ func (a *Agent) interval() time.Duration {
 }
 
 // heartbeatOnce sends one Heartbeat and obeys its reply; false when it
-// should be retried soon. A beat rejected for stale leases is re-sent at
-// once without them.
+// should be retried soon. The reply's stale leases are dropped (their runs
+// stopped); the old way, a beat rejected with FAILED_PRECONDITION naming
+// them, is re-sent at once without them, a few times at most.
 func (a *Agent) heartbeatOnce() bool {
 	for range 3 {
 		a.mu.Lock()
@@ -83,6 +84,9 @@ func (a *Agent) heartbeatOnce() bool {
 			a.mu.Lock()
 			a.heartbeat = seconds(response.GetHeartbeat())
 			a.mu.Unlock()
+		}
+		if stale := keysOf(response.GetStale()); len(stale) > 0 {
+			a.dropLeases(stale, "Heartbeat")
 		}
 		a.applyStatus(response.GetStatus())
 		a.applyStops(response.GetStop())

@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"taskgrid.local/worker/capture"
 	"taskgrid.local/worker/runner"
@@ -21,14 +22,37 @@ const DefaultMaxBatchReports = 500
 // order, so a run's live chunks never arrive after its report. A batch that
 // could not be delivered is put back, so nothing is lost while the
 // coordinator is away. Plain data, safe from any goroutine.
+//
+// A lease whose delivery failed with a coordinator error (INTERNAL,
+// UNKNOWN) is "troubled": its output and report leave the regular batches
+// and travel alone, each only once its own backoff has passed, so one
+// poisoned item never holds back the others (nor drags them down with
+// it). After Retry.Tries such failures in a row the outbox gives it up.
 type Outbox struct {
 	mu       sync.Mutex
 	chunks   map[runner.Key][]capture.Chunk
 	reports  map[runner.Key]runner.Result
 	order    []runner.Key // report keys, oldest first
 	inFlight map[runner.Key]bool
+	troubled map[runner.Key]*trouble
 	maxBytes int
 	maxCount int
+	// Retry says how a troubled lease is retried; set it before use.
+	Retry RetryPolicy
+}
+
+// RetryPolicy bounds the calls about a lease whose delivery keeps failing
+// with a coordinator error: after Tries failed calls in a row (an outage in
+// between not counted) it is given up. Retry n waits Base<<(n-1), capped,
+// times a random factor in [0.5, 1).
+type RetryPolicy struct {
+	Tries     int
+	Base, Cap time.Duration
+}
+
+type trouble struct {
+	failures  int
+	notBefore time.Time
 }
 
 // NewOutbox returns an empty outbox with the default batch limits.
@@ -37,8 +61,12 @@ func NewOutbox() *Outbox {
 		chunks:   map[runner.Key][]capture.Chunk{},
 		reports:  map[runner.Key]runner.Result{},
 		inFlight: map[runner.Key]bool{},
+		troubled: map[runner.Key]*trouble{},
 		maxBytes: DefaultMaxBatchBytes,
 		maxCount: DefaultMaxBatchReports,
+		Retry: RetryPolicy{
+			Tries: DefaultServerErrorTries, Base: DefaultServerErrorBackoff, Cap: DefaultBackoffCap,
+		},
 	}
 }
 
@@ -78,23 +106,38 @@ func (o *Outbox) AddReport(r runner.Result) {
 	o.reports[r.Task.Key] = r
 }
 
-// HasReports reports whether a report waits.
-func (o *Outbox) HasReports() bool {
+// Due reports whether something may be sent now; otherwise next is when a
+// troubled lease may be retried (zero: nothing waits for that).
+func (o *Outbox) Due(now time.Time) (due bool, next time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(o.reports) > 0
-}
-
-// HasOutput reports whether live chunks of a run without a report wait.
-func (o *Outbox) HasOutput() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for key := range o.chunks {
-		if _, done := o.reports[key]; !done {
+	consider := func(key runner.Key) bool {
+		t := o.troubled[key]
+		if t == nil || !t.notBefore.After(now) {
 			return true
 		}
+		if next.IsZero() || t.notBefore.Before(next) {
+			next = t.notBefore
+		}
+		return false
 	}
-	return false
+	for key := range o.reports {
+		if consider(key) {
+			return true, time.Time{}
+		}
+	}
+	for key := range o.chunks {
+		if _, done := o.reports[key]; !done && consider(key) {
+			return true, time.Time{}
+		}
+	}
+	return false, next
+}
+
+// readyLocked: key's troubles (if any) allow a try at now.
+func (o *Outbox) readyLocked(key runner.Key, now time.Time) bool {
+	t := o.troubled[key]
+	return t == nil || !t.notBefore.After(now)
 }
 
 // IsEmpty is true when nothing waits and no report is in flight.
@@ -127,14 +170,14 @@ func (o *Outbox) HeldKeys() []runner.Key {
 }
 
 // TakeOutput removes and returns live chunks of runs without a report, up
-// to the batch size.
+// to the batch size; troubled leases are left out (see TakeTroubledOutput).
 func (o *Outbox) TakeOutput() map[runner.Key][]capture.Chunk {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	batch := map[runner.Key][]capture.Chunk{}
 	total := 0
 	for key, chunks := range o.chunks {
-		if _, done := o.reports[key]; done {
+		if _, done := o.reports[key]; done || o.troubled[key] != nil {
 			continue
 		}
 		if len(batch) > 0 && total+size(chunks) > o.maxBytes {
@@ -149,30 +192,134 @@ func (o *Outbox) TakeOutput() map[runner.Key][]capture.Chunk {
 
 // TakeReports removes and returns reports, oldest first, each carrying
 // its run's unsent chunks; they count as in flight until Settle or Restore.
+// Troubled leases are left out (see TakeTroubledReport).
 func (o *Outbox) TakeReports() []runner.Result {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var batch []runner.Result
-	total, taken := 0, 0
-	for _, key := range o.order {
-		r := o.reports[key]
-		earlier := o.chunks[key]
-		n := size(earlier) + size(r.Output)
+	total := 0
+	var kept []runner.Key
+	for i, key := range o.order {
+		if o.troubled[key] != nil {
+			kept = append(kept, key)
+			continue
+		}
+		n := size(o.chunks[key]) + size(o.reports[key].Output)
 		if len(batch) > 0 && (len(batch) >= o.maxCount || total+n > o.maxBytes) {
+			kept = append(kept, o.order[i:]...)
 			break
 		}
-		delete(o.reports, key)
-		if len(earlier) > 0 {
-			delete(o.chunks, key)
-			r = withOutput(r, earlier)
-		}
-		batch = append(batch, r)
-		o.inFlight[key] = true
+		batch = append(batch, o.takeReportLocked(key))
 		total += n
-		taken++
 	}
-	o.order = o.order[taken:]
+	o.order = kept
 	return batch
+}
+
+func (o *Outbox) takeReportLocked(key runner.Key) runner.Result {
+	r := o.reports[key]
+	delete(o.reports, key)
+	if earlier := o.chunks[key]; len(earlier) > 0 {
+		delete(o.chunks, key)
+		r = withOutput(r, earlier)
+	}
+	o.inFlight[key] = true
+	return r
+}
+
+// TakeTroubledOutput removes and returns the live chunks of one troubled
+// lease whose retry is due at now (nil when there is none).
+func (o *Outbox) TakeTroubledOutput(now time.Time) map[runner.Key][]capture.Chunk {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for key, chunks := range o.chunks {
+		if _, done := o.reports[key]; done || o.troubled[key] == nil || !o.readyLocked(key, now) {
+			continue
+		}
+		delete(o.chunks, key)
+		return map[runner.Key][]capture.Chunk{key: chunks}
+	}
+	return nil
+}
+
+// TakeTroubledReport removes and returns the report of one troubled lease
+// whose retry is due at now, as a batch of one (nil when there is none).
+func (o *Outbox) TakeTroubledReport(now time.Time) []runner.Result {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i, key := range o.order {
+		if o.troubled[key] == nil || !o.readyLocked(key, now) {
+			continue
+		}
+		o.order = slices.Delete(o.order, i, i+1)
+		return []runner.Result{o.takeReportLocked(key)}
+	}
+	return nil
+}
+
+// Delivered clears the troubles of leases whose batch went through.
+func (o *Outbox) Delivered(keys []runner.Key) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, key := range keys {
+		delete(o.troubled, key)
+	}
+}
+
+// failLocked counts one more coordinator error for key; true when it has
+// run out of retries (the caller then forgets it).
+func (o *Outbox) failLocked(key runner.Key, now time.Time) bool {
+	t := o.troubled[key]
+	if t == nil {
+		t = &trouble{}
+		o.troubled[key] = t
+	}
+	t.failures++
+	if t.failures >= o.Retry.Tries {
+		delete(o.troubled, key)
+		return true
+	}
+	t.notBefore = now.Add(max(time.Millisecond, jittered(o.Retry.Base, o.Retry.Cap, t.failures-1)))
+	return false
+}
+
+// FailOutput puts back an output batch that failed with a coordinator
+// error, its leases now troubled, and returns the leases that ran out of
+// tries: their chunks of this batch are not put back (dropped); their
+// later output, and their report, start with a clean slate.
+func (o *Outbox) FailOutput(batch map[runner.Key][]capture.Chunk, now time.Time) []runner.Key {
+	var given []runner.Key
+	o.mu.Lock()
+	for key := range batch {
+		if o.failLocked(key, now) {
+			given = append(given, key)
+		}
+	}
+	o.mu.Unlock()
+	for _, key := range given {
+		delete(batch, key)
+	}
+	o.RestoreOutput(batch)
+	return given
+}
+
+// FailReports puts back a report batch that failed with a coordinator
+// error, its leases now troubled, and returns the leases that ran out of
+// tries: those stay in flight (held) until the caller Discards them.
+func (o *Outbox) FailReports(batch []runner.Result, now time.Time) []runner.Key {
+	var given []runner.Key
+	var kept []runner.Result
+	o.mu.Lock()
+	for _, r := range batch {
+		if o.failLocked(r.Task.Key, now) {
+			given = append(given, r.Task.Key)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	o.mu.Unlock()
+	o.RestoreReports(kept)
+	return given
 }
 
 // SettleReports marks reports taken by TakeReports as delivered (or dropped for good).
@@ -221,6 +368,7 @@ func (o *Outbox) Discard(keys []runner.Key) {
 		delete(o.chunks, key)
 		delete(o.reports, key)
 		delete(o.inFlight, key)
+		delete(o.troubled, key)
 	}
 	o.order = slices.DeleteFunc(o.order, func(k runner.Key) bool { return slices.Contains(keys, k) })
 }
@@ -232,5 +380,6 @@ func (o *Outbox) Clear() {
 	clear(o.chunks)
 	clear(o.reports)
 	clear(o.inFlight)
+	clear(o.troubled)
 	o.order = nil
 }

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -42,7 +44,9 @@ func (a *Agent) registerOnce() bool {
 			a.credentialsRejected(err)
 		case codes.InvalidArgument: // our flags are wrong
 			a.logFailure("Register", err)
-			a.leave("registration rejected", 1)
+			a.leave("registration rejected", ExitRejected)
+		case codes.AlreadyExists:
+			a.nameTaken(err)
 		default:
 			a.logFailure("Register", err)
 		}
@@ -50,6 +54,14 @@ func (a *Agent) registerOnce() bool {
 	}
 	a.noteSuccess()
 	a.mu.Lock()
+	if !a.nameTakenAt.IsZero() {
+		a.log.Info("worker name free again", "name", cfg.WorkerName,
+			"waited", time.Since(a.nameTakenAt).Round(time.Millisecond).String())
+	}
+	a.nameTakenAt = time.Time{}
+	if d := response.GetDeadAfter(); d > 0 {
+		a.deadAfter = seconds(d)
+	}
 	a.authFailures = 0
 	a.session = response.GetSession()
 	a.heartbeat = cfg.Heartbeat
@@ -91,4 +103,56 @@ func (a *Agent) leave(reason string, code int) {
 		a.exitCode = code
 	}
 	notify(a.wakeMain)
+}
+
+// nameTakenBudget is how long Register is retried while another live
+// session holds this worker's name: a crashed previous process of the same
+// name goes silent within a heartbeat and is declared dead dead_after
+// later, so dead_after plus two heartbeats of margin (15 s at the defaults:
+// heartbeat 3 s, dead_after 9 s). Before any registration dead_after is
+// not known: the coordinator's default, 3 heartbeats, is assumed.
+func (a *Agent) nameTakenBudgetLocked() time.Duration {
+	deadAfter := a.deadAfter
+	if deadAfter <= 0 {
+		deadAfter = 3 * a.heartbeat
+	}
+	return deadAfter + 2*a.heartbeat
+}
+
+// nameTaken handles ALREADY_EXISTS: another live session uses this
+// worker_name. Wait for it to be declared dead (if it is a crashed earlier
+// incarnation of this worker), then give up with ExitNameTaken.
+func (a *Agent) nameTaken(err error) {
+	a.mu.Lock()
+	now := time.Now()
+	first := a.nameTakenAt.IsZero()
+	if first {
+		a.nameTakenAt = now
+	}
+	waited, budget := now.Sub(a.nameTakenAt), a.nameTakenBudgetLocked()
+	a.mu.Unlock()
+	name := a.cfg.WorkerName
+	if first {
+		a.log.Warn("another live worker uses this worker name; retrying until it is declared dead",
+			"name", name, "for", budget.String(), "details", status.Convert(err).Message())
+	}
+	if waited >= budget {
+		a.log.Error(fmt.Sprintf("worker name %q is already in use by another live worker: "+
+			"give each worker a unique --name (or stop the other one)", name),
+			"name", name, "waited", waited.Round(time.Millisecond).String())
+		a.leave("worker name taken", ExitNameTaken)
+	}
+}
+
+// registerRetryCap bounds the delay before the next Register: while the
+// name is taken, retry at least every heartbeat, and once more right at
+// the end of the budget.
+func (a *Agent) registerRetryCap(delay time.Duration) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.nameTakenAt.IsZero() {
+		return delay
+	}
+	left := time.Until(a.nameTakenAt.Add(a.nameTakenBudgetLocked()))
+	return max(0, min(delay, a.heartbeat, left))
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -22,9 +23,12 @@ const DefaultOutputInterval = time.Second
 type delivery int
 
 const (
-	sent  delivery = iota
-	retry          // not delivered (coordinator away): keep the batch, back off
-	drop           // not delivered and never will be (rejected, or the session is gone)
+	sent     delivery = iota // applied, except for the leases the answer names stale
+	retry                    // not delivered (coordinator away): keep the batch, back off, no limit
+	failed                   // the coordinator failed on it (INTERNAL, UNKNOWN...): retry, a bounded number of times
+	refused                  // never applicable (INVALID_ARGUMENT, PERMISSION_DENIED, an unnamed FAILED_PRECONDITION)
+	rejected                 // old-style FAILED_PRECONDITION naming stale leases: nothing applied
+	drop                     // the session is gone, and every lease with it
 )
 
 // reporter decides when live output and finished runs are sent, and in
@@ -180,8 +184,12 @@ func (r *reporter) nextDue() (time.Time, bool) {
 		r.idle.Broadcast()
 		return time.Time{}, false // registration wakes us
 	}
-	if r.outbox.HasReports() || r.outbox.HasOutput() || dueNow {
+	waiting, retryAt := r.outbox.Due(now)
+	if waiting || dueNow {
 		return now, true
+	}
+	if !retryAt.IsZero() && (next.IsZero() || retryAt.Before(next)) {
+		next = retryAt // a troubled lease's next try
 	}
 	r.idle.Broadcast()
 	return next, false
@@ -209,49 +217,116 @@ func (r *reporter) flushOnce() bool {
 	return r.sendOutput() && r.sendReports()
 }
 
+// sendOutput sends the regular output batches, then the output of each
+// troubled lease due for a retry, alone; false when the coordinator is away.
 func (r *reporter) sendOutput() bool {
 	for batch := r.outbox.TakeOutput(); len(batch) > 0; batch = r.outbox.TakeOutput() {
-		for {
-			result, stale := r.a.sendOutput(batch)
-			if len(stale) > 0 {
-				for _, key := range stale {
-					delete(batch, key)
-				}
-				if len(batch) > 0 {
-					continue
-				}
-				break
-			}
-			if result == retry {
-				r.outbox.RestoreOutput(batch)
-				return false
-			}
-			break
+		if !r.deliverOutput(batch) {
+			return false
+		}
+	}
+	now := time.Now()
+	for batch := r.outbox.TakeTroubledOutput(now); batch != nil; batch = r.outbox.TakeTroubledOutput(now) {
+		if !r.deliverOutput(batch) {
+			return false
 		}
 	}
 	return true
 }
 
+// DefaultMaxResends bounds how many times a batch rejected the old way
+// (FAILED_PRECONDITION naming stale leases: nothing applied) is sent again
+// without the leases named.
+const DefaultMaxResends = 3
+
+// deliverOutput sends one output batch and settles it; false when it must
+// wait for the coordinator (it is back in the outbox).
+func (r *reporter) deliverOutput(batch map[runner.Key][]capture.Chunk) bool {
+	for round := 0; ; round++ {
+		answer := r.a.sendOutput(batch)
+		switch answer.delivery {
+		case sent: // applied, but for the stale leases, already dropped: nothing is sent again
+			r.outbox.Delivered(mapKeys(batch))
+			return true
+		case rejected: // the old way: nothing applied; send the rest again, a few times at most
+			n := len(batch)
+			for _, key := range answer.stale {
+				delete(batch, key)
+			}
+			if len(batch) == 0 {
+				return true
+			}
+			if len(batch) == n || round >= DefaultMaxResends {
+				r.a.dropOutput(mapKeys(batch), "SendOutput refused as stale", answer.err)
+				return true
+			}
+		case failed:
+			r.a.dropOutput(r.outbox.FailOutput(batch, time.Now()), "the coordinator kept failing on it", answer.err)
+			return true
+		case retry:
+			r.outbox.RestoreOutput(batch)
+			return false
+		case refused:
+			r.a.dropOutput(mapKeys(batch), "SendOutput refused", answer.err)
+			return true
+		default: // drop: the session is gone
+			return true
+		}
+	}
+}
+
+// sendReports sends the regular report batches, then the report of each
+// troubled lease due for a retry, alone; false when the coordinator is away.
 func (r *reporter) sendReports() bool {
 	for batch := r.outbox.TakeReports(); len(batch) > 0; batch = r.outbox.TakeReports() {
-		for {
-			result, stale := r.a.sendReports(batch)
-			if len(stale) > 0 {
-				batch = without(batch, stale) // dropLeases discarded the stale ones
-				if len(batch) > 0 {
-					continue
-				}
-				break
-			}
-			if result == retry {
-				r.outbox.RestoreReports(batch)
-				return false
-			}
-			r.outbox.SettleReports(batch)
-			break
+		if !r.deliverReports(batch) {
+			return false
+		}
+	}
+	now := time.Now()
+	for batch := r.outbox.TakeTroubledReport(now); batch != nil; batch = r.outbox.TakeTroubledReport(now) {
+		if !r.deliverReports(batch) {
+			return false
 		}
 	}
 	return true
+}
+
+// deliverReports sends one report batch and settles it; false when it must
+// wait for the coordinator (it is back in the outbox).
+func (r *reporter) deliverReports(batch []runner.Result) bool {
+	for round := 0; ; round++ {
+		answer := r.a.sendReports(batch)
+		switch answer.delivery {
+		case sent: // applied, but for the stale leases, already dropped: nothing is sent again
+			r.outbox.SettleReports(batch)
+			r.outbox.Delivered(resultKeys(batch))
+			return true
+		case rejected: // the old way: nothing applied; send the rest again, a few times at most
+			n := len(batch)
+			batch = without(batch, answer.stale) // dropLeases discarded the stale ones
+			if len(batch) == 0 {
+				return true
+			}
+			if len(batch) == n || round >= DefaultMaxResends {
+				r.a.abandonReports(resultKeys(batch), "Report refused as stale", answer.err)
+				return true
+			}
+		case failed:
+			given := r.outbox.FailReports(batch, time.Now())
+			r.a.abandonReports(given, fmt.Sprintf("the coordinator failed on them %d times", r.outbox.Retry.Tries), answer.err)
+			return true
+		case retry:
+			r.outbox.RestoreReports(batch)
+			return false
+		case refused:
+			r.a.abandonReports(resultKeys(batch), "Report refused", answer.err)
+			return true
+		default: // drop: the session is gone
+			r.outbox.SettleReports(batch)
+			return true
+		}
+	}
 }
 
 func without(batch []runner.Result, keys []runner.Key) []runner.Result {
@@ -268,59 +343,97 @@ func without(batch []runner.Result, keys []runner.Key) []runner.Result {
 	return kept
 }
 
+func mapKeys(batch map[runner.Key][]capture.Chunk) []runner.Key {
+	keys := make([]runner.Key, 0, len(batch))
+	for key := range batch {
+		keys = append(keys, key)
+	}
+	return keys
+}
+
+func resultKeys(batch []runner.Result) []runner.Key {
+	keys := make([]runner.Key, len(batch))
+	for i, result := range batch {
+		keys[i] = result.Task.Key
+	}
+	return keys
+}
+
 // ---- the calls ------------------------------------------------------------------
 
-// sendOutput delivers live chunks in one SendOutput call; stale lists the
-// leases the coordinator rejected (already dropped; resend the rest).
-func (a *Agent) sendOutput(batch map[runner.Key][]capture.Chunk) (delivery, []runner.Key) {
+// sendOutput delivers live chunks in one SendOutput call.
+func (a *Agent) sendOutput(batch map[runner.Key][]capture.Chunk) answer {
 	var chunks []*pb.OutputChunk
 	for key, items := range batch {
 		for _, c := range items {
 			chunks = append(chunks, chunkPB(key, c))
 		}
 	}
-	return a.deliver("SendOutput", func(ctx context.Context, session *pb.WorkerSession, opt grpc.CallOption) error {
-		_, err := a.rpc.SendOutput(ctx, &pb.SendOutputRequest{Session: session, Chunks: chunks}, opt)
-		return err
+	return a.deliver("SendOutput", func(ctx context.Context, session *pb.WorkerSession, opt grpc.CallOption) ([]*pb.LeaseRef, error) {
+		response, err := a.rpc.SendOutput(ctx, &pb.SendOutputRequest{Session: session, Chunks: chunks}, opt)
+		return response.GetStale(), err
 	})
 }
 
 // sendReports delivers finished runs in one Report call.
-func (a *Agent) sendReports(batch []runner.Result) (delivery, []runner.Key) {
+func (a *Agent) sendReports(batch []runner.Result) answer {
 	reports := make([]*pb.RunReport, len(batch))
 	for i, result := range batch {
 		reports[i] = reportPB(result)
 	}
-	result, stale := a.deliver("Report", func(ctx context.Context, session *pb.WorkerSession, opt grpc.CallOption) error {
-		_, err := a.rpc.Report(ctx, &pb.ReportRequest{Session: session, Reports: reports}, opt)
-		return err
+	answer := a.deliver("Report", func(ctx context.Context, session *pb.WorkerSession, opt grpc.CallOption) ([]*pb.LeaseRef, error) {
+		response, err := a.rpc.Report(ctx, &pb.ReportRequest{Session: session, Reports: reports}, opt)
+		return response.GetStale(), err
 	})
-	if result == sent {
-		a.log.Debug("reported runs", "runs", len(batch))
+	if answer.delivery == sent {
+		a.log.Debug("reported runs", "runs", len(batch), "stale", len(answer.stale))
 	}
-	return result, stale
+	return answer
 }
 
-func (a *Agent) deliver(method string, call func(context.Context, *pb.WorkerSession, grpc.CallOption) error) (delivery, []runner.Key) {
+// answer is what became of a batch handed to the coordinator.
+type answer struct {
+	delivery
+	stale []runner.Key // sent: the response's stale leases; rejected: the trailer's (both dropped)
+	err   error
+}
+
+// deliver makes one call carrying a batch and says what became of it. Stale
+// leases, in the response (the call succeeded, the rest was applied) or in
+// the old trailer of a FAILED_PRECONDITION (nothing was applied), are
+// dropped here.
+func (a *Agent) deliver(method string, call func(context.Context, *pb.WorkerSession, grpc.CallOption) ([]*pb.LeaseRef, error)) answer {
 	session, generation := a.currentSession()
 	if session == nil {
-		return drop, nil
+		return answer{delivery: drop}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultRPCTimeout)
 	defer cancel()
 	var trailer metadataMD
-	err := call(ctx, session, grpc.Trailer(&trailer))
+	staleRefs, err := call(ctx, session, grpc.Trailer(&trailer))
 	if err == nil {
 		a.noteSuccess()
-		return sent, nil
+		stale := keysOf(staleRefs)
+		if len(stale) > 0 {
+			a.dropLeases(stale, method)
+		}
+		return answer{delivery: sent, stale: stale}
 	}
-	stale := staleKeys(trailer)
-	if a.failed(method, err, generation, trailer) && len(stale) > 0 {
-		return drop, stale
+	code := status.Code(err)
+	if stale := staleKeys(trailer); code == codes.FailedPrecondition && len(stale) > 0 {
+		a.dropLeases(stale, method)
+		return answer{delivery: rejected, stale: stale, err: err}
 	}
-	switch code := status.Code(err); {
-	case isSessionGone(code), code == codes.InvalidArgument, code == codes.FailedPrecondition:
-		return drop, nil
+	switch {
+	case isSessionGone(code):
+		a.loseSession(generation, code)
+		return answer{delivery: drop, err: err}
+	case code == codes.FailedPrecondition || isRefusal(code):
+		return answer{delivery: refused, err: err}
+	case isOutage(code):
+		a.logFailure(method, err)
+		return answer{delivery: retry, err: err}
 	}
-	return retry, nil
+	a.logFailure(method, err)
+	return answer{delivery: failed, err: err}
 }

@@ -36,8 +36,27 @@ func staleKeys(trailer metadata.MD) []runner.Key {
 	return keys
 }
 
+// keysOf converts the stale lists of responses.
+func keysOf(refs []*pb.LeaseRef) []runner.Key {
+	var keys []runner.Key
+	for _, r := range refs {
+		keys = append(keys, runner.Key{TaskID: r.GetTaskId(), Attempt: r.GetAttempt()})
+	}
+	return keys
+}
+
 func isSessionGone(code codes.Code) bool {
 	return code == codes.NotFound || code == codes.Unauthenticated
+}
+
+// isOutage: the coordinator (or its database) is away; retried without limit.
+func isOutage(code codes.Code) bool {
+	return code == codes.Unavailable || code == codes.DeadlineExceeded
+}
+
+// isRefusal: the call can never succeed as it is; never retried.
+func isRefusal(code codes.Code) bool {
+	return code == codes.InvalidArgument || code == codes.PermissionDenied
 }
 
 // failed reacts to a failed call; true when the caller may go on without a
@@ -86,14 +105,22 @@ func (a *Agent) noteSuccess() {
 }
 
 // dropLeases obeys the coordinator saying these leases are no longer ours:
-// their runs are stopped and nothing about them is ever sent again.
+// their runs are stopped and nothing about them is ever sent again. Each
+// lease is logged once, when it is dropped: a later answer naming it again
+// (a heartbeat that crossed the report) finds nothing left to drop.
 func (a *Agent) dropLeases(keys []runner.Key, method string) {
-	a.log.Warn("coordinator rejected stale leases", "method", method, "leases", keyList(keys))
 	a.mu.Lock()
-	var running []runner.Key
+	held := map[runner.Key]bool{}
+	for _, key := range a.heldKeysLocked() {
+		held[key] = true
+	}
+	var running, fresh []runner.Key
 	active := a.pool.ActiveKeys()
 	for _, key := range keys {
-		if a.unfinished[key] || slices.Contains(active, key) {
+		if held[key] {
+			fresh = append(fresh, key)
+		}
+		if !a.dropped[key] && (a.unfinished[key] || slices.Contains(active, key)) {
 			a.dropped[key] = true
 			running = append(running, key)
 		}
@@ -101,8 +128,39 @@ func (a *Agent) dropLeases(keys []runner.Key, method string) {
 	}
 	a.outbox.Discard(keys)
 	a.mu.Unlock()
+	if len(fresh) > 0 {
+		a.log.Warn("coordinator says these leases are no longer ours: dropping them",
+			"method", method, "leases", keyList(fresh))
+	}
+	if len(fresh) < len(keys) {
+		a.log.Debug("stale leases already dropped", "method", method, "leases", len(keys)-len(fresh))
+	}
 	for _, key := range running {
 		a.pool.Stop(key, runner.Stopped)
+	}
+}
+
+// abandonReports gives up on the reports of these leases (the coordinator
+// kept failing on them, or refused them for good): whatever they owe is
+// dropped, and Release hands them back, so the coordinator queues their
+// tasks again (best effort: it takes back a lease the heartbeats stop
+// listing by itself anyway). They move from the outbox to the leases to
+// hand back in one step, so no heartbeat misses them meanwhile.
+func (a *Agent) abandonReports(keys []runner.Key, why string, err error) {
+	if len(keys) == 0 {
+		return
+	}
+	st := status.Convert(err)
+	a.log.Error("giving up on reports ("+why+"): handing their leases back",
+		"leases", keyList(keys), "code", st.Code().String(), "details", st.Message())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.outbox.Discard(keys)
+	if a.session != nil {
+		for _, key := range keys {
+			a.toRelease[key] = struct{}{} // held (listed) until Release answers
+		}
+		notify(a.wakeMain)
 	}
 }
 
@@ -132,6 +190,17 @@ func (a *Agent) loseSession(generation int, code codes.Code) {
 	for _, key := range running {
 		a.pool.Stop(key, runner.Stopped)
 	}
+}
+
+// dropOutput logs live output given up on; the runs go on, and their
+// reports still go.
+func (a *Agent) dropOutput(keys []runner.Key, why string, err error) {
+	if len(keys) == 0 {
+		return
+	}
+	st := status.Convert(err)
+	a.log.Error("dropping live output ("+why+"); the runs go on",
+		"leases", keyList(keys), "code", st.Code().String(), "details", st.Message())
 }
 
 func (a *Agent) isDropped(key runner.Key) bool {
@@ -168,13 +237,15 @@ func (a *Agent) heldKeysLocked() []runner.Key {
 			keys = append(keys, key)
 		}
 	}
-	slices.SortFunc(keys, func(x, y runner.Key) int {
-		if x.TaskID != y.TaskID {
-			return cmpInt(x.TaskID, y.TaskID)
-		}
-		return cmpInt(x.Attempt, y.Attempt)
-	})
+	slices.SortFunc(keys, compareKeys)
 	return keys
+}
+
+func compareKeys(x, y runner.Key) int {
+	if x.TaskID != y.TaskID {
+		return cmpInt(x.TaskID, y.TaskID)
+	}
+	return cmpInt(x.Attempt, y.Attempt)
 }
 
 func cmpInt(x, y int64) int {

@@ -160,3 +160,93 @@ func TestBinaryDrainsOnSIGTERMAndRunsGoOnly(t *testing.T) {
 		t.Errorf("exit code %d", code)
 	}
 }
+
+// startBinary starts the conformance worker binary; its log is shown when the test fails.
+func startBinary(t *testing.T, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "worker.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = logFile.Close() }()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if t.Failed() {
+			data, _ := os.ReadFile(logPath)
+			t.Logf("worker %v log:\n%s", args, data)
+		}
+	})
+	return cmd
+}
+
+// alivePid is the pid of the live worker called name, 0 when there is none.
+func (c *client) alivePid(name string) int32 {
+	c.t.Helper()
+	ctx, cancel := ctx5()
+	defer cancel()
+	resp, err := c.admin.ListWorkers(ctx, &pb.ListWorkersRequest{})
+	if err != nil {
+		c.t.Fatalf("ListWorkers: %v", err)
+	}
+	for _, w := range resp.GetWorkers() {
+		if w.GetWorkerName() == name && w.GetAlive() {
+			return w.GetPid()
+		}
+	}
+	return 0
+}
+
+// A second worker with a live worker's name is refused (ALREADY_EXISTS):
+// it retries for about dead_after plus two heartbeats, then exits
+// ExitNameTaken; the first one is untouched.
+func TestDuplicateNameExitsAfterWaitingAndLeavesTheFirstAlone(t *testing.T) {
+	coord := startCoordinator(t, filepath.Join(t.TempDir(), "x.sqlite"), "127.0.0.1:0")
+	c := dial(t, coord.addr)
+	startAgent(t, coord.addr, "go-dup")
+	if _, run := c.finished(c.queueFunction("add", "[1, 1]", 60)); run.GetRunResult() != "2" {
+		t.Fatalf("first worker: %v", run)
+	}
+	started := time.Now()
+	second := startBinary(t, buildConformance(t), "--coordinator", coord.addr, "--heartbeat", "0.3", "--name", "go-dup")
+	if code := waitExit(t, second, 15*time.Second); code != agent.ExitNameTaken {
+		t.Fatalf("exit code %d, want %d", code, agent.ExitNameTaken)
+	}
+	if waited := time.Since(started); waited < time.Second {
+		t.Errorf("gave up after %s, before a predecessor could be declared dead", waited)
+	}
+	if pid := c.alivePid("go-dup"); pid != int32(os.Getpid()) {
+		t.Errorf("the live go-dup is pid %d, want the first worker (%d)", pid, os.Getpid())
+	}
+	if _, run := c.finished(c.queueFunction("add", "[2, 2]", 60)); run.GetRunResult() != "4" {
+		t.Fatalf("first worker afterwards: %v", run)
+	}
+}
+
+// A worker restarted under the name of its crashed predecessor waits until
+// the coordinator declares that one dead, then serves.
+func TestRestartUnderACrashedWorkersNameWaitsThenServes(t *testing.T) {
+	coord := startCoordinator(t, filepath.Join(t.TempDir(), "x.sqlite"), "127.0.0.1:0")
+	c := dial(t, coord.addr)
+	bin := buildConformance(t)
+	args := []string{"--coordinator", coord.addr, "--heartbeat", "0.3", "--name", "go-crash"}
+	first := startBinary(t, bin, args...)
+	if _, run := c.finished(c.queueFunction("add", "[1, 1]", 60)); run.GetRunResult() != "2" {
+		t.Fatalf("first process: %v", run)
+	}
+	_ = syscall.Kill(-first.Process.Pid, syscall.SIGKILL)
+	_ = first.Wait()
+	second := startBinary(t, bin, args...)
+	if _, run := c.finished(c.queueFunction("add", "[2, 2]", 60)); run.GetRunResult() != "4" {
+		t.Fatalf("restarted process: %v", run)
+	}
+	if pid := c.alivePid("go-crash"); pid != int32(second.Process.Pid) {
+		t.Errorf("the live go-crash is pid %d, want the restarted one (%d)", pid, second.Process.Pid)
+	}
+}

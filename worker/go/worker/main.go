@@ -16,8 +16,9 @@ import (
 	"taskgrid.local/worker/runner"
 )
 
-// Exit codes besides 0 (done), 1 (registration rejected as invalid) and
-// agent.ExitAuth (credentials rejected).
+// Exit codes besides 0 (done), agent.ExitRejected (1, registration
+// rejected as invalid), agent.ExitAuth (5, credentials rejected) and
+// agent.ExitNameTaken (6, another live worker kept this worker's name).
 const ExitUsage = 2
 
 // Environment variables read when the matching flag is not given.
