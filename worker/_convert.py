@@ -2,15 +2,17 @@
 
 Owns the mapping of a Lease onto the runner's `TaskRun`, of a finished
 `RunResult` onto a RunReport, of held leases and output chunks onto their
-messages, the Register message built from the worker's flags, and the parse
-of the ``taskgrid-stale-leases`` trailer. It makes no RPC, holds no state
-and starts no thread: the agent (agent.py) and delivery (delivery.py) send
-what it builds.
+messages, the Register message built from the worker's flags, the
+``stale`` lists of the answers, and the parse of the ``taskgrid-stale-leases``
+trailer older coordinators sent with FAILED_PRECONDITION. It makes no RPC,
+holds no state and starts no thread: the agent (agent.py) and delivery
+(delivery.py) send what it builds.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -38,8 +40,17 @@ _RUN_STATUS = {
 }
 
 
+def lease_keys(refs: Iterable[common_pb2.LeaseRef]) -> set[LeaseKey]:
+    """``LeaseRef`` messages (e.g. an answer's ``stale`` list) -> lease keys."""
+    return {(ref.task_id, ref.attempt) for ref in refs}
+
+
 def stale_keys(error: grpc.RpcError) -> set[LeaseKey]:
-    """Leases named in the ``taskgrid-stale-leases`` trailer of a FAILED_PRECONDITION."""
+    """Leases named in the ``taskgrid-stale-leases`` trailer of a FAILED_PRECONDITION.
+
+    Older coordinators answered a call naming a stale lease this way (and
+    applied nothing); current ones list stale leases in the answer instead.
+    """
     found: set[LeaseKey] = set()
     trailer = getattr(error, "trailing_metadata", None)
     for key, value in (trailer() if trailer else None) or ():

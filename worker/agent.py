@@ -9,18 +9,26 @@ inside a thin loop:
 - the calling thread (`run`): register, then long-poll Lease for exactly
   the free slots (wait_s = heartbeat) and submit what comes back;
 - a heartbeat thread: Heartbeat every `heartbeat` seconds with every held
-  lease and the RSS; it never waits on a task, so a hung task cannot stop it;
+  lease and the RSS; it never waits on a task, so a hung task cannot stop it.
+  A lease is held (``_held``) from the Lease answer until its report is
+  acknowledged or it is handed back or dropped, so a run that has finished
+  but whose report is not queued yet is still listed;
 - the reporter thread (reporter.py), which batches output and reports and
   hands them to `send_output` / `send_reports` (delivery.py).
 
 Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and
-Heartbeat replies and are obeyed by whichever thread got them. While the
+Heartbeat replies and are obeyed by whichever thread got them; leases an
+answer lists as ``stale`` are stopped and dropped (delivery.py). While the
 coordinator is away, tasks keep running and every call is retried with a
 jittered exponential backoff; NOT_FOUND means the coordinator forgot this
 worker: its runs are stopped and dropped, and it registers again.
 UNAUTHENTICATED or PERMISSION_DENIED on Register can only mean a bad bearer
 token (or one of the wrong role): it is logged once and, after
-DEFAULT_AUTH_ATTEMPTS tries, the worker exits EXIT_AUTH.
+DEFAULT_AUTH_ATTEMPTS tries, the worker exits EXIT_AUTH. ALREADY_EXISTS on
+Register means another live worker uses this name: it may be an earlier
+process of this very worker that died without a word, which the coordinator
+declares dead after ``dead_after``, so Register is retried for that long
+plus two heartbeats (`name_wait_s`) before the worker exits EXIT_NAME_TAKEN.
 """
 
 from __future__ import annotations
@@ -35,12 +43,18 @@ from dataclasses import dataclass, field
 import grpc
 
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from taskgrid.worker._convert import lease_ref, register_request, stale_keys, task_run_from_lease
+from taskgrid.worker._convert import (
+    lease_keys,
+    lease_ref,
+    register_request,
+    stale_keys,
+    task_run_from_lease,
+)
 from taskgrid.worker.backoff import Backoff
 from taskgrid.worker.channel import ChannelSecurity, open_channel
 from taskgrid.worker.command import CommandPolicy
 from taskgrid.worker.delivery import DEFAULT_RPC_TIMEOUT_S, DeliveryMixin
-from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun
+from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun, describe_leases
 from taskgrid.worker.reporter import Reporter
 from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, Pool
 
@@ -55,6 +69,12 @@ DEFAULT_AUTH_ATTEMPTS = 5
 """Registrations rejected for bad credentials in a row before the worker gives up."""
 EXIT_AUTH = 5
 """Exit code when the coordinator keeps rejecting the worker's token or certificate."""
+EXIT_NAME_TAKEN = 6
+"""Exit code when another live worker keeps using this worker's name (ALREADY_EXISTS)."""
+DEFAULT_DEAD_AFTER_BEATS = 3
+"""The coordinator's default --dead-after-beats, to guess dead_after before registering."""
+DEFAULT_HEARTBEAT_TRIES = 3
+"""Heartbeats an older coordinator may refuse for stale leases in a row before a backoff."""
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     # gRPC's own reconnect backoff grows to 2 minutes; a restarted coordinator must
@@ -125,8 +145,14 @@ class Agent(DeliveryMixin):
         self._heartbeat = config.heartbeat
         self._empty_runs = 0
         self._hold_until = 0.0  # Lease answers at once while a stop is pending: pause leasing
-        self._dropped: set[LeaseKey] = set()  # runs whose outcome must not be reported
+        self._dropped: set[LeaseKey] = set()  # unfinished runs whose outcome must not be reported
         self._unfinished: set[LeaseKey] = set()  # submitted runs whose outcome is not queued yet
+        # Leases this worker holds, from the Lease answer until the report is acknowledged
+        # (or the lease is handed back or dropped): what every heartbeat lists.
+        self._held: set[LeaseKey] = set()
+        self._warned: dict[LeaseKey, None] = {}  # stale leases already logged (delivery.py)
+        self._dead_after: float | None = None  # from the last RegisterResponse
+        self._name_taken_since: float | None = None  # first ALREADY_EXISTS of this streak
         self._failed_calls = 0  # consecutive failed calls, so an outage is logged once
         self._auth_failures = 0  # consecutive registrations refused for bad credentials
         self._exit_code = 0
@@ -140,7 +166,9 @@ class Agent(DeliveryMixin):
 
         0 after TERMINATE, KILL, a signal or max_empty_runs; 1 when the
         coordinator rejected the registration as invalid; EXIT_AUTH when it
-        rejected the worker's credentials DEFAULT_AUTH_ATTEMPTS times in a row.
+        rejected the worker's credentials DEFAULT_AUTH_ATTEMPTS times in a row;
+        EXIT_NAME_TAKEN when another live worker kept this worker's name for
+        longer than `name_wait_s`.
 
         Raises:
             runner.PoolError: the task children could not load the tasks.
@@ -208,8 +236,14 @@ class Agent(DeliveryMixin):
             if ok:
                 backoff.reset()
             else:
+                delay = backoff.next_delay()
                 with self._cond:
-                    self._cond.wait(backoff.next_delay())
+                    if self._name_taken_since is not None:
+                        # Try again at least every heartbeat, and once more at the deadline.
+                        left = self._name_taken_since + self.name_wait_s() - time.monotonic()
+                        delay = min(delay, self.config.heartbeat, max(left, 0.0))
+                    if not self._leaving:  # giving up just now: leave without a pause
+                        self._cond.wait(delay)
 
     def _may_lease(self) -> bool:
         return (
@@ -229,6 +263,9 @@ class Agent(DeliveryMixin):
             if error.code() in _CREDENTIALS_REJECTED:
                 self._credentials_rejected(error)
                 return False
+            if error.code() == grpc.StatusCode.ALREADY_EXISTS:
+                self._name_taken(error)
+                return False
             self._log_failure("Register", error)
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # our flags are wrong
                 with self._cond:
@@ -238,8 +275,10 @@ class Agent(DeliveryMixin):
         self._note_success()
         with self._cond:
             self._auth_failures = 0
+            self._name_taken_since = None
             self._session = response.session
             self._heartbeat = response.heartbeat or config.heartbeat
+            self._dead_after = response.dead_after or None
             self._empty_runs = 0
             self._cond.notify_all()
         logger.info("worker registered name=%s id=%s groups=%s functions=%s commands=%s",
@@ -274,6 +313,40 @@ class Agent(DeliveryMixin):
                 self._exit_code = EXIT_AUTH
                 self._cond.notify_all()
 
+    def name_wait_s(self) -> float:
+        """How long Register is retried while another live worker has this worker's name.
+
+        That worker may be an earlier process of this one that died: the
+        coordinator declares it dead after ``dead_after`` seconds of silence
+        (known from an earlier registration, else guessed from the default
+        --dead-after-beats), and it fell silent up to a heartbeat before this
+        process began, so: dead_after plus two heartbeats (15 s by default).
+        """
+        heartbeat = self.config.heartbeat
+        dead_after = self._dead_after or DEFAULT_DEAD_AFTER_BEATS * heartbeat
+        return dead_after + 2 * heartbeat
+
+    def _name_taken(self, error: grpc.RpcError) -> None:
+        """Register answered ALREADY_EXISTS: wait out a dead predecessor, then give up."""
+        now = time.monotonic()
+        name, limit = self.config.worker_name, self.name_wait_s()
+        with self._cond:
+            if self._name_taken_since is None:
+                self._name_taken_since = now
+            waited = now - self._name_taken_since
+        if waited == 0:
+            logger.warning("worker name %r is in use by another live worker (%s): retrying "
+                           "for up to %.1f s in case it is an earlier process of this worker "
+                           "that died", name, error.details(), limit)  # fmt: skip
+        if waited >= limit:
+            logger.error("worker name %r is taken: another live worker has used it for %.1f s "
+                         "(Register answered ALREADY_EXISTS); give every worker its own --name, "
+                         "or stop the other one; leaving", name, waited)  # fmt: skip
+            with self._cond:
+                self._leaving = self._leaving or "worker name taken"
+                self._exit_code = EXIT_NAME_TAKEN
+                self._cond.notify_all()
+
     def lease_once(self) -> bool:
         """One long-poll Lease for the free slots; False when the call failed."""
         with self._cond:
@@ -304,38 +377,19 @@ class Agent(DeliveryMixin):
             if response.stop and not response.leases:
                 self._hold_until = time.monotonic() + self._heartbeat
             self._count_empty_run(bool(response.leases) or was_busy)
-        if unwanted:
-            self._release(session, unwanted)
+        if unwanted and self._release(session, lease_keys(unwanted)):
+            # Handed back: re-leased at once, counting neither as a failure nor as lost.
+            logger.info("leases handed back while leaving leases=%s",
+                        describe_leases(lease_keys(unwanted)))  # fmt: skip
         return True
-
-    def _release(self, session: worker_pb2.WorkerSession,
-                 refs: list[common_pb2.LeaseRef]) -> None:
-        """Hand back leases that came in while leaving: re-leased at once, nothing counted.
-
-        If the coordinator cannot be reached, it takes them back itself once our
-        heartbeats stop listing them.
-        """
-        backoff = Backoff()
-        for _ in range(5):
-            try:
-                self._rpc().Release(worker_pb2.ReleaseRequest(session=session, leases=refs),
-                                    timeout=DEFAULT_RPC_TIMEOUT_S)
-                logger.info("leases handed back while leaving tasks=%s",
-                            ",".join(str(r.task_id) for r in refs))
-                return
-            except grpc.RpcError as error:
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE,
-                                        grpc.StatusCode.DEADLINE_EXCEEDED):
-                    logger.warning("release refused code=%s", error.code().name)
-                    return
-            time.sleep(backoff.next_delay())
 
     def _start(self, task: TaskRun) -> None:
         """Caller holds the lock: run a fresh lease."""
         logger.debug("leased task=%s attempt=%s function=%s", *task.key, task.function_name)
-        if task.key in self._pool.active_keys():
+        if task.key in self._held:
             logger.warning("lease received twice task=%s attempt=%s", *task.key)
         else:
+            self._held.add(task.key)
             self._unfinished.add(task.key)
             self._pool.submit(task)
             self._reporter.run_started(task)
@@ -380,15 +434,19 @@ class Agent(DeliveryMixin):
                             ref.task_id, ref.attempt)  # fmt: skip
 
     def _on_finish(self, result: RunResult) -> None:
-        """Pool callback (from its I/O thread): queue the report, free the slot."""
+        """Pool callback (from its I/O thread): queue the report, free the slot.
+
+        The lease stays held (and listed by heartbeats) until its report is
+        acknowledged. Checking `_dropped` and queueing the report under one
+        lock means a lease found stale meanwhile is never reported.
+        """
         key = result.task.key
         logger.debug("run ended task=%s attempt=%s outcome=%s", *key, result.outcome.value)
         with self._cond:
-            dropped = key in self._dropped
-            self._dropped.discard(key)
-        if not dropped:
-            self._reporter.add_report(result)
-        with self._cond:
+            if key in self._dropped:
+                self._dropped.discard(key)
+            else:
+                self._reporter.add_report(result)
             # Only now may the main loop see this run as over: its report is queued, so a
             # leaving worker waits for it to be delivered (pool bookkeeping ends earlier).
             self._unfinished.discard(key)
@@ -427,30 +485,40 @@ class Agent(DeliveryMixin):
             logger.debug("leaving heartbeat failed code=%s", error.code().name)
 
     def heartbeat_once(self) -> bool:
-        """Send one Heartbeat and obey its reply; False when it should be retried soon."""
-        for _ in range(3):  # a rejected beat is resent at once without its stale leases
+        """Send one Heartbeat and obey its reply; False when it should be retried soon.
+
+        It lists every held lease; the leases the answer calls stale are
+        stopped and dropped. An older coordinator refused a whole beat naming
+        a stale lease (FAILED_PRECONDITION): the beat is sent again at once
+        without the leases its trailer names, a few times at most.
+        """
+        for _ in range(DEFAULT_HEARTBEAT_TRIES):
             with self._cond:
                 session, generation = self._session, self._generation
-                held = set(self._pool.active_keys()) | self._reporter.outbox.held_keys()
-                held -= self._dropped
+                held = sorted(self._held)
             if session is None:
                 return True
             request = worker_pb2.HeartbeatRequest(
                 session=session,
-                running=[lease_ref(key) for key in sorted(held)],
+                running=[lease_ref(key) for key in held],
                 rss_bytes=rss_bytes(self._pool.child_pids()),
                 draining=self._leaving == "TERMINATE",
             )
             try:
                 response = self._rpc().Heartbeat(request, timeout=max(self._heartbeat, 1.0))
             except grpc.RpcError as error:
-                if self._failed("Heartbeat", error, generation) and stale_keys(error):
-                    continue
+                if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    named = stale_keys(error)
+                    self._drop_stale(named, "Heartbeat")
+                    if named & set(held):
+                        continue
+                self._failed("Heartbeat", error, generation)
                 return False
             self._note_success()
             if response.heartbeat > 0:
                 self._heartbeat = response.heartbeat
             self._apply_status(response.status)
             self._apply_stops(response.stop)
+            self._drop_stale(lease_keys(response.stale), "Heartbeat")
             return True
         return False

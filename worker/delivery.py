@@ -1,28 +1,52 @@
 """Delivery of output and reports, and what the agent does when a call fails.
 
 `DeliveryMixin` is the part of `Agent` (agent.py) that hands the reporter's
-batches to the coordinator (``send_output`` / ``send_reports``, the
-reporter.Sender protocol) and reacts to any failed call: a lost session
-(NOT_FOUND) stops and drops every run before registering again, stale leases
-named in a FAILED_PRECONDITION are stopped and forgotten, and an outage is
-logged once, then only counted. It owns no thread and no loop: retry timing
-belongs to the reporter and the agent's loops, message building to
-``_convert``.
+batches to the coordinator (``send_output`` / ``send_reports`` /
+``abandon_reports``, the reporter.Sender protocol), hands leases back
+(``_release``) and reacts to every answer and failed call:
+
+- stale leases, listed in an answer's ``stale`` field, were not applied
+  while everything else was: their runs are stopped and dropped with their
+  output and reports (``_drop_stale``, one WARNING per lease) and nothing
+  is sent again. An older coordinator's FAILED_PRECONDITION (all or nothing,
+  the ``taskgrid-stale-leases`` trailer naming them) drops what it names and
+  sends the rest again, or drops the whole batch when it names none of it;
+- NOT_FOUND (or UNAUTHENTICATED) on a session call: the coordinator forgot
+  this worker, so every run is stopped and dropped before registering again;
+- UNAVAILABLE and DEADLINE_EXCEEDED: the coordinator is away, the batch is
+  kept and retried without limit (Delivery.RETRY);
+- INVALID_ARGUMENT and PERMISSION_DENIED: the batch can never be applied;
+  reports are given up (their leases handed back), output is dropped;
+- anything else (INTERNAL, UNKNOWN, ...): the coordinator failed on the
+  batch; the reporter retries it a bounded number of times (Delivery.FAILED),
+  then gives it up the same way.
+
+An outage is logged once, then only counted. The mixin owns no thread and
+no loop: retry timing belongs to the reporter and the agent's loops, message
+building to ``_convert``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 
-from taskgrid.v1 import worker_pb2, worker_pb2_grpc
-from taskgrid.worker._convert import chunk_to_pb, report_to_pb, stale_keys
+from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from taskgrid.worker._convert import chunk_to_pb, lease_keys, lease_ref, report_to_pb, stale_keys
+from taskgrid.worker.backoff import Backoff
 from taskgrid.worker.capture import Chunk
-from taskgrid.worker.records import LeaseKey, Outcome, RunResult
-from taskgrid.worker.reporter import Delivery, Reporter, StaleLeasesError
+from taskgrid.worker.records import LeaseKey, Outcome, RunResult, describe_leases
+from taskgrid.worker.reporter import (
+    DEFAULT_SERVER_ERROR_TRIES,
+    Delivery,
+    Reporter,
+    StaleLeasesError,
+)
 from taskgrid.worker.runner import Pool
 
 # The agent's logger: these lines were always logged as the agent's, and log filters
@@ -30,9 +54,17 @@ from taskgrid.worker.runner import Pool
 logger = logging.getLogger("taskgrid.worker.agent")
 
 DEFAULT_RPC_TIMEOUT_S = 10.0
+DEFAULT_RELEASE_TRIES = 5
+"""Release calls made to hand leases back before leaving it to the coordinator."""
+DEFAULT_WARNED_MEMORY = 4096
+"""Stale leases remembered so that each is logged at WARNING once."""
 
-_SESSION_GONE = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED}
-_NEVER_RETRY = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+SESSION_GONE = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED})
+"""On a call with a session: the coordinator does not know this session (any more)."""
+OUTAGE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""The coordinator (or its database) is away: retried with backoff, without limit."""
+REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED})
+"""The call can never succeed as it is: never retried."""
 
 
 class DeliveryMixin:
@@ -43,7 +75,10 @@ class DeliveryMixin:
     _reporter: Reporter
     _session: worker_pb2.WorkerSession | None
     _generation: int
+    _held: set[LeaseKey]
+    _unfinished: set[LeaseKey]
     _dropped: set[LeaseKey]
+    _warned: dict[LeaseKey, None]
     _failed_calls: int
     _stub: worker_pb2_grpc.WorkerServiceStub | None
 
@@ -52,35 +87,182 @@ class DeliveryMixin:
     def send_output(self, batch: dict[LeaseKey, list[Chunk]]) -> Delivery:
         """Deliver live output chunks in one SendOutput call."""
         chunks = [chunk_to_pb(key, chunk) for key, items in batch.items() for chunk in items]
-        return self._deliver("SendOutput", lambda session: self._rpc().SendOutput(
+        return self._deliver("SendOutput", set(batch), lambda session: self._rpc().SendOutput(
             worker_pb2.SendOutputRequest(session=session, chunks=chunks),
             timeout=DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
 
     def send_reports(self, batch: list[RunResult]) -> Delivery:
-        """Deliver finished runs in one Report call."""
+        """Deliver finished runs in one Report call; the delivered ones are no longer held."""
+        keys = {result.task.key for result in batch}
         reports = [report_to_pb(result) for result in batch]
-        delivery = self._deliver("Report", lambda session: self._rpc().Report(
+        delivery = self._deliver("Report", keys, lambda session: self._rpc().Report(
             worker_pb2.ReportRequest(session=session, reports=reports),
-            timeout=DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
+            timeout=DEFAULT_RPC_TIMEOUT_S), rejected=lambda why: self.abandon_reports(batch, why))
         if delivery is Delivery.SENT:
+            self._forget(keys)
             logger.debug("reported runs=%s", len(batch))
         return delivery
 
-    def _deliver(self, method: str, call: Callable[[worker_pb2.WorkerSession], object]) -> Delivery:
+    def abandon_reports(self, batch: list[RunResult], reason: str = "") -> None:
+        """Give up on these reports: log it, hand their leases back (best effort), forget them.
+
+        The coordinator queues the tasks again. Should the Release fail too,
+        it takes the leases back itself once heartbeats stop listing them.
+        """
+        keys = {result.task.key for result in batch}
+        if not keys:
+            return
+        reason = reason or f"the coordinator failed on them {DEFAULT_SERVER_ERROR_TRIES} times"
+        logger.error("giving up on reports (%s): handing their leases back leases=%s",
+                     reason, describe_leases(keys))  # fmt: skip
+        with self._cond:
+            session = self._session
+        if session is not None:
+            self._release(session, keys)
+        self._forget(keys)
+
+    def _deliver(
+        self,
+        method: str,
+        keys: set[LeaseKey],
+        call: Callable[[worker_pb2.WorkerSession], Any],
+        rejected: Callable[[str], None] | None = None,
+    ) -> Delivery:
+        """Make one delivery call about `keys` and sort out its answer.
+
+        `rejected(reason)` is called when the batch will never be applied
+        (and the caller must deal with its leases); raises StaleLeasesError
+        when an older coordinator refused it for some of its leases only.
+        """
         with self._cond:
             session, generation = self._session, self._generation
         if session is None:
-            return Delivery.DROP
+            return Delivery.DROP  # the session went, and every lease with it
         try:
-            call(session)
+            response = call(session)
         except grpc.RpcError as error:
-            stale = stale_keys(error)
-            if self._failed(method, error, generation) and stale:
-                raise StaleLeasesError(stale) from None
             code = error.code()
-            return Delivery.DROP if code in _SESSION_GONE | _NEVER_RETRY else Delivery.RETRY
+            if code in SESSION_GONE:
+                self._lose_session(generation, code)
+                return Delivery.DROP
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                return self._refused_as_stale(method, keys, error, rejected)
+            self._log_failure(method, error)
+            if code in REJECTED:
+                if rejected is not None:
+                    rejected(f"{method} rejected: {code.name}")
+                return Delivery.DROP
+            return Delivery.RETRY if code in OUTAGE else Delivery.FAILED
         self._note_success()
+        self._drop_stale(lease_keys(response.stale), method)
         return Delivery.SENT
+
+    def _refused_as_stale(
+        self,
+        method: str,
+        keys: set[LeaseKey],
+        error: grpc.RpcError,
+        rejected: Callable[[str], None] | None,
+    ) -> Delivery:
+        """An older coordinator's all-or-nothing refusal: nothing of the batch was applied."""
+        named = stale_keys(error)
+        self._drop_stale(named, method)
+        rest = keys - named
+        if named & keys and rest:
+            raise StaleLeasesError(named & keys)  # the reporter sends the rest again
+        if rest:  # it names none of them: which lease is stale cannot be told
+            logger.warning("%s refused (FAILED_PRECONDITION) without naming a lease of the "
+                           "batch: dropping it leases=%s details=%s", method,
+                           describe_leases(rest), error.details())  # fmt: skip
+            if rejected is not None:
+                rejected(f"{method} refused as stale")
+        return Delivery.DROP
+
+    # ---- leases ---------------------------------------------------------------------
+
+    def held_leases(self) -> list[LeaseKey]:
+        """Every lease this worker holds, for Heartbeat.running.
+
+        A lease is held from the Lease answer that granted it until its report
+        is acknowledged, or until it is handed back or dropped, whatever the
+        run is doing in between (queued, running, finished with the report
+        not yet queued, queued for delivery, in flight).
+        """
+        with self._cond:
+            return sorted(self._held)
+
+    def _forget(self, keys: Iterable[LeaseKey]) -> None:
+        """These leases are over for this worker (reported, handed back or given up)."""
+        with self._cond:
+            self._held.difference_update(keys)
+
+    def _drop_stale(self, keys: set[LeaseKey], method: str) -> None:
+        """The coordinator says these leases are no longer ours: stop and forget them.
+
+        Their runs are stopped as for a stop command and their output and
+        reports dropped; each lease is logged at WARNING once (leases already
+        forgotten, e.g. a report the coordinator had applied before a retry,
+        only at DEBUG).
+        """
+        if not keys:
+            return
+        with self._cond:
+            ours = keys & (self._held | self._unfinished)
+            self._held -= keys
+            self._dropped |= keys & self._unfinished  # their outcome must not be reported
+            self._reporter.outbox.discard(keys)
+            running = keys & set(self._pool.active_keys())
+            fresh = sorted(key for key in ours if key not in self._warned)
+            for key in fresh:
+                self._warned[key] = None
+            while len(self._warned) > DEFAULT_WARNED_MEMORY:
+                del self._warned[next(iter(self._warned))]
+        if fresh:
+            logger.warning("%s: the coordinator says this worker no longer holds these leases "
+                           "(stopped, timed out or given to another worker): stopping their "
+                           "runs, dropping their output and reports leases=%s",
+                           method, describe_leases(fresh))  # fmt: skip
+        if keys - ours:
+            logger.debug("%s: leases already forgotten called stale leases=%s",
+                         method, describe_leases(keys - ours))  # fmt: skip
+        for key in running:
+            self._pool.stop(key, Outcome.STOPPED)
+
+    def _release(self, session: worker_pb2.WorkerSession, keys: Iterable[LeaseKey]) -> bool:
+        """Hand leases back with Release (best effort, a few tries); True when it was applied.
+
+        The coordinator queues them again at once. If it cannot be reached,
+        it takes them back itself once heartbeats stop listing them.
+        """
+        left = set(keys)
+        backoff = Backoff()
+        for attempt in range(1, DEFAULT_RELEASE_TRIES + 1):
+            refs: list[common_pb2.LeaseRef] = [lease_ref(key) for key in sorted(left)]
+            if not refs:
+                return True
+            try:
+                response = self._rpc().Release(
+                    worker_pb2.ReleaseRequest(session=session, leases=refs),
+                    timeout=DEFAULT_RPC_TIMEOUT_S)  # fmt: skip
+            except grpc.RpcError as error:
+                code = error.code()
+                named = stale_keys(error) & left
+                if code == grpc.StatusCode.FAILED_PRECONDITION and named:
+                    left -= named  # an older coordinator: nothing applied, resend the rest
+                    continue
+                final = code in SESSION_GONE or code in REJECTED or (
+                    code == grpc.StatusCode.FAILED_PRECONDITION)
+                if final or attempt == DEFAULT_RELEASE_TRIES:
+                    logger.warning("Release failed code=%s leases=%s",
+                                   code.name, describe_leases(left))  # fmt: skip
+                    return False
+                time.sleep(backoff.next_delay())
+                continue
+            gone = lease_keys(response.stale)
+            if gone:
+                logger.debug("Release: leases already gone leases=%s", describe_leases(gone))
+            return True
+        return False
 
     # ---- failures and sessions ----------------------------------------------------
 
@@ -89,14 +271,10 @@ class DeliveryMixin:
         return self._stub
 
     def _failed(self, method: str, error: grpc.RpcError, generation: int) -> bool:
-        """React to a failed call; True when the caller may go on without a backoff."""
+        """React to a failed Lease or Heartbeat; True when the caller may go on at once."""
         code = error.code()
-        if code in _SESSION_GONE:
+        if code in SESSION_GONE:
             self._lose_session(generation, code)
-            return True
-        stale = stale_keys(error)
-        if code == grpc.StatusCode.FAILED_PRECONDITION and stale:
-            self._drop_leases(stale, method)
             return True
         self._log_failure(method, error)
         return False
@@ -104,8 +282,8 @@ class DeliveryMixin:
     def _log_failure(self, method: str, error: grpc.RpcError) -> None:
         """Log a failed call; an outage is logged once, then only counted."""
         code = error.code()
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            logger.error("%s rejected as invalid: %s", method, error.details())
+        if code in REJECTED:
+            logger.error("%s rejected code=%s details=%s", method, code.name, error.details())
             return
         with self._cond:
             self._failed_calls += 1
@@ -123,16 +301,6 @@ class DeliveryMixin:
             if failed:
                 logger.info("coordinator answering again after failed_calls=%s", failed)
 
-    def _drop_leases(self, keys: set[LeaseKey], method: str) -> None:
-        """The coordinator says these leases are no longer ours: stop and forget them."""
-        logger.warning("%s: coordinator rejected stale leases %s", method, sorted(keys))
-        with self._cond:
-            running = keys & set(self._pool.active_keys())
-            self._dropped |= running
-        self._reporter.outbox.discard(keys)
-        for key in running:
-            self._pool.stop(key, Outcome.STOPPED)
-
     def _lose_session(self, generation: int, code: grpc.StatusCode) -> None:
         """The coordinator forgot this worker: drop every lease, then register again."""
         with self._cond:
@@ -142,7 +310,8 @@ class DeliveryMixin:
             self._session = None
             self._generation += 1
             running = set(self._pool.active_keys())
-            self._dropped |= running
+            self._dropped |= self._unfinished
+            self._held.clear()
             self._reporter.outbox.clear()
             self._cond.notify_all()
         for key in running:

@@ -9,13 +9,18 @@ agent converts to and from protobuf at its edge.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from taskgrid.worker.capture import Chunk, OutputBuffer
 
 LeaseKey = tuple[int, int]
 """(task_id, attempt): names one lease and so one run."""
+
+
+def describe_leases(keys: Iterable[LeaseKey]) -> str:
+    """Leases for a log line: ``task:attempt`` pairs, sorted, comma-separated."""
+    return ",".join(f"{task}:{attempt}" for task, attempt in sorted(keys))
 
 
 class Outcome(enum.Enum):

@@ -5,9 +5,17 @@ belongs to a `Sender`, which agent.py implements. Each cycle takes the due
 output of every running run (each run every `sync_output` seconds, or
 about every second when that is 0) into one SendOutput batch, then every
 finished run into one Report batch, so the number of calls grows with time
-and not with tasks. A batch that could not be delivered goes back to the
-outbox and the thread backs off; nothing is polled: it sleeps until the next
-output is due or until a run finishes.
+and not with tasks. Nothing is polled: it sleeps until the next output is
+due or until a run finishes.
+
+What becomes of a batch the coordinator did not take depends on why
+(`Delivery`): while the coordinator is away (RETRY) the batch goes back to
+the outbox and the thread backs off, with no limit; when the coordinator
+fails on it (FAILED: INTERNAL, UNKNOWN...) it is retried the same way, but
+each lease only DEFAULT_SERVER_ERROR_TRIES times in all: then its report is
+handed to `Sender.abandon_reports` (the lease goes back to the coordinator)
+or its output is dropped, so a batch the coordinator cannot digest never
+blocks the ones behind it.
 """
 
 from __future__ import annotations
@@ -16,18 +24,21 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from taskgrid.worker.backoff import Backoff
 from taskgrid.worker.capture import Chunk
 from taskgrid.worker.outbox import Outbox
-from taskgrid.worker.records import ActiveRun, LeaseKey, RunResult, TaskRun
+from taskgrid.worker.records import ActiveRun, LeaseKey, RunResult, TaskRun, describe_leases
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_INTERVAL_S = 1.0
 """Live output cadence of a run whose sync_output is 0 (web2py: about 1 s)."""
+
+DEFAULT_SERVER_ERROR_TRIES = 5
+"""Calls failed by the coordinator itself (FAILED) a lease's report or output gets in all."""
 
 _NEVER = float("inf")
 
@@ -36,14 +47,24 @@ class Delivery(enum.Enum):
     """What became of a batch handed to a Sender."""
 
     SENT = "sent"
+    """Applied; leases the answer called stale were already dropped by the sender."""
     RETRY = "retry"
-    """Not delivered (coordinator away): keep the batch and back off."""
+    """Not delivered (coordinator away): keep the batch and back off, without limit."""
+    FAILED = "failed"
+    """The coordinator failed on it (INTERNAL, UNKNOWN...): back off and retry, a
+    bounded number of times (DEFAULT_SERVER_ERROR_TRIES per lease)."""
     DROP = "drop"
-    """Not delivered and never will be (rejected, or the session is gone)."""
+    """Not delivered and never will be (rejected, or the session is gone); the
+    sender has already dealt with its leases."""
 
 
 class StaleLeasesError(Exception):
-    """The coordinator rejected a batch because these leases are no longer ours."""
+    """An older coordinator refused a whole batch because these leases are no longer ours.
+
+    The sender has already dropped them; the rest of the batch was not
+    applied and is sent again without them. Raised only when `keys` leaves
+    part of the batch to send, so every resend is smaller than the last.
+    """
 
     def __init__(self, keys: set[LeaseKey]) -> None:
         super().__init__(f"stale leases {sorted(keys)}")
@@ -59,6 +80,10 @@ class Sender(Protocol):
 
     def send_reports(self, batch: list[RunResult]) -> Delivery:
         """Deliver finished runs."""
+        ...
+
+    def abandon_reports(self, batch: list[RunResult]) -> None:
+        """Give up on these reports: hand their leases back and forget them."""
         ...
 
 
@@ -93,6 +118,9 @@ class Reporter:
         self._flushing = False
         self._stopping = False
         self._backoff = Backoff()
+        # Server errors (Delivery.FAILED) so far, per lease, of its report and of its output.
+        self._report_errors: dict[LeaseKey, int] = {}
+        self._output_errors: dict[LeaseKey, int] = {}
         self._thread = threading.Thread(target=self._loop, name="taskgrid-reporter", daemon=True)
 
     def start(self) -> None:
@@ -193,12 +221,28 @@ class Reporter:
             try:
                 delivery = self._sender.send_output(batch)
             except StaleLeasesError as error:
+                rest = {key: chunks for key, chunks in batch.items() if key not in error.keys}
                 self.outbox.discard(error.keys)
-                batch = {key: chunks for key, chunks in batch.items() if key not in error.keys}
-                continue
+                if rest and len(rest) < len(batch):
+                    batch = rest
+                    continue
+                delivery = Delivery.DROP  # nothing left, or no progress: never loop on it
             if delivery is Delivery.RETRY:
                 self.outbox.restore_output(batch)
                 return False
+            if delivery is Delivery.FAILED:
+                spent = _count_error(self._output_errors, batch, self.outbox.held_keys())
+                if spent:
+                    logger.error("SendOutput failed %s times: dropping that output "
+                                 "(the runs go on) leases=%s", DEFAULT_SERVER_ERROR_TRIES,
+                                 describe_leases(spent))  # fmt: skip
+                    batch = {key: chunks for key, chunks in batch.items() if key not in spent}
+                if batch:
+                    self.outbox.restore_output(batch)
+                    return False
+            else:
+                for key in batch:
+                    self._output_errors.pop(key, None)
             batch = self.outbox.take_output()
         return True
 
@@ -208,12 +252,53 @@ class Reporter:
             try:
                 delivery = self._sender.send_reports(batch)
             except StaleLeasesError as error:
+                rest = [result for result in batch if result.task.key not in error.keys]
                 self.outbox.discard(error.keys)
-                batch = [result for result in batch if result.task.key not in error.keys]
-                continue
+                if rest and len(rest) < len(batch):
+                    batch = rest
+                    continue
+                if rest:  # no progress (a sender bug): never loop on it
+                    self._sender.abandon_reports(rest)
+                delivery = Delivery.DROP
             if delivery is Delivery.RETRY:
                 self.outbox.restore_reports(batch)
                 return False
-            self.outbox.settle_reports(batch)
+            if delivery is Delivery.FAILED:
+                spent = _count_error(self._report_errors,
+                                     [result.task.key for result in batch],
+                                     self.outbox.held_keys())  # fmt: skip
+                if spent:
+                    given_up = [result for result in batch if result.task.key in spent]
+                    self._sender.abandon_reports(given_up)
+                    self.outbox.settle_reports(given_up)
+                    batch = [result for result in batch if result.task.key not in spent]
+                if batch:
+                    self.outbox.restore_reports(batch)
+                    return False
+            else:
+                for result in batch:
+                    self._report_errors.pop(result.task.key, None)
+                self.outbox.settle_reports(batch)
             batch = self.outbox.take_reports()
         return True
+
+
+def _count_error(
+    errors: dict[LeaseKey, int], keys: Iterable[LeaseKey], held: set[LeaseKey]
+) -> set[LeaseKey]:
+    """One more server error for each of `keys`; return those out of tries.
+
+    Counts of leases neither in `keys` nor held by the outbox (dropped
+    meanwhile) are forgotten, and so are those of the leases returned.
+    """
+    keys = list(keys)
+    keep = held | set(keys)
+    for key in [key for key in errors if key not in keep]:
+        del errors[key]
+    spent: set[LeaseKey] = set()
+    for key in keys:
+        errors[key] = errors.get(key, 0) + 1
+        if errors[key] >= DEFAULT_SERVER_ERROR_TRIES:
+            spent.add(key)
+            del errors[key]
+    return spent

@@ -8,10 +8,12 @@ of the same names; python_only and go_only exist in one language each.
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
 from tests.conformance.launch import LANGS, worker_args
+from tests.support.processes import WorkerProcess
 from tests.support.wait import wait_until
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
@@ -188,3 +190,50 @@ def test_commands_need_the_flag(client, launch):
     r = client.queue_command(["/bin/true"])
     wait_until(lambda: "offers function '@command'" in (client.explain(r.id) or ""), timeout=5)
     assert client.task_status(r.id).status == "QUEUED"
+
+
+def test_a_duplicate_worker_name_is_refused_while_the_first_worker_is_live(
+        client, coordinator, lang, launch, processes):
+    """A second process with the same --name never takes the name (or the tasks) over: it
+    retries for about dead_after, then exits non-zero naming the name, or keeps retrying."""
+    name = "twin-name"
+    first = launch(name)
+    r = client.queue_task("sleep_for", pargs=[4])
+    running(client, r.id)
+    # Its own log file: the fixture would share the first one's, named after the worker.
+    second = WorkerProcess(name, coordinator.address, processes.tmp_path / "worker-twin-2.log",
+                           processes.tmp_path, dict(processes.env), heartbeat=0.5,
+                           **worker_args(lang, []))
+    processes.workers.append(second)
+    second.start(ready=False)
+    st = finished(client, r.id)
+    assert st.task.status == "COMPLETED" and st.task.lost_count == 0
+    assert [run.status for run in client.runs(r.id)] == ["COMPLETED"]
+    # The name stays the first worker's, and the second gives up (or keeps trying) meanwhile.
+    deadline = time.monotonic() + 15
+    while second.is_alive() and time.monotonic() < deadline:
+        listed = client.get_workers()[name]
+        assert listed.alive and listed.pid == first.pid
+        time.sleep(0.2)
+    assert first.is_alive() and client.get_workers()[name].pid == first.pid
+    if not second.is_alive():
+        assert second.proc is not None and second.proc.returncode not in (0, None)
+        log = second.log_text().split("\n", 1)[-1]  # past the header line with the argv
+        assert name in log, log
+    assert finished(client, client.queue_task("add", pargs=[1, 2]).id).result == 3
+
+
+def test_a_worker_restarted_under_its_name_after_a_crash_gets_the_name_back(client, launch):
+    """The crashed process's session goes silent: the new one's Register is refused for a
+    while (ALREADY_EXISTS), retried, and accepted once the old session is dead."""
+    a = launch("phoenix")
+    r = client.queue_task("sleep_for", pargs=[1])
+    running(client, r.id)
+    a.kill(signal.SIGKILL)
+    b = launch("phoenix", ready=False)  # the dead one is still listed for a while
+    wait_until(lambda: (w := client.get_workers().get("phoenix")) is not None
+               and w.pid == b.pid, timeout=20, desc="the restarted worker registered")
+    st = finished(client, r.id, timeout=30)  # the lost lease is queued again and rerun
+    assert st.task.status == "COMPLETED" and b.is_alive()
+    assert [run.status for run in client.runs(r.id)] == ["FAILED", "COMPLETED"]
+    assert finished(client, client.queue_task("add", pargs=[2, 2]).id).result == 4
