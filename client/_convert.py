@@ -109,7 +109,7 @@ def _decode_json(text: str, default: Any, kind: type) -> Any:
         return default
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if not isinstance(value, kind):
         logger.warning("stored JSON is not a %s; using %r instead", kind.__name__, default)

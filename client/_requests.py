@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
@@ -57,16 +58,34 @@ JobNode: TypeAlias = tuple[Literal["index", "task_id"], int]
 # --- values --------------------------------------------------------------------------------
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, abbreviated when that raises (nesting too deep, a failing __repr__)."""
+    try:
+        return repr(value)
+    except Exception:  # RecursionError included
+        pass
+    try:
+        return _REPR.repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
+
+
 def encode_raw(value: Any) -> str:
     """JSON text for a value the client could not type, for ``raw_fields``.
 
     Objects JSON cannot hold are written as their ``repr`` so the
-    coordinator can still name the field and show what was passed.
+    coordinator can still name the field and show what was passed. Never
+    raises: a value nested too deeply or holding itself is sent as its
+    abbreviated repr.
     """
     try:
-        return json.dumps(value, default=repr)
-    except (TypeError, ValueError):
-        return json.dumps(repr(value))
+        return json.dumps(value, default=safe_repr)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(safe_repr(value))
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -157,7 +176,12 @@ def _fits(name: str, value: Any) -> Any:
             return None
         return number if math.isfinite(number) else None
     if name in SPEC_TIME_FIELDS:
-        return as_utc(value) if isinstance(value, datetime) else None
+        if not isinstance(value, datetime):
+            return None
+        try:
+            return as_utc(value)
+        except OverflowError:  # e.g. 0001-01-01 at UTC+5: before the first UTC instant
+            return None
     return None
 
 
@@ -182,11 +206,12 @@ def _json_field(
         return
     try:
         setattr(spec, name, json.dumps(python_value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         # Sent as a JSON string (never a list or object) so the coordinator rejects the
         # field too and nothing is queued; the client's message says why.
-        spec.raw_fields[name] = json.dumps(repr(python_value))
-        errors[name] = f"cannot be encoded as JSON: {exc}"
+        spec.raw_fields[name] = json.dumps(safe_repr(python_value))
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        errors[name] = f"cannot be encoded as JSON: {why}"
 
 
 def task_spec_from_call(

@@ -295,6 +295,6 @@ def decode_result(run_result: str | None) -> Any:
         return None
     try:
         return json.loads(run_result)
-    except ValueError:
+    except (ValueError, RecursionError):
         logger.warning("run result is not JSON; returning it as text")
         return run_result

@@ -4,12 +4,14 @@ The rules are web2py's (semantics.md §7.2): without drift the next run is due
 one period after the run started; with prevent_drift it is the first slot of
 the grid anchored at start_time strictly after the run's start; with a cron
 line it is the first match strictly after the run's start, at minute
-resolution. All datetimes here are aware UTC.
+resolution. All datetimes here are aware UTC, and no function here raises for a time
+before the end of year 9999: a next run that would fall past it is END_OF_TIME (never due).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,12 +19,34 @@ from croniter import croniter
 
 #: a computed retry delay never exceeds this (ten years), whatever the backoff
 MAX_DELAY_S = 10 * 365 * 24 * 3600.0
+#: the last representable instant: a task due then never runs (the calendar ends first)
+END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+class NoCronMatchError(ValueError):
+    """A cron line has no match after the given time before the calendar ends (year 9999)."""
+
+
+def later(when: dt.datetime, seconds: float) -> dt.datetime:
+    """`when` plus `seconds`, or END_OF_TIME when that is past year 9999."""
+    try:
+        return when + dt.timedelta(seconds=seconds)
+    except OverflowError:
+        return END_OF_TIME
 
 
 def next_cron_time(cronline: str, after: dt.datetime) -> dt.datetime:
-    """First match of `cronline` strictly after `after`, at minute resolution."""
+    """First match of `cronline` strictly after `after`, at minute resolution.
+
+    Raises:
+        NoCronMatchError: no match before the end of year 9999 (croniter overflows there).
+    """
     base = after.replace(second=0, microsecond=0)
-    result: dt.datetime = croniter(cronline, base).get_next(dt.datetime)
+    try:
+        result: dt.datetime = croniter(cronline, base).get_next(dt.datetime)
+    except (OverflowError, ValueError) as exc:  # year 10000, or croniter's search gave up
+        raise NoCronMatchError(f"no match of {cronline!r} after {after.isoformat()} before "
+                               f"the end of year 9999 ({exc})") from exc
     return result if result.tzinfo else result.replace(tzinfo=dt.UTC)
 
 
@@ -42,24 +66,52 @@ def retry_time(task: Mapping[str, Any], failed_at: dt.datetime, rng: Callable[[]
     The n-th consecutive retry waits retry_delay * retry_backoff**(n-1), capped at
     retry_delay_max (when set), spread uniformly by +/- retry_jitter of itself.
     """
-    failures = task["times_failed"]  # consecutive failures before this one
-    delay = task["retry_delay"] * task["retry_backoff"] ** min(failures, 1000)
-    if task["retry_delay_max"]:
-        delay = min(delay, task["retry_delay_max"])
-    delay = min(delay, MAX_DELAY_S)
+    delay = retry_delay_s(task["retry_delay"], task["retry_backoff"], task["retry_delay_max"],
+                          task["times_failed"])  # consecutive failures before this one
     if task["retry_jitter"]:
         delay *= 1 + task["retry_jitter"] * (2 * rng() - 1)
-    return failed_at + dt.timedelta(seconds=max(0.0, delay))
+    return later(failed_at, max(0.0, delay))
+
+
+def retry_delay_s(delay: float, backoff: float, delay_max: float, failures: int) -> float:
+    """The delay after `failures` consecutive failures: delay * backoff**failures, capped.
+
+    The caps are delay_max (when set) and MAX_DELAY_S.
+
+    Never overflows: it is computed in logarithms and only below the cap (a backoff of 1000
+    passes ten years after three failures, and 1000.0**103 would raise OverflowError).
+    """
+    cap = min(delay_max, MAX_DELAY_S) if delay_max > 0 else MAX_DELAY_S
+    if not delay > 0:
+        return 0.0
+    if delay >= cap:
+        return cap
+    if backoff <= 1 or failures <= 0:
+        return delay
+    # in logarithms, so that neither the power nor cap / delay (a tiny delay) can overflow
+    exponent = math.log(delay) + failures * math.log(backoff)
+    if exponent >= math.log(cap):
+        return cap
+    try:
+        return min(delay * backoff ** failures, cap)  # exact where it can be (10, 20, 40 s)
+    except OverflowError:  # a subnormal delay times a power past the largest double
+        return min(math.exp(exponent), cap)
 
 
 def next_run_time(task: Mapping[str, Any], run_start: dt.datetime) -> dt.datetime:
     """When the task is due again after a run that started at `run_start`."""
     cronline = task.get("cronline")
     if cronline:
-        return next_cron_time(cronline, run_start)
+        try:
+            return next_cron_time(cronline, run_start)
+        except NoCronMatchError:
+            return END_OF_TIME
     period = dt.timedelta(seconds=task["period"])
     if not task.get("prevent_drift") or not task["period"]:
-        return run_start + period
+        return later(run_start, task["period"])
     anchor: dt.datetime = task["start_time"]
     slots = (run_start - anchor) // period + 1
-    return anchor + period * slots
+    try:
+        return anchor + period * slots
+    except OverflowError:
+        return END_OF_TIME

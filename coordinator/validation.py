@@ -192,6 +192,30 @@ def _check_ints(f: Mapping[str, Any], errors: dict[str, str]) -> None:
                 errors[key] = f"must be less than or equal to {high}"
 
 
+def _check_retry(f: Mapping[str, Any], errors: dict[str, str]) -> None:
+    """The retry_delay options together: the others shape retry_delay, so need it.
+
+    Each value alone was range-checked by _check_ints; timing.retry_delay_s computes any
+    accepted combination without overflow (capped at retry_delay_max and ten years).
+    """
+    keys = ("retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter")
+    if any(k in errors for k in keys):
+        return
+    delay = f.get("retry_delay", 0.0)
+    if not delay:
+        unused = {"retry_backoff": f.get("retry_backoff", 1.0) != 1,
+                  "retry_delay_max": f.get("retry_delay_max", 0.0) != 0,
+                  "retry_jitter": f.get("retry_jitter", 0.0) != 0}
+        for key, given in unused.items():
+            if given:
+                errors[key] = ("needs retry_delay > 0 (without it a retry is due one period "
+                               "after the failed run started)")
+        return
+    delay_max = f.get("retry_delay_max", 0.0)
+    if delay_max and delay_max < delay:
+        errors["retry_delay_max"] = f"must be at least retry_delay ({delay:g}) or 0 (no cap)"
+
+
 def validate_task(
     fields: Mapping[str, Any], raw: Mapping[str, str], now: dt.datetime,
     max_args_bytes: int | None = None,
@@ -231,13 +255,21 @@ def validate_task(
         errors["prevent_drift"] = "needs a period > 0 or a cronline"
     if fields.get("broadcast") and period == 0 and not cronline:
         errors["broadcast"] = "needs a period > 0 or a cronline"
+    _check_retry(fields, errors)
     if errors:
         return None, errors
     start_time = fields.get("start_time", now)
     next_run_time = fields.get("next_run_time")
-    if next_run_time is None:
+    if next_run_time is None and cronline:
         # A cron task first runs at its next match, never at once (contract §2.3).
-        next_run_time = timing.next_cron_time(cronline, start_time) if cronline else start_time
+        try:
+            next_run_time = timing.next_cron_time(cronline, start_time)
+        except timing.NoCronMatchError:
+            key = "start_time" if "start_time" in fields else "cronline"
+            return None, {key: f"the cronline has no match after {start_time.isoformat()} "
+                               "before the end of year 9999"}
+    if next_run_time is None:
+        next_run_time = start_time
     command = fields.get("command")
     function_name = COMMAND_FUNCTION if command is not None else fields["function_name"]
     default_name = command["executable"].rsplit("/", 1)[-1] if command else function_name

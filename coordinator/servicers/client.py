@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,7 +11,28 @@ from taskgrid.coordinator import jobs, tasks, watch
 from taskgrid.coordinator.errors import InvalidRequestError
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
+from taskgrid.coordinator.validation import INT64 as INT64_MAX
 from taskgrid.v1 import client_pb2, client_pb2_grpc, common_pb2
+
+#: bytes of an answer kept for everything but its tasks and runs (as Lease replies)
+REPLY_OVERHEAD_BYTES = 64 * 1024
+#: protobuf framing of one task in a ListTasks page
+TASK_FRAMING_BYTES = 16
+#: job names are stored in a 512-character column
+MAX_JOB_NAME = 512
+#: a page token is the id the next page starts below: a decimal int64
+_PAGE_TOKEN = re.compile(r"[0-9]{1,19}")
+
+
+def _page_token(text: str) -> str:
+    """A ListTasks page_token checked: '' or a decimal id (ASCII digits, at most int64).
+
+    str.isdigit() is not enough: it accepts '²' and other digits int() refuses, and a
+    number past int64 overflows the database's bigint.
+    """
+    if text and (not _PAGE_TOKEN.fullmatch(text) or int(text) > INT64_MAX):
+        raise InvalidRequestError("page_token", "not a token from a previous page")
+    return text
 
 
 def _queued(q: tasks.Queued) -> client_pb2.QueueTaskResponse:
@@ -51,6 +73,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
             raise InvalidRequestError("tasks", "give at least one task")
         if len(request.tasks) > tasks.MAX_QUEUE_BATCH:
             raise InvalidRequestError("tasks", f"at most {tasks.MAX_QUEUE_BATCH} per call")
+        if "\x00" in request.job_name or len(request.job_name) > MAX_JOB_NAME:
+            raise InvalidRequestError("job_name", f"at most {MAX_JOB_NAME} characters, no NUL")
         edges = [(convert.job_ref(e.task, f"edges[{i}].task"),
                   convert.job_ref(e.waits_for, f"edges[{i}].waits_for"))
                  for i, e in enumerate(request.edges)]
@@ -65,10 +89,21 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
                       context: grpc.aio.ServicerContext) -> client_pb2.GetTaskResponse:
         """One task with its latest or all runs."""
         view = await tasks.get(self.rt, convert.task_ref(request.ref), request.all_runs)
-        return client_pb2.GetTaskResponse(
+        reply = client_pb2.GetTaskResponse(
             task=convert.task_to_proto(view.task),
             runs=[convert.run_to_proto(r) for r in view.runs], waiting_reason=view.waiting_reason,
             waiting_for=view.waiting_for)
+        if not convert.fit_runs(reply, self._reply_budget()):
+            raise InvalidRequestError(
+                "all_runs" if request.all_runs else "ref",
+                f"the task's runs are {reply.ByteSize()} bytes even with their output cut, "
+                f"more than the {self.rt.config.max_message_bytes}-byte message limit"
+                + ("; ask for the latest run only" if request.all_runs else ""))
+        return reply
+
+    def _reply_budget(self) -> int:
+        """Bytes an answer may take: the message limit less room for framing."""
+        return max(1024, self.rt.config.max_message_bytes - REPLY_OVERHEAD_BYTES)
 
     @status.unary
     async def ListTasks(self, request: client_pb2.ListTasksRequest,
@@ -76,19 +111,26 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         """A page of tasks."""
         if request.page_size < 0:
             raise InvalidRequestError("page_size", "must not be negative")
-        if request.page_token and not request.page_token.isdigit():
-            raise InvalidRequestError("page_token", "not a token from a previous page")
-        statuses = [convert.status_name(s, common_pb2.TaskStatus, "TASK_STATUS_")
-                    for s in request.statuses]
+        page_token = _page_token(request.page_token)
+        statuses = [convert.status_name(s, common_pb2.TaskStatus, "TASK_STATUS_",
+                                        f"statuses[{i}]") for i, s in enumerate(request.statuses)]
         filters = {"group_name": request.group_name, "function_name": request.function_name,
                    "task_name": request.task_name}
         for key, value in filters.items():
             if "\x00" in value:
                 raise InvalidRequestError(key, "must not contain NUL characters")
         rows, token = await tasks.list_tasks(self.rt, statuses, filters, request.page_size,
-                                             request.page_token)
-        return client_pb2.ListTasksResponse(tasks=[convert.task_to_proto(r) for r in rows],
-                                            next_page_token=token)
+                                             page_token)
+        # A page ends early rather than exceed the message limit (tasks with big args).
+        page, budget = [], self._reply_budget()
+        for row in rows:
+            task = convert.task_to_proto(row)
+            budget -= task.ByteSize() + TASK_FRAMING_BYTES
+            if page and budget < 0:
+                token = str(page[-1].id)
+                break
+            page.append(task)
+        return client_pb2.ListTasksResponse(tasks=page, next_page_token=token)
 
     @status.unary
     async def StopTask(self, request: client_pb2.StopTaskRequest,

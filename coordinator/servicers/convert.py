@@ -94,14 +94,14 @@ def task_status(name: str) -> common_pb2.TaskStatus.ValueType:
     return common_pb2.TaskStatus.Value(f"TASK_STATUS_{name}")
 
 
-def status_name(value: int, enum: Any, prefix: str) -> str:
-    """Enum value -> stored status text; INVALID_ARGUMENT for UNSPECIFIED or unknown."""
+def status_name(value: int, enum: Any, prefix: str, field: str = "status") -> str:
+    """Enum value -> stored status text; INVALID_ARGUMENT naming `field` if unset or unknown."""
     try:
         name: str = enum.Name(value)
     except ValueError as exc:
-        raise InvalidRequestError("status", f"unknown value {value}") from exc
+        raise InvalidRequestError(field, f"unknown value {value}") from exc
     if name.endswith("UNSPECIFIED"):
-        raise InvalidRequestError("status", "must be set")
+        raise InvalidRequestError(field, "must be set")
     return name.removeprefix(prefix)
 
 
@@ -136,6 +136,31 @@ def run_to_proto(row: Mapping[str, Any]) -> common_pb2.Run:
     if row["run_result"] is not None:
         msg.run_result = row["run_result"]
     return msg
+
+
+#: what replaces the head of an output or traceback cut to fit an answer
+FIT_MARKER = "[taskgrid: {n} bytes cut here: the answer must fit the message limit]\n"
+
+
+def fit_runs(reply: client_pb2.GetTaskResponse, budget: int) -> bool:
+    """Cut run output, then tracebacks, oldest run first, until the reply fits `budget` bytes.
+
+    Each cut keeps the text's end (the latest output) behind a marker saying how much was
+    cut. Returns False when it still does not fit (results are JSON and never cut).
+    """
+    for name in ("run_output", "traceback"):
+        for run in reply.runs:
+            excess = reply.ByteSize() - budget
+            if excess <= 0:
+                return True
+            data = getattr(run, name).encode()
+            if not data:
+                continue
+            marker = FIT_MARKER.format(n=len(data))
+            keep = max(0, len(data) - excess - len(marker.encode()) - 16)
+            marker = FIT_MARKER.format(n=len(data) - keep)
+            setattr(run, name, marker + data[len(data) - keep:].decode(errors="ignore"))
+    return reply.ByteSize() <= budget
 
 
 def worker_status(status: WorkerStatus | str) -> common_pb2.WorkerStatus.ValueType:

@@ -1076,3 +1076,64 @@ def test_job_graph_takes_command_tasks(scheduler: Scheduler) -> None:
     assert spec.command == common_pb2.Command(executable="curl", args=["-O", "http://x"],
                                               cwd="/data")
     assert spec.timeout == 9
+
+
+# -- faults found by the fuzz suite (tests/fuzz) --------------------------------------------------
+
+
+def _deep_list(n: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("where", ["pargs", "pvars", "args"])
+def test_deeply_nested_args_are_errors_not_a_recursion_error(where: str) -> None:
+    deep = _deep_list(100_000)
+    given: dict[str, Any] = {"pargs": None, "pvars": None}
+    kwargs: dict[str, Any] = {}
+    if where == "args":
+        kwargs["args"] = deep  # not a JSON string: sent as a raw field
+    else:
+        given[where] = deep if where == "pargs" else {"a": deep}
+    spec, errors = _requests.task_spec_from_call("add", given["pargs"], given["pvars"], kwargs)
+    field = {"pargs": "args", "pvars": "vars", "args": "args"}[where]
+    assert field in spec.raw_fields and isinstance(json.loads(spec.raw_fields[field]), str)
+    if where != "args":
+        assert errors == {field: "cannot be encoded as JSON: nested too deeply"}
+
+
+def test_raw_values_nested_too_deeply_or_holding_themselves_are_encoded() -> None:
+    circular: list[Any] = [1]
+    circular.append(circular)
+    for value in (_deep_list(100_000), circular, {"k": _deep_list(5000)}):
+        spec = spec_for("add", bogus=value)
+        assert isinstance(json.loads(spec.raw_fields["bogus"]), str)
+
+
+def test_a_repr_that_raises_still_encodes() -> None:
+    class Odd:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    assert json.loads(_requests.encode_raw(Odd())).startswith("<Odd ")
+
+
+@pytest.mark.parametrize("when", [
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+    datetime(9999, 12, 31, 23, 0, tzinfo=timezone(-timedelta(hours=5))),
+])
+def test_a_time_outside_the_utc_calendar_goes_to_raw_fields_not_an_overflow(
+    when: datetime,
+) -> None:
+    spec = spec_for("add", start_time=when)
+    assert not spec.HasField("start_time") and set(spec.raw_fields) == {"start_time"}
+
+
+def test_a_deeply_nested_stored_result_or_args_is_read_without_raising() -> None:
+    from taskgrid.client.records import decode_result
+
+    deep = "[" * 100_000 + "]" * 100_000
+    assert decode_result(deep) == deep
+    assert _convert._decode_json(deep, [], list) == []
