@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint check-protos protos postgres bench clean go go-test
+.PHONY: install demo test lint check-protos protos postgres bench clean go go-test chaos
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 $(STAMP): pyproject.toml
@@ -47,6 +47,11 @@ go-test: $(STAMP)
 
 test: check-protos lint postgres go go-test
 	$(BIN)/python -m pytest -q -n 3
+
+## The chaos suite at full scale: 10,000 tasks per database under worker, coordinator and
+## PostgreSQL kills (docs/reliability.md). `make test` runs it at small scale.
+chaos: $(STAMP) postgres
+	TASKGRID_CHAOS_SCALE=full $(BIN)/python -m pytest -q tests/chaos -p no:xdist
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
