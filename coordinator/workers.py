@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 COMMAND_CAPABILITY = "command"
 #: a session silent for this many heartbeat intervals may be taken over by a new one of its name
 SILENT_AFTER_BEATS = 1.5
+#: after a restart, workers get this long beyond dead_after to reach the coordinator again:
+#: they retry with a backoff of up to 5 s while it is away, and must not be declared dead
+#: (their runs redone) merely for having backed off
+RECONNECT_GRACE_S = 10.0
 
 
 def _hash(token: str) -> str:
@@ -78,6 +82,8 @@ class LiveWorker:
     next_due: dt.datetime | None = None
     #: a heartbeat came since the reaper last wrote last_heartbeat to the row
     unflushed: bool = False
+    #: this process heard from the session (False for sessions loaded at a restart)
+    heard: bool = True
 
     @property
     def leases(self) -> dict[int, Held]:
@@ -119,7 +125,8 @@ def _from_row(row: Row, now_mono: float, book: Leases) -> LiveWorker:
         language=row["language"], hostname=row["hostname"], pid=row["pid"],
         heartbeat_s=row["heartbeat"], status=WorkerStatus(row["status"]),
         first_heartbeat=row["first_heartbeat"], last_heartbeat=row["last_heartbeat"],
-        last_seen=now_mono, book=book, rss_bytes=row["rss_bytes"], alive=row["alive"])
+        last_seen=now_mono, book=book, rss_bytes=row["rss_bytes"], alive=row["alive"],
+        heard=False)
 
 
 class Registry:
@@ -134,7 +141,7 @@ class Registry:
         def read(tx: Tx) -> tuple[list[Row], list[Row]]:
             return tx.workers(alive_only=True), tx.leased_tasks()
         rows, leased = await self.rt.store.run(read)
-        now_mono = time.monotonic()
+        now_mono = time.monotonic() + RECONNECT_GRACE_S
         for row in rows:
             w = _from_row(row, now_mono, self.rt.leases)
             self.by_id[w.id] = w
@@ -168,7 +175,7 @@ class Registry:
         previous = self.by_name(spec["worker_name"])
         if previous is not None and previous.alive:
             silent = time.monotonic() - previous.last_seen
-            if silent < SILENT_AFTER_BEATS * previous.heartbeat_s:
+            if previous.heard and silent < SILENT_AFTER_BEATS * previous.heartbeat_s:
                 raise DuplicateWorkerError(
                     f"worker name {previous.name!r} is in use by a live session (pid "
                     f"{previous.pid} on {previous.hostname or 'an unknown host'}, last heartbeat "
@@ -223,6 +230,7 @@ class Registry:
         """
         stale = self.rt.leases.stale(w.id, refs, w.heartbeat_s, tolerate_recent=True)
         w.last_seen = time.monotonic()
+        w.heard = True
         w.last_heartbeat = self.rt.clock.now()
         w.rss_bytes = rss_bytes
         w.unflushed = True
