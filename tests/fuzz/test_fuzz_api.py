@@ -30,13 +30,8 @@ from taskgrid.v1 import admin_pb2, client_pb2, common_pb2, worker_pb2
 from tests.fuzz import strategies as fz
 from tests.fuzz.harness import EXAMPLES_ENV, FuzzApi, examples
 
-pytestmark = [
-    # generous: a long run (TASKGRID_FUZZ_EXAMPLES) must not hit the default 120 s per test
-    pytest.mark.timeout(120 + 2 * examples(0)),
-    # under `pytest -n N --dist loadgroup` one worker runs the module: one coordinator per
-    # database, one summary line each (with plain -n N each worker starts its own)
-    pytest.mark.xdist_group("fuzz"),
-]
+#: generous: a long run (TASKGRID_FUZZ_EXAMPLES) must not hit the default 120 s per test
+pytestmark = pytest.mark.timeout(120 + 2 * examples(0))
 
 
 def fuzz(api: FuzzApi, strategy: st.SearchStrategy[Any], default_examples: int,
