@@ -10,24 +10,11 @@ from alembic.migration import MigrationContext
 
 from taskgrid.coordinator import lifecycle, schema
 from taskgrid.coordinator.errors import TransitionConflictError
-from taskgrid.coordinator.store import Store
-from taskgrid.coordinator.validation import validate_task
-
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def store(db_url):
-    s = Store(db_url)
-    s.migrate()
-    yield s
-    s.close()
+from tests.store.helpers import NOW, task_row
 
 
 def insert(store, **fields):
-    row, errors = validate_task({"function_name": "f", **fields}, {}, NOW)
-    assert not errors
-    return store.transact(lambda tx: tx.insert_tasks([row]))[0]
+    return store.transact(lambda tx: tx.insert_tasks([task_row(**fields)]))[0]
 
 
 def test_migrations_build_exactly_the_declared_schema(store):
