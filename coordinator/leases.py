@@ -62,6 +62,18 @@ class Leases:
         self._by_worker: dict[int, set[int]] = {}
         #: (task id, attempt) -> monotonic time the worker reported it
         self._recent: dict[int, dict[Ref, float]] = {}
+        #: a counter of writes, and the count at each task's last grant or end: a reconcile
+        #: pass must not undo what changed after it read its snapshot of the rows
+        self._seq = 0
+        self._changed: dict[int, int] = {}
+
+    def mark(self) -> int:
+        """The write count now; pass it to `replace` with the rows read after this call."""
+        return self._seq
+
+    def _touch(self, task_id: int) -> None:
+        self._seq += 1
+        self._changed[task_id] = self._seq
 
     # -- reads -------------------------------------------------------------
 
@@ -111,6 +123,7 @@ class Leases:
               now_mono: float | None = None) -> None:
         """A lease committed for this worker."""
         self.end(task_id)
+        self._touch(task_id)
         self._by_task[task_id] = Held(worker_id, attempt, started,
                                       time.monotonic() if now_mono is None else now_mono)
         self._by_worker.setdefault(worker_id, set()).add(task_id)
@@ -144,6 +157,7 @@ class Leases:
         held = self._by_task.pop(task_id, None)
         if held is None:
             return
+        self._touch(task_id)
         mine = self._by_worker.get(held.worker_id)
         if mine is not None:
             mine.discard(task_id)
@@ -186,26 +200,33 @@ class Leases:
                 (dropped if held.listed else never).append(task_id)
         return Orphans(never, dropped)
 
-    def replace(self, rows: Sequence[Mapping[str, Any]], worker_ids: Mapping[str, int]
-                ) -> tuple[int, int]:
+    def replace(self, rows: Sequence[Mapping[str, Any]], worker_ids: Mapping[str, int],
+                since: int | None = None) -> tuple[int, int]:
         """Rebuild the copy from the leased task rows (the reconcile pass).
 
         `worker_ids` maps the names of live workers to their ids; rows of other
         workers are left out (the reaper takes those leases back). Entries that
-        still match keep their heartbeat bookkeeping. Returns (added, removed).
+        still match keep their heartbeat bookkeeping. With `since` (from `mark`,
+        taken before the rows were read), a lease granted or ended after that
+        is left as it is: the rows predate it. Returns (added, removed).
         """
+        if since is None:
+            since = self._seq
+        newer = {t for t, seq in self._changed.items() if seq > since}
         wanted: dict[int, tuple[int, int, bool, bool]] = {}
         for row in rows:
             worker_id = worker_ids.get(row["assigned_worker_name"])
             if worker_id is not None:
                 wanted[row["id"]] = (worker_id, row["attempt"], bool(row["started"]),
                                      bool(row["stop_requested"]))
-        removed = [t for t, h in self._by_task.items()
-                   if t not in wanted or (h.worker_id, h.attempt) != wanted[t][:2]]
+        removed = [t for t, h in self._by_task.items() if t not in newer and (
+            t not in wanted or (h.worker_id, h.attempt) != wanted[t][:2])]
         for task_id in removed:
             self.end(task_id)
         added = 0
         for task_id, (worker_id, attempt, started, stop) in wanted.items():
+            if task_id in newer:
+                continue
             held = self._by_task.get(task_id)
             if held is None:
                 self.grant(worker_id, task_id, attempt, started)
@@ -213,6 +234,7 @@ class Leases:
                 added += 1
             held.started = held.started or started
             held.stop = held.stop or stop
+        self._changed = {t: seq for t, seq in self._changed.items() if seq > since}
         return added, len(removed)
 
     def _recent_of(self, worker_id: int, beat_s: float) -> dict[Ref, float]:

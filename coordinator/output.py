@@ -55,10 +55,10 @@ async def append(rt: Runtime, worker_id: int, chunks: Sequence[dict[str, Any]]) 
 
     limit = rt.config.max_output_bytes
 
-    def write(tx: Tx) -> dict[tuple[int, int], int]:
+    def write(tx: Tx) -> list[dict[str, Any]]:
         run_ids = tx.run_ids(refs)
         stored = tx.chunk_bytes(run_ids.values())
-        rows = []
+        rows, kept = [], []
         for c in chunks:
             run_id = run_ids.get((c["task_id"], c["attempt"]))
             if run_id is None:
@@ -69,11 +69,12 @@ async def append(rt: Runtime, worker_id: int, chunks: Sequence[dict[str, Any]]) 
             data = c["data"] if len(c["data"].encode()) <= room else cap(c["data"], room)
             stored[run_id] = stored.get(run_id, 0) + len(c["data"].encode())
             rows.append({"run_id": run_id, "seq": c["seq"], "data": data, "clear": c["clear"]})
+            kept.append(c)
         tx.insert_chunks(rows)
-        return run_ids
+        return [{**c, "run_id": r["run_id"], "data": r["data"]}
+                for c, r in zip(kept, rows, strict=True)]
 
-    run_ids = await rt.store.run(write)
-    for c in chunks:
-        run_id = run_ids.get((c["task_id"], c["attempt"]))
-        if run_id is not None and rt.feed.is_watched(c["task_id"]):
-            rt.feed.publish(c["task_id"], {**c, "run_id": run_id})
+    stored = await rt.store.run(write)
+    for chunk in stored:  # watchers see what was stored: cut where the output limit cut it
+        if rt.feed.is_watched(chunk["task_id"]):
+            rt.feed.publish(chunk["task_id"], chunk)

@@ -87,6 +87,7 @@ class Reaper:
         self.passes += 1
         beats = self.rt.registry.unflushed_beats()
         live = self.rt.registry.live_ids()
+        since = self.rt.leases.mark()  # leases granted or ended from here on are newer
 
         def read(tx: Tx) -> tuple[list[Row], list[Row], int]:
             tx.touch_workers(beats)
@@ -98,6 +99,8 @@ class Reaper:
             return leased, alive_rows, len(trs)
 
         leased, alive_rows, orphans = await self.rt.store.run(read)
+        # Sessions that registered while the rows were read hold some of those leases.
+        live = self.rt.registry.live_ids()
         now = self.rt.clock.now() if now is None else now
         found = find(leased, alive_rows, live, now, self.rt.config.timeout_grace_s, orphans)
         for worker_id, name in found.dead_rows:
@@ -111,7 +114,7 @@ class Reaper:
         if found.overdue:
             await runs.time_out(self.rt, found.overdue)
         added, removed = self.rt.leases.replace(
-            [r for r in leased if r["assigned_worker_name"] in live], live)
+            [r for r in leased if r["assigned_worker_name"] in live], live, since)
         if added or removed:
             logger.warning("lease mirror repaired from the rows added=%d removed=%d", added,
                            removed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -211,22 +212,42 @@ async def report(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome]) -> lis
         raise InvalidRequestError("reports", "a lease is reported twice in one call")
     stale = set(rt.leases.stale(w.id, refs, w.heartbeat_s))
     limit = rt.config.max_result_bytes
-    fresh = [_result_limited(o, limit) for o in outcomes if o.ref not in stale]
+    fresh = [_result_checked(o, limit) for o in outcomes if o.ref not in stale]
     if fresh:
         _, gone = await asyncio.shield(finish(rt, w, fresh, reported=True))
         stale.update(gone)
     return sorted(stale)
 
 
-def _result_limited(o: Outcome, limit: int) -> Outcome:
-    """A success whose result is over the limit ends FAILED, saying so (never a silent cut)."""
-    if o.result is None or len(o.result.encode()) <= limit:
+def _result_checked(o: Outcome, limit: int) -> Outcome:
+    """A success whose result is over the limit, or not JSON, ends FAILED saying so.
+
+    Never a silent cut, and never a stored result that clients cannot decode.
+    """
+    if o.result is None:
         return o
     size = len(o.result.encode())
-    return dataclasses.replace(
-        o, status=RunStatus.FAILED, result=None,
-        traceback=f"ResultTooLarge: the result is {size} bytes of JSON; the limit is {limit} "
-                  "bytes (--max-result-bytes)")
+    if size > limit:
+        why = (f"ResultTooLarge: the result is {size} bytes of JSON; the limit is {limit} "
+               "bytes (--max-result-bytes)")
+    elif (problem := _json_problem(o.result)) is not None:
+        why = f"ResultNotJSON: the worker reported a result that is not JSON ({problem})"
+    else:
+        return o
+    return dataclasses.replace(o, status=RunStatus.FAILED, result=None, traceback=why)
+
+
+def _json_problem(text: str) -> str | None:
+    """Why `text` is not strict JSON (NaN and Infinity are not JSON), or None."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    try:
+        json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        return "nested too deeply"
+    except ValueError as exc:
+        return str(exc)[:200]
+    return None
 
 
 async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],

@@ -16,6 +16,8 @@ from taskgrid.coordinator.workers import LiveWorker
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 MAX_NAME = 255
+#: scheduler_worker.language is VARCHAR(64)
+MAX_LANGUAGE = 64
 MAX_HEARTBEAT_S = 3600.0
 MAX_CAPACITY = 10_000
 _OUTCOMES = {
@@ -58,6 +60,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                                       f"{MAX_HEARTBEAT_S:.0f} seconds")
         names = [name, request.language, request.hostname, *request.group_names,
                  *request.functions, *request.capabilities]
+        if len(request.language) > MAX_LANGUAGE:
+            raise InvalidRequestError("language", f"at most {MAX_LANGUAGE} characters")
         if any("\x00" in n or len(n) > MAX_NAME for n in names):
             raise InvalidRequestError("register", f"names must have no NUL characters and at "
                                       f"most {MAX_NAME} characters")
@@ -105,7 +109,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         """Record liveness; reply with the worker's status, the runs to stop, stale leases."""
         w = self._session(request.session)
         beat = await sessions.heartbeat(self.rt, w, convert.refs(request.running),
-                                        request.rss_bytes, request.draining, request.leaving)
+                                        max(0, request.rss_bytes), request.draining,
+                                        request.leaving)
         return worker_pb2.HeartbeatResponse(status=convert.worker_status(w.status),
                                             stop=convert.ref_msgs(beat.stop),
                                             heartbeat=w.heartbeat_s,

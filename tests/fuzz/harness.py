@@ -106,20 +106,9 @@ class KnownFault:
 #: the judge's rule for a Report applied with a result that is not JSON
 ACCEPTED_BAD_RESULT = "accepted a result that is not JSON"
 
+#: Faults found by fuzzing and not fixed yet (each with its own xfail test). Empty: the
+#: register-language-over-64 and report-result-not-json faults were fixed in the core.
 KNOWN_FAULTS: list[KnownFault] = [
-    KnownFault(
-        "register-language-over-64", "coordinator core (servicers/worker.py, workers.py)",
-        "Register accepts names of up to 255 characters, but scheduler_worker.language is "
-        "VARCHAR(64): PostgreSQL refuses the row (StringDataRightTruncation) and the call is "
-        "answered INTERNAL; Register should answer INVALID_ARGUMENT naming language",
-        lambda call, db, problem: (call.method == "Register" and problem == "INTERNAL"
-                                   and db == "postgres" and len(call.request.language) > 64)),
-    KnownFault(
-        "report-result-not-json", "coordinator core (servicers/worker.py, runs.py)",
-        "Report applies a COMPLETED run whose result is not JSON ('not json', 'NaN', '[[[' "
-        "unclosed) and stores it as the run's result; it should answer INVALID_ARGUMENT "
-        "naming reports[i].result (or end the run FAILED, as an over-limit result does)",
-        lambda call, db, problem: call.method == "Report" and problem == ACCEPTED_BAD_RESULT),
 ]
 
 
@@ -235,8 +224,13 @@ class FuzzApi:
             bad = [r for r in call.request.reports if (r.ref.task_id, r.ref.attempt) not in stale
                    and r.HasField("result") and r.status == common_pb2.RUN_STATUS_COMPLETED
                    and not strict_json(r.result)]
-            if bad and not self._excused(call, ACCEPTED_BAD_RESULT, excuse_known):
-                self.fail(call, f"Report {ACCEPTED_BAD_RESULT}: {bad[0].result[:200]!r}")
+            for r in bad:  # applied, so the run must have ended FAILED, never storing it
+                view = self.stubs["client"].GetTask(client_pb2.GetTaskRequest(
+                    ref=client_pb2.TaskRef(id=r.ref.task_id), all_runs=True))
+                stored = [run for run in view.runs if run.attempt == r.ref.attempt
+                          and run.run_result == r.result]
+                if stored and not self._excused(call, ACCEPTED_BAD_RESULT, excuse_known):
+                    self.fail(call, f"Report {ACCEPTED_BAD_RESULT}: {r.result[:200]!r}")
         results = []
         if call.method == "QueueTask":
             results = [reply]

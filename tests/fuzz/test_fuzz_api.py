@@ -286,14 +286,6 @@ def test_python_client_queue_task_returns_errors_never_raises(api):
 # -- faults found by fuzzing, fixed outside this suite's files ----------------------------------
 
 
-def _known(name: str) -> Any:
-    from tests.fuzz.harness import KNOWN_FAULTS
-
-    fault = next(f for f in KNOWN_FAULTS if f.name == name)  # its reason says it all
-    return pytest.mark.xfail(strict=False, reason=f"known fault {name}, for {fault.owner}")
-
-
-@_known("register-language-over-64")
 def test_register_with_a_long_language_is_invalid_argument(api):
     request = worker_pb2.RegisterRequest(worker_name="fz-long-language", language="a" * 65)
     code, reply = api.send(fz.Call("worker", "Register", request), excuse_known=False)
@@ -358,22 +350,23 @@ def _one_lease(api: FuzzApi, prefetch: bool = False) -> tuple[worker_pb2.WorkerS
     return reg.session, lease
 
 
-@_known("report-result-not-json")
-def test_a_report_whose_result_is_not_json_is_refused(api):
+def test_a_report_whose_result_is_not_json_ends_the_run_failed(api):
     for result in ("not json", "NaN", "[" * 5000):
         session, lease = _one_lease(api)
         report = worker_pb2.RunReport(ref=lease.ref, status=common_pb2.RUN_STATUS_COMPLETED,
                                       result=result)
-        api.send(fz.Call("worker", "Report", worker_pb2.ReportRequest(
+        code, _ = api.send(fz.Call("worker", "Report", worker_pb2.ReportRequest(
             session=session, reports=[report])), excuse_known=False)
+        assert code.name == "OK"
+        code, view = api.send(fz.Call("client", "GetTask", client_pb2.GetTaskRequest(
+            ref=client_pb2.TaskRef(id=lease.ref.task_id), all_runs=True)))
+        assert view.task.status == common_pb2.TASK_STATUS_FAILED
+        assert "ResultNotJSON" in view.runs[-1].traceback
 
 
-@pytest.mark.xfail(strict=False, reason="a lease twice is ABORTED: for the core (leasing.py)")
 def test_a_lease_listed_twice_is_invalid_argument(api):
-    """StartRuns and Release with one lease twice answer ABORTED 'tasks 1, 1: 1 no longer in
-    the expected status or attempt' (the batch's second compare-and-set misses); Report
-    answers INVALID_ARGUMENT 'reports: a lease is reported twice in one call', as these
-    should. ABORTED is a documented code, so the fuzz tests let it pass."""
+    """StartRuns and Release with one lease twice once answered ABORTED (the batch's second
+    compare-and-set missed); like Report, they answer INVALID_ARGUMENT."""
     for method in ("StartRuns", "Release"):
         session, lease = _one_lease(api, prefetch=True)
         request = fz.request_class("worker", method)(session=session, leases=[lease.ref] * 2)
