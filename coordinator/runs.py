@@ -257,7 +257,7 @@ async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
         rt, outcomes, lambda items: _finish_tx(rt, w.name, items),
         lambda item, exc: _abandon_tx(rt, w.name, item, exc), "report")
     settle(rt, rows, reported)
-    rt.leases.end_many(stale)
+    rt.leases.end_many(t for t, _ in stale)
     return rows, stale
 
 
@@ -298,7 +298,7 @@ async def time_out(rt: Runtime, overdue: Sequence[Row]) -> list[Row]:
         rows, stale, _failed = await isolated(
             rt, outcomes, lambda items, n=name: _finish_tx(rt, n, items),
             lambda item, exc, n=name: _abandon_tx(rt, n, item, exc), "timeout backstop")
-        rt.leases.end_many(stale)
+        rt.leases.end_many(t for t, _ in stale)
         settle(rt, rows)
         ended += rows
     return ended

@@ -89,6 +89,9 @@ class Tx:
         try:
             result = self.conn.execute(stmt, [_db_values(r) for r in rows])
         except sa.exc.IntegrityError as exc:
+            text = str(exc.orig).lower()
+            if "unique" not in text or "uuid" not in text:  # NOT NULL...: a bug, not a race
+                raise
             raise DuplicateUuidError("a uuid of this request is already in use") from exc
         return [r[0] for r in result]
 
@@ -292,8 +295,8 @@ class Tx:
     def runs_by_ref(self, refs: Iterable[tuple[int, int]]
                     ) -> dict[tuple[int, int], tuple[int, bool]]:
         """(run id, has live chunks) by (task_id, attempt), in one query."""
-        task_ids = sorted({t for t, _ in refs})
-        wanted = set(refs) if not isinstance(refs, set) else refs
+        wanted = set(refs)
+        task_ids = sorted({t for t, _ in wanted})
         if not task_ids:
             return {}
         out: dict[tuple[int, int], tuple[int, bool]] = {}
@@ -355,7 +358,10 @@ class Tx:
         if not ids:
             return {}
         o = schema.output.c
-        stmt = sa.select(o.run_id, sa.func.sum(sa.func.length(o.data))).where(
+        # length() counts characters on both databases; the limit is in bytes
+        size = (sa.func.octet_length(o.data) if self.is_postgres
+                else sa.func.length(sa.cast(o.data, sa.LargeBinary)))
+        stmt = sa.select(o.run_id, sa.func.sum(size)).where(
             o.run_id.in_(ids)).group_by(o.run_id)
         return {run_id: int(total or 0) for run_id, total in self.conn.execute(stmt)}
 
@@ -538,6 +544,11 @@ class Store:
         self._executor.shutdown(wait=True)
         if self._lock_conn is not None:
             with contextlib.suppress(sa.exc.DBAPIError):
+                # Unlock first: closing frees the lock only once the server process exits,
+                # a few milliseconds later, which a successor could otherwise run into.
+                self._lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"),
+                                        {"key": WRITER_LOCK_KEY})
+                self._lock_conn.commit()
                 self._lock_conn.close()
             self._lock_conn = None
         self.engine.dispose()

@@ -44,9 +44,6 @@ def test_run_ids_and_runs_by_ref(store, task_ids):
     assert store.transact(lambda tx: tx.runs_by_ref([])) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG store.runs_by_ref: declared Iterable, but a one-shot "
-                   "iterator is consumed building task_ids, so `wanted` is empty and it "
-                   "(and run_ids) returns {}")
 def test_runs_by_ref_accepts_any_iterable(store, task_ids):
     t1, _ = task_ids
     run_id = store.transact(lambda tx: tx.insert_runs([run_row(t1, 1)]))[0]
@@ -135,9 +132,6 @@ def test_chunk_bytes_and_delete_chunks(store, task_ids):
     assert [r["id"] for r in store.transact(lambda tx: tx.runs_of(t1, False))] == [r1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG store.chunk_bytes: sums SQL length(), which counts "
-                   "characters, not bytes, on both backends; output.append compares it with "
-                   "max_output_bytes, so multi-byte output is stored past the byte limit")
 def test_chunk_bytes_counts_bytes_of_multibyte_text(store, task_ids):
     t1, _ = task_ids
     run_id = store.transact(lambda tx: tx.insert_runs([run_row(t1, 1)]))[0]

@@ -49,8 +49,6 @@ def test_insert_tasks_duplicate_uuid_within_one_batch(store):
     assert store.transact(lambda tx: tx.existing_uuids(["twice"])) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG store.insert_tasks: every IntegrityError (NOT NULL, "
-                   "CHECK, FK) is reported as DuplicateUuidError 'a uuid ... is already in use'")
 def test_insert_tasks_reports_only_a_uuid_clash_as_duplicate_uuid(store):
     bad = task_row(row_over={"task_name": None})  # NOT NULL violated; no uuid is taken
     with pytest.raises(sa.exc.IntegrityError):
