@@ -31,6 +31,7 @@ check-protos: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	scripts/mypy_tree.sh
 	$(BIN)/mypy
 
 ## PostgreSQL server binaries for the PostgreSQL half of the suite.

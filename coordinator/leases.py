@@ -94,13 +94,13 @@ class Leases:
         return self._by_task.get(task_id)
 
     def stale(self, worker_id: int, refs: Iterable[Ref], beat_s: float,
-              tolerate_recent: bool = False) -> list[Ref]:
+              tolerate_recent: bool = False, now_mono: float | None = None) -> list[Ref]:
         """The refs this worker does not hold.
 
         With `tolerate_recent` (heartbeats), leases it reported moments ago are
         not stale: a heartbeat built before the report may still be on its way.
         """
-        recent = self._recent_of(worker_id, beat_s) if tolerate_recent else {}
+        recent = self._recent_of(worker_id, beat_s, now_mono) if tolerate_recent else {}
         out = []
         for task_id, attempt in refs:
             held = self._by_task.get(task_id)
@@ -128,11 +128,12 @@ class Leases:
                                       time.monotonic() if now_mono is None else now_mono)
         self._by_worker.setdefault(worker_id, set()).add(task_id)
 
-    def start(self, task_id: int) -> None:
+    def start(self, task_id: int, now_mono: float | None = None) -> None:
         """A prefetched lease started (ASSIGNED -> RUNNING committed)."""
         held = self._by_task.get(task_id)
         if held is not None:
-            held.started, held.granted = True, time.monotonic()
+            held.started = True
+            held.granted = time.monotonic() if now_mono is None else now_mono
 
     def request_stop(self, task_id: int, attempt: int) -> bool:
         """Mark a lease to be stopped; False when no such lease is held."""
@@ -147,7 +148,7 @@ class Leases:
         for held in self.of_worker(worker_id).values():
             held.stop_told = held.stop_told or held.stop
 
-    def end(self, task_id: int, reported: bool = False) -> None:
+    def end(self, task_id: int, reported: bool = False, now_mono: float | None = None) -> None:
         """Drop a lease that ended.
 
         One the worker itself reported stays tolerated for a few beats, since a
@@ -164,7 +165,8 @@ class Leases:
             if not mine:
                 del self._by_worker[held.worker_id]
         if reported:
-            self._recent.setdefault(held.worker_id, {})[(task_id, held.attempt)] = time.monotonic()
+            when = time.monotonic() if now_mono is None else now_mono
+            self._recent.setdefault(held.worker_id, {})[(task_id, held.attempt)] = when
 
     def end_many(self, task_ids: Iterable[int], reported: bool = False) -> None:
         """`end` for several leases."""
@@ -187,7 +189,8 @@ class Leases:
         """
         now = time.monotonic() if now_mono is None else now_mono
         listed = {t for t, _ in refs}
-        never, dropped = [], []
+        never: list[int] = []
+        dropped: list[int] = []
         for task_id in list(self._by_worker.get(worker_id, ())):
             held = self._by_task[task_id]
             if task_id in listed:
@@ -201,7 +204,7 @@ class Leases:
         return Orphans(never, dropped)
 
     def replace(self, rows: Sequence[Mapping[str, Any]], worker_ids: Mapping[str, int],
-                since: int | None = None) -> tuple[int, int]:
+                since: int | None = None, now_mono: float | None = None) -> tuple[int, int]:
         """Rebuild the copy from the leased task rows (the reconcile pass).
 
         `worker_ids` maps the names of live workers to their ids; rows of other
@@ -229,7 +232,7 @@ class Leases:
                 continue
             held = self._by_task.get(task_id)
             if held is None:
-                self.grant(worker_id, task_id, attempt, started)
+                self.grant(worker_id, task_id, attempt, started, now_mono)
                 held = self._by_task[task_id]
                 added += 1
             held.started = held.started or started
@@ -237,11 +240,12 @@ class Leases:
         self._changed = {t: seq for t, seq in self._changed.items() if seq > since}
         return added, len(removed)
 
-    def _recent_of(self, worker_id: int, beat_s: float) -> dict[Ref, float]:
+    def _recent_of(self, worker_id: int, beat_s: float,
+                   now_mono: float | None = None) -> dict[Ref, float]:
         recent = self._recent.get(worker_id)
         if not recent:
             return {}
-        now = time.monotonic()
+        now = time.monotonic() if now_mono is None else now_mono
         grace = RECENT_GRACE_BEATS * beat_s
         fresh = {k: t for k, t in recent.items() if now - t < grace}
         if fresh:

@@ -75,14 +75,15 @@ class Reaper:
             except Exception:
                 logger.exception("declaring worker dead failed worker=%s", w.name)
         if now_mono >= self.next_reconcile and self._has_sessions():
-            await self.reconcile(now)
+            await self.reconcile(now, now_mono)
             self.next_reconcile = now_mono + RECONCILE_INTERVAL_S
 
     def _has_sessions(self) -> bool:
         return bool(self.rt.registry.live_ids()) or self.passes == 0 or bool(
             self.rt.leases.count_all())
 
-    async def reconcile(self, now: dt.datetime | None = None) -> Findings:
+    async def reconcile(self, now: dt.datetime | None = None,
+                        now_mono: float | None = None) -> Findings:
         """Compare the rows with the live sessions and repair both (see the module doc)."""
         self.passes += 1
         beats = self.rt.registry.unflushed_beats()
@@ -114,7 +115,7 @@ class Reaper:
         if found.overdue:
             await runs.time_out(self.rt, found.overdue)
         added, removed = self.rt.leases.replace(
-            [r for r in leased if r["assigned_worker_name"] in live], live, since)
+            [r for r in leased if r["assigned_worker_name"] in live], live, since, now_mono)
         if added or removed:
             logger.warning("lease mirror repaired from the rows added=%d removed=%d", added,
                            removed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -296,8 +297,8 @@ async def time_out(rt: Runtime, overdue: Sequence[Row]) -> list[Row]:
         logger.warning("runs closed TIMEOUT by the coordinator worker=%s tasks=%s", name,
                        ",".join(str(o.task_id) for o in outcomes))
         rows, stale, _failed = await isolated(
-            rt, outcomes, lambda items, n=name: _finish_tx(rt, n, items),
-            lambda item, exc, n=name: _abandon_tx(rt, n, item, exc), "timeout backstop")
+            rt, outcomes, functools.partial(_finish_tx, rt, name),
+            functools.partial(_abandon_tx, rt, name), "timeout backstop")
         rt.leases.end_many(t for t, _ in stale)
         settle(rt, rows)
         ended += rows

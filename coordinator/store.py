@@ -52,7 +52,7 @@ _RUN_TIMES = ("start_time", "stop_time")
 _WORKER_TIMES = ("first_heartbeat", "last_heartbeat", "lost_at")
 
 
-def _row(mapping: Mapping[str, Any], times: Iterable[str]) -> Row:
+def _row(mapping: Mapping[Any, Any], times: Iterable[str]) -> Row:
     row = dict(mapping)
     for key in times:
         if key in row:

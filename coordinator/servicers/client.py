@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -122,7 +123,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         rows, token = await tasks.list_tasks(self.rt, statuses, filters, request.page_size,
                                              page_token)
         # A page ends early rather than exceed the message limit (tasks with big args).
-        page, budget = [], self._reply_budget()
+        page: list[Any] = []
+        budget = self._reply_budget()
         for row in rows:
             task = convert.task_to_proto(row)
             budget -= task.ByteSize() + TASK_FRAMING_BYTES

@@ -160,7 +160,7 @@ def fit_runs(reply: client_pb2.GetTaskResponse, budget: int) -> bool:
             keep = max(0, len(data) - excess - len(marker.encode()) - 16)
             marker = FIT_MARKER.format(n=len(data) - keep)
             setattr(run, name, marker + data[len(data) - keep:].decode(errors="ignore"))
-    return reply.ByteSize() <= budget
+    return bool(reply.ByteSize() <= budget)
 
 
 def worker_status(status: WorkerStatus | str) -> common_pb2.WorkerStatus.ValueType:
