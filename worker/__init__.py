@@ -27,6 +27,6 @@ child), so this file imports only context.py; it never imports the coordinator.
 
 from __future__ import annotations
 
-from taskgrid.worker.context import TaskContext, current_task
+from .context import TaskContext, current_task
 
 __all__ = ["TaskContext", "current_task"]

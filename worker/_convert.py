@@ -19,11 +19,12 @@ import grpc
 
 from taskgrid import __version__
 from taskgrid.v1 import common_pb2, worker_pb2
-from taskgrid.worker.capture import Chunk
-from taskgrid.worker.records import Command, LeaseKey, Outcome, RunResult, TaskRun
+
+from .capture import Chunk
+from .records import Command, LeaseKey, Outcome, RunResult, TaskRun
 
 if TYPE_CHECKING:
-    from taskgrid.worker.agent import AgentConfig
+    from .agent import AgentConfig
 
 STALE_LEASES_KEY = "taskgrid-stale-leases"
 COMMAND_CAPABILITY = "command"

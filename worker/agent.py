@@ -43,20 +43,21 @@ from dataclasses import dataclass, field
 import grpc
 
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from taskgrid.worker._convert import (
+
+from ._convert import (
     lease_keys,
     lease_ref,
     register_request,
     stale_keys,
     task_run_from_lease,
 )
-from taskgrid.worker.backoff import Backoff
-from taskgrid.worker.channel import ChannelSecurity, open_channel
-from taskgrid.worker.command import CommandPolicy
-from taskgrid.worker.delivery import DEFAULT_RPC_TIMEOUT_S, DeliveryMixin
-from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun, describe_leases
-from taskgrid.worker.reporter import Reporter
-from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, Pool
+from .backoff import Backoff
+from .channel import ChannelSecurity, open_channel
+from .command import CommandPolicy
+from .delivery import DEFAULT_RPC_TIMEOUT_S, DeliveryMixin
+from .records import LeaseKey, Outcome, RunResult, TaskRun, describe_leases
+from .reporter import Reporter
+from .runner import DEFAULT_KILL_GRACE_S, Pool
 
 logger = logging.getLogger(__name__)
 

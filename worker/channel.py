@@ -136,12 +136,12 @@ class _CallDetails(
         "_CallDetails",
         ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
     ),
-    grpc.ClientCallDetails,
+    grpc.ClientCallDetails,  # type: ignore[misc]  # grpc is untyped
 ):
     """A call's details with the token added to its metadata."""
 
 
-class _BearerToken(grpc.UnaryUnaryClientInterceptor):
+class _BearerToken(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Adds the bearer token to every call (the worker makes unary calls only)."""
 
     def __init__(self, token: str) -> None:

@@ -34,11 +34,11 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from taskgrid.worker.capture import FdRedirect
-from taskgrid.worker.command import CommandPolicy, command_env, run_command
-from taskgrid.worker.context import TaskContext, set_current_task
-from taskgrid.worker.records import Outcome, TaskRun
-from taskgrid.worker.registry import TaskFunction, load_tasks
+from .capture import FdRedirect
+from .command import CommandPolicy, command_env, run_command
+from .context import TaskContext, set_current_task
+from .records import Outcome, TaskRun
+from .registry import TaskFunction, load_tasks
 
 READY = "ready"
 ERROR = "error"

@@ -33,7 +33,7 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from taskgrid.worker.records import Command, Outcome
+from .records import Command, Outcome
 
 DEFAULT_STDERR_TAIL_LINES = 20
 """Last lines of a failed command's stderr quoted in its traceback."""

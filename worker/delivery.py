@@ -37,17 +37,18 @@ from typing import Any
 import grpc
 
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from taskgrid.worker._convert import chunk_to_pb, lease_keys, lease_ref, report_to_pb, stale_keys
-from taskgrid.worker.backoff import Backoff
-from taskgrid.worker.capture import Chunk
-from taskgrid.worker.records import LeaseKey, Outcome, RunResult, describe_leases
-from taskgrid.worker.reporter import (
+
+from ._convert import chunk_to_pb, lease_keys, lease_ref, report_to_pb, stale_keys
+from .backoff import Backoff
+from .capture import Chunk
+from .records import LeaseKey, Outcome, RunResult, describe_leases
+from .reporter import (
     DEFAULT_SERVER_ERROR_TRIES,
     Delivery,
     Reporter,
     StaleLeasesError,
 )
-from taskgrid.worker.runner import Pool
+from .runner import Pool
 
 # The agent's logger: these lines were always logged as the agent's, and log filters
 # and readers keyed on that name keep working.

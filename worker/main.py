@@ -35,23 +35,23 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from taskgrid.worker.agent import (
+from .agent import (
     DEFAULT_COORDINATOR,
     DEFAULT_GROUP,
     DEFAULT_HEARTBEAT,
     Agent,
     AgentConfig,
 )
-from taskgrid.worker.channel import (
+from .channel import (
     ENV_TLS_CA,
     ENV_TLS_CERT,
     ENV_TLS_KEY,
     ENV_TOKEN,
     load_security,
 )
-from taskgrid.worker.command import policy_from_flags
-from taskgrid.worker.registry import RegistryError, load_tasks
-from taskgrid.worker.runner import DEFAULT_KILL_GRACE_S, PoolError
+from .command import policy_from_flags
+from .registry import RegistryError, load_tasks
+from .runner import DEFAULT_KILL_GRACE_S, PoolError
 
 logger = logging.getLogger(__name__)
 

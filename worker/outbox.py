@@ -21,8 +21,8 @@ import re
 import threading
 from collections.abc import Iterable
 
-from taskgrid.worker.capture import Chunk
-from taskgrid.worker.records import LeaseKey, RunResult
+from .capture import Chunk
+from .records import LeaseKey, RunResult
 
 DEFAULT_MAX_BATCH_CHARS = 2 * 1024 * 1024
 """Output characters per call; keeps a batch under gRPC's default 4 MB limit."""

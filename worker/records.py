@@ -12,7 +12,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from taskgrid.worker.capture import Chunk, OutputBuffer
+from .capture import Chunk, OutputBuffer
 
 LeaseKey = tuple[int, int]
 """(task_id, attempt): names one lease and so one run."""

@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from taskgrid.worker.backoff import Backoff
-from taskgrid.worker.capture import Chunk
-from taskgrid.worker.outbox import Outbox
-from taskgrid.worker.records import ActiveRun, LeaseKey, RunResult, TaskRun, describe_leases
+from .backoff import Backoff
+from .capture import Chunk
+from .outbox import Outbox
+from .records import ActiveRun, LeaseKey, RunResult, TaskRun, describe_leases
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from taskgrid.worker.capture import OutputBuffer
-from taskgrid.worker.child import DONE, ERROR, READY, ChildProcess, describe_exit
-from taskgrid.worker.command import CommandPolicy
-from taskgrid.worker.records import ActiveRun, LeaseKey, Outcome, RunResult, TaskRun
+from .capture import OutputBuffer
+from .child import DONE, ERROR, READY, ChildProcess, describe_exit
+from .command import CommandPolicy
+from .records import ActiveRun, LeaseKey, Outcome, RunResult, TaskRun
 
 logger = logging.getLogger(__name__)
 
