@@ -98,6 +98,8 @@ async def queue_job(
             for t, w in edges])
         return ids, {}
 
+    if edges:
+        rt.deps_possible = True  # before the edges exist: no claim may skip their check
     try:
         ids, problems = await rt.store.run(write)
     except DuplicateUuidError:

@@ -104,7 +104,8 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
         if not w.alive:  # declared dead while this claim waited for the store: claim nothing
             return [], [], None
         now = rt.clock.now()
-        rows = tx.due_tasks(w.group_names, sorted(w.functions), now, n, w.name)
+        rows = tx.due_tasks(w.group_names, sorted(w.functions), now, n, w.name,
+                            rt.deps_possible)
         # The start is stamped after the rows were read: a run never starts before the
         # report that released it (a dependency) was written, even on PostgreSQL where
         # another transaction may commit between `now` and the read.
@@ -122,7 +123,7 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
         by_id = {r["id"]: r for r in rows}
         ended = [after(by_id[tr.task_id], tr) for tr in expired]
         next_due = None if picked else tx.next_due_time(w.group_names, sorted(w.functions),
-                                                          w.name)
+                                                          w.name, rt.deps_possible)
         return granted, ended, next_due
 
     granted, ended, next_due = await rt.store.run(claim)

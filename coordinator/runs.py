@@ -134,7 +134,7 @@ def _finish_tx(rt: Runtime, worker_name: str, outcomes: Sequence[Outcome]
         tx.apply(trs)
         _close_runs(tx, [o for _, o in decided], now, rt.config.max_output_bytes)
         done = [tr.task_id for tr in trs if tr.target is TaskStatus.COMPLETED]
-        if done:
+        if done and rt.deps_possible:
             tx.release_dependents(done)
         return [after(tasks[tr.task_id], tr) for tr in trs], stale
     return apply

@@ -34,6 +34,9 @@ class Runtime:
     registry: Registry = dataclasses.field(init=False)
     timers: Timers = dataclasses.field(init=False)
     reaper: Reaper = dataclasses.field(init=False)
+    #: some dependency edge may be unmet (loaded at start; set by jobs.py before it writes
+    #: edges): while False, claims skip the prerequisite check and reports skip the release
+    deps_possible: bool = True
     #: the in-memory lease mirror (its only writer is leases.Leases' API)
     leases: Leases = dataclasses.field(default_factory=Leases)
     #: wakes the reaper early (a timer moved closer, the clock was moved, a worker went silent)

@@ -106,20 +106,29 @@ class Tx:
 
     def due_tasks(
         self, groups: Sequence[str], functions: Sequence[str], now: Any, limit: int,
-        worker_name: str = "",
+        worker_name: str = "", deps: bool = True,
     ) -> list[Row]:
-        """Due tasks this worker may run, best first, locked for this transaction."""
-        stmt = _DUE_SKIP_LOCKED if self.is_postgres else _DUE
+        """Due tasks this worker may run, best first, locked for this transaction.
+
+        `deps=False` skips the unmet-prerequisite check: only for a database known to
+        hold no unmet dependency edge (it costs a subquery per candidate row).
+        """
+        stmt = _DUE_STATEMENTS[(self.is_postgres, deps)]
         params = {"groups": list(groups), "functions": list(functions), "now": to_db(now),
                   "limit": limit, "queued": TaskStatus.QUEUED.value, "worker_name": worker_name}
         return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt, params).mappings()]
 
     def next_due_time(self, groups: Sequence[str], functions: Sequence[str],
-                      worker_name: str = "") -> Any:
+                      worker_name: str = "", deps: bool = True) -> Any:
         """The earliest next_run_time among queued tasks this worker may run, or None."""
         params = {"groups": list(groups), "functions": list(functions),
                   "queued": TaskStatus.QUEUED.value, "worker_name": worker_name}
-        return from_db(self.conn.execute(_NEXT_DUE, params).scalar())
+        return from_db(self.conn.execute(_NEXT_DUE[deps], params).scalar())
+
+    def has_unmet_deps(self) -> bool:
+        """True when some dependency edge still waits (so claims must check prerequisites)."""
+        stmt = sa.select(schema.deps.c.id).where(schema.deps.c.can_visit.is_(False)).limit(1)
+        return self.conn.execute(stmt).first() is not None
 
     # -- dependencies, expiry, broadcast ---------------------------------------
 
@@ -139,9 +148,7 @@ class Tx:
         """Mark edges waiting on these (now COMPLETED for good) tasks as met."""
         if not task_ids:
             return 0
-        d = schema.deps.c
-        result = self.conn.execute(sa.update(schema.deps).where(
-            d.task_child.in_(list(task_ids)), d.can_visit.is_(False)).values(can_visit=True))
+        result = self.conn.execute(_RELEASE_DEPS, {"ids": list(task_ids)})
         return int(result.rowcount)
 
     def overdue_for_expiry(self, now: Any, limit: int = 1000) -> list[Row]:
@@ -427,23 +434,36 @@ _UNMET_DEPS = sa.exists().where(schema.deps.c.task_parent == schema.task.c.id,
                                 schema.deps.c.can_visit.is_(False))
 #: What a worker may claim: queued, enabled, its group, its function, no unmet prerequisite,
 #: not a broadcast parent (the coordinator fans those out), not a child meant for another.
-_DUE_WHERE = (
+_DUE_WHERE_ANY = (
     schema.task.c.status == sa.bindparam("queued"),
     schema.task.c.enabled.is_(True),
     schema.task.c.group_name.in_(sa.bindparam("groups", expanding=True)),
     schema.task.c.function_name.in_(sa.bindparam("functions", expanding=True)),
     schema.task.c.broadcast.is_(False),
     schema.task.c.target_worker_name.in_(["", sa.bindparam("worker_name")]),
-    ~_UNMET_DEPS,
 )
-_DUE = (
-    sa.select(schema.task)
-    .where(*_DUE_WHERE, schema.task.c.next_run_time <= sa.bindparam("now"))
-    .order_by(schema.task.c.priority.desc(), schema.task.c.next_run_time, schema.task.c.id)
-    .limit(sa.bindparam("limit"))
-)
-_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
-_NEXT_DUE = sa.select(sa.func.min(schema.task.c.next_run_time)).where(*_DUE_WHERE)
+_DUE_WHERE = (*_DUE_WHERE_ANY, ~_UNMET_DEPS)
+
+
+def _due(where: tuple[Any, ...]) -> sa.Select[Any]:
+    return (sa.select(schema.task)
+            .where(*where, schema.task.c.next_run_time <= sa.bindparam("now"))
+            .order_by(schema.task.c.priority.desc(), schema.task.c.next_run_time,
+                      schema.task.c.id)
+            .limit(sa.bindparam("limit")))
+
+
+#: (PostgreSQL, check prerequisites) -> the claim's SELECT
+_DUE_STATEMENTS = {
+    (False, True): _due(_DUE_WHERE), (False, False): _due(_DUE_WHERE_ANY),
+    (True, True): _due(_DUE_WHERE).with_for_update(skip_locked=True),
+    (True, False): _due(_DUE_WHERE_ANY).with_for_update(skip_locked=True),
+}
+_NEXT_DUE = {deps: sa.select(sa.func.min(schema.task.c.next_run_time)).where(*where)
+             for deps, where in ((True, _DUE_WHERE), (False, _DUE_WHERE_ANY))}
+_RELEASE_DEPS = sa.update(schema.deps).where(
+    schema.deps.c.task_child.in_(sa.bindparam("ids", expanding=True)),
+    schema.deps.c.can_visit.is_(False)).values(can_visit=True)
 _LEASED_STATUSES = sorted(s.value for s in LEASED_TASK_STATUSES)
 _LEASED = sa.select(
     schema.task.c.id, schema.task.c.attempt, schema.task.c.assigned_worker_name,

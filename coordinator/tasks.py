@@ -10,7 +10,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskgrid.coordinator import lifecycle, output
-from taskgrid.coordinator.errors import DuplicateUuidError, TaskNotFoundError
+from taskgrid.coordinator.errors import (
+    DuplicateUuidError,
+    TaskNotFoundError,
+    TransitionConflictError,
+)
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -75,16 +79,20 @@ async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[st
     if ready is None:
         return answers
 
-    def insert(tx: Tx) -> list[int] | set[str]:
-        taken = tx.existing_uuids(r["uuid"] for r in ready)
-        return taken if taken else tx.insert_tasks(ready)
-
-    try:
-        result = await rt.store.run(insert)
-    except DuplicateUuidError:
-        # A concurrent call took a uuid between our check and our insert (PostgreSQL
-        # runs them side by side): say which, as the check would have.
-        result = await rt.store.run(lambda tx: tx.existing_uuids(r["uuid"] for r in ready))
+    result: list[int] | set[str] = set()
+    for _ in range(2):
+        try:  # the unique index is the check: no SELECT on the usual path
+            result = await rt.store.run(lambda tx: tx.insert_tasks(ready))
+            break
+        except DuplicateUuidError:
+            # Say which uuids are taken (nothing was written); none means the clashing
+            # insert rolled back meanwhile: try once more.
+            result = await rt.store.run(lambda tx: tx.existing_uuids(r["uuid"] for r in ready))
+            if result:
+                break
+    if not result:
+        raise TransitionConflictError("a concurrent call kept taking and releasing a uuid of "
+                                      "this request; try again")
     if isinstance(result, set):
         return [Queued(errors={"uuid": "already in use"} if r["uuid"] in result else {})
                 for r in ready]

@@ -143,3 +143,18 @@ def test_due_broadcasts_locks_and_skips_on_postgres(store, tasks, open_store):
         return mine, theirs, lockable(other, [parent])
 
     assert store.transact(both) == ([parent], [], set())
+
+
+def test_has_unmet_deps_and_claims_that_skip_the_prerequisite_check(store, tasks):
+    parent, child = tasks.add_many(2)
+    assert store.transact(lambda tx: tx.has_unmet_deps()) is False
+    store.transact(lambda tx: tx.insert_deps([edge(parent, child)]))
+    assert store.transact(lambda tx: tx.has_unmet_deps()) is True
+    # With the check, the waiting parent is not due; without it (only ever used when no edge
+    # is unmet), the claim does not look at edges at all.
+    assert due_ids(store) == [child]
+    unchecked = store.transact(lambda tx: tx.due_tasks(["main"], ["f"], NOW, 100, "", False))
+    assert [r["id"] for r in unchecked] == [parent, child]
+    assert store.transact(lambda tx: tx.next_due_time(["main"], ["f"], "", False)) is not None
+    store.transact(lambda tx: tx.release_dependents([child]))
+    assert store.transact(lambda tx: tx.has_unmet_deps()) is False
