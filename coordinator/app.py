@@ -110,7 +110,7 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
             "could run code on your workers. Give tokens (--tokens-file or "
             "TASKGRID_{CLIENT,WORKER,ADMIN}_TOKENS) or pass --insecure")
     credentials = _server_credentials(config)
-    store = Store(config.db_url)
+    store = Store(config.db_url, durable=config.durable)
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(None, store.lock_writer)

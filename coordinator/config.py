@@ -43,6 +43,8 @@ class CoordinatorConfig:
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     worker_retention_s: float = DEFAULT_WORKER_RETENTION_S
+    #: SQLite: fsync every commit (survives a power loss), at a cost per transaction
+    durable: bool = False
     tokens_file: str | None = None
     insecure: bool = False
     tls_cert: str | None = None

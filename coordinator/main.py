@@ -49,6 +49,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="largest gRPC message")
     p.add_argument("--worker-retention", type=float, default=cfg.DEFAULT_WORKER_RETENTION_S,
                    help="seconds a dead worker stays listed before its row is removed")
+    p.add_argument("--durable", action="store_true",
+                   help="SQLite: fsync every commit (synchronous=FULL), so a power loss loses "
+                   "nothing committed; the default (synchronous=NORMAL) is safe against a "
+                   "crash of the process or the coordinator, not of the machine")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -84,7 +88,7 @@ def main(argv: list[str]) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         max_args_bytes=args.max_args_bytes, max_result_bytes=args.max_result_bytes,
         max_output_bytes=args.max_output_bytes, max_message_bytes=args.max_message_bytes,
-        worker_retention_s=args.worker_retention)
+        worker_retention_s=args.worker_retention, durable=args.durable)
     try:
         asyncio.run(serve(config))
     except (ConfigError, TokenError) as exc:

@@ -506,14 +506,22 @@ def _run_update_statement(keys: tuple[str, ...]) -> sa.Update:
 class Store:
     """The database: engine, migrations and the executor transactions run on."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, durable: bool = False) -> None:
+        """Open (not yet migrate) the database at `url`.
+
+        `durable` makes SQLite fsync every commit (synchronous=FULL): safe against a
+        power loss, not only a process crash (the default, synchronous=NORMAL in WAL
+        mode). PostgreSQL follows its own synchronous_commit setting.
+        """
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine = sa.create_engine(
                 url, connect_args={"check_same_thread": False, "timeout": 30},
                 poolclass=sa.pool.StaticPool)
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sync = "FULL" if durable else "NORMAL"
+            sa.event.listen(self.engine, "connect",
+                            lambda conn, record: _sqlite_pragmas(conn, sync))
             threads = 1
         else:
             self.engine = sa.create_engine(url, pool_size=DEFAULT_PG_POOL_SIZE, max_overflow=4,
@@ -666,10 +674,10 @@ def _first_line(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, synchronous: str) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

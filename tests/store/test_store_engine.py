@@ -183,3 +183,16 @@ def test_writer_lock_on_sqlite_records_the_owner_pid(store, db_url):
     with open(path, encoding="ascii") as f:
         assert f.read() == f"{os.getpid()}\n"
     assert store.check_writer()
+
+
+def test_durable_sqlite_fsyncs_every_commit(tmp_path):
+    import sqlalchemy as sa
+
+    from taskgrid.coordinator.store import Store
+    for durable, expected in ((False, 1), (True, 2)):  # PRAGMA synchronous: NORMAL=1, FULL=2
+        s = Store(f"sqlite:///{tmp_path / f'd{durable}.sqlite'}", durable=durable)
+        try:
+            with s.engine.connect() as conn:
+                assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == expected
+        finally:
+            s.close()
