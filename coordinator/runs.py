@@ -331,20 +331,21 @@ def _lose_tx(rt: Runtime, name: str, refs: Sequence[Ref] | None, reason: str,
                          for t in mine if t["status"] == TaskStatus.RUNNING], now,
                     rt.config.max_output_bytes)
         if mark_dead is not None:
-            tx.update_workers([(mark_dead, {"alive": False, "lost_at": now})])
+            tx.mark_worker_dead(mark_dead, now)
         return [after(t, tr) for t, tr in zip([*mine, *children], trs, strict=True)], []
     return apply
 
 
 async def lose(rt: Runtime, name: str, reason: str, refs: Sequence[Ref] | None = None,
-               mark_dead: int | None = None) -> list[Row]:
+               mark_dead: int | None = None, now: dt.datetime | None = None) -> list[Row]:
     """Give back leases of a lost worker, read from the rows (all, or just `refs`).
 
     Started runs are closed FAILED with a traceback naming the worker; the task
     goes back to QUEUED with its counters untouched, or ends FAILED once it has
-    lost too many workers in a row (lifecycle.lose_worker).
+    lost too many workers in a row (lifecycle.lose_worker). `now` is the worker row's
+    lost_at when `mark_dead` is given.
     """
-    now = rt.clock.now()
+    now = rt.clock.now() if now is None else now
     rows, _, failed = await isolated(
         rt, [None], lambda _: _lose_tx(rt, name, refs, reason, mark_dead, now), None,
         f"lose worker {name}")
@@ -356,8 +357,7 @@ async def lose(rt: Runtime, name: str, reason: str, refs: Sequence[Ref] | None =
             rt, list(leased), lambda items: _lose_tx(rt, name, items, reason, None, now), None,
             f"lose worker {name}")
         if mark_dead is not None:
-            await rt.store.run(lambda tx: tx.update_workers(
-                [(mark_dead, {"alive": False, "lost_at": now})]))
+            await rt.store.run(lambda tx: tx.mark_worker_dead(mark_dead, now))
         if bad:
             logger.error("leases not given back worker=%s tasks=%s", name,
                          ",".join(str(t) for t, _ in bad))

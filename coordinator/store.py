@@ -423,6 +423,13 @@ class Tx:
         for worker_id, values in updates:
             self.conn.execute(sa.update(w).where(w.c.id == worker_id).values(_db_values(values)))
 
+    def mark_worker_dead(self, worker_id: int, lost_at: Any) -> bool:
+        """Mark a live worker row dead, once: a dead row keeps its first lost_at."""
+        w = schema.worker.c
+        result = self.conn.execute(sa.update(schema.worker).where(
+            w.id == worker_id, w.alive.is_(True)).values(alive=False, lost_at=to_db(lost_at)))
+        return bool(result.rowcount == 1)
+
     def touch_workers(self, beats: Sequence[tuple[int, Any, int]]) -> None:
         """Write (id, last_heartbeat, rss_bytes) of live workers in one executemany."""
         if beats:

@@ -277,7 +277,8 @@ class Registry:
         """The worker is gone: its row turns dead with its leases taken back, in one commit."""
         w.alive = False
         w.notify()
-        await runs.lose(self.rt, w.name, reason, mark_dead=w.id)
+        lost_at = self.rt.clock.now()  # the row's lost_at and the purge timer agree
+        await runs.lose(self.rt, w.name, reason, mark_dead=w.id, now=lost_at)
         self.rt.leases.drop_worker(w.id)
-        self.rt.timers.note_lost_worker(self.rt.clock.now())
+        self.rt.timers.note_lost_worker(lost_at)
         logger.info("worker gone worker=%s reason=%s", w.name, reason)

@@ -88,3 +88,12 @@ def test_lost_workers_purge(store):
         "live", "recent"]
     assert store.transact(lambda tx: tx.delete_lost_workers(NOW + HOUR)) == ["recent"]
     assert store.transact(lambda tx: tx.earliest_lost_worker()) is None
+
+
+def test_mark_worker_dead_keeps_the_first_lost_at(store):
+    wid = store.transact(lambda tx: tx.save_worker(None, worker_row("w")))
+    assert store.transact(lambda tx: tx.mark_worker_dead(wid, NOW + HOUR)) is True
+    # a second pass (the reaper racing a declared death) changes nothing
+    assert store.transact(lambda tx: tx.mark_worker_dead(wid, NOW + 2 * HOUR)) is False
+    row = store.transact(lambda tx: tx.worker_by_name("w"))
+    assert row["alive"] is False and row["lost_at"] == NOW + HOUR
