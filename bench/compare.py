@@ -4,6 +4,7 @@ Usage: .venv/bin/python bench/compare.py [--tasks N] [--rounds R] [--only SYSTEM
                                          [--phase PHASE ...] [--samples S] [--gap-s G]
                                          [--producers P] [--producer-procs K] [--batch B]
                                          [--tg-concurrency C] [--huey-fsync default|off]
+       .venv/bin/python bench/compare.py --report /tmp/taskgrid-compare-*/results.json
 
 Workload: N trivial tasks, 2 worker processes, one producer, all on this machine (loopback).
 Systems: taskgrid on SQLite and on PostgreSQL (coordinator + 2 workers x C slots), Celery 5
@@ -49,6 +50,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from bench.peers import systems  # noqa: E402
+from bench.peers.snapshot import Snapshot  # noqa: E402
 
 DRIVER = HERE / "peers" / "driver.py"
 REQUIREMENTS = HERE / "peers" / "requirements.txt"
@@ -70,12 +72,16 @@ BENCH_CALLS = {"ListWorkers"}
 DURABILITY = {
     "taskgrid": "SQLite WAL, synchronous=NORMAL: a commit survives a process crash, not a "
                 "power loss",
+    "taskgrid-durable": "SQLite WAL, synchronous=FULL (coordinator --durable): a commit "
+                        "survives a power loss",
     "taskgrid-pg": "PostgreSQL, synchronous_commit=on, fsync=off: a commit survives any "
                    "process crash, not a power loss",
     "celery": "Redis with no persistence (--save '' --appendonly no): a Redis crash loses "
               "every queued task; Celery acks a task when a worker receives it",
     "huey": "SqliteHuey defaults: WAL, synchronous=FULL (fsync on every commit, power-loss "
             "safe); a task leaves the queue when a worker takes it",
+    "huey-fsync-off": "SqliteHuey with fsync=False: WAL, synchronous=OFF (survives a process "
+                      "crash, not a power loss); a task leaves the queue when a worker takes it",
 }
 
 
@@ -138,7 +144,7 @@ class Driver:
     def __init__(self, run: systems.Running, cfg: dict[str, Any]) -> None:
         self.log = open(run.folder / "driver.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [run.driver_python, str(DRIVER), json.dumps(cfg)], cwd=REPO, env=run.env,
+            [run.driver_python, str(DRIVER), json.dumps(cfg)], cwd=run.folder, env=run.env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
             start_new_session=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -183,7 +189,8 @@ def run_phase(system: str, phase: str, folder: Path, args: argparse.Namespace,
            "gap_s": args.gap_s, "producers": args.producers,
            "producer_procs": args.producer_procs, "timeout_s": args.phase_timeout_s}
     run = systems.start(system, phase, folder, redis=services.get("redis"),
-                        postgres=services.get("postgres"), tg_concurrency=args.tg_concurrency,
+                        postgres=services.get("postgres"), code=services.get("code"),
+                        tg_concurrency=args.tg_concurrency, tg_durable=args.tg_durable,
                         huey_fsync=args.huey_fsync)
     result: dict[str, Any] = {}
     try:
@@ -240,6 +247,8 @@ def figures(phase: str, r: dict[str, Any], args: argparse.Namespace) -> dict[str
                        coord_us=r["coord_cpu_s"] / n * 1e6, server_us=r["server_cpu_s"] / n * 1e6)
         else:
             out.update(coord_us_per_call=r["coord_cpu_s"] / r["calls"] * 1e6)
+    if phase != "latency":
+        out["client_us"] = r["driver_cpu_s"] / n * 1e6
     out["foreign_cores"] = r["foreign_cores"]
     c = r.get("counters") or {}
     if "transactions" in c:
@@ -276,6 +285,9 @@ ROWS = [  # (phase, figure, label, higher is better, decimals)
     ("producers", "call_p99", "50 producers: enqueue call p99 (ms)", False, 2),
     ("producers", "e2e_rate", "50 producers: tasks/s, first call to last completion", True, 0),
     ("burn_batch", "server_us", "CPU of all server processes per task, batch burn-down (us)",
+     False, 0),
+    ("burn_batch", "client_us", "producer CPU per task, batch burn-down (us)", False, 0),
+    ("burn_single", "client_us", "producer CPU per enqueue call, one call per task (us)",
      False, 0),
 ]
 
@@ -315,18 +327,25 @@ def report(m: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
            per_round: dict[str, Any], info: dict[str, str]) -> str:
     out: list[str] = []
     present = [s for s in systems.SYSTEMS if s in m]
-    out.append(f"taskgrid compare: commit {info['commit']}, {info['date']}, "
-               f"{args.rounds} round(s), N={args.tasks}, wall {info['wall']}")
+    out.append(f"taskgrid compare, {info['date']}, {args.rounds} round(s), N={args.tasks}, "
+               f"wall {info['wall']}")
+    out.append(f"taskgrid measured: {info.get('code', 'not run')}; bench at {info['commit']}")
     out.append(f"workload: {args.tasks} trivial tasks per burn-down (batches of {args.batch}), "
                f"{args.samples} latency samples with {args.gap_s * 1000:.0f} ms idle gaps, "
                f"{args.producers} producers in {args.producer_procs} processes; "
                f"taskgrid workers 2 x {args.tg_concurrency} slots; figures are medians of "
                f"rounds")
     out.append("durability:")
-    for name, text in DURABILITY.items():
-        if any(s.startswith(name) for s in present):
-            extra = info.get(f"durability-{name}", "")
-            out.append(f"  {name}: {text}{' [' + extra + ']' if extra else ''}")
+    for name in ("taskgrid", "taskgrid-pg", "celery", "huey"):
+        if not any(s == name or s.startswith(f"{name}-") and name == "celery" for s in present):
+            continue
+        key = name
+        if name == "huey" and args.huey_fsync == "off":
+            key = "huey-fsync-off"
+        if name == "taskgrid" and getattr(args, "tg_durable", False):
+            key = "taskgrid-durable"
+        extra = info.get(f"durability-{name}", "")
+        out.append(f"  {name}: {DURABILITY[key]}{' [' + extra + ']' if extra else ''}")
     out.append("")
     out.append("Medians")
     rows = []
@@ -454,9 +473,17 @@ def parse_args() -> argparse.Namespace:
                    help="processes the producers are spread over (threads within)")
     p.add_argument("--batch", type=int, default=1000, help="tasks per batch enqueue call")
     p.add_argument("--tg-concurrency", type=int, default=8, help="slots per taskgrid worker")
-    p.add_argument("--huey-fsync", choices=("default", "off"), default="default")
+    p.add_argument("--huey-fsync", choices=("default", "off"), default="default",
+                   help="off: SqliteHuey(fsync=False), synchronous=OFF")
+    p.add_argument("--tg-durable", action="store_true",
+                   help="taskgrid on SQLite with the coordinator's --durable "
+                        "(synchronous=FULL)")
+    p.add_argument("--rev", help="measure this committed revision of taskgrid (git archive) "
+                   "instead of the work tree as it is when the run starts")
     p.add_argument("--phase-timeout-s", type=float, default=0.0,
                    help="bound of each wait in a phase (default 120 s + N / 50 per s)")
+    p.add_argument("--report", metavar="RESULTS_JSON",
+                   help="print the report of a saved run again (no measuring)")
     args = p.parse_args()
     if args.phase_timeout_s <= 0:
         args.phase_timeout_s = 120.0 + args.tasks / 50
@@ -477,6 +504,8 @@ def interrupted(signum: int, frame: Any) -> None:
 
 def main() -> int:
     args = parse_args()
+    if args.report:
+        return reprint(args.report)
     chosen = [s for s in systems.SYSTEMS if not args.only or s in args.only]
     plan = {s: [p for p in PHASES[s] if not args.phase or p in args.phase] for s in chosen}
     plan = {s: ps for s, ps in plan.items() if ps}
@@ -488,6 +517,9 @@ def main() -> int:
                                                         for s, ps in plan.items()}
     started = time.monotonic()
     try:
+        if any(s.startswith("taskgrid") for s in plan):
+            services["code"] = Snapshot(folder / "code", args.rev)
+            info["code"] = services["code"].describe()
         if any(s in PEERS for s in plan):
             ensure_peers_venv()
             ensure_redis_server()
@@ -525,15 +557,30 @@ def main() -> int:
         for name in ("redis", "postgres"):
             if name in services:
                 services[name].stop()
+    info["wall"] = f"{(time.monotonic() - started) / 60:.1f} min"
+    saved = folder / "results.json"
+    saved.write_text(json.dumps({"args": vars(args), "info": info, "raw": raw}, indent=1))
+    print(render(args, raw, info))
+    print(f"(logs and raw results in {folder}; `--report {saved}` prints this again)")
+    return 0
+
+
+def render(args: argparse.Namespace, raw: dict[str, Any], info: dict[str, str]) -> str:
     per_round = {s: {p: [figures(p, r, args) for r in rs] for p, rs in ph.items()}
                  for s, ph in raw.items()}
-    (folder / "results.json").write_text(json.dumps({"args": vars(args), "raw": raw}, indent=1))
-    wall = time.monotonic() - started
-    info["wall"] = f"{wall / 60:.1f} min"
-    print(report(medians(per_round), args, raw, per_round, info))
-    print(f"(logs and raw results in {folder})")
+    return report(medians(per_round), args, raw, per_round, info)
+
+
+def reprint(path: str) -> int:
+    """The report of a saved run (results.json), from its raw per-round results."""
+    saved = json.loads(Path(path).read_text())
+    print(render(argparse.Namespace(**saved["args"]), saved["raw"], saved["info"]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: every process the bench started has been stopped")
+        sys.exit(130)

@@ -336,7 +336,7 @@ def produce(cfg: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    sys.path.insert(0, REPO)
+    sys.path.append(REPO)  # for bench.peers; last, so taskgrid comes from PYTHONPATH's copy
     if sys.argv[1] == "--produce":
         produce(json.loads(sys.argv[2]))
         return

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .snapshot import Snapshot
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PEERS_VENV = HERE / ".venv"
@@ -186,8 +188,10 @@ def kill_group(proc: subprocess.Popen[Any], sig: int | None) -> None:
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None,
           stdout: int | IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """A process in its own session, in the phase's folder (never the work tree, whose
+    `taskgrid/` would shadow the snapshot), its output in `log`."""
     out = open(log, "wb")  # noqa: SIM115
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=stdout or out,
+    return subprocess.Popen(argv, cwd=log.parent, env=env, stdout=stdout or out,
                             stderr=out if stdout else subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -246,10 +250,11 @@ class Running:
         return {"transactions": int(m.group(1)), "calls": {k: int(v) for k, v in calls.items()}}
 
 
-def _taskgrid(run: Running, db_url: str, workers: int, concurrency: int) -> None:
+def _taskgrid(run: Running, db_url: str, workers: int, concurrency: int,
+              coordinator_flags: list[str]) -> None:
     coord = spawn([sys.executable, "-m", "taskgrid", "coordinator", "--db", db_url,
-                   "--listen", "127.0.0.1:0"], run.folder / "coordinator.log",
-                  stdout=subprocess.PIPE)
+                   "--listen", "127.0.0.1:0", *coordinator_flags],
+                  run.folder / "coordinator.log", run.env, stdout=subprocess.PIPE)
     run.coordinator = coord
     assert coord.stdout is not None
     line = coord.stdout.readline().decode()
@@ -261,27 +266,33 @@ def _taskgrid(run: Running, db_url: str, workers: int, concurrency: int) -> None
         run.procs.append(spawn(
             [sys.executable, "-m", "taskgrid", "worker", "--tasks", str(TG_TASKS),
              "--coordinator", address, "--name", f"compare-w{i}", "--concurrency",
-             str(concurrency), "--log-level", "WARNING"], run.folder / f"worker{i}.log"))
+             str(concurrency), "--log-level", "WARNING"], run.folder / f"worker{i}.log",
+            run.env))
     run.config.update(address=address, db_url=db_url, workers=workers)
 
 
 def start(system: str, phase: str, folder: Path, *, redis: Redis | None,
-          postgres: Postgres | None, tg_concurrency: int, huey_fsync: str) -> Running:
-    """Fresh processes of `system` for one phase."""
+          postgres: Postgres | None, code: Snapshot | None, tg_concurrency: int,
+          tg_durable: bool, huey_fsync: str) -> Running:
+    """Fresh processes of `system` for one phase (taskgrid's from the run's `code`)."""
     folder.mkdir(parents=True)
     kind = "taskgrid" if system.startswith("taskgrid") else system.split("-")[0]
     python = sys.executable if kind == "taskgrid" else str(PEERS_PYTHON)
     run = Running(system, folder, python, {"kind": kind})
+    if kind == "taskgrid":
+        assert code is not None
+        run.env = code.env
     try:
         if system == "taskgrid":
             workers = 0 if phase == "enqueue_only" else 2
-            _taskgrid(run, f"sqlite:///{folder / 'tg.sqlite'}", workers, tg_concurrency)
+            _taskgrid(run, f"sqlite:///{folder / 'tg.sqlite'}", workers, tg_concurrency,
+                      ["--durable"] if tg_durable else [])
         elif system == "taskgrid-pg":
             assert postgres is not None
             name = postgres.cluster.create_database()
             run.cleanup.append(lambda: postgres.cluster.drop_database(name))
             run.extra_roots.append(postgres.postmaster())
-            _taskgrid(run, postgres.cluster.url(name), 2, tg_concurrency)
+            _taskgrid(run, postgres.cluster.url(name), 2, tg_concurrency, [])
         else:
             assert redis is not None
             redis.flush()
