@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 Ref = tuple[int, int]
 T = TypeVar("T")
+#: the output kept of a run whose outcome could not be applied
+ABANDONED_OUTPUT = "[taskgrid: output not kept: the run's outcome could not be applied]\n"
 #: a transaction body that returns the task rows after, and the stale refs
 Apply = Callable[[Tx], tuple[list[Row], list[Ref]]]
 
@@ -151,8 +153,13 @@ def _abandon_tx(rt: Runtime, worker_name: str, o: Outcome, error: BaseException
         reason = f"CoordinatorError: the outcome {o.status} could not be applied: {error!r}"
         tr = lifecycle.abandon(task, reason)
         tx.apply([tr])
-        _close_runs(tx, [Outcome(o.task_id, o.attempt, RunStatus.FAILED, None, reason)], now,
-                    rt.config.max_output_bytes)
+        # No folding here: whatever failed may lie in the output itself. Its chunks go.
+        found = tx.runs_by_ref([o.ref]).get(o.ref)
+        if found is not None:
+            close = lifecycle.close_run(RunStatus.FAILED, now, None, reason,
+                                        ABANDONED_OUTPUT, discard_empty=False)
+            tx.update_runs([(found[0], close.values)])
+            tx.delete_chunks([found[0]])
         return [after(task, tr)], []
     return apply
 
@@ -346,11 +353,13 @@ async def lose(rt: Runtime, name: str, reason: str, refs: Sequence[Ref] | None =
     lost_at when `mark_dead` is given.
     """
     now = rt.clock.now() if now is None else now
-    rows, _, failed = await isolated(
-        rt, [None], lambda _: _lose_tx(rt, name, refs, reason, mark_dead, now), None,
-        f"lose worker {name}")
-    if failed:
+    try:
+        rows, _ = await rt.store.run(_lose_tx(rt, name, refs, reason, mark_dead, now))
+    except StoreUnavailableError:
+        raise
+    except Exception as exc:
         # One poisoned row must not keep the rest: give back lease by lease.
+        logger.warning("giving back the leases of worker %s one by one error=%r", name, exc)
         leased = refs if refs is not None else await rt.store.run(
             lambda tx: [(t["id"], t["attempt"]) for t in tx.leased_by(name)])
         rows, _, bad = await isolated(

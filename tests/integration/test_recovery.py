@@ -348,3 +348,48 @@ def test_database_outage_is_unavailable_and_the_coordinator_recovers(
     assert coordinator.is_alive()
     assert "writer lock lost" not in coordinator.log_text()
     s.close()
+
+
+# -- 3. a poisoned item fails only itself -------------------------------------------------------
+
+
+@pytest.mark.parametrize("poison", ["decision", "transaction"])
+def test_poisoned_report_item_fails_only_itself(db_url, monkeypatch, poison):
+    """A report item whose decision raises, or whose write fails, ends FAILED with the reason;
+    the rest of the batch applies (fault injection: one task's outcome is poisoned)."""
+    from taskgrid.coordinator import lifecycle, output
+
+    inproc = InProcessCoordinator(db_url)
+    s = connect(inproc.address)
+    try:
+        good, bad = (queue(s, "add", args="[1, 2]").id for _ in range(2))
+        w = FakeWorker(s, "w", ["add"], capacity=2, heartbeat=60)
+        leases = {x.ref.task_id: x for x in w.lease(n=2).leases}
+        if poison == "decision":
+            real = lifecycle.finish
+
+            def finish(task, *args, **kwargs):
+                if task["id"] == bad:
+                    raise OverflowError("poisoned decision")
+                return real(task, *args, **kwargs)
+            monkeypatch.setattr(lifecycle, "finish", finish)
+        else:
+            real_fold = output.fold
+
+            def fold(chunks):
+                chunks = list(chunks)
+                if any(c.get("data") == "poison" for c in chunks):
+                    raise ValueError("poisoned output")
+                return real_fold(chunks)
+            monkeypatch.setattr(output, "fold", fold)
+        reports = [w.run_report(leases[good].ref, "COMPLETED", "3"),
+                   w.run_report(leases[bad].ref, "COMPLETED", "3", output=[(1, "poison")])]
+        reply = s.worker.Report(worker_pb2.ReportRequest(session=w.session, reports=reports))
+        assert list(reply.stale) == []
+        assert status_of(s, good) == "COMPLETED"
+        assert status_of(s, bad) == "FAILED"
+        [run] = get(s, bad, all_runs=True).runs
+        assert "CoordinatorError" in run.traceback and "poisoned" in run.traceback
+    finally:
+        s.close()
+        inproc.stop()
