@@ -301,9 +301,10 @@ def fmt(v: float | None, digits: int = 0) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    """A markdown table, with a blank line either side (so it renders as one)."""
+    lines = ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + [""])
 
 
 def get(m: dict[str, Any], system: str, phase: str, key: str) -> float | None:
@@ -379,7 +380,6 @@ def report(m: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
                          f"{f.get('rpc_per_task', float('nan')):.3f}", rpcs])
     out.append(table(["system", "phase", "coordinator CPU", "transactions", "RPCs", "by method"],
                      rows))
-    out.append("")
     out.append("Ratios, taskgrid / peer (Celery: its better pool for that figure; latency and "
                "CPU: lower is better)")
     rows = []
@@ -395,7 +395,6 @@ def report(m: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
                          fmt(ratio(pg, c), 2) + (f" ({pool})" if pool else ""),
                          fmt(ratio(pg, h), 2)])
     out.append(table(["figure", "vs Celery", "vs Huey"], rows))
-    out.append("")
     out.append("Targets")
     out.append(table(["target", "goal", "measured", "result"], targets(m)))
     errors = [f"  {s} {p} round {i + 1}: {r['error']}" for s, ph in raw.items()
