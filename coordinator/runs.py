@@ -278,8 +278,8 @@ def settle(rt: Runtime, rows: Sequence[Row], reported: bool = False) -> None:
     if requeued:
         rt.signal.fire(min(r["next_run_time"] for r in requeued))
         rt.timers.note(requeued)
-    if any(r["status"] == TaskStatus.COMPLETED for r in rows):
-        rt.signal.fire()  # dependents may have become due
+    if rt.deps_possible and any(r["status"] == TaskStatus.COMPLETED for r in rows):
+        rt.signal.fire()  # dependents may have become due (else no one needs waking)
     publish(rt, rows)
 
 
