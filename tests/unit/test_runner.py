@@ -298,10 +298,14 @@ def test_a_child_that_dies_fails_its_run_and_is_replaced(make_pool):
 def test_live_output_is_readable_while_the_task_runs(make_pool):
     harness = make_pool()
     task = harness.submit("ticker", "[50, 0.05]")
-    live = wait_until(lambda: [r for r in harness.pool.active_runs() if r.output.has_pending()],
-                      desc="output while running")
-    first = live[0].output.take()
-    assert first and first[0].seq == 1 and first[0].data.startswith("tick 0\n")
+    first: list = []
+
+    def first_line_read():
+        # print() may reach the pipe in pieces ("tick", " 0", "\n"): gather until a line is in
+        first.extend(c for r in harness.pool.active_runs() for c in r.output.take())
+        return join_chunks(first).startswith("tick 0\n")
+    wait_until(first_line_read, desc="output while running")
+    assert first[0].seq == 1
     result = harness.wait(task)
     assert result.result == "50"
     text = join_chunks(first + result.output)
