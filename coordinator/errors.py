@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 
 class TaskgridError(Exception):
     """Root of every error the coordinator raises on purpose."""
@@ -27,19 +25,6 @@ class UnknownWorkerError(TaskgridError):
 
 class BadSessionError(TaskgridError):
     """The session token does not match the worker's."""
-
-
-class StaleLeaseError(TaskgridError):
-    """A worker wrote about a lease it no longer holds; nothing was changed.
-
-    `stale` lists the (task_id, attempt) pairs rejected, so the worker can drop
-    exactly those.
-    """
-
-    def __init__(self, stale: Iterable[tuple[int, int]], detail: str) -> None:
-        self.stale = sorted(set(stale))
-        refs = ", ".join(f"task {t} attempt {a}" for t, a in self.stale)
-        super().__init__(f"stale lease: {refs} ({detail}); nothing was changed")
 
 
 class TransitionConflictError(TaskgridError):

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from taskgrid.coordinator import lifecycle
 from taskgrid.coordinator.config import MAX_LEASE_BATCH
-from taskgrid.coordinator.errors import InvalidRequestError
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
-from taskgrid.coordinator.runs import after, is_current, publish, settle
+from taskgrid.coordinator.runs import after, is_current, no_repeats, publish, settle
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
 
@@ -209,7 +208,7 @@ async def start_runs(rt: Runtime, w: LiveWorker, refs: Sequence[Ref]
 
     Returns (started leases, stale refs).
     """
-    _no_repeats(refs)
+    no_repeats(refs, "leases")
     stale = set(rt.leases.stale(w.id, refs, w.heartbeat_s))
     wanted = [r for r in refs if r not in stale]
 
@@ -248,18 +247,13 @@ async def start_runs(rt: Runtime, w: LiveWorker, refs: Sequence[Ref]
 
 async def release(rt: Runtime, w: LiveWorker, refs: Sequence[Ref]) -> list[Ref]:
     """Leases handed back unrun by their worker; returns the stale refs (the rest queued)."""
-    _no_repeats(refs)
+    no_repeats(refs, "leases")
     stale = set(rt.leases.stale(w.id, refs, w.heartbeat_s))
     wanted = [r for r in refs if r not in stale]
     if not wanted:
         return sorted(stale)
     gone = await asyncio.shield(hand_back(rt, w, wanted, "released by the worker"))
     return sorted(stale | set(gone))
-
-
-def _no_repeats(refs: Sequence[Ref]) -> None:
-    if len(set(refs)) != len(refs):
-        raise InvalidRequestError("leases", "a lease is listed twice in one call")
 
 
 async def hand_back(rt: Runtime, w: LiveWorker, refs: Sequence[Ref], why: str) -> list[Ref]:
@@ -272,7 +266,8 @@ async def hand_back(rt: Runtime, w: LiveWorker, refs: Sequence[Ref], why: str) -
         tx.apply(trs)
         for run_id, _ in tx.runs_by_ref(mine).values():
             tx.delete_run(run_id)
-        gone = [r for r in refs if r not in set(mine)]
+        held = set(mine)
+        gone = [r for r in refs if r not in held]
         return [after(tasks[tr.task_id], tr) for tr in trs], gone
 
     rows, gone = await rt.store.run(apply)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Tx
+
+if TYPE_CHECKING:
+    from taskgrid.coordinator.workers import LiveWorker
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +48,20 @@ def last_seq(chunks: Iterable[Mapping[str, Any]]) -> int:
     return max((c["seq"] for c in chunks), default=0)
 
 
-async def append(rt: Runtime, worker_id: int, chunks: Sequence[dict[str, Any]]) -> None:
+async def append(rt: Runtime, w: LiveWorker, chunks: Sequence[dict[str, Any]]
+                 ) -> list[tuple[int, int]]:
     """Store chunks of running tasks of this (already authenticated) worker.
 
-    Each chunk dict has task_id, attempt, seq, data, clear. The caller checked
-    the leases; chunks of a task that keeps no run record are dropped.
+    Each chunk dict has task_id, attempt, seq, data, clear. Chunks of leases the
+    worker no longer holds are dropped and their leases returned (stale); chunks
+    of a task that keeps no run record are dropped silently.
     """
+    stale = rt.leases.stale(w.id, {(c["task_id"], c["attempt"]) for c in chunks},
+                            w.heartbeat_s)
+    gone = set(stale)
+    chunks = [c for c in chunks if (c["task_id"], c["attempt"]) not in gone]
+    if not chunks:
+        return stale
     refs = {(c["task_id"], c["attempt"]) for c in chunks}
 
     limit = rt.config.max_output_bytes
@@ -78,3 +89,4 @@ async def append(rt: Runtime, worker_id: int, chunks: Sequence[dict[str, Any]]) 
     for chunk in stored:  # watchers see what was stored: cut where the output limit cut it
         if rt.feed.is_watched(chunk["task_id"]):
             rt.feed.publish(chunk["task_id"], chunk)
+    return stale

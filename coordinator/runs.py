@@ -59,6 +59,12 @@ class Outcome:
         return (self.task_id, self.attempt)
 
 
+def no_repeats(refs: Sequence[Ref], field: str) -> None:
+    """Raise InvalidRequestError when a call names one lease twice."""
+    if len(set(refs)) != len(refs):
+        raise InvalidRequestError(field, "a lease is listed twice in one call")
+
+
 def after(task: Row, tr: Transition) -> Row:
     """The task row as the transition leaves it."""
     return {**task, **tr.values, "status": tr.target.value}
@@ -216,8 +222,7 @@ async def report(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome]) -> lis
     once, and the worker drops it.
     """
     refs = [o.ref for o in outcomes]
-    if len(set(refs)) != len(refs):
-        raise InvalidRequestError("reports", "a lease is reported twice in one call")
+    no_repeats(refs, "reports")
     stale = set(rt.leases.stale(w.id, refs, w.heartbeat_s))
     limit = rt.config.max_result_bytes
     fresh = [_result_checked(o, limit) for o in outcomes if o.ref not in stale]

@@ -182,10 +182,8 @@ class Registry:
                     f"{silent:.1f} s ago); give each worker its own --name")
             logger.warning("worker registered again; previous session lost worker=%s",
                            previous.name)
-            previous.alive = False
-            previous.notify()
-            await runs.lose(self.rt, previous.name, "registered again")
-            self.rt.leases.drop_worker(previous.id)
+            # The row is taken over below, so it is not marked dead.
+            await self._end_session(previous, "registered again", mark_dead=False)
         w = LiveWorker(
             id=0, name=spec["worker_name"], token_hash=_hash(token),
             group_names=tuple(spec["group_names"]), functions=_offered(spec),
@@ -275,10 +273,16 @@ class Registry:
 
     async def declare_dead(self, w: LiveWorker, reason: str) -> None:
         """The worker is gone: its row turns dead with its leases taken back, in one commit."""
-        w.alive = False
+        await self._end_session(w, reason, mark_dead=True)
+        logger.info("worker gone worker=%s reason=%s", w.name, reason)
+
+    async def _end_session(self, w: LiveWorker, reason: str, mark_dead: bool) -> None:
+        """No more claims for this session; its leases given back as a lost worker's."""
+        w.alive = False  # first: a claim that runs after this takes nothing
         w.notify()
         lost_at = self.rt.clock.now()  # the row's lost_at and the purge timer agree
-        await runs.lose(self.rt, w.name, reason, mark_dead=w.id, now=lost_at)
+        await runs.lose(self.rt, w.name, reason, mark_dead=w.id if mark_dead else None,
+                        now=lost_at)
         self.rt.leases.drop_worker(w.id)
-        self.rt.timers.note_lost_worker(lost_at)
-        logger.info("worker gone worker=%s reason=%s", w.name, reason)
+        if mark_dead:
+            self.rt.timers.note_lost_worker(lost_at)

@@ -23,7 +23,6 @@ CODES: dict[type[errors.TaskgridError], grpc.StatusCode] = {
     errors.InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.UnknownWorkerError: grpc.StatusCode.NOT_FOUND,
     errors.BadSessionError: grpc.StatusCode.NOT_FOUND,  # UNAUTHENTICATED = bearer token only
-    errors.StaleLeaseError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.TransitionConflictError: grpc.StatusCode.ABORTED,
     errors.DuplicateWorkerError: grpc.StatusCode.ALREADY_EXISTS,
     errors.DuplicateUuidError: grpc.StatusCode.ALREADY_EXISTS,

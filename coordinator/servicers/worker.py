@@ -121,12 +121,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                          context: grpc.aio.ServicerContext) -> worker_pb2.SendOutputResponse:
         """Store live output chunks of running tasks; chunks of stale leases are dropped."""
         w = self._session(request.session)
-        chunks = [convert.chunk_dict(c) for c in request.chunks]
-        stale = self.rt.leases.stale(w.id, {(c["task_id"], c["attempt"]) for c in chunks},
-                                     w.heartbeat_s)
-        fresh = [c for c in chunks if (c["task_id"], c["attempt"]) not in set(stale)]
-        if fresh:
-            await output.append(self.rt, w.id, fresh)
+        stale = await output.append(self.rt, w, [convert.chunk_dict(c) for c in request.chunks])
         return worker_pb2.SendOutputResponse(stale=convert.ref_msgs(stale))
 
     @status.unary

@@ -214,7 +214,7 @@ def test_a_duplicate_worker_name_is_refused_while_the_first_worker_is_live(
     while second.is_alive() and time.monotonic() < deadline:
         listed = client.get_workers()[name]
         assert listed.alive and listed.pid == first.pid
-        time.sleep(0.2)
+        time.sleep(0.2)  # pacing: the invariant is checked all along the window, not awaited
     assert first.is_alive() and client.get_workers()[name].pid == first.pid
     if not second.is_alive():
         assert second.proc is not None and second.proc.returncode not in (0, None)
