@@ -264,8 +264,7 @@ async def hand_back(rt: Runtime, w: LiveWorker, refs: Sequence[Ref], why: str) -
                 if is_current(tasks.get(t), a, w.name, lifecycle.LEASED_TASK_STATUSES)]
         trs = [lifecycle.release(tasks[t]) for t, _ in mine]
         tx.apply(trs)
-        for run_id, _ in tx.runs_by_ref(mine).values():
-            tx.delete_run(run_id)
+        tx.delete_runs([run_id for run_id, _ in tx.runs_by_ref(mine).values()])
         held = set(mine)
         gone = [r for r in refs if r not in held]
         return [after(tasks[tr.task_id], tr) for tr in trs], gone

@@ -95,7 +95,7 @@ def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime,
     runs = tx.runs_by_ref([o.ref for o in outcomes])
     chunked = [run_id for run_id, has in runs.values() if has]
     stored = tx.chunks(chunked) if chunked else {}
-    updates = []
+    updates, deleted = [], []
     for o in outcomes:
         found = runs.get(o.ref)
         if found is None:
@@ -105,10 +105,12 @@ def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime,
                           max_output_bytes)
         close = lifecycle.close_run(o.status, now, o.result, o.traceback, text)
         if close.delete:
-            tx.delete_run(run_id)
+            deleted.append(run_id)
         else:
             updates.append((run_id, close.values))
     tx.update_runs(updates)
+    if deleted:
+        tx.delete_runs(deleted)
     if chunked:
         tx.delete_chunks(chunked)
 

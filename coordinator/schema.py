@@ -58,9 +58,19 @@ task = sa.Table(
     # 0003: command tasks (JSON: executable, args, env, cwd)
     sa.Column("command", sa.Text, nullable=True),
 )
-#: The claim's order (priority DESC, next_run_time, id) read straight off the index: no sort.
-sa.Index("ix_scheduler_task_due", task.c.status, task.c.priority.desc(), task.c.next_run_time,
-         task.c.id)
+#: A claim seeks a group's top priority, then reads that priority's due range in the
+#: claim's order (next_run_time, id): no sort, and future-dated tasks are never read.
+sa.Index("ix_scheduler_task_claim", task.c.status, task.c.group_name, task.c.priority.desc(),
+         task.c.next_run_time, task.c.id)
+#: Partial indexes: the few rows expiry, broadcast fan-out and broadcast children look for.
+sa.Index("ix_scheduler_task_stop_time", task.c.status, task.c.stop_time,
+         sqlite_where=task.c.stop_time.is_not(None),
+         postgresql_where=task.c.stop_time.is_not(None))
+sa.Index("ix_scheduler_task_broadcast", task.c.status, task.c.next_run_time,
+         sqlite_where=task.c.broadcast, postgresql_where=task.c.broadcast)
+sa.Index("ix_scheduler_task_target", task.c.status, task.c.target_worker_name,
+         sqlite_where=task.c.target_worker_name != "",
+         postgresql_where=task.c.target_worker_name != "")
 
 run = sa.Table(
     "scheduler_run",

@@ -3,10 +3,11 @@
 Operations (tasks.py, leasing.py, workers.py, reaper.py) decide with
 lifecycle.py and persist through a `Tx`, the set of queries available inside
 one transaction. `Store.run(fn)` runs `fn(tx)` in one transaction on the
-store's executor: a single thread holding the one connection for SQLite (it
-has one writer anyway, and a held connection is several times faster than
-a pool), a small pool of threads for PostgreSQL. The gRPC event loop never
-blocks on the database.
+store's executor (groupcommit.py): a single thread holding the one connection
+for SQLite (it has one writer anyway, and a held connection is several times
+faster than a pool), a small pool of threads for PostgreSQL; bodies queued
+together share one commit. The gRPC event loop never blocks on the database.
+The hot path's statements are SQL text run on the DB-API cursor (hotsql.py).
 
 Status writes are compare-and-set (`WHERE id = :id AND status = :expected`
 and, for worker writes, `AND attempt = :attempt`); zero rows matched raises
@@ -15,23 +16,22 @@ TransitionConflictError and the whole transaction rolls back.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
-import functools
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 
-from taskgrid.coordinator import schema
+from taskgrid.coordinator import hotsql, schema
 from taskgrid.coordinator.clock import from_db, to_db
 from taskgrid.coordinator.errors import (
     DuplicateUuidError,
@@ -39,6 +39,7 @@ from taskgrid.coordinator.errors import (
     TransitionConflictError,
     WriterLockError,
 )
+from taskgrid.coordinator.groupcommit import GroupCommit
 from taskgrid.coordinator.lifecycle import LEASED_TASK_STATUSES, TaskStatus, Transition
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,15 @@ class Tx:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self.is_postgres = conn.dialect.name == "postgresql"
+        self.d = hotsql.POSTGRES if self.is_postgres else hotsql.SQLITE
+        self._cursor: Any = None
+
+    @property
+    def cur(self) -> Any:
+        """A DB-API cursor on this transaction's connection (hotsql's statements run on it)."""
+        if self._cursor is None:
+            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        return self._cursor
 
     # -- tasks ---------------------------------------------------------------
 
@@ -85,15 +95,27 @@ class Tx:
             DuplicateUuidError: a uuid is taken (a concurrent insert won the race);
                 the transaction must end.
         """
-        stmt = sa.insert(schema.task).returning(schema.task.c.id, sort_by_parameter_order=True)
+        d, cur = self.d, self.cur
+        ids: list[int] = []
         try:
-            result = self.conn.execute(stmt, [_db_values(r) for r in rows])
-        except sa.exc.IntegrityError as exc:
-            text = str(exc.orig).lower()
+            for keys, params in _shapes(d, rows):
+                sql = hotsql.insert_task_sql(d, keys)
+                if d.postgres:
+                    cur.executemany(sql, params, returning=True)
+                    while True:
+                        ids.append(cur.fetchone()[0])
+                        if not cur.nextset():
+                            break
+                else:
+                    for p in params:
+                        cur.execute(sql, p)
+                        ids.append(cur.lastrowid)
+        except (sqlite3.IntegrityError, psycopg.IntegrityError) as exc:
+            text = str(exc).lower()
             if "unique" not in text or "uuid" not in text:  # NOT NULL...: a bug, not a race
                 raise
             raise DuplicateUuidError("a uuid of this request is already in use") from exc
-        return [r[0] for r in result]
+        return ids
 
     def existing_uuids(self, uuids: Iterable[str]) -> set[str]:
         """Which of these uuids are taken already."""
@@ -113,17 +135,55 @@ class Tx:
         `deps=False` skips the unmet-prerequisite check: only for a database known to
         hold no unmet dependency edge (it costs a subquery per candidate row).
         """
-        stmt = _DUE_STATEMENTS[(self.is_postgres, deps)]
-        params = {"groups": list(groups), "functions": list(functions), "now": to_db(now),
-                  "limit": limit, "queued": TaskStatus.QUEUED.value, "worker_name": worker_name}
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt, params).mappings()]
+        d, cur = self.d, self.cur
+        fns = sorted(set(functions))
+        if not fns or limit <= 0:
+            return []
+        due_sql = hotsql.due_in_priority_sql(d, len(fns), deps)
+        fn_params = d.id_params(fns)
+        when = d.time_in(now)
+        found: list[Any] = []
+        for group in sorted(set(groups)):
+            taken = 0
+            for priority in self._priorities(group):
+                got = cur.execute(due_sql, (QUEUED, group, priority, when, *fn_params,
+                                            worker_name, limit - taken)).fetchall()
+                found.extend(got)
+                taken += len(got)
+                if taken >= limit:
+                    break
+        rows = [d.task_row(r) for r in found]
+        if len(groups) > 1:
+            rows.sort(key=lambda r: (-r["priority"], r["next_run_time"], r["id"]))
+        return rows[:limit]
+
+    def _priorities(self, group: str) -> Any:
+        """The group's queued priorities, highest first: one index seek each, lazily."""
+        cur, d = self.cur, self.d
+        priority = cur.execute(hotsql.top_priority_sql(d, False), (QUEUED, group)).fetchone()[0]
+        while priority is not None:
+            yield priority
+            priority = cur.execute(hotsql.top_priority_sql(d, True),
+                                   (QUEUED, group, priority)).fetchone()[0]
 
     def next_due_time(self, groups: Sequence[str], functions: Sequence[str],
                       worker_name: str = "", deps: bool = True) -> Any:
         """The earliest next_run_time among queued tasks this worker may run, or None."""
-        params = {"groups": list(groups), "functions": list(functions),
-                  "queued": TaskStatus.QUEUED.value, "worker_name": worker_name}
-        return from_db(self.conn.execute(_NEXT_DUE[deps], params).scalar())
+        d, cur = self.d, self.cur
+        fns = sorted(set(functions))
+        if not fns:
+            return None
+        sql = hotsql.first_in_priority_sql(d, len(fns), deps)
+        fn_params = d.id_params(fns)
+        best: Any = None
+        for group in sorted(set(groups)):
+            for priority in self._priorities(group):
+                got = cur.execute(sql, (QUEUED, group, priority, *fn_params,
+                                        worker_name)).fetchone()
+                if got is not None:
+                    when = d.time_out(got[0])
+                    best = when if best is None or when < best else best
+        return best
 
     def has_unmet_deps(self) -> bool:
         """True when some dependency edge still waits (so claims must check prerequisites)."""
@@ -165,7 +225,8 @@ class Tx:
         """The earliest stop_time among QUEUED or ASSIGNED tasks, or None."""
         t = schema.task.c
         stmt = sa.select(sa.func.min(t.stop_time)).where(
-            t.status.in_([TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value]))
+            t.status.in_([TaskStatus.QUEUED.value, TaskStatus.ASSIGNED.value]),
+            t.stop_time.is_not(None))
         return from_db(self.conn.execute(stmt).scalar())
 
     def due_broadcasts(self, now: Any) -> list[Row]:
@@ -188,11 +249,13 @@ class Tx:
     def tasks_by_ids(self, ids: Iterable[int], lock: bool = False) -> dict[int, Row]:
         """Task rows by id (locked FOR UPDATE on PostgreSQL when `lock`)."""
         wanted = sorted(set(ids))
-        stmt = _TASKS_BY_IDS_LOCKED if lock and self.is_postgres else _TASKS_BY_IDS
+        d, cur = self.d, self.cur
         out: dict[int, Row] = {}
-        for i in range(0, len(wanted), 500):
-            for r in self.conn.execute(stmt, {"ids": wanted[i:i + 500]}).mappings():
-                out[r["id"]] = _row(r, _TASK_TIMES)
+        for part in hotsql.chunks(wanted):
+            sql = hotsql.tasks_by_ids_sql(d, len(part), lock)
+            for values in cur.execute(sql, d.id_params(part)).fetchall():
+                row = d.task_row(values)
+                out[row["id"]] = row
         return out
 
     def task_by_ref(self, task_id: int | None, uuid: str | None, lock: bool = False) -> Row | None:
@@ -227,6 +290,7 @@ class Tx:
         """QUEUED broadcast children meant for this worker, locked."""
         t = schema.task.c
         stmt = sa.select(schema.task).where(t.status == TaskStatus.QUEUED.value,
+                                            t.target_worker_name != "",
                                             t.target_worker_name == worker_name)
         if self.is_postgres:
             stmt = stmt.with_for_update()
@@ -263,18 +327,23 @@ class Tx:
         Transitions of the same shape go out as one executemany; the matched-row
         count must equal the number of transitions, else nothing is applied.
         """
-        groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
+        d, cur = self.d, self.cur
+        value_in = d.value_in
+        groups: dict[tuple[tuple[str, ...], bool], list[tuple[Any, ...]]] = {}
         for tr in transitions:
-            values = _db_values({**tr.values, "status": tr.target.value})
-            params = {f"v_{k}": v for k, v in values.items()}
-            params.update(w_id=tr.task_id, w_status=tr.source.value, w_attempt=tr.attempt)
-            groups.setdefault((tuple(sorted(values)), tr.attempt is not None), []).append(params)
+            values = {**tr.values, "status": tr.target.value}
+            keys = tuple(sorted(values))
+            fenced = tr.attempt is not None
+            params = [value_in(values[k]) for k in keys]
+            params += [tr.task_id, tr.source.value] + ([tr.attempt] if fenced else [])
+            groups.setdefault((keys, fenced), []).append(tuple(params))
         for (keys, fenced), rows in groups.items():
-            result = self.conn.execute(_cas_statement(keys, fenced), rows)
-            if result.rowcount != len(rows):
-                ids = ", ".join(str(r["w_id"]) for r in rows)
+            cur.executemany(hotsql.cas_sql(d, keys, fenced), rows)
+            if cur.rowcount != len(rows):
+                id_at = len(keys)
+                ids = ", ".join(str(r[id_at]) for r in rows)
                 raise TransitionConflictError(
-                    f"tasks {ids}: {len(rows) - result.rowcount} no longer in the expected "
+                    f"tasks {ids}: {len(rows) - cur.rowcount} no longer in the expected "
                     "status or attempt; nothing applied")
 
     def set_stop_requested(self, task_id: int, attempt: int) -> bool:
@@ -292,8 +361,21 @@ class Tx:
         """Insert run rows; returns their ids in order."""
         if not rows:
             return []
-        stmt = sa.insert(schema.run).returning(schema.run.c.id, sort_by_parameter_order=True)
-        return [r[0] for r in self.conn.execute(stmt, [_db_values(r) for r in rows])]
+        d, cur = self.d, self.cur
+        sql = hotsql.insert_run_sql(d)
+        params = [hotsql.run_params(d, r) for r in rows]
+        ids: list[int] = []
+        if d.postgres:
+            cur.executemany(sql, params, returning=True)
+            while True:
+                ids.append(cur.fetchone()[0])
+                if not cur.nextset():
+                    break
+        else:
+            for p in params:
+                cur.execute(sql, p)
+                ids.append(cur.lastrowid)
+        return ids
 
     def run_ids(self, refs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
         """Run ids by (task_id, attempt)."""
@@ -306,11 +388,13 @@ class Tx:
         task_ids = sorted({t for t, _ in wanted})
         if not task_ids:
             return {}
+        d, cur = self.d, self.cur
         out: dict[tuple[int, int], tuple[int, bool]] = {}
-        for row in self.conn.execute(_RUNS_OF_TASKS, {"ids": task_ids}):
-            key = (row.task_id, row.attempt)
-            if key in wanted:
-                out[key] = (row.id, bool(row.chunked))
+        for part in hotsql.chunks(task_ids):
+            sql = hotsql.runs_of_tasks_sql(d, len(part))
+            for run_id, task_id, attempt, chunked in cur.execute(sql, d.id_params(part)):
+                if (task_id, attempt) in wanted:
+                    out[(task_id, attempt)] = (run_id, bool(chunked))
         return out
 
     def runs_of(self, task_id: int, latest_only: bool) -> list[Row]:
@@ -322,18 +406,21 @@ class Tx:
 
     def update_runs(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
         """Write several runs' final values (one executemany per shape)."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        d, cur = self.d, self.cur
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for run_id, values in updates:
-            params = {f"v_{k}": v for k, v in _db_values(values).items()}
-            params["w_id"] = run_id
-            groups.setdefault(tuple(sorted(values)), []).append(params)
+            keys = tuple(sorted(values))
+            groups.setdefault(keys, []).append(
+                (*(d.value_in(values[k]) for k in keys), run_id))
         for keys, rows in groups.items():
-            self.conn.execute(_run_update_statement(keys), rows)
+            cur.executemany(hotsql.run_update_sql(d, keys), rows)
 
-    def delete_run(self, run_id: int) -> None:
-        """Remove a run record (a success with nothing to keep)."""
-        self.conn.execute(sa.delete(schema.output).where(schema.output.c.run_id == run_id))
-        self.conn.execute(sa.delete(schema.run).where(schema.run.c.id == run_id))
+    def delete_runs(self, run_ids: Sequence[int]) -> None:
+        """Remove run records and their live chunks (successes with nothing to keep)."""
+        d, cur = self.d, self.cur
+        for part in hotsql.chunks(list(run_ids)):
+            for sql in hotsql.delete_runs_sql(d, len(part)):
+                cur.execute(sql, d.id_params(part))
 
     # -- live output ---------------------------------------------------------
 
@@ -433,41 +520,11 @@ class Tx:
     def touch_workers(self, beats: Sequence[tuple[int, Any, int]]) -> None:
         """Write (id, last_heartbeat, rss_bytes) of live workers in one executemany."""
         if beats:
-            self.conn.execute(_TOUCH_WORKER, [
-                {"w_id": i, "v_last": to_db(last), "v_rss": rss} for i, last, rss in beats])
+            d = self.d
+            self.cur.executemany(hotsql.touch_worker_sql(d), [
+                (d.time_in(last), rss, i) for i, last, rss in beats])
 
 
-_UNMET_DEPS = sa.exists().where(schema.deps.c.task_parent == schema.task.c.id,
-                                schema.deps.c.can_visit.is_(False))
-#: What a worker may claim: queued, enabled, its group, its function, no unmet prerequisite,
-#: not a broadcast parent (the coordinator fans those out), not a child meant for another.
-_DUE_WHERE_ANY = (
-    schema.task.c.status == sa.bindparam("queued"),
-    schema.task.c.enabled.is_(True),
-    schema.task.c.group_name.in_(sa.bindparam("groups", expanding=True)),
-    schema.task.c.function_name.in_(sa.bindparam("functions", expanding=True)),
-    schema.task.c.broadcast.is_(False),
-    schema.task.c.target_worker_name.in_(["", sa.bindparam("worker_name")]),
-)
-_DUE_WHERE = (*_DUE_WHERE_ANY, ~_UNMET_DEPS)
-
-
-def _due(where: tuple[Any, ...]) -> sa.Select[Any]:
-    return (sa.select(schema.task)
-            .where(*where, schema.task.c.next_run_time <= sa.bindparam("now"))
-            .order_by(schema.task.c.priority.desc(), schema.task.c.next_run_time,
-                      schema.task.c.id)
-            .limit(sa.bindparam("limit")))
-
-
-#: (PostgreSQL, check prerequisites) -> the claim's SELECT
-_DUE_STATEMENTS = {
-    (False, True): _due(_DUE_WHERE), (False, False): _due(_DUE_WHERE_ANY),
-    (True, True): _due(_DUE_WHERE).with_for_update(skip_locked=True),
-    (True, False): _due(_DUE_WHERE_ANY).with_for_update(skip_locked=True),
-}
-_NEXT_DUE = {deps: sa.select(sa.func.min(schema.task.c.next_run_time)).where(*where)
-             for deps, where in ((True, _DUE_WHERE), (False, _DUE_WHERE_ANY))}
 _RELEASE_DEPS = sa.update(schema.deps).where(
     schema.deps.c.task_child.in_(sa.bindparam("ids", expanding=True)),
     schema.deps.c.can_visit.is_(False)).values(can_visit=True)
@@ -481,33 +538,7 @@ _LEASED_BY = sa.select(schema.task).where(
     schema.task.c.status.in_(_LEASED_STATUSES),
     schema.task.c.assigned_worker_name == sa.bindparam("worker_name"))
 _LEASED_BY_LOCKED = _LEASED_BY.with_for_update()
-_TOUCH_WORKER = sa.update(schema.worker).where(schema.worker.c.id == sa.bindparam("w_id")).values(
-    last_heartbeat=sa.bindparam("v_last"), rss_bytes=sa.bindparam("v_rss"))
-_TASKS_BY_IDS = sa.select(schema.task).where(
-    schema.task.c.id.in_(sa.bindparam("ids", expanding=True)))
-_TASKS_BY_IDS_LOCKED = _TASKS_BY_IDS.with_for_update()
-_RUNS_OF_TASKS = sa.select(
-    schema.run.c.id, schema.run.c.task_id, schema.run.c.attempt,
-    sa.exists().where(schema.output.c.run_id == schema.run.c.id).label("chunked"),
-).where(schema.run.c.task_id.in_(sa.bindparam("ids", expanding=True)))
 
-
-@functools.cache
-def _cas_statement(keys: tuple[str, ...], fenced: bool) -> sa.Update:
-    """UPDATE task SET keys WHERE id AND status [AND attempt]: built once per shape."""
-    t = schema.task.c
-    conds = [t.id == sa.bindparam("w_id"), t.status == sa.bindparam("w_status")]
-    if fenced:
-        conds.append(t.attempt == sa.bindparam("w_attempt"))
-    return sa.update(schema.task).where(*conds).values(
-        {k: sa.bindparam(f"v_{k}") for k in keys})
-
-
-@functools.cache
-def _run_update_statement(keys: tuple[str, ...]) -> sa.Update:
-    """UPDATE run SET keys WHERE id: built once per shape."""
-    return sa.update(schema.run).where(schema.run.c.id == sa.bindparam("w_id")).values(
-        {k: sa.bindparam(f"v_{k}") for k in keys})
 
 
 class Store:
@@ -534,10 +565,9 @@ class Store:
             self.engine = sa.create_engine(url, pool_size=DEFAULT_PG_POOL_SIZE, max_overflow=4,
                                            pool_pre_ping=True)
             threads = DEFAULT_PG_POOL_SIZE
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="taskgrid-store")
         #: transactions run so far (logged at shutdown; read by bench/)
         self.transactions = 0
+        self._writer = GroupCommit(self._run_batch, threads)
         self._lock_file: int | None = None
         self._lock_conn: sa.Connection | None = None
 
@@ -557,11 +587,17 @@ class Store:
             StoreUnavailableError: the database cannot be reached (or is locked
                 past the busy timeout); nothing was committed.
         """
+        return self._transact_many([fn])[0]  # type: ignore[no-any-return]
+
+    def _transact_many(self, fns: Sequence[Callable[[Tx], Any]]) -> list[Any]:
+        """Run every body in one transaction; their results in order."""
         self.transactions += 1
         try:
             with self.engine.begin() as conn:
-                return fn(Tx(conn))
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                return [fn(Tx(conn)) for fn in fns]
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError,
+                sqlite3.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError
+                ) as exc:
             raise StoreUnavailableError(f"database unavailable: {_first_line(exc)}") from exc
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
@@ -569,14 +605,37 @@ class Store:
                                             ) from exc
             raise
 
+    def _run_batch(self, fns: Sequence[Callable[[Tx], Any]]) -> list[tuple[bool, Any]]:
+        """Group commit: all bodies in one transaction, or, if one raises, each alone."""
+        if len(fns) > 1:
+            try:
+                return [(True, r) for r in self._transact_many(fns)]
+            except Exception:  # noqa: BLE001 - each body reruns alone and meets its own error
+                pass
+        out: list[tuple[bool, Any]] = []
+        for fn in fns:
+            try:
+                out.append((True, self._transact_many([fn])[0]))
+            except Exception as exc:  # noqa: BLE001 - handed to the body's caller
+                out.append((False, exc))
+        return out
+
     async def run(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn(tx)` in one transaction on the store's executor."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transact, fn)
+        """Run `fn(tx)` in one transaction, possibly shared with other queued bodies.
+
+        `fn` must only touch the database through `tx` (it may run twice: see
+        groupcommit.py); memory is updated by the caller after this returns.
+        """
+        return await self._writer.submit(fn)  # type: ignore[no-any-return]
+
+    @property
+    def bodies(self) -> int:
+        """Transaction bodies run so far (each a store call; several may share a commit)."""
+        return self._writer.bodies
 
     def close(self) -> None:
         """Finish queued work, release connections and the writer lock."""
-        self._executor.shutdown(wait=True)
+        self._writer.close()
         if self._lock_conn is not None:
             with contextlib.suppress(sa.exc.DBAPIError):
                 # Unlock first: closing frees the lock only once the server process exits,
@@ -670,6 +729,23 @@ class Store:
         raise WriterLockError(
             f"database {redact_url(self.url)} is already served by another coordinator ({who}); "
             "run one coordinator per database")
+
+
+QUEUED = TaskStatus.QUEUED.value
+
+
+def _shapes(d: hotsql.Dialect, rows: Sequence[Mapping[str, Any]]
+            ) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """Rows as runs of (columns, parameter tuples), consecutive rows of one shape together."""
+    out: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = []
+    for row in rows:
+        keys = tuple(row)
+        params = tuple(d.value_in(row[k]) for k in keys)
+        if out and out[-1][0] == keys:
+            out[-1][1].append(params)
+        else:
+            out.append((keys, [params]))
+    return out
 
 
 #: the advisory lock key a coordinator holds on its PostgreSQL database ("tgrd")

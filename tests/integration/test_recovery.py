@@ -72,18 +72,17 @@ def test_cancelled_lease_hands_its_tasks_back_at_once(db_url):
     nothing (they were once left RUNNING forever)."""
     inproc = InProcessCoordinator(db_url)
     store = inproc.coordinator.runtime.store
-    real = store.transact
+    real = store._transact_many  # every transaction the store runs goes through it
     claimed = threading.Event()
 
-    def slow_claim(fn):
-        if getattr(fn, "__name__", "") == "claim":
-            result = real(fn)  # committed; the caller's deadline passes meanwhile
-            claimed.set()
+    def slow_claim(fns):
+        result = real(fns)
+        if any(getattr(fn, "__name__", "") == "claim" for fn in fns):
+            claimed.set()  # committed; the caller's deadline passes meanwhile
             time.sleep(0.5)  # fault injection: a claim slower than the caller's deadline
-            return result
-        return real(fn)
+        return result
 
-    store.transact = slow_claim
+    store._transact_many = slow_claim
     s = connect(inproc.address)
     try:
         tid = queue(s, "add", args="[1, 2]").id
@@ -97,11 +96,11 @@ def test_cancelled_lease_hands_its_tasks_back_at_once(db_url):
         task = get(s, tid, all_runs=True)
         assert task.task.lost_count == 0 and task.task.times_failed == 0
         assert list(task.runs) == []
-        store.transact = real
+        store._transact_many = real
         [again] = w.lease().leases
         assert again.ref.task_id == tid and again.ref.attempt == 2
     finally:
-        store.transact = real
+        store._transact_many = real
         s.close()
         inproc.stop()
 

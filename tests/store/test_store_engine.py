@@ -196,3 +196,33 @@ def test_durable_sqlite_fsyncs_every_commit(tmp_path):
                 assert conn.execute(sa.text("PRAGMA synchronous")).scalar() == expected
         finally:
             s.close()
+
+
+def test_run_group_commits_concurrent_bodies_and_isolates_a_failing_one(store, tasks):
+    """Bodies queued together commit together; one that raises is rerun alone and fails alone."""
+    import asyncio
+
+    from tests.store.helpers import task_row
+
+    def good(i):
+        return store.run(lambda tx: tx.insert_tasks([task_row(uuid=f"g{i}")])[0])
+
+    def poisoned(tx):
+        tx.insert_tasks([task_row(uuid="poison")])
+        raise ValueError("poisoned body")
+
+    async def together(*bodies):
+        return await asyncio.gather(*bodies, return_exceptions=True)
+
+    before_tx, before_bodies = store.transactions, store.bodies
+    ids = asyncio.run(together(*(good(i) for i in range(40))))
+    assert all(isinstance(r, int) for r in ids)
+    assert store.bodies - before_bodies == 40
+    assert store.transactions - before_tx <= 3  # the first alone, the rest in one or two
+
+    results = asyncio.run(together(*(good(i) for i in range(40, 80)), store.run(poisoned)))
+    assert all(isinstance(r, int) for r in results[:40])
+    assert isinstance(results[40], ValueError)
+    wanted = ["poison", *(f"g{i}" for i in range(80))]
+    kept = store.transact(lambda tx: tx.existing_uuids(wanted))
+    assert kept == {f"g{i}" for i in range(80)}  # the poisoned body's write rolled back

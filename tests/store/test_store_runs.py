@@ -82,16 +82,16 @@ def test_update_runs_writes_several_shapes(store, task_ids):
         "FAILED", "boom", None)
 
 
-def test_delete_run_removes_it_and_its_chunks(store, task_ids):
+def test_delete_runs_removes_them_and_their_chunks(store, task_ids):
     t1, _ = task_ids
     gone, kept = store.transact(lambda tx: tx.insert_runs([run_row(t1, 1), run_row(t1, 2)]))
     store.transact(lambda tx: tx.insert_chunks([
         {"run_id": r, "seq": 1, "data": "x", "clear": False} for r in (gone, kept)]))
-    store.transact(lambda tx: tx.delete_run(gone))
+    store.transact(lambda tx: tx.delete_runs([gone]))
     assert [r["id"] for r in store.transact(lambda tx: tx.runs_of(t1, False))] == [kept]
     assert store.transact(lambda tx: tx.chunks([gone, kept])) == {
         gone: [], kept: [{"run_id": kept, "seq": 1, "data": "x", "clear": False}]}
-    store.transact(lambda tx: tx.delete_run(10**9))  # no such run: nothing happens
+    store.transact(lambda tx: tx.delete_runs([10**9]))  # no such run: nothing happens
 
 
 # -- live output ----------------------------------------------------------------------------

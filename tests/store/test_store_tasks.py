@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from taskgrid.coordinator import lifecycle
 from taskgrid.coordinator.errors import DuplicateUuidError, TransitionConflictError
 from taskgrid.coordinator.lifecycle import Event, TaskStatus, Transition
+from taskgrid.coordinator.store import Tx
 from tests.store.helpers import NOW, lockable, task_row
 
 MINUTE = dt.timedelta(minutes=1)
@@ -51,8 +54,10 @@ def test_insert_tasks_duplicate_uuid_within_one_batch(store):
 
 def test_insert_tasks_reports_only_a_uuid_clash_as_duplicate_uuid(store):
     bad = task_row(row_over={"task_name": None})  # NOT NULL violated; no uuid is taken
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises((sa.exc.IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
+                       ) as caught:
         store.transact(lambda tx: tx.insert_tasks([bad]))
+    assert not isinstance(caught.value, DuplicateUuidError)
 
 
 def test_existing_uuids(store, tasks):
@@ -188,7 +193,7 @@ def test_apply_same_task_twice_in_one_batch_conflicts(store, tasks):
     assert tasks.get(tid)["status"] == "QUEUED"
 
 
-def test_apply_sends_one_executemany_per_shape(store, tasks):
+def test_apply_sends_one_executemany_per_shape(store, tasks, monkeypatch):
     ids = tasks.add_many(8)
     rows = store.transact(lambda tx: tx.tasks_by_ids(ids))
     leases = [lifecycle.lease(rows[t], "w1") for t in ids[:4]]  # 4 of one shape
@@ -196,16 +201,31 @@ def test_apply_sends_one_executemany_per_shape(store, tasks):
     starts = [lifecycle.lease_and_start(rows[t], "w2", NOW) for t in ids[6:]]  # a third
     seen: list[tuple[bool, int]] = []
 
-    def spy(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE SCHEDULER_TASK"):
-            seen.append((executemany, len(parameters) if executemany else 1))
+    class Spy:
+        """The hot path's DB-API cursor, recording the task UPDATEs it is given."""
 
-    sa.event.listen(store.engine, "before_cursor_execute", spy)
-    try:
-        store.transact(lambda tx: tx.apply([leases[0], expiries[0], *leases[1:], starts[0],
-                                            expiries[1], starts[1]]))
-    finally:
-        sa.event.remove(store.engine, "before_cursor_execute", spy)
+        def __init__(self, cur):
+            self._cur = cur
+
+        def execute(self, sql, params=()):
+            if sql.lstrip().upper().startswith("UPDATE SCHEDULER_TASK"):
+                seen.append((False, 1))
+            return self._cur.execute(sql, params)
+
+        def executemany(self, sql, params):
+            params = list(params)
+            if sql.lstrip().upper().startswith("UPDATE SCHEDULER_TASK"):
+                seen.append((True, len(params)))
+            return self._cur.executemany(sql, params)
+
+        def __getattr__(self, name):
+            return getattr(self._cur, name)
+
+    real = Tx.cur
+    monkeypatch.setattr(Tx, "cur", property(lambda tx: Spy(real.fget(tx))))
+    store.transact(lambda tx: tx.apply([leases[0], expiries[0], *leases[1:], starts[0],
+                                        expiries[1], starts[1]]))
+    monkeypatch.undo()
     assert sorted(seen) == [(True, 2), (True, 2), (True, 4)]
     after = store.transact(lambda tx: tx.tasks_by_ids(ids))
     assert [after[t]["status"] for t in ids] == ["ASSIGNED"] * 4 + ["EXPIRED"] * 2 + [
@@ -306,3 +326,59 @@ def test_due_tasks_locks_and_skips_locked_rows_on_postgres(store, tasks, open_st
     mine, theirs, free = store.transact(both)
     assert mine == ids[:2] and theirs == ids[2:]  # SKIP LOCKED: no wait, no overlap
     assert free == set(ids[2:])
+
+
+def test_due_tasks_walk_each_groups_priorities_and_merge_groups(store, tasks):
+    a_low = tasks.add(priority=1)
+    b_top = tasks.add(group_name="b", priority=7)
+    a_mid = tasks.add(priority=4)
+    a_mid_later = tasks.add(priority=4, start_time=NOW - MINUTE)  # due earlier: first of its 4s
+    tasks.add(priority=9, start_time=NOW + MINUTE)  # the top priority holds only future work
+    b_low = tasks.add(group_name="b", priority=-3)
+
+    def due_ids(groups, limit=10):
+        return [r["id"] for r in store.transact(
+            lambda tx: tx.due_tasks(list(groups), ["f"], NOW, limit, "w1"))]
+
+    assert due_ids(["main"]) == [a_mid_later, a_mid, a_low]
+    assert due_ids(["main", "b"]) == [b_top, a_mid_later, a_mid, a_low, b_low]
+    assert due_ids(["b", "main", "b"], limit=2) == [b_top, a_mid_later]
+    assert due_ids(["main"], limit=1) == [a_mid_later]
+    # the earliest next_run_time over every priority and group, due or not
+    assert store.transact(lambda tx: tx.next_due_time(["b"], ["f"], "w1")) == NOW
+    later = NOW + dt.timedelta(hours=2)
+    only_future = tasks.add(group_name="c", priority=2, start_time=later)
+    tasks.add(group_name="c", priority=5, start_time=later + MINUTE)
+    assert due_ids(["c"]) == []
+    assert store.transact(lambda tx: tx.next_due_time(["c"], ["f"], "w1")) == later
+    assert [r["id"] for r in store.transact(lambda tx: tx.due_tasks(
+        ["c"], ["f"], later, 10, "w1"))] == [only_future]
+
+
+def test_claim_reads_only_the_due_range(store, tasks):
+    """Future-dated tasks are not read by a claim: SQLite's own step counter says so."""
+    if store.is_sqlite is False:
+        pytest.skip("SQLite's VM step counter")
+    tasks.add_many(5)
+    for i in range(2000):
+        tasks.add(start_time=NOW + dt.timedelta(days=1, seconds=i), priority=i % 3)
+
+    def steps(fn):
+        def body(tx):
+            raw = tx.conn.connection.driver_connection
+            count = [0]
+
+            def progress():
+                count[0] += 1
+                return 0
+            raw.set_progress_handler(progress, 1)
+            try:
+                fn(tx)
+            finally:
+                raw.set_progress_handler(None, 1)
+            return count[0]
+        return store.transact(body)
+
+    claim = steps(lambda tx: tx.due_tasks(["main"], ["f"], NOW, 10, "w1", False))
+    empty = steps(lambda tx: tx.due_tasks(["main"], ["f"], NOW - MINUTE, 10, "w1", False))
+    assert claim < 2000 and empty < 500, (claim, empty)  # a scan would take 2,000+ rows

@@ -1,0 +1,100 @@
+"""Group commit: bodies queued together share a transaction, yet fail alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from taskgrid.coordinator.groupcommit import MAX_BATCH, GroupCommit
+
+
+class FakeStore:
+    """Runs a batch as the store does: all in one 'transaction', or each alone on a failure."""
+
+    def __init__(self) -> None:
+        self.transactions: list[list[Any]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run_batch(self, bodies: Sequence[Any]) -> list[tuple[bool, Any]]:
+        self.gate.wait(5)
+        try:
+            results = [body(None) for body in bodies]
+            self.transactions.append(list(bodies))
+            return [(True, r) for r in results]
+        except Exception:  # noqa: BLE001 - rerun each alone, as the store does
+            pass
+        out: list[tuple[bool, Any]] = []
+        for body in bodies:
+            try:
+                out.append((True, body(None)))
+                self.transactions.append([body])
+            except Exception as exc:
+                out.append((False, exc))
+        return out
+
+
+def test_queued_bodies_share_one_transaction_and_failures_stay_their_own() -> None:
+    store = FakeStore()
+    writer = GroupCommit(store.run_batch, threads=1)
+
+    def boom(_: Any) -> Any:
+        raise ValueError("poisoned body")
+
+    async def main() -> list[Any]:
+        store.gate.clear()  # hold the thread on a first body while the rest queue up
+        first = writer.submit(lambda _: "first")
+        await asyncio.sleep(0)
+        queued = [writer.submit(lambda _, i=i: i) for i in range(10)]
+        bad = writer.submit(boom)
+        store.gate.set()
+        results = await asyncio.gather(first, *queued, bad, return_exceptions=True)
+        return results
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    assert results[:11] == ["first", *range(10)]
+    assert isinstance(results[11], ValueError)
+    # the ten good bodies committed, and the poisoned one did not take them down
+    assert writer.bodies == 12 and writer.batches <= 3
+    assert sum(len(t) for t in store.transactions) == 11
+
+
+def test_a_batch_is_bounded_and_a_cancelled_body_is_skipped() -> None:
+    store = FakeStore()
+    writer = GroupCommit(store.run_batch, threads=1)
+    ran: list[int] = []
+
+    async def main() -> None:
+        store.gate.clear()
+        hold = writer.submit(lambda _: None)
+        await asyncio.sleep(0)
+        futures = [writer.submit(lambda _, i=i: ran.append(i)) for i in range(MAX_BATCH + 5)]
+        futures[3].cancel()
+        store.gate.set()
+        await hold
+        await asyncio.gather(*[f for i, f in enumerate(futures) if i != 3])
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+    assert 3 not in ran and len(ran) == MAX_BATCH + 4
+    assert max(len(t) for t in store.transactions) <= MAX_BATCH
+
+
+def test_submit_after_close_is_refused() -> None:
+    writer = GroupCommit(FakeStore().run_batch, threads=1)
+    writer.close()
+
+    async def main() -> None:
+        writer.submit(lambda _: None)
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(main())
