@@ -81,7 +81,7 @@ class OutputBuffer:
 
     def __init__(self, max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> None:
         self._lock = threading.Lock()
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder: codecs.IncrementalDecoder | None = None  # made by the first feed
         self._parts: list[str] = []
         self._pending_chars = 0
         self._clear = False
@@ -101,7 +101,10 @@ class OutputBuffer:
 
     def feed(self, data: bytes) -> None:
         """Add raw bytes read from the run's output pipe (UTF-8, invalid bytes replaced)."""
-        text = self._decoder.decode(data)
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = _new_decoder()
+        text = decoder.decode(data)
         if text:
             self.feed_text(text)
 
@@ -133,7 +136,7 @@ class OutputBuffer:
             ``clear=True`` when a marker was seen since the previous take.
         """
         with self._lock:
-            if final:
+            if final and self._decoder is not None:
                 tail_text = self._decoder.decode(b"", final=True)
                 if tail_text:
                     self._parts.append(tail_text)
@@ -154,6 +157,10 @@ class OutputBuffer:
                 self._next_seq += 1
             self._clear = False
             return chunks
+
+
+def _new_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 def join_chunks(chunks: list[Chunk]) -> str:

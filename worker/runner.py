@@ -64,13 +64,19 @@ class _Run:
 class _Slot:
     """A child and what the pool knows about it."""
 
-    __slots__ = ("child", "ready", "run", "kill_at")
+    __slots__ = ("child", "ready", "run", "kill_at", "drained")
 
     def __init__(self, child: ChildProcess) -> None:
         self.child = child
         self.ready = False
         self.run: _Run | None = None
         self.kill_at = _NEVER  # when SIGKILL goes to the group, once SIGTERM went
+        self.drained = -1  # the batch of events in which its output pipe was last read empty
+
+
+_OUTCOMES = {outcome.value: outcome for outcome in Outcome}
+_EVENT_ORDER = {"wake": 0, "out": 1, "ctl": 2, "exit": 3}
+"""Output before replies: a DONE then finds its output read already (see _handle_message)."""
 
 
 class Pool:
@@ -126,6 +132,7 @@ class Pool:
         self._start_error: str | None = None
         self._started = False  # start() succeeded: later load failures only respawn
         self._wake_at = _NEVER
+        self._batch = 0  # counts the I/O thread's batches of events
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="taskgrid-pool", daemon=True)
 
@@ -253,17 +260,25 @@ class Pool:
                         break
                     self._wake_at = self._next_timer()
                     now = time.monotonic()
+                    due = self._wake_at
                 for result in finished:
                     self._on_finish(result)
-                wait = None if self._wake_at == _NEVER else max(0.0, self._wake_at - now)
+                wait = None if due == _NEVER else max(0.0, due - now)
                 events = self._selector.select(wait)
                 finished = []
                 with self._lock:
                     self._wake_at = 0.0  # awake: a submit need not wake us
+                    self._batch += 1
+                    if len(events) > 1:
+                        events.sort(key=_event_order)
                     for key, _ in events:
                         kind, slot = key.data
                         self._handle_event(kind, slot, finished)
-                    self._fire_timers(time.monotonic(), finished)
+                    now = time.monotonic()
+                    if now >= due:
+                        # Else no timer is due: those armed since `due` was computed are
+                        # later than it, or woke us and are seen on the next turn.
+                        self._fire_timers(now, finished)
                     while self._pending and self._idle:
                         self._send_run(self._idle.pop(), self._pending.popleft())
                 for result in finished:
@@ -288,22 +303,30 @@ class Pool:
             self._read_output(slot)
         elif kind == "ctl":
             try:
-                message = slot.child.recv()
+                messages = slot.child.receive()
             except (EOFError, OSError):
                 self._selector.unregister(slot.child.conn.fileno())
                 if slot.child.pidfd is None:  # no pidfd: this EOF is our exit event
                     self._reap(slot, finished)
                 return
-            self._handle_message(slot, message, finished)
+            for message in messages:
+                self._handle_message(slot, message, finished)
         elif kind == "exit":
             self._reap(slot, finished)
 
     def _next_timer(self) -> float:
-        times = [run.deadline for run in self._runs.values() if run.kill_reason is None]
-        times += [slot.kill_at for slot in self._slots]
-        times += [when for when, _ in self._group_kills]
-        times += self._respawn_at
-        return min(times, default=_NEVER)
+        nearest = _NEVER
+        for run in self._runs.values():
+            if run.deadline < nearest and run.kill_reason is None:
+                nearest = run.deadline
+        for slot in self._slots:
+            if slot.kill_at < nearest:
+                nearest = slot.kill_at
+        for when, _ in self._group_kills:
+            nearest = min(nearest, when)
+        for when in self._respawn_at:
+            nearest = min(nearest, when)
+        return nearest
 
     def _fire_timers(self, now: float, finished: list[RunResult]) -> None:
         for run in list(self._runs.values()):
@@ -346,7 +369,9 @@ class Pool:
         if slot.child.out_fd < 0:
             return
         run = slot.run
-        if not slot.child.read_output(run.output.feed if run else _drop_output):
+        open_ = slot.child.read_output(run.output.feed if run else _drop_output)
+        slot.drained = self._batch  # read until empty (or end of file) just now
+        if not open_:
             self._selector.unregister(slot.child.out_fd)  # every writer is gone
             os.close(slot.child.out_fd)
             slot.child.out_fd = -1
@@ -367,21 +392,26 @@ class Pool:
                 self._changed.notify_all()
         elif kind == DONE and slot.run is not None:
             run = slot.run
-            self._read_output(slot)  # the child wrote all its output before replying
+            if slot.drained != self._batch:
+                # The child wrote all its output before replying. A read earlier in this
+                # batch (out events come first) came after the select that saw this reply,
+                # so it found all of that output and need not be repeated.
+                self._read_output(slot)
             if run.kill_reason is not None:
                 slot.child.signal_group(signal.SIGKILL)  # it returned after SIGTERM: end it now
                 return  # the run ends (TIMEOUT/STOPPED) when the child is reaped
             slot.run = None
             del self._runs[run.task.key]
             self._idle.append(slot)
-            finished.append(self._result(run, Outcome(message[1]), message[2], message[3]))
+            finished.append(self._result(run, _OUTCOMES[message[1]], message[2], message[3]))
 
     def _reap(self, slot: _Slot, finished: list[RunResult]) -> None:
         """The child exited: collect it, end its run, schedule a replacement."""
         child = slot.child
         try:
-            while child.pidfd is not None and child.conn.poll(0):  # replies sent just before
-                self._handle_message(slot, child.recv(), finished)
+            if child.pidfd is not None:  # replies sent just before it exited
+                for message in child.receive():
+                    self._handle_message(slot, message, finished)
         except (EOFError, OSError):
             pass
         returncode = child.wait()
@@ -458,6 +488,10 @@ class Pool:
                 slot.kill_at = now + self._grace  # in case it does not leave
         self._idle.clear()
         return not self._slots
+
+
+def _event_order(event: tuple[selectors.SelectorKey, int]) -> int:
+    return _EVENT_ORDER[event[0].data[0]]
 
 
 def _drop_output(data: bytes) -> None:
