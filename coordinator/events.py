@@ -9,9 +9,22 @@ streams. Everything here runs on the event loop thread.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+#: what a task needs of a worker to be claimed by it: (group, function, target worker or "")
+Kind = tuple[str, str, str]
+
+
+class _Parked:
+    __slots__ = ("can_run", "capacity", "future")
+
+    def __init__(self, can_run: Callable[[Kind], bool], capacity: int,
+                 future: asyncio.Future[bool]) -> None:
+        self.can_run = can_run
+        self.capacity = capacity
+        self.future = future
 
 
 class WorkSignal:
@@ -20,30 +33,64 @@ class WorkSignal:
     `epoch` counts the signals; a waiter that saw no claimable work at epoch N
     need not ask the database again until the epoch moves or its next due time
     comes (which keeps an idle system off the database).
+
+    Parked Lease calls wait here, oldest first. A signal about new tasks that
+    are due now (`fire(kinds, count)`) wakes only as many parked calls as the
+    tasks need, and only calls whose worker can run one of them; any other
+    signal wakes every parked call. A call left parked still sees the epoch
+    moved at its next safety poll, so a wake-up that went to a call that then
+    vanished costs seconds, never a task.
     """
 
     def __init__(self) -> None:
         self.epoch = 0
-        self._event = asyncio.Event()
-        self.earliest_due: dt.datetime | None = None
+        self._parked: dict[int, _Parked] = {}
 
-    def fire(self, due: dt.datetime | None = None) -> None:
-        """Announce a change; `due` is the next_run_time of new work, when known."""
+    def fire(self, kinds: Iterable[Kind] | None = None, count: int = 0) -> None:
+        """Announce a change; with `kinds`, `count` new due tasks of those kinds."""
         self.epoch += 1
-        if due is not None and (self.earliest_due is None or due < self.earliest_due):
-            self.earliest_due = due
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        if kinds is None:
+            woken = list(self._parked)
+        else:
+            wanted = set(kinds)
+            woken, left = [], count
+            for key, parked in self._parked.items():
+                if left <= 0:
+                    break
+                if any(parked.can_run(kind) for kind in wanted):
+                    woken.append(key)
+                    left -= parked.capacity
+        for key in woken:
+            future = self._parked.pop(key).future
+            if not future.done():
+                future.set_result(True)
 
-    async def wait(self, timeout_s: float) -> bool:
-        """Wait for the next fire; False on timeout."""
-        if timeout_s <= 0:
-            return False
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+    def park(self, can_run: Callable[[Kind], bool], capacity: int) -> asyncio.Future[bool]:
+        """A future that a signal for work this caller can run resolves (True)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._parked[id(future)] = _Parked(can_run, capacity, future)
+        return future
+
+    def unpark(self, future: asyncio.Future[bool]) -> None:
+        """Stop waiting (timed out, woken otherwise, or the call ended)."""
+        self._parked.pop(id(future), None)
+
+    @property
+    def parked(self) -> int:
+        """Lease calls waiting now."""
+        return len(self._parked)
+
+
+def announce(signal: WorkSignal, rows: Iterable[Mapping[str, Any]], now: Any) -> None:
+    """Fire for tasks just queued: targeted when all are plain tasks due now, else for all."""
+    rows = list(rows)
+    if not rows:
+        return
+    if all(r["next_run_time"] <= now and not r["broadcast"] for r in rows):
+        signal.fire({(r["group_name"], r["function_name"], r["target_worker_name"])
+                     for r in rows}, len(rows))
+    else:
+        signal.fire()
 
 
 class TaskFeed:

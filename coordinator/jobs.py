@@ -106,7 +106,7 @@ async def queue_job(
         ids, problems = None, {"uuid": "already in use (queued concurrently by another call)"}
     if ids is None:
         return JobAnswer(results, problems, [])
-    rt.signal.fire(min(r["next_run_time"] for r in rows))
+    rt.signal.fire()  # some of these wait for others: let every parked worker look
     rt.timers.note(rows)
     logger.info("job queued job=%s tasks=%d edges=%d", name, n, len(edges))
     layers, _ = layers_of(n, [(t[1], w[1]) for t, w in edges if w[0] == "index"])

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taskgrid.coordinator import lifecycle
 from taskgrid.coordinator.config import MAX_LEASE_BATCH
@@ -184,22 +184,29 @@ async def lease(rt: Runtime, w: LiveWorker, max_tasks: int, wait_s: float,
         remaining = min(remaining, SAFETY_POLL_S)
         if w.next_due is not None:
             remaining = min(remaining, max(0.0, (w.next_due - now).total_seconds()) + 0.001)
-        w.wake.clear()
-        woken = await _wait_any(rt.signal.wait(remaining), w.wake.wait())
+        woken = await _park(rt, w, n, remaining)
         if not woken and safety and rt.signal.epoch == epoch:
             w.empty_epoch = -1  # the safety poll: ask the database once more
 
 
-async def _wait_any(*aws: Any) -> bool:
-    """Wait for the first of `aws`; True when one finished with a truthy result."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
+async def _park(rt: Runtime, w: LiveWorker, n: int, timeout_s: float) -> bool:
+    """Wait for work this worker can run, or its own wake-up (a command); False on timeout."""
+    if timeout_s <= 0:
+        return False
+    groups, functions, name = set(w.group_names), w.functions, w.name
+
+    def can_run(kind: tuple[str, str, str]) -> bool:
+        return kind[0] in groups and kind[1] in functions and kind[2] in ("", name)
+
+    future = rt.signal.park(can_run, n)
+    w.parked = future
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return await asyncio.wait_for(future, timeout_s)
+    except TimeoutError:
+        return False
     finally:
-        for t in tasks:
-            t.cancel()
-    return any(not t.cancelled() and t.exception() is None and t.result() is not False
-               for t in done)
+        rt.signal.unpark(future)
+        w.parked = None
 
 
 async def start_runs(rt: Runtime, w: LiveWorker, refs: Sequence[Ref]

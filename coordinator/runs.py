@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskgrid.coordinator import lifecycle, output
 from taskgrid.coordinator.errors import InvalidRequestError, StoreUnavailableError
+from taskgrid.coordinator.events import announce
 from taskgrid.coordinator.lifecycle import RunStatus, TaskStatus, Transition
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -283,7 +284,7 @@ def settle(rt: Runtime, rows: Sequence[Row], reported: bool = False) -> None:
         logger.debug("run ended task=%s status=%s", row["id"], row["status"])
     requeued = [r for r in rows if r["status"] == TaskStatus.QUEUED]
     if requeued:
-        rt.signal.fire(min(r["next_run_time"] for r in requeued))
+        announce(rt.signal, requeued, rt.clock.now())
         rt.timers.note(requeued)
     if rt.deps_possible and any(r["status"] == TaskStatus.COMPLETED for r in rows):
         rt.signal.fire()  # dependents may have become due (else no one needs waking)

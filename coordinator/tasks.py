@@ -15,6 +15,7 @@ from taskgrid.coordinator.errors import (
     TaskNotFoundError,
     TransitionConflictError,
 )
+from taskgrid.coordinator.events import announce
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -96,7 +97,7 @@ async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[st
     if isinstance(result, set):
         return [Queued(errors={"uuid": "already in use"} if r["uuid"] in result else {})
                 for r in ready]
-    rt.signal.fire(min(r["next_run_time"] for r in ready))
+    announce(rt.signal, ready, rt.clock.now())
     rt.timers.note(ready)
     logger.debug("queued tasks=%d", len(ready))
     return [Queued(id=i, uuid=r["uuid"]) for i, r in zip(result, ready, strict=True)]

@@ -147,7 +147,7 @@ class Timers:
         count, self.next_broadcast = await self.rt.store.run(apply)
         if count:
             logger.info("broadcast children queued count=%d", count)
-            self.rt.signal.fire(now)
+            self.rt.signal.fire()
 
 
 def child_row(parent: Mapping[str, Any], worker_name: str, now: dt.datetime) -> dict[str, Any]:

@@ -76,7 +76,8 @@ class LiveWorker:
     book: Leases
     rss_bytes: int = 0
     alive: bool = True
-    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: its pending Lease call's wait, while one is parked (notify resolves it)
+    parked: asyncio.Future[bool] | None = None
     #: signal epoch at which a claim last found nothing, and when work is next due
     empty_epoch: int = -1
     next_due: dt.datetime | None = None
@@ -92,7 +93,8 @@ class LiveWorker:
 
     def notify(self) -> None:
         """Wake this worker's pending Lease call (status change, stop request)."""
-        self.wake.set()
+        if self.parked is not None and not self.parked.done():
+            self.parked.set_result(True)
 
     def to_row(self) -> dict[str, Any]:
         """The columns of its scheduler_worker row."""
