@@ -74,6 +74,8 @@ EXIT_NAME_TAKEN = 6
 """Exit code when another live worker keeps using this worker's name (ALREADY_EXISTS)."""
 DEFAULT_DEAD_AFTER_BEATS = 3
 """The coordinator's default --dead-after-beats, to guess dead_after before registering."""
+LEASE_COALESCE_S = 0.002
+"""How long a busy worker waits for half its slots to free before its next Lease."""
 DEFAULT_HEARTBEAT_TRIES = 3
 """Heartbeats an older coordinator may refuse for stale leases in a row before a backoff."""
 CHANNEL_OPTIONS = [
@@ -351,6 +353,7 @@ class Agent(DeliveryMixin):
     def lease_once(self) -> bool:
         """One long-poll Lease for the free slots; False when the call failed."""
         with self._cond:
+            self._gather_free_slots()
             session, generation = self._session, self._generation
             free = self._pool.free_slots()
             was_busy = bool(self._pool.active_keys())
@@ -383,6 +386,22 @@ class Agent(DeliveryMixin):
             logger.info("leases handed back while leaving leases=%s",
                         describe_leases(lease_keys(unwanted)))  # fmt: skip
         return True
+
+    def _gather_free_slots(self) -> None:
+        """Caller holds the lock: a busy worker lets half its slots free before it leases.
+
+        Runs of a busy worker end within moments of each other; waiting up to
+        LEASE_COALESCE_S for them makes one Lease carry a batch instead of one
+        task each. An idle worker (nothing running) leases at once.
+        """
+        want = max(1, (self.config.concurrency + 1) // 2)
+        deadline = time.monotonic() + LEASE_COALESCE_S
+        while (not self._leaving and self._pool.active_keys()
+               and self._pool.free_slots() < want):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _start(self, task: TaskRun) -> None:
         """Caller holds the lock: run a fresh lease."""

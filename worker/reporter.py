@@ -87,6 +87,10 @@ class Sender(Protocol):
         ...
 
 
+#: how long a finished run's report waits for the runs still going on to end too
+REPORT_COALESCE_S = 0.002
+
+
 def output_interval(task: TaskRun) -> float:
     """Seconds between live output flushes of a run."""
     return task.sync_output if task.sync_output > 0 else DEFAULT_OUTPUT_INTERVAL_S
@@ -170,6 +174,7 @@ class Reporter:
                     wait = self._sleep_until - time.monotonic()
                     self._cond.wait(None if self._sleep_until == _NEVER else max(0.0, wait))
                 self._sleep_until = 0.0  # busy: a new run's schedule is picked up anyway
+                self._gather_reports()
                 self._flushing = True
             try:
                 delivered = self.flush_once()
@@ -185,6 +190,22 @@ class Reporter:
                     self._cond.wait(self._backoff.next_delay())
                 else:
                     self._backoff.reset()
+
+    def _gather_reports(self) -> None:
+        """Caller holds the lock: while other runs go on, let their reports join this one.
+
+        A busy worker's runs end within moments of each other; waiting
+        REPORT_COALESCE_S for them turns several Report calls into one. A lone
+        run (nothing else active) is reported at once.
+        """
+        if self._stopping or not self.outbox.has_reports() or not self._active_runs():
+            return
+        deadline = time.monotonic() + REPORT_COALESCE_S
+        while not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _has_work(self) -> bool:
         """Caller holds the lock: refresh output schedules; True when a send is due."""
