@@ -75,7 +75,7 @@ EXIT_NAME_TAKEN = 6
 DEFAULT_DEAD_AFTER_BEATS = 3
 """The coordinator's default --dead-after-beats, to guess dead_after before registering."""
 LEASE_COALESCE_S = 0.002
-"""How long a busy worker waits for half its slots to free before its next Lease."""
+"""How long a busy worker waits for its slots to free before its next Lease."""
 DEFAULT_HEARTBEAT_TRIES = 3
 """Heartbeats an older coordinator may refuse for stale leases in a row before a backoff."""
 CHANNEL_OPTIONS = [
@@ -388,13 +388,14 @@ class Agent(DeliveryMixin):
         return True
 
     def _gather_free_slots(self) -> None:
-        """Caller holds the lock: a busy worker lets half its slots free before it leases.
+        """Caller holds the lock: a busy worker lets its slots free before it leases.
 
         Runs of a busy worker end within moments of each other; waiting up to
-        LEASE_COALESCE_S for them makes one Lease carry a batch instead of one
-        task each. An idle worker (nothing running) leases at once.
+        LEASE_COALESCE_S for all its slots makes one Lease carry a batch instead
+        of one task each (a 2 x 8 burn-down: 8 tasks per Lease, against 4.6
+        leasing at once). An idle worker (nothing running) leases at once.
         """
-        want = max(1, (self.config.concurrency + 1) // 2)
+        want = max(1, self.config.concurrency)
         deadline = time.monotonic() + LEASE_COALESCE_S
         while (not self._leaving and self._pool.active_keys()
                and self._pool.free_slots() < want):
