@@ -71,8 +71,10 @@ class Coordinator:
                 await task
         await asyncio.get_running_loop().run_in_executor(None, self.runtime.store.close)
         counts = " ".join(f"{k}={v}" for k, v in sorted(self.calls.counts.items()))
-        logger.info("coordinator stopped transactions=%d calls: %s",
-                    self.runtime.store.transactions, counts or "none")
+        # bodies: store calls; transactions: commits (group commit runs several bodies in one)
+        logger.info("coordinator stopped bodies=%d transactions=%d calls: %s",
+                    self.runtime.store.bodies, self.runtime.store.transactions,
+                    counts or "none")
 
 
 class ConfigError(ValueError):

@@ -16,8 +16,11 @@ Two cadences:
   * closes RUNNING runs past timeout plus grace with no report (durable
     time: the row's last_run_time against the coordinator clock),
   * ends QUEUED broadcast children whose target worker is gone,
-  * and rebuilds the lease mirror from the rows.
-An idle coordinator with no worker does no database work at all.
+  * and rebuilds the lease mirror from the rows;
+  while quiet (no lease known, none granted or ended since the last pass, the
+  same sessions) the pass is skipped, and runs once per QUIET_RECONCILE_S only.
+An idle coordinator does no database work but that one pass a minute (none at
+all with no worker connected).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ TICKS_PER_BEAT = 4
 MIN_TICK_S = 0.05
 #: how often the leased rows are read back (the backstop and the mirror's repair)
 RECONCILE_INTERVAL_S = 3.0
+#: while quiet (no lease anywhere, none granted or ended, the same sessions) a pass runs only
+#: this often, to write the heartbeat times: an idle system stays off the database
+QUIET_RECONCILE_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,9 @@ class Reaper:
         self.rt = rt
         self.next_reconcile = 0.0  # monotonic: the first pass runs at once
         self.passes = 0
+        #: what the last pass saw: the lease mirror's write count, the sessions, its time
+        self._seen: tuple[int, dict[str, int]] | None = None
+        self._last_pass = 0.0
 
     async def run_once(self, now: dt.datetime | None = None,
                        now_mono: float | None = None) -> None:
@@ -75,8 +84,21 @@ class Reaper:
             except Exception:
                 logger.exception("declaring worker dead failed worker=%s", w.name)
         if now_mono >= self.next_reconcile and self._has_sessions():
-            await self.reconcile(now, now_mono)
+            if not self._quiet(now_mono):
+                await self.reconcile(now, now_mono)
             self.next_reconcile = now_mono + RECONCILE_INTERVAL_S
+
+    def _quiet(self, now_mono: float) -> bool:
+        """Nothing a pass could repair: no lease known, none granted or ended, same sessions.
+
+        Leases are written only by this coordinator's claims, and a claim's grant
+        reaches the mirror (moving its write count) right after its commit, so with
+        an empty, unchanged mirror and unchanged sessions the rows hold no lease
+        and no session-less alive row. A pass still runs every QUIET_RECONCILE_S.
+        """
+        seen = (self.rt.leases.mark(), self.rt.registry.live_ids())
+        return (self._seen == seen and self.rt.leases.count_all() == 0
+                and now_mono - self._last_pass < QUIET_RECONCILE_S)
 
     def _has_sessions(self) -> bool:
         return bool(self.rt.registry.live_ids()) or self.passes == 0 or bool(
@@ -89,6 +111,7 @@ class Reaper:
         beats = self.rt.registry.unflushed_beats()
         live = self.rt.registry.live_ids()
         since = self.rt.leases.mark()  # leases granted or ended from here on are newer
+        self._last_pass = time.monotonic() if now_mono is None else now_mono
 
         def read(tx: Tx) -> tuple[list[Row], list[Row], int]:
             tx.touch_workers(beats)
@@ -121,6 +144,7 @@ class Reaper:
                            removed)
         if orphans:
             logger.info("broadcast children of gone workers expired count=%d", orphans)
+        self._seen = (self.rt.leases.mark(), self.rt.registry.live_ids())
         return found
 
     async def _each(self, job: Awaitable[object], name: str) -> None:

@@ -392,3 +392,36 @@ def test_poisoned_report_item_fails_only_itself(db_url, monkeypatch, poison):
     finally:
         s.close()
         inproc.stop()
+
+
+def test_a_quiet_coordinator_skips_its_reconcile_passes(db_url):
+    """No lease anywhere, none granted or ended, the same sessions: the reconcile pass reads
+    nothing (an idle system stays off the database), until a lease or a minute changes that."""
+    from taskgrid.coordinator.reaper import QUIET_RECONCILE_S, RECONCILE_INTERVAL_S
+
+    inproc = InProcessCoordinator(db_url)
+    rt = inproc.coordinator.runtime
+    s = connect(inproc.address)
+    try:
+        w = FakeWorker(s, "idle", ["add"], heartbeat=60)  # never declared dead in this test
+        t0 = time.monotonic() + RECONCILE_INTERVAL_S
+
+        def tick(offset):
+            inproc._call(rt.reaper.run_once(now_mono=t0 + offset))
+
+        tick(0)  # a new session: this pass runs
+        quiet_from = rt.store.bodies
+        step = RECONCILE_INTERVAL_S + 0.1
+        for i in range(1, 8):  # about 20 s of reconcile intervals
+            tick(i * step)
+        assert rt.store.bodies == quiet_from
+        tick(QUIET_RECONCILE_S + 1)  # still one pass a minute (heartbeat times, a safety net)
+        assert rt.store.bodies == quiet_from + 1
+        queue(s, "add", args="[1, 2]")
+        assert len(w.lease().leases) == 1
+        after_lease = rt.store.bodies
+        tick(QUIET_RECONCILE_S + 1 + step)  # a lease is known: the pass runs
+        assert rt.store.bodies == after_lease + 1
+    finally:
+        s.close()
+        inproc.stop()
