@@ -95,21 +95,11 @@ class Tx:
             DuplicateUuidError: a uuid is taken (a concurrent insert won the race);
                 the transaction must end.
         """
-        d, cur = self.d, self.cur
+        d = self.d
         ids: list[int] = []
         try:
             for keys, params in _shapes(d, rows):
-                sql = hotsql.insert_task_sql(d, keys)
-                if d.postgres:
-                    cur.executemany(sql, params, returning=True)
-                    while True:
-                        ids.append(cur.fetchone()[0])
-                        if not cur.nextset():
-                            break
-                else:
-                    for p in params:
-                        cur.execute(sql, p)
-                        ids.append(cur.lastrowid)
+                ids += self._insert_returning_ids(hotsql.insert_task_sql(d, keys), params)
         except (sqlite3.IntegrityError, psycopg.IntegrityError) as exc:
             text = str(exc).lower()
             if "unique" not in text or "uuid" not in text:  # NOT NULL...: a bug, not a race
@@ -361,11 +351,19 @@ class Tx:
         """Insert run rows; returns their ids in order."""
         if not rows:
             return []
-        d, cur = self.d, self.cur
-        sql = hotsql.insert_run_sql(d)
-        params = [hotsql.run_params(d, r) for r in rows]
+        d = self.d
+        return self._insert_returning_ids(hotsql.insert_run_sql(d),
+                                          [hotsql.run_params(d, r) for r in rows])
+
+    def _insert_returning_ids(self, sql: str, params: Sequence[Sequence[Any]]) -> list[int]:
+        """Run one INSERT per parameter row; the new ids in order.
+
+        PostgreSQL: one pipelined executemany with RETURNING. SQLite cannot return
+        rows from executemany, and a plain execute per row costs a few µs there.
+        """
+        cur = self.cur
         ids: list[int] = []
-        if d.postgres:
+        if self.d.postgres:
             cur.executemany(sql, params, returning=True)
             while True:
                 ids.append(cur.fetchone()[0])

@@ -358,7 +358,7 @@ def test_due_tasks_walk_each_groups_priorities_and_merge_groups(store, tasks):
 def test_claim_reads_only_the_due_range(store, tasks):
     """Future-dated tasks are not read by a claim: SQLite's own step counter says so."""
     if store.is_sqlite is False:
-        pytest.skip("SQLite's VM step counter")
+        pytest.skip("counts steps with SQLite's VM progress handler")
     tasks.add_many(5)
     for i in range(2000):
         tasks.add(start_time=NOW + dt.timedelta(days=1, seconds=i), priority=i % 3)
