@@ -48,6 +48,7 @@ from ._convert import (
     lease_keys,
     lease_ref,
     register_request,
+    report_to_pb,
     stale_keys,
     task_run_from_lease,
 )
@@ -155,6 +156,9 @@ class Agent(DeliveryMixin):
         self._held: set[LeaseKey] = set()
         self._warned: dict[LeaseKey, None] = {}  # stale leases already logged (delivery.py)
         self._dead_after: float | None = None  # from the last RegisterResponse
+        self._lease_takes_reports = False  # from the last RegisterResponse
+        self._carrying = False  # the main loop is about to lease: finished runs ride along
+        self._lease_in_flight = False  # a Lease call is out (maybe parked): Report them
         self._name_taken_since: float | None = None  # first ALREADY_EXISTS of this streak
         self._failed_calls = 0  # consecutive failed calls, so an outage is logged once
         self._auth_failures = 0  # consecutive registrations refused for bad credentials
@@ -232,6 +236,9 @@ class Agent(DeliveryMixin):
                 if self._leaving and not self._pool.active_keys() and not self._unfinished:
                     return
                 if self._session is not None and not self._may_lease():
+                    if self._carrying:  # no Lease is coming: the reporter sends them
+                        self._carrying = False
+                        self._reporter.wake()
                     hold = self._hold_until - time.monotonic()
                     self._cond.wait(hold if hold > 0 else None)
                     continue
@@ -282,6 +289,7 @@ class Agent(DeliveryMixin):
             self._session = response.session
             self._heartbeat = response.heartbeat or config.heartbeat
             self._dead_after = response.dead_after or None
+            self._lease_takes_reports = response.lease_takes_reports
             self._empty_runs = 0
             self._cond.notify_all()
         logger.info("worker registered name=%s id=%s groups=%s functions=%s commands=%s",
@@ -351,22 +359,46 @@ class Agent(DeliveryMixin):
                 self._cond.notify_all()
 
     def lease_once(self) -> bool:
-        """One long-poll Lease for the free slots; False when the call failed."""
+        """One long-poll Lease for the free slots; False when the call failed.
+
+        Finished runs waiting in the outbox ride along (ACK+FETCH) when the
+        coordinator takes reports on Lease: one call instead of a Report and a
+        Lease. If the call fails they go back to the outbox, and the reporter
+        delivers them with Report and its retry rules.
+        """
         with self._cond:
+            self._carrying = self._lease_takes_reports
             self._gather_free_slots()
             session, generation = self._session, self._generation
             free = self._pool.free_slots()
             was_busy = bool(self._pool.active_keys())
+            calling = session is not None and free > 0
+            carried = self._reporter.outbox.take_reports() if (
+                self._carrying and calling) else []
+            self._carrying = False
+            self._lease_in_flight = calling  # runs ending from now on go by Report
+        self._reporter.wake()  # it may have left reports to this call
         if session is None or free <= 0:
             return True
         request = worker_pb2.LeaseRequest(
-            session=session, max_tasks=free, wait_s=self._heartbeat, prefetch=False
+            session=session, max_tasks=free, wait_s=self._heartbeat, prefetch=False,
+            reports=[report_to_pb(result) for result in carried],
         )
         try:
             response = self._rpc().Lease(request, timeout=self._heartbeat + DEFAULT_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
+            self._lease_in_flight = False
+            if carried:
+                self._reporter.outbox.restore_reports(carried)
+                self._reporter.wake()
             return self._failed("Lease", error, generation)
+        self._lease_in_flight = False
         self._note_success()
+        if carried:
+            self._drop_stale(lease_keys(response.stale), "Lease")
+            self._forget(result.task.key for result in carried)
+            self._reporter.outbox.settle_reports(carried)
+            logger.debug("reported on Lease runs=%s", len(carried))
         logger.debug("lease answered asked=%s got=%s stop=%s",
                      free, len(response.leases), len(response.stop))  # fmt: skip
         self._apply_status(response.status)
@@ -386,6 +418,14 @@ class Agent(DeliveryMixin):
             logger.info("leases handed back while leaving leases=%s",
                         describe_leases(lease_keys(unwanted)))  # fmt: skip
         return True
+
+    def carrying(self) -> bool:
+        """True while the main loop prepares a Lease that will carry finished runs.
+
+        Read without the lock: the reporter asks while holding its own lock, and
+        `_on_finish` takes the two locks in the other order.
+        """
+        return self._carrying
 
     def _gather_free_slots(self) -> None:
         """Caller holds the lock: a busy worker lets its slots free before it leases.
@@ -464,6 +504,9 @@ class Agent(DeliveryMixin):
         key = result.task.key
         logger.debug("run ended task=%s attempt=%s outcome=%s", *key, result.outcome.value)
         with self._cond:
+            if (self._lease_takes_reports and not self._lease_in_flight and not self._leaving
+                    and self._session is not None):
+                self._carrying = True  # the main loop leases next: the report rides along
             if key in self._dropped:
                 self._dropped.discard(key)
             else:

@@ -86,9 +86,15 @@ class Sender(Protocol):
         """Give up on these reports: hand their leases back and forget them."""
         ...
 
+    def carrying(self) -> bool:
+        """True while a Lease about to be sent will carry the finished runs instead."""
+        ...
+
 
 #: how long a finished run's report waits for the runs still going on to end too
 REPORT_COALESCE_S = 0.002
+#: at most this long a report waits for a Lease being prepared to carry it
+CARRY_WAIT_S = 0.05
 
 
 def output_interval(task: TaskRun) -> float:
@@ -192,16 +198,26 @@ class Reporter:
                     self._backoff.reset()
 
     def _gather_reports(self) -> None:
-        """Caller holds the lock: while other runs go on, let their reports join this one.
+        """Caller holds the lock: let more reports join, or leave them to the next Lease.
 
         A busy worker's runs end within moments of each other; waiting
         REPORT_COALESCE_S for them turns several Report calls into one. A lone
-        run (nothing else active) is reported at once.
+        run (nothing else active) is reported at once, unless the main loop is
+        preparing a Lease, which then carries it (no Report call at all).
         """
-        if self._stopping or not self.outbox.has_reports() or not self._active_runs():
+        if self._stopping or not self.outbox.has_reports():
             return
-        deadline = time.monotonic() + REPORT_COALESCE_S
-        while not self._stopping:
+        if self._active_runs():
+            deadline = time.monotonic() + REPORT_COALESCE_S
+            while not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        # The main loop is about to lease: the reports ride on that call (it wakes us when
+        # it has taken them); the bound only guards against a wake-up that never comes.
+        deadline = time.monotonic() + CARRY_WAIT_S
+        while not self._stopping and self._sender.carrying():
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -76,23 +76,26 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         return worker_pb2.RegisterResponse(
             session=worker_pb2.WorkerSession(worker_id=w.id, session_token=token),
             heartbeat=w.heartbeat_s, status=convert.worker_status(w.status),
-            dead_after=self.rt.config.dead_after_s(w.heartbeat_s))
+            dead_after=self.rt.config.dead_after_s(w.heartbeat_s), lease_takes_reports=True)
 
     @status.unary
     async def Lease(self, request: worker_pb2.LeaseRequest,
                     context: grpc.aio.ServicerContext) -> worker_pb2.LeaseResponse:
-        """Lease due tasks, long-polling up to wait_s."""
+        """Apply the finished runs it carries, then lease due tasks, long-polling up to wait_s."""
         w = self._session(request.session)
         if request.max_tasks < 0 or not request.wait_s >= 0:
             raise InvalidRequestError("max_tasks" if request.max_tasks < 0 else "wait_s",
                                       "must not be negative")
+        outcomes = [_outcome(r) for r in request.reports]
+        stale = await runs.report(self.rt, w, outcomes) if outcomes else []
         answer = await leasing.lease(self.rt, w, request.max_tasks or 1, request.wait_s,
                                      request.prefetch)
         if answer.leases:
             sessions.hand_back_if_undelivered(self.rt, w, context, [g.ref for g in answer.leases])
         return worker_pb2.LeaseResponse(
             leases=[convert.lease_to_proto(g) for g in answer.leases],
-            status=convert.worker_status(answer.status), stop=convert.ref_msgs(answer.stop))
+            status=convert.worker_status(answer.status), stop=convert.ref_msgs(answer.stop),
+            stale=convert.ref_msgs(stale))
 
     @status.unary
     async def StartRuns(self, request: worker_pb2.StartRunsRequest,

@@ -90,6 +90,38 @@ def test_a_batch_applies_its_fresh_reports_and_lists_the_stale_ones(stubs):
     assert status_of(stubs, leases[0].ref.task_id) == "RUNNING"
 
 
+def test_reports_ride_on_the_next_lease(stubs):
+    """ACK+FETCH: a Lease applies the finished runs it carries, exactly as Report does, then
+    claims; a report sent again is stale; a malformed one fails the call and changes nothing."""
+    first, second = (queue(stubs, "add", args="[1, 2]").id for _ in range(2))
+    reply = stubs.worker.Register(worker_pb2.RegisterRequest(
+        worker_name="acker", functions=["add"], group_names=["main"], capacity=1,
+        language="test", heartbeat=0.5))
+    assert reply.lease_takes_reports
+    w = FakeWorker(stubs, "acker2", ["add"])
+    [lease] = w.lease().leases
+    done = w.run_report(lease.ref, "COMPLETED", "3", output=[(1, "out\n")])
+    answer = stubs.worker.Lease(worker_pb2.LeaseRequest(
+        session=w.session, max_tasks=1, wait_s=0, reports=[done]))
+    assert list(answer.stale) == []
+    [nxt] = answer.leases  # the slot the report freed is filled in the same call
+    assert {lease.ref.task_id, nxt.ref.task_id} == {first, second}
+    view = get(stubs, lease.ref.task_id)
+    assert status_of(stubs, lease.ref.task_id) == "COMPLETED"
+    assert view.runs[0].run_result == "3" and view.runs[0].run_output == "out\n"
+    again = stubs.worker.Lease(worker_pb2.LeaseRequest(
+        session=w.session, max_tasks=1, wait_s=0, reports=[done]))
+    assert refs_of(again.stale) == [(lease.ref.task_id, lease.ref.attempt)]
+    assert list(again.leases) == []
+    bad = worker_pb2.RunReport(ref=nxt.ref, status=common_pb2.RUN_STATUS_RUNNING)
+    third = queue(stubs, "add", args="[1, 2]").id
+    error = code_of(stubs.worker.Lease, worker_pb2.LeaseRequest(
+        session=w.session, max_tasks=2, wait_s=0, reports=[bad]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_of(stubs, nxt.ref.task_id) == "RUNNING"
+    assert status_of(stubs, third) == "QUEUED"
+
+
 def test_stale_lists_of_hundreds_of_leases_fit_in_the_reply(stubs):
     # They once travelled in trailing metadata, which failed past about 8 KiB.
     w = FakeWorker(stubs, "hand", ["add"])

@@ -43,16 +43,18 @@ class RegisterRequest(_message.Message):
     def __init__(self, worker_name: _Optional[str] = ..., group_names: _Optional[_Iterable[str]] = ..., functions: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., language: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., heartbeat: _Optional[float] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("session", "heartbeat", "status", "dead_after")
+    __slots__ = ("session", "heartbeat", "status", "dead_after", "lease_takes_reports")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DEAD_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TAKES_REPORTS_FIELD_NUMBER: _ClassVar[int]
     session: WorkerSession
     heartbeat: float
     status: _common_pb2.WorkerStatus
     dead_after: float
-    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., heartbeat: _Optional[float] = ..., status: _Optional[_Union[_common_pb2.WorkerStatus, str]] = ..., dead_after: _Optional[float] = ...) -> None: ...
+    lease_takes_reports: bool
+    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., heartbeat: _Optional[float] = ..., status: _Optional[_Union[_common_pb2.WorkerStatus, str]] = ..., dead_after: _Optional[float] = ..., lease_takes_reports: _Optional[bool] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("ref", "run_id", "uuid", "task_name", "group_name", "function_name", "args", "vars", "timeout", "sync_output", "started", "start_time", "command")
@@ -85,26 +87,30 @@ class Lease(_message.Message):
     def __init__(self, ref: _Optional[_Union[_common_pb2.LeaseRef, _Mapping]] = ..., run_id: _Optional[int] = ..., uuid: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., function_name: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., started: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., command: _Optional[_Union[_common_pb2.Command, _Mapping]] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("session", "max_tasks", "wait_s", "prefetch")
+    __slots__ = ("session", "max_tasks", "wait_s", "prefetch", "reports")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
     session: WorkerSession
     max_tasks: int
     wait_s: float
     prefetch: bool
-    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., max_tasks: _Optional[int] = ..., wait_s: _Optional[float] = ..., prefetch: _Optional[bool] = ...) -> None: ...
+    reports: _containers.RepeatedCompositeFieldContainer[RunReport]
+    def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., max_tasks: _Optional[int] = ..., wait_s: _Optional[float] = ..., prefetch: _Optional[bool] = ..., reports: _Optional[_Iterable[_Union[RunReport, _Mapping]]] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("leases", "status", "stop")
+    __slots__ = ("leases", "status", "stop", "stale")
     LEASES_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     leases: _containers.RepeatedCompositeFieldContainer[Lease]
     status: _common_pb2.WorkerStatus
     stop: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
-    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.WorkerStatus, str]] = ..., stop: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
+    stale: _containers.RepeatedCompositeFieldContainer[_common_pb2.LeaseRef]
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.WorkerStatus, str]] = ..., stop: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ..., stale: _Optional[_Iterable[_Union[_common_pb2.LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class StartRunsRequest(_message.Message):
     __slots__ = ("session", "leases")

@@ -202,13 +202,16 @@ func (x *RegisterRequest) GetVersion() string {
 }
 
 type RegisterResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       *WorkerSession         `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
-	Heartbeat     float64                `protobuf:"fixed64,2,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"` // the interval the coordinator expects
-	Status        WorkerStatus           `protobuf:"varint,3,opt,name=status,proto3,enum=taskgrid.v1.WorkerStatus" json:"status,omitempty"`
-	DeadAfter     float64                `protobuf:"fixed64,4,opt,name=dead_after,json=deadAfter,proto3" json:"dead_after,omitempty"` // seconds of silence after which the worker is dead
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Session   *WorkerSession         `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	Heartbeat float64                `protobuf:"fixed64,2,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"` // the interval the coordinator expects
+	Status    WorkerStatus           `protobuf:"varint,3,opt,name=status,proto3,enum=taskgrid.v1.WorkerStatus" json:"status,omitempty"`
+	DeadAfter float64                `protobuf:"fixed64,4,opt,name=dead_after,json=deadAfter,proto3" json:"dead_after,omitempty"` // seconds of silence after which the worker is dead
+	// true: this coordinator applies LeaseRequest.reports (a worker must not send
+	// reports there otherwise: an older coordinator would ignore them)
+	LeaseTakesReports bool `protobuf:"varint,5,opt,name=lease_takes_reports,json=leaseTakesReports,proto3" json:"lease_takes_reports,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RegisterResponse) Reset() {
@@ -267,6 +270,13 @@ func (x *RegisterResponse) GetDeadAfter() float64 {
 		return x.DeadAfter
 	}
 	return 0
+}
+
+func (x *RegisterResponse) GetLeaseTakesReports() bool {
+	if x != nil {
+		return x.LeaseTakesReports
+	}
+	return false
 }
 
 // A leased task, everything a worker needs to run it.
@@ -417,7 +427,11 @@ type LeaseRequest struct {
 	WaitS    float64                `protobuf:"fixed64,3,opt,name=wait_s,json=waitS,proto3" json:"wait_s,omitempty"`         // long-poll: how long to wait for work (capped)
 	// false: the worker starts the leases at once (ASSIGNED -> RUNNING in the
 	// same transaction); true: keep them ASSIGNED until StartRuns.
-	Prefetch      bool `protobuf:"varint,4,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	Prefetch bool `protobuf:"varint,4,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// Finished runs, applied exactly as a Report call's, before the claim (a
+	// report riding on the next Lease saves a call); only when the
+	// RegisterResponse said lease_takes_reports.
+	Reports       []*RunReport `protobuf:"bytes,5,rep,name=reports,proto3" json:"reports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,11 +494,19 @@ func (x *LeaseRequest) GetPrefetch() bool {
 	return false
 }
 
+func (x *LeaseRequest) GetReports() []*RunReport {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
 type LeaseResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Leases        []*Lease               `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
 	Status        WorkerStatus           `protobuf:"varint,2,opt,name=status,proto3,enum=taskgrid.v1.WorkerStatus" json:"status,omitempty"` // the worker's current status
 	Stop          []*LeaseRef            `protobuf:"bytes,3,rep,name=stop,proto3" json:"stop,omitempty"`                                    // leases to stop now
+	Stale         []*LeaseRef            `protobuf:"bytes,4,rep,name=stale,proto3" json:"stale,omitempty"`                                  // reports not applied: the worker no longer holds these
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +558,13 @@ func (x *LeaseResponse) GetStatus() WorkerStatus {
 func (x *LeaseResponse) GetStop() []*LeaseRef {
 	if x != nil {
 		return x.Stop
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetStale() []*LeaseRef {
+	if x != nil {
+		return x.Stale
 	}
 	return nil
 }
@@ -1181,13 +1210,14 @@ const file_taskgrid_v1_worker_proto_rawDesc = "" +
 	"\bhostname\x18\b \x01(\tR\bhostname\x12\x10\n" +
 	"\x03pid\x18\t \x01(\x05R\x03pid\x12\x18\n" +
 	"\aversion\x18\n" +
-	" \x01(\tR\aversion\"\xb8\x01\n" +
+	" \x01(\tR\aversion\"\xe8\x01\n" +
 	"\x10RegisterResponse\x124\n" +
 	"\asession\x18\x01 \x01(\v2\x1a.taskgrid.v1.WorkerSessionR\asession\x12\x1c\n" +
 	"\theartbeat\x18\x02 \x01(\x01R\theartbeat\x121\n" +
 	"\x06status\x18\x03 \x01(\x0e2\x19.taskgrid.v1.WorkerStatusR\x06status\x12\x1d\n" +
 	"\n" +
-	"dead_after\x18\x04 \x01(\x01R\tdeadAfter\"\xa4\x03\n" +
+	"dead_after\x18\x04 \x01(\x01R\tdeadAfter\x12.\n" +
+	"\x13lease_takes_reports\x18\x05 \x01(\bR\x11leaseTakesReports\"\xa4\x03\n" +
 	"\x05Lease\x12'\n" +
 	"\x03ref\x18\x01 \x01(\v2\x15.taskgrid.v1.LeaseRefR\x03ref\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\x03R\x05runId\x12\x12\n" +
@@ -1205,16 +1235,18 @@ const file_taskgrid_v1_worker_proto_rawDesc = "" +
 	"\astarted\x18\v \x01(\bR\astarted\x129\n" +
 	"\n" +
 	"start_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12.\n" +
-	"\acommand\x18\r \x01(\v2\x14.taskgrid.v1.CommandR\acommand\"\x94\x01\n" +
+	"\acommand\x18\r \x01(\v2\x14.taskgrid.v1.CommandR\acommand\"\xc6\x01\n" +
 	"\fLeaseRequest\x124\n" +
 	"\asession\x18\x01 \x01(\v2\x1a.taskgrid.v1.WorkerSessionR\asession\x12\x1b\n" +
 	"\tmax_tasks\x18\x02 \x01(\x05R\bmaxTasks\x12\x15\n" +
 	"\x06wait_s\x18\x03 \x01(\x01R\x05waitS\x12\x1a\n" +
-	"\bprefetch\x18\x04 \x01(\bR\bprefetch\"\x99\x01\n" +
+	"\bprefetch\x18\x04 \x01(\bR\bprefetch\x120\n" +
+	"\areports\x18\x05 \x03(\v2\x16.taskgrid.v1.RunReportR\areports\"\xc6\x01\n" +
 	"\rLeaseResponse\x12*\n" +
 	"\x06leases\x18\x01 \x03(\v2\x12.taskgrid.v1.LeaseR\x06leases\x121\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x19.taskgrid.v1.WorkerStatusR\x06status\x12)\n" +
-	"\x04stop\x18\x03 \x03(\v2\x15.taskgrid.v1.LeaseRefR\x04stop\"w\n" +
+	"\x04stop\x18\x03 \x03(\v2\x15.taskgrid.v1.LeaseRefR\x04stop\x12+\n" +
+	"\x05stale\x18\x04 \x03(\v2\x15.taskgrid.v1.LeaseRefR\x05stale\"w\n" +
 	"\x10StartRunsRequest\x124\n" +
 	"\asession\x18\x01 \x01(\v2\x1a.taskgrid.v1.WorkerSessionR\asession\x12-\n" +
 	"\x06leases\x18\x02 \x03(\v2\x15.taskgrid.v1.LeaseRefR\x06leases\"l\n" +
@@ -1309,49 +1341,51 @@ var file_taskgrid_v1_worker_proto_depIdxs = []int32{
 	19, // 3: taskgrid.v1.Lease.start_time:type_name -> google.protobuf.Timestamp
 	20, // 4: taskgrid.v1.Lease.command:type_name -> taskgrid.v1.Command
 	0,  // 5: taskgrid.v1.LeaseRequest.session:type_name -> taskgrid.v1.WorkerSession
-	3,  // 6: taskgrid.v1.LeaseResponse.leases:type_name -> taskgrid.v1.Lease
-	17, // 7: taskgrid.v1.LeaseResponse.status:type_name -> taskgrid.v1.WorkerStatus
-	18, // 8: taskgrid.v1.LeaseResponse.stop:type_name -> taskgrid.v1.LeaseRef
-	0,  // 9: taskgrid.v1.StartRunsRequest.session:type_name -> taskgrid.v1.WorkerSession
-	18, // 10: taskgrid.v1.StartRunsRequest.leases:type_name -> taskgrid.v1.LeaseRef
-	3,  // 11: taskgrid.v1.StartRunsResponse.leases:type_name -> taskgrid.v1.Lease
-	18, // 12: taskgrid.v1.StartRunsResponse.stale:type_name -> taskgrid.v1.LeaseRef
-	0,  // 13: taskgrid.v1.HeartbeatRequest.session:type_name -> taskgrid.v1.WorkerSession
-	18, // 14: taskgrid.v1.HeartbeatRequest.running:type_name -> taskgrid.v1.LeaseRef
-	17, // 15: taskgrid.v1.HeartbeatResponse.status:type_name -> taskgrid.v1.WorkerStatus
-	18, // 16: taskgrid.v1.HeartbeatResponse.stop:type_name -> taskgrid.v1.LeaseRef
-	18, // 17: taskgrid.v1.HeartbeatResponse.stale:type_name -> taskgrid.v1.LeaseRef
-	0,  // 18: taskgrid.v1.SendOutputRequest.session:type_name -> taskgrid.v1.WorkerSession
-	21, // 19: taskgrid.v1.SendOutputRequest.chunks:type_name -> taskgrid.v1.OutputChunk
-	18, // 20: taskgrid.v1.SendOutputResponse.stale:type_name -> taskgrid.v1.LeaseRef
-	18, // 21: taskgrid.v1.RunReport.ref:type_name -> taskgrid.v1.LeaseRef
-	22, // 22: taskgrid.v1.RunReport.status:type_name -> taskgrid.v1.RunStatus
-	21, // 23: taskgrid.v1.RunReport.output:type_name -> taskgrid.v1.OutputChunk
-	0,  // 24: taskgrid.v1.ReportRequest.session:type_name -> taskgrid.v1.WorkerSession
-	12, // 25: taskgrid.v1.ReportRequest.reports:type_name -> taskgrid.v1.RunReport
-	18, // 26: taskgrid.v1.ReportResponse.stale:type_name -> taskgrid.v1.LeaseRef
-	0,  // 27: taskgrid.v1.ReleaseRequest.session:type_name -> taskgrid.v1.WorkerSession
-	18, // 28: taskgrid.v1.ReleaseRequest.leases:type_name -> taskgrid.v1.LeaseRef
-	18, // 29: taskgrid.v1.ReleaseResponse.stale:type_name -> taskgrid.v1.LeaseRef
-	1,  // 30: taskgrid.v1.WorkerService.Register:input_type -> taskgrid.v1.RegisterRequest
-	4,  // 31: taskgrid.v1.WorkerService.Lease:input_type -> taskgrid.v1.LeaseRequest
-	6,  // 32: taskgrid.v1.WorkerService.StartRuns:input_type -> taskgrid.v1.StartRunsRequest
-	8,  // 33: taskgrid.v1.WorkerService.Heartbeat:input_type -> taskgrid.v1.HeartbeatRequest
-	10, // 34: taskgrid.v1.WorkerService.SendOutput:input_type -> taskgrid.v1.SendOutputRequest
-	13, // 35: taskgrid.v1.WorkerService.Report:input_type -> taskgrid.v1.ReportRequest
-	15, // 36: taskgrid.v1.WorkerService.Release:input_type -> taskgrid.v1.ReleaseRequest
-	2,  // 37: taskgrid.v1.WorkerService.Register:output_type -> taskgrid.v1.RegisterResponse
-	5,  // 38: taskgrid.v1.WorkerService.Lease:output_type -> taskgrid.v1.LeaseResponse
-	7,  // 39: taskgrid.v1.WorkerService.StartRuns:output_type -> taskgrid.v1.StartRunsResponse
-	9,  // 40: taskgrid.v1.WorkerService.Heartbeat:output_type -> taskgrid.v1.HeartbeatResponse
-	11, // 41: taskgrid.v1.WorkerService.SendOutput:output_type -> taskgrid.v1.SendOutputResponse
-	14, // 42: taskgrid.v1.WorkerService.Report:output_type -> taskgrid.v1.ReportResponse
-	16, // 43: taskgrid.v1.WorkerService.Release:output_type -> taskgrid.v1.ReleaseResponse
-	37, // [37:44] is the sub-list for method output_type
-	30, // [30:37] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	12, // 6: taskgrid.v1.LeaseRequest.reports:type_name -> taskgrid.v1.RunReport
+	3,  // 7: taskgrid.v1.LeaseResponse.leases:type_name -> taskgrid.v1.Lease
+	17, // 8: taskgrid.v1.LeaseResponse.status:type_name -> taskgrid.v1.WorkerStatus
+	18, // 9: taskgrid.v1.LeaseResponse.stop:type_name -> taskgrid.v1.LeaseRef
+	18, // 10: taskgrid.v1.LeaseResponse.stale:type_name -> taskgrid.v1.LeaseRef
+	0,  // 11: taskgrid.v1.StartRunsRequest.session:type_name -> taskgrid.v1.WorkerSession
+	18, // 12: taskgrid.v1.StartRunsRequest.leases:type_name -> taskgrid.v1.LeaseRef
+	3,  // 13: taskgrid.v1.StartRunsResponse.leases:type_name -> taskgrid.v1.Lease
+	18, // 14: taskgrid.v1.StartRunsResponse.stale:type_name -> taskgrid.v1.LeaseRef
+	0,  // 15: taskgrid.v1.HeartbeatRequest.session:type_name -> taskgrid.v1.WorkerSession
+	18, // 16: taskgrid.v1.HeartbeatRequest.running:type_name -> taskgrid.v1.LeaseRef
+	17, // 17: taskgrid.v1.HeartbeatResponse.status:type_name -> taskgrid.v1.WorkerStatus
+	18, // 18: taskgrid.v1.HeartbeatResponse.stop:type_name -> taskgrid.v1.LeaseRef
+	18, // 19: taskgrid.v1.HeartbeatResponse.stale:type_name -> taskgrid.v1.LeaseRef
+	0,  // 20: taskgrid.v1.SendOutputRequest.session:type_name -> taskgrid.v1.WorkerSession
+	21, // 21: taskgrid.v1.SendOutputRequest.chunks:type_name -> taskgrid.v1.OutputChunk
+	18, // 22: taskgrid.v1.SendOutputResponse.stale:type_name -> taskgrid.v1.LeaseRef
+	18, // 23: taskgrid.v1.RunReport.ref:type_name -> taskgrid.v1.LeaseRef
+	22, // 24: taskgrid.v1.RunReport.status:type_name -> taskgrid.v1.RunStatus
+	21, // 25: taskgrid.v1.RunReport.output:type_name -> taskgrid.v1.OutputChunk
+	0,  // 26: taskgrid.v1.ReportRequest.session:type_name -> taskgrid.v1.WorkerSession
+	12, // 27: taskgrid.v1.ReportRequest.reports:type_name -> taskgrid.v1.RunReport
+	18, // 28: taskgrid.v1.ReportResponse.stale:type_name -> taskgrid.v1.LeaseRef
+	0,  // 29: taskgrid.v1.ReleaseRequest.session:type_name -> taskgrid.v1.WorkerSession
+	18, // 30: taskgrid.v1.ReleaseRequest.leases:type_name -> taskgrid.v1.LeaseRef
+	18, // 31: taskgrid.v1.ReleaseResponse.stale:type_name -> taskgrid.v1.LeaseRef
+	1,  // 32: taskgrid.v1.WorkerService.Register:input_type -> taskgrid.v1.RegisterRequest
+	4,  // 33: taskgrid.v1.WorkerService.Lease:input_type -> taskgrid.v1.LeaseRequest
+	6,  // 34: taskgrid.v1.WorkerService.StartRuns:input_type -> taskgrid.v1.StartRunsRequest
+	8,  // 35: taskgrid.v1.WorkerService.Heartbeat:input_type -> taskgrid.v1.HeartbeatRequest
+	10, // 36: taskgrid.v1.WorkerService.SendOutput:input_type -> taskgrid.v1.SendOutputRequest
+	13, // 37: taskgrid.v1.WorkerService.Report:input_type -> taskgrid.v1.ReportRequest
+	15, // 38: taskgrid.v1.WorkerService.Release:input_type -> taskgrid.v1.ReleaseRequest
+	2,  // 39: taskgrid.v1.WorkerService.Register:output_type -> taskgrid.v1.RegisterResponse
+	5,  // 40: taskgrid.v1.WorkerService.Lease:output_type -> taskgrid.v1.LeaseResponse
+	7,  // 41: taskgrid.v1.WorkerService.StartRuns:output_type -> taskgrid.v1.StartRunsResponse
+	9,  // 42: taskgrid.v1.WorkerService.Heartbeat:output_type -> taskgrid.v1.HeartbeatResponse
+	11, // 43: taskgrid.v1.WorkerService.SendOutput:output_type -> taskgrid.v1.SendOutputResponse
+	14, // 44: taskgrid.v1.WorkerService.Report:output_type -> taskgrid.v1.ReportResponse
+	16, // 45: taskgrid.v1.WorkerService.Release:output_type -> taskgrid.v1.ReleaseResponse
+	39, // [39:46] is the sub-list for method output_type
+	32, // [32:39] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_taskgrid_v1_worker_proto_init() }
