@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from taskgrid.coordinator import lifecycle
+from taskgrid.coordinator import lifecycle, runs
 from taskgrid.coordinator.config import MAX_LEASE_BATCH
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runs import after, is_current, no_repeats, publish, settle
@@ -187,6 +187,33 @@ async def lease(rt: Runtime, w: LiveWorker, max_tasks: int, wait_s: float,
         woken = await _park(rt, w, n, remaining)
         if not woken and safety and rt.signal.epoch == epoch:
             w.empty_epoch = -1  # the safety poll: ask the database once more
+
+
+async def report_and_lease(rt: Runtime, w: LiveWorker, outcomes: Sequence[runs.Outcome],
+                           max_tasks: int, wait_s: float, prefetch: bool
+                           ) -> tuple[LeaseAnswer, list[Ref]]:
+    """A Lease that carries finished runs (ACK+FETCH); returns (answer, stale reports).
+
+    The reports and the claim run side by side, as a Report and a Lease call
+    would: on SQLite they share a commit, on PostgreSQL they take two
+    connections at once. If the reports fail, leases granted meanwhile are
+    handed back (the worker resends its reports with Report) and the error is
+    raised; if the lease fails, its error is raised (the reports were applied
+    or not, and a resend sorts that out).
+    """
+    if not outcomes:
+        return await lease(rt, w, max_tasks, wait_s, prefetch), []
+    reported = asyncio.ensure_future(runs.report(rt, w, outcomes))
+    leased = asyncio.ensure_future(lease(rt, w, max_tasks, wait_s, prefetch))
+    stale, answer = await asyncio.gather(reported, leased, return_exceptions=True)
+    if isinstance(answer, BaseException):
+        raise answer
+    if isinstance(stale, BaseException):
+        if answer.leases:
+            await asyncio.shield(hand_back(rt, w, [g.ref for g in answer.leases],
+                                           "the reports on its Lease call failed"))
+        raise stale
+    return answer, stale
 
 
 async def _park(rt: Runtime, w: LiveWorker, n: int, timeout_s: float) -> bool:

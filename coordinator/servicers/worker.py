@@ -87,9 +87,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             raise InvalidRequestError("max_tasks" if request.max_tasks < 0 else "wait_s",
                                       "must not be negative")
         outcomes = [_outcome(r) for r in request.reports]
-        stale = await runs.report(self.rt, w, outcomes) if outcomes else []
-        answer = await leasing.lease(self.rt, w, request.max_tasks or 1, request.wait_s,
-                                     request.prefetch)
+        answer, stale = await leasing.report_and_lease(
+            self.rt, w, outcomes, request.max_tasks or 1, request.wait_s, request.prefetch)
         if answer.leases:
             sessions.hand_back_if_undelivered(self.rt, w, context, [g.ref for g in answer.leases])
         return worker_pb2.LeaseResponse(
