@@ -428,7 +428,7 @@ type LeaseRequest struct {
 	// false: the worker starts the leases at once (ASSIGNED -> RUNNING in the
 	// same transaction); true: keep them ASSIGNED until StartRuns.
 	Prefetch bool `protobuf:"varint,4,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
-	// Finished runs, applied exactly as a Report call's, before the claim (a
+	// Finished runs, applied exactly as a Report call's, alongside the claim (a
 	// report riding on the next Lease saves a call); only when the
 	// RegisterResponse said lease_takes_reports.
 	Reports       []*RunReport `protobuf:"bytes,5,rep,name=reports,proto3" json:"reports,omitempty"`
