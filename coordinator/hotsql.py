@@ -122,9 +122,6 @@ def chunks(items: Sequence[Any], size: int = ID_CHUNK) -> Iterable[Sequence[Any]
 
 # -- tasks ---------------------------------------------------------------------
 
-_INSERT_TASK_COLUMNS = tuple(c for c in TASK_COLUMNS if c != "id")
-
-
 @functools.cache
 def insert_task_sql(d: Dialect, keys: tuple[str, ...]) -> str:
     """INSERT of one task row with these columns (the rest take their defaults)."""

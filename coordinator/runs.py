@@ -111,9 +111,11 @@ def _close_runs(tx: Tx, outcomes: Sequence[Outcome], now: dt.datetime,
             updates.append((run_id, close.values))
     tx.update_runs(updates)
     if deleted:
-        tx.delete_runs(deleted)
-    if chunked:
-        tx.delete_chunks(chunked)
+        tx.delete_runs(deleted)  # their chunks with them
+    gone = set(deleted)
+    kept_chunked = [run_id for run_id in chunked if run_id not in gone]
+    if kept_chunked:
+        tx.delete_chunks(kept_chunked)
 
 
 def _decide_finish(task: Row, o: Outcome, now: dt.datetime) -> tuple[Transition, Outcome]:

@@ -109,10 +109,9 @@ class Tx:
 
     def existing_uuids(self, uuids: Iterable[str]) -> set[str]:
         """Which of these uuids are taken already."""
-        wanted = list(set(uuids))
         found: set[str] = set()
-        for i in range(0, len(wanted), 500):
-            stmt = sa.select(schema.task.c.uuid).where(schema.task.c.uuid.in_(wanted[i:i + 500]))
+        for part in hotsql.chunks(list(set(uuids))):
+            stmt = sa.select(schema.task.c.uuid).where(schema.task.c.uuid.in_(part))
             found.update(self.conn.execute(stmt).scalars())
         return found
 
