@@ -28,18 +28,35 @@ def test_transact_commits_on_return_and_rolls_back_on_error(store):
     assert store.transact(lambda tx: tx.existing_uuids(["kept", "dropped"])) == {"kept"}
 
 
-def test_run_uses_the_store_executor(store):
-    caller = threading.get_ident()
-
+def _where_run_runs(store: Store) -> tuple[str, int, int]:
     def body(tx):
         return threading.current_thread().name, threading.get_ident(), tx.insert_tasks(
-            [task_row(uuid="async")])
+            [task_row()])[0]
 
     before = store.transactions
-    name, ident, ids = asyncio.run(store.run(body))
-    assert name.startswith("taskgrid-store") and ident != caller
+    name, ident, task_id = asyncio.run(store.run(body))
     assert store.transactions == before + 1
-    assert store.transact(lambda tx: tx.task_by_ref(None, "async"))["id"] == ids[0]
+    assert store.transact(lambda tx: tx.tasks_by_ids([task_id]))[task_id]["id"] == task_id
+    return name, ident, task_id
+
+
+def test_run_uses_store_threads_where_commits_are_slow(db_url, tmp_path):
+    """PostgreSQL (a round trip per statement) and durable SQLite (an fsync per commit)."""
+    url = db_url if db_url.startswith("postgresql") else f"sqlite:///{tmp_path / 'd.sqlite'}"
+    slow = Store(url, durable=True)
+    try:
+        slow.migrate()
+        name, ident, _ = _where_run_runs(slow)
+        assert name.startswith("taskgrid-store") and ident != threading.get_ident()
+    finally:
+        slow.close()
+
+
+def test_run_runs_on_the_event_loop_on_sqlite(store):
+    if not store.is_sqlite:
+        pytest.skip("SQLite without fsync per commit only")
+    _, ident, _ = _where_run_runs(store)
+    assert ident == threading.get_ident()  # asyncio.run's loop runs on this thread
 
 
 def free_tcp_port() -> int:

@@ -98,3 +98,50 @@ def test_submit_after_close_is_refused() -> None:
 
     with pytest.raises(RuntimeError):
         asyncio.run(main())
+
+
+def test_inline_bodies_queued_in_one_loop_iteration_share_a_transaction() -> None:
+    store = FakeStore()
+    writer = GroupCommit(store.run_batch, threads=0)
+    loop_thread: list[int] = []
+
+    def boom(_: Any) -> Any:
+        raise ValueError("poisoned body")
+
+    async def main() -> list[Any]:
+        loop_thread.append(threading.get_ident())
+        futures = [writer.submit(lambda _, i=i: (i, threading.get_ident())) for i in range(10)]
+        futures.append(writer.submit(boom))
+        futures[2].cancel()
+        assert not store.transactions  # nothing runs until the loop turns
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    good = [r for i, r in enumerate(results[:10]) if i != 2]
+    assert [i for i, _ in good] == [0, 1, 3, 4, 5, 6, 7, 8, 9]
+    assert {t for _, t in good} == set(loop_thread)  # run on the loop's own thread
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert isinstance(results[10], ValueError)
+    # one shared try (rolled back by the poisoned body), then each body alone
+    assert writer.bodies == 10 and writer.batches == 1
+    assert sum(len(t) for t in store.transactions) == 9
+
+
+def test_inline_close_from_another_thread_waits_for_the_loop_to_drain() -> None:
+    store = FakeStore()
+    writer = GroupCommit(store.run_batch, threads=0)
+    closed = threading.Event()
+
+    async def main() -> list[Any]:
+        futures = [writer.submit(lambda _, i=i: i) for i in range(5)]
+        closer = threading.Thread(target=lambda: (writer.close(), closed.set()))
+        closer.start()
+        results = await asyncio.gather(*futures)
+        await asyncio.get_running_loop().run_in_executor(None, closer.join, 5)
+        return results
+
+    assert asyncio.run(main()) == list(range(5))
+    assert closed.is_set() and writer.bodies == 5
