@@ -10,13 +10,15 @@ Workload: N trivial tasks, 2 worker processes, one producer, all on this machine
 Systems: taskgrid on SQLite and on PostgreSQL (coordinator + 2 workers x C slots), Celery 5
 with a Redis broker and no result backend in its two pools (prefork: one worker with 2
 children; solo: two worker processes), Huey with SqliteHuey and a consumer of 2 worker
-processes (`-k process -w 2`). Phases (each on fresh processes, so the coordinator's shutdown
-counters belong to one phase): burn-down with batch enqueue, burn-down with one enqueue call
-per task, queue-to-start latency of single tasks with idle gaps, 50 concurrent producers, and
-(taskgrid only) the same producers against a coordinator with no worker, for the cost of a
-QueueTask call alone. Rounds are interleaved (round r runs every system once, the order rotated
-by r) and every figure printed is the median over rounds. bench/README.md says what each
-figure means; bench/peers/ holds the task modules, the client driver and the process handling.
+processes (`-k process -w 2`), and the gRPC floor (bench/peers/floor_server.py: QueueTask
+answered by the same grpcio with no work behind it). Phases (each on fresh processes, so the
+coordinator's shutdown counters belong to one phase): burn-down with batch enqueue, burn-down
+with one enqueue call per task, queue-to-start latency of single tasks with idle gaps, 50
+concurrent producers, and (taskgrid and the floor only) the same producers with no worker,
+for the cost of a QueueTask call alone. Rounds are interleaved (round r runs every system
+once, the order rotated by r) and every figure printed is the median over rounds.
+bench/README.md says what each figure means; bench/peers/ holds the task modules, the client
+driver and the process handling.
 
 First run: makes the peers' venv (bench/peers/.venv, from bench/peers/requirements.txt),
 installs Debian's redis-server with apt-get when it is missing (as root), and finds the
@@ -62,6 +64,7 @@ PHASES: dict[str, list[str]] = {
     "celery-prefork": ["burn_batch", "burn_single", "latency", "producers"],
     "celery-solo": ["burn_batch", "burn_single", "latency", "producers"],
     "huey": ["burn_batch", "burn_single", "latency", "producers"],
+    "grpc-floor": ["enqueue_only"],
 }
 ALL_PHASES = ("burn_batch", "burn_single", "latency", "producers", "enqueue_only")
 PEERS = ("celery-prefork", "celery-solo", "huey")
@@ -350,9 +353,10 @@ def report(m: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
     out.append("")
     out.append("Medians")
     rows = []
+    shown = [s for s in present if s != "grpc-floor"]  # the floor has a table of its own
     for phase, key, label, _, digits in ROWS:
-        rows.append([label] + [fmt(get(m, s, phase, key), digits) for s in present])
-    out.append(table(["figure"] + present, rows))
+        rows.append([label] + [fmt(get(m, s, phase, key), digits) for s in shown])
+    out.append(table(["figure"] + shown, rows))
     loads = []
     for s in present:
         values = [f["foreign_cores"] for ph in per_round[s].values() for f in ph
@@ -380,6 +384,20 @@ def report(m: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
                          f"{f.get('rpc_per_task', float('nan')):.3f}", rpcs])
     out.append(table(["system", "phase", "coordinator CPU", "transactions", "RPCs", "by method"],
                      rows))
+    floor = m.get("grpc-floor", {}).get("enqueue_only")
+    if floor:
+        out.append("The gRPC floor: the same 50-producer burst of QueueTask calls against "
+                   "bench/peers/floor_server.py (grpcio and protobuf with no work behind the "
+                   "call) and against the coordinator with no worker")
+        tg = m.get("taskgrid", {}).get("enqueue_only", {})
+        rows = []
+        for key, label, digits in (("calls_per_s", "calls/s", 0), ("call_p50", "call p50 (ms)", 2),
+                                   ("call_p99", "call p99 (ms)", 2),
+                                   ("coord_us_per_call", "server CPU per call (us)", 0),
+                                   ("client_us", "producer CPU per call (us)", 0)):
+            a, b = tg.get(key), floor.get(key)
+            rows.append([label, fmt(a, digits), fmt(b, digits), fmt(ratio(a, b), 2)])
+        out.append(table(["figure", "taskgrid", "grpc-floor", "taskgrid / floor"], rows))
     out.append("Ratios, taskgrid / peer (Celery: its better pool for that figure; latency and "
                "CPU: lower is better)")
     rows = []
@@ -516,7 +534,7 @@ def main() -> int:
                                                         for s, ps in plan.items()}
     started = time.monotonic()
     try:
-        if any(s.startswith("taskgrid") for s in plan):
+        if any(s.startswith(("taskgrid", "grpc-floor")) for s in plan):
             services["code"] = Snapshot(folder / "code", args.rev)
             info["code"] = services["code"].describe()
         if any(s in PEERS for s in plan):

@@ -30,11 +30,12 @@ REPO = HERE.parent.parent
 PEERS_VENV = HERE / ".venv"
 PEERS_PYTHON = PEERS_VENV / "bin" / "python"
 TG_TASKS = HERE / "tg_tasks.py"
+FLOOR_SERVER = HERE / "floor_server.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
-SYSTEMS = ("taskgrid", "taskgrid-pg", "celery-prefork", "celery-solo", "huey")
+SYSTEMS = ("taskgrid", "taskgrid-pg", "celery-prefork", "celery-solo", "huey", "grpc-floor")
 
 
 # --- /proc -----------------------------------------------------------------------------------
@@ -271,12 +272,26 @@ def _taskgrid(run: Running, db_url: str, workers: int, concurrency: int,
     run.config.update(address=address, db_url=db_url, workers=workers)
 
 
+def _floor(run: Running) -> None:
+    """bench/peers/floor_server.py: QueueTask with no work behind it (see its docstring)."""
+    proc = spawn([sys.executable, str(FLOOR_SERVER)], run.folder / "floor.log", run.env,
+                 stdout=subprocess.PIPE)
+    run.coordinator = proc
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if "listening on" not in line:
+        raise RuntimeError(f"the floor server did not start (see {run.folder}/floor.log)")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    run.config.update(address=line.rsplit(" ", 1)[1].strip(), workers=0)
+
+
 def start(system: str, phase: str, folder: Path, *, redis: Redis | None,
           postgres: Postgres | None, code: Snapshot | None, tg_concurrency: int,
           tg_durable: bool, huey_fsync: str) -> Running:
     """Fresh processes of `system` for one phase (taskgrid's from the run's `code`)."""
     folder.mkdir(parents=True)
-    kind = "taskgrid" if system.startswith("taskgrid") else system.split("-")[0]
+    # grpc-floor is driven by taskgrid's client library, like the coordinator it stands for
+    kind = "taskgrid" if system.startswith(("taskgrid", "grpc-floor")) else system.split("-")[0]
     python = sys.executable if kind == "taskgrid" else str(PEERS_PYTHON)
     run = Running(system, folder, python, {"kind": kind})
     if kind == "taskgrid":
@@ -287,6 +302,8 @@ def start(system: str, phase: str, folder: Path, *, redis: Redis | None,
             workers = 0 if phase == "enqueue_only" else 2
             _taskgrid(run, f"sqlite:///{folder / 'tg.sqlite'}", workers, tg_concurrency,
                       ["--durable"] if tg_durable else [])
+        elif system == "grpc-floor":
+            _floor(run)
         elif system == "taskgrid-pg":
             assert postgres is not None
             name = postgres.cluster.create_database()
