@@ -17,7 +17,9 @@ thread-pool executor would skip it.
 
 With no threads (`threads=0`, SQLite unless durable) the bodies run on the event
 loop itself: the first body queued in a loop iteration schedules one drain, which
-runs everything queued by then in one transaction. That saves the thread hop, and
+runs everything queued by then in one transaction (a body may also linger a
+moment for company: QueueTask calls do while other producers' are waiting, see
+tasks.py). That saves the thread hop, and
 the GIL round trips the sqlite3 module makes at every statement while the loop
 thread is busy, which together cost more than a small body on SQLite. It is only
 used where commits are short: no fsync per commit, no network round trip.
@@ -61,21 +63,33 @@ class GroupCommit:
         self.batches = 0
         self._inline = threads == 0
         self._draining = False
+        #: inline mode: a drain is scheduled for this loop iteration / after a linger
+        self._soon = False
+        self._timer: asyncio.TimerHandle | None = None
         self._threads = [threading.Thread(target=self._loop, name=f"{name}_{i}", daemon=True)
                          for i in range(threads)]
         for t in self._threads:
             t.start()
 
-    def submit(self, body: Body) -> asyncio.Future[Any]:
-        """Queue `body`; the future resolves with its result once its transaction ended."""
+    def submit(self, body: Body, linger_s: float = 0.0) -> asyncio.Future[Any]:
+        """Queue `body`; the future resolves with its result once its transaction ended.
+
+        `linger_s` (inline mode): the body may wait this long for others to share its
+        commit, unless a body that does not linger comes first. Store threads ignore it:
+        they batch whatever queued while they were busy.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._inline:
             if self._closed:
                 raise RuntimeError("the store is closed")
-            if not self._pending:
-                loop.call_soon(self._drain)
             self._pending.append((body, future, loop))
+            if linger_s <= 0:
+                if not self._soon:
+                    self._soon = True
+                    loop.call_soon(self._drain)
+            elif not self._soon and self._timer is None:
+                self._timer = loop.call_later(linger_s, self._drain)
             return future
         with self._cond:
             if self._closed:
@@ -101,6 +115,10 @@ class GroupCommit:
 
     def _drain(self) -> None:
         """Inline mode: run everything queued, on the event loop, a batch per commit."""
+        self._soon = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         with self._cond:
             self._draining = True
         try:

@@ -627,13 +627,14 @@ class Store:
                 out.append((False, exc))
         return out
 
-    async def run(self, fn: Callable[[Tx], T]) -> T:
+    async def run(self, fn: Callable[[Tx], T], linger_s: float = 0.0) -> T:
         """Run `fn(tx)` in one transaction, possibly shared with other queued bodies.
 
         `fn` must only touch the database through `tx` (it may run twice: see
-        groupcommit.py); memory is updated by the caller after this returns.
+        groupcommit.py); memory is updated by the caller after this returns. `linger_s`:
+        how long the body may wait for others to share its commit (see GroupCommit.submit).
         """
-        return await self._writer.submit(fn)  # type: ignore[no-any-return]
+        return await self._writer.submit(fn, linger_s)  # type: ignore[no-any-return]
 
     @property
     def bodies(self) -> int:

@@ -145,3 +145,38 @@ def test_inline_close_from_another_thread_waits_for_the_loop_to_drain() -> None:
 
     assert asyncio.run(main()) == list(range(5))
     assert closed.is_set() and writer.bodies == 5
+
+
+def test_inline_a_lingering_body_waits_for_company_unless_an_eager_one_comes() -> None:
+    store = FakeStore()
+    writer = GroupCommit(store.run_batch, threads=0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        alone = writer.submit(lambda _: "alone", linger_s=0.05)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not alone.done()  # still lingering after several loop turns
+        assert await alone == "alone" and loop.time() - t0 >= 0.04
+        first = writer.submit(lambda _: "lingered", linger_s=30.0)
+        second = writer.submit(lambda _: "eager")  # drains both at once, long before 30 s
+        assert await asyncio.wait_for(asyncio.gather(first, second), 5) == ["lingered", "eager"]
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+    assert [len(t) for t in store.transactions] == [1, 2]
+
+
+def test_store_threads_ignore_linger() -> None:
+    writer = GroupCommit(FakeStore().run_batch, threads=1)
+
+    async def main() -> Any:
+        return await asyncio.wait_for(writer.submit(lambda _: "done", linger_s=30.0), 5)
+
+    try:
+        assert asyncio.run(main()) == "done"
+    finally:
+        writer.close()
