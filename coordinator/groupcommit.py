@@ -17,9 +17,9 @@ thread-pool executor would skip it.
 
 With no threads (`threads=0`, SQLite unless durable) the bodies run on the event
 loop itself: the first body queued in a loop iteration schedules one drain, which
-runs everything queued by then in one transaction (a body may also linger a
-moment for company: QueueTask calls do while other producers' are waiting, see
-tasks.py). That saves the thread hop, and
+runs everything queued by then in one transaction (a body may also linger up to
+LINGER_S for company: QueueTask inserts do while producers call concurrently, and
+so do the claims they wake; see tasks.py and leasing.py). That saves the thread hop, and
 the GIL round trips the sqlite3 module makes at every statement while the loop
 thread is busy, which together cost more than a small body on SQLite. It is only
 used where commits are short: no fsync per commit, no network round trip.
@@ -35,6 +35,9 @@ from typing import Any
 
 #: bodies run in one transaction at most: bounds a rollback's rerun and a commit's size
 MAX_BATCH = 64
+#: how long a body may linger for company, when its caller asks (inline mode; see submit):
+#: QueueTask inserts while producers call concurrently, and the claims they wake
+LINGER_S = 0.001
 
 Body = Callable[[Any], Any]
 #: (ok, result or exception) per body

@@ -37,9 +37,11 @@ class Runtime:
     #: some dependency edge may be unmet (loaded at start; set by jobs.py before it writes
     #: edges): while False, claims skip the prerequisite check and reports skip the release
     deps_possible: bool = True
-    #: time.monotonic() of the last QueueTask(s) insert (tasks.queue: when the next one
-    #: comes soon after, it lingers to share a commit)
-    last_queue_insert: float = 0.0
+    #: (time.monotonic(), caller's connection) of the last QueueTask(s) insert, and how many
+    #: wait for their commit (tasks.queue: a new insert lingers to share a commit while
+    #: producers call concurrently)
+    last_queue_insert: tuple[float, str] = (0.0, "")
+    queue_inserts_waiting: int = 0
     #: the in-memory lease mirror (its only writer is leases.Leases' API)
     leases: Leases = dataclasses.field(default_factory=Leases)
     #: wakes the reaper early (a timer moved closer, the clock was moved, a worker went silent)

@@ -17,6 +17,7 @@ from taskgrid.coordinator.errors import (
     TransitionConflictError,
 )
 from taskgrid.coordinator.events import announce
+from taskgrid.coordinator.groupcommit import LINGER_S
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -27,12 +28,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_QUEUE_BATCH = 10_000
-#: how long a QueueTask insert may wait for concurrent producers' inserts to share its
-#: commit (SQLite; store threads batch on their own), when the previous insert came less
-#: than QUEUE_BUSY_GAP_S before it: closer than one producer's round trip, so several
-#: producers are calling, and a lone producer never waits
-QUEUE_LINGER_S = 0.001
+#: A QueueTask insert lingers (up to groupcommit.LINGER_S) to share a commit with
+#: concurrent producers' when another insert is waiting for its commit, or the previous
+#: insert came less than QUEUE_BUSY_GAP_S before (shorter than a round trip), or less than
+#: QUEUE_PEER_GAP_S before from another connection. A lone producer, whose next call comes
+#: after its answer, on its one connection, does not wait.
 QUEUE_BUSY_GAP_S = 0.0005
+QUEUE_PEER_GAP_S = 0.002
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,26 +77,35 @@ def validated(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str,
     return [r for r in rows if r is not None], answers
 
 
-async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str, str]]]
-                ) -> list[Queued]:
+async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str, str]]],
+                source: str = "") -> list[Queued]:
     """Validate and insert tasks in one transaction: all are queued, or none.
 
     Args:
         rt: the coordinator runtime.
         specs: per task, (typed fields the client set, raw fields it could not type).
+        source: the caller's connection (its gRPC peer), to tell producers apart.
     """
     ready, answers = validated(rt, specs)
     if ready is None:
         return answers
 
     result: list[int] | set[str] = set()
-    # Producers calling concurrently: this insert lingers to share a commit with theirs.
+    # Producers calling concurrently (another insert waits for its commit, or came closer
+    # than a round trip): this one lingers to share their commit.
     t = time.monotonic()
-    linger = QUEUE_LINGER_S if t - rt.last_queue_insert < QUEUE_BUSY_GAP_S else 0.0
-    rt.last_queue_insert = t
+    gap = t - rt.last_queue_insert[0]
+    busy = (rt.queue_inserts_waiting > 0 or gap < QUEUE_BUSY_GAP_S
+            or gap < QUEUE_PEER_GAP_S and source != rt.last_queue_insert[1])
+    linger = LINGER_S if busy else 0.0
+    rt.last_queue_insert = (t, source)
     for _ in range(2):
         try:  # the unique index is the check: no SELECT on the usual path
-            result = await rt.store.run(lambda tx: tx.insert_tasks(ready), linger)
+            rt.queue_inserts_waiting += 1
+            try:
+                result = await rt.store.run(lambda tx: tx.insert_tasks(ready), linger)
+            finally:
+                rt.queue_inserts_waiting -= 1
             break
         except DuplicateUuidError:
             # Say which uuids are taken (nothing was written); none means the clashing

@@ -52,7 +52,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         """Queue one task."""
         if not request.HasField("task"):
             raise InvalidRequestError("task", "required")
-        [result] = await tasks.queue(self.rt, [convert.spec_fields(request.task)])
+        [result] = await tasks.queue(self.rt, [convert.spec_fields(request.task)],
+                                     context.peer())
         return _queued(result)
 
     @status.unary
@@ -63,7 +64,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
             raise InvalidRequestError("tasks", "give at least one task")
         if len(request.tasks) > tasks.MAX_QUEUE_BATCH:
             raise InvalidRequestError("tasks", f"at most {tasks.MAX_QUEUE_BATCH} per call")
-        results = await tasks.queue(self.rt, [convert.spec_fields(s) for s in request.tasks])
+        results = await tasks.queue(self.rt, [convert.spec_fields(s) for s in request.tasks],
+                                    context.peer())
         return client_pb2.QueueTasksResponse(results=[_queued(r) for r in results])
 
     @status.unary
