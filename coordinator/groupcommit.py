@@ -19,7 +19,7 @@ With no threads (`threads=0`, SQLite unless durable) the bodies run on the event
 loop itself: the first body queued in a loop iteration schedules one drain, which
 runs everything queued by then in one transaction (a body may also linger up to
 LINGER_S for company: QueueTask inserts do while producers call concurrently, and
-so do the claims they wake; see tasks.py and leasing.py). That saves the thread hop, and
+so do the claims they wake; see `Crowd`). That saves the thread hop, and
 the GIL round trips the sqlite3 module makes at every statement while the loop
 thread is busy, which together cost more than a small body on SQLite. It is only
 used where commits are short: no fsync per commit, no network round trip.
@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 #: bodies run in one transaction at most: bounds a rollback's rerun and a commit's size
@@ -42,6 +44,8 @@ LINGER_S = 0.001
 Body = Callable[[Any], Any]
 #: (ok, result or exception) per body
 Outcome = tuple[bool, Any]
+#: a queued body, its caller's future and that caller's loop
+Item = tuple[Body, asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
 class GroupCommit:
@@ -57,8 +61,7 @@ class GroupCommit:
     def __init__(self, run_batch: Callable[[Sequence[Body]], list[Outcome]], threads: int,
                  name: str = "taskgrid-store") -> None:
         self._run_batch = run_batch
-        self._pending: collections.deque[tuple[Body, asyncio.Future[Any],
-                                               asyncio.AbstractEventLoop]] = collections.deque()
+        self._pending: collections.deque[Item] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
         #: bodies and batches run so far (read by the shutdown line and bench/)
@@ -128,18 +131,23 @@ class GroupCommit:
             while self._pending:
                 batch = self._take()
                 if batch:
-                    outcomes = self._run_batch([body for body, _, _ in batch])
-                    self.bodies += len(batch)
-                    self.batches += 1
-                    _resolve([(f, o) for (_, f, _), o in zip(batch, outcomes, strict=True)])
+                    _resolve([(future, outcome) for (_, future, _), outcome
+                              in self._execute(batch)])
         finally:
             with self._cond:
                 self._draining = False
                 self._cond.notify_all()
 
-    def _take(self) -> list[tuple[Body, asyncio.Future[Any], asyncio.AbstractEventLoop]]:
+    def _execute(self, batch: list[Item]) -> list[tuple[Item, Outcome]]:
+        """Run one batch through `run_batch`; each queued item with its outcome."""
+        outcomes = self._run_batch([body for body, _, _ in batch])
+        self.bodies += len(batch)
+        self.batches += 1
+        return list(zip(batch, outcomes, strict=True))
+
+    def _take(self) -> list[Item]:
         """Up to MAX_BATCH queued bodies whose callers still wait."""
-        batch: list[tuple[Body, asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
+        batch: list[Item] = []
         while self._pending and len(batch) < MAX_BATCH:
             item = self._pending.popleft()
             if not item[1].cancelled():
@@ -156,12 +164,9 @@ class GroupCommit:
                 batch = self._take()
             if not batch:
                 continue
-            outcomes = self._run_batch([body for body, _, _ in batch])
-            self.bodies += len(batch)
-            self.batches += 1
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]]
             by_loop = {}
-            for (_, future, loop), outcome in zip(batch, outcomes, strict=True):
+            for (_, future, loop), outcome in self._execute(batch):
                 by_loop.setdefault(loop, []).append((future, outcome))
             for loop, results in by_loop.items():
                 try:
@@ -189,3 +194,45 @@ def _resolve(results: list[tuple[asyncio.Future[Any], Outcome]]) -> None:
                 future.set_exception(value)
         except RuntimeError:  # its loop closed meanwhile: nobody waits any more
             pass
+
+
+class Crowd:
+    """Whether callers of one kind (QueueTask producers) come in a crowd right now.
+
+    While they do, their bodies linger up to LINGER_S to share a commit (inline
+    mode; store threads batch on their own). A caller is in a crowd when another's
+    body waits for its commit, or the previous one came less than `gap_s` before
+    (shorter than one caller's round trip), or less than `peer_gap_s` before from
+    another connection. A lone caller, whose next call comes after its answer on
+    its one connection, never waits.
+    """
+
+    def __init__(self, gap_s: float = 0.0005, peer_gap_s: float = 0.002,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.gap_s = gap_s
+        self.peer_gap_s = peer_gap_s
+        self._clock = clock
+        self._last = (-1e9, "")  # clock time and connection of the previous arrival
+        self._waiting = 0  # bodies of this kind waiting for their commit
+
+    def arrive(self, source: str) -> float:
+        """A caller from connection `source` is about to submit: how long it may linger."""
+        now = self._clock()
+        gap = now - self._last[0]
+        crowded = (self._waiting > 0 or gap < self.gap_s
+                   or gap < self.peer_gap_s and source != self._last[1])
+        self._last = (now, source)
+        return LINGER_S if crowded else 0.0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a body's submit and await: counts it as waiting for its commit."""
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+
+    def joining(self) -> float:
+        """The linger for a body of another kind that may share the crowd's commit."""
+        return LINGER_S if self._waiting else 0.0

@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from taskgrid.coordinator import schema
+from taskgrid.coordinator.clock import from_db, to_db
 
 Row = dict[str, Any]
 
@@ -49,20 +50,14 @@ class Dialect:
 
     def time_in(self, value: dt.datetime | None) -> Any:
         """An aware (or naive UTC) datetime as the database stores it."""
-        if value is None:
-            return None
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value if self.postgres else value.isoformat(" ", "microseconds")
+        naive = to_db(value)
+        if naive is None or self.postgres:
+            return naive
+        return naive.isoformat(" ", "microseconds")
 
     def time_out(self, value: Any) -> dt.datetime | None:
         """A stored datetime as an aware UTC datetime."""
-        if value is None:
-            return None
-        when: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-        if when.tzinfo is None:
-            return when.replace(tzinfo=dt.UTC)
-        return when.astimezone(dt.UTC)
+        return from_db(dt.datetime.fromisoformat(value) if isinstance(value, str) else value)
 
     def value_in(self, value: Any) -> Any:
         """Any column value as the driver binds it (enums as their values)."""

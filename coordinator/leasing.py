@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from taskgrid.coordinator import lifecycle, runs
 from taskgrid.coordinator.config import MAX_LEASE_BATCH
-from taskgrid.coordinator.groupcommit import LINGER_S
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runs import after, is_current, no_repeats, publish, settle
 from taskgrid.coordinator.runtime import Runtime
@@ -126,9 +125,8 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
                                                           w.name, rt.deps_possible)
         return granted, ended, next_due
 
-    # Producers queueing concurrently: join their lingering inserts' commit (tasks.queue).
-    linger = LINGER_S if rt.queue_inserts_waiting else 0.0
-    granted, ended, next_due = await rt.store.run(claim, linger)
+    # Producers queueing in a crowd: join their lingering inserts' commit.
+    granted, ended, next_due = await rt.store.run(claim, rt.producers.joining())
     w.next_due = next_due
     now_mono = time.monotonic()
     for g in granted:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from taskgrid.coordinator.clock import Clock
 from taskgrid.coordinator.config import CoordinatorConfig
 from taskgrid.coordinator.events import TaskFeed, WorkSignal
+from taskgrid.coordinator.groupcommit import Crowd
 from taskgrid.coordinator.leases import Leases
 from taskgrid.coordinator.store import Store
 
@@ -37,11 +38,8 @@ class Runtime:
     #: some dependency edge may be unmet (loaded at start; set by jobs.py before it writes
     #: edges): while False, claims skip the prerequisite check and reports skip the release
     deps_possible: bool = True
-    #: (time.monotonic(), caller's connection) of the last QueueTask(s) insert, and how many
-    #: wait for their commit (tasks.queue: a new insert lingers to share a commit while
-    #: producers call concurrently)
-    last_queue_insert: tuple[float, str] = (0.0, "")
-    queue_inserts_waiting: int = 0
+    #: QueueTask(s) callers: while they come in a crowd, their inserts share commits
+    producers: Crowd = dataclasses.field(default_factory=Crowd)
     #: the in-memory lease mirror (its only writer is leases.Leases' API)
     leases: Leases = dataclasses.field(default_factory=Leases)
     #: wakes the reaper early (a timer moved closer, the clock was moved, a worker went silent)

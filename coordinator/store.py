@@ -3,11 +3,12 @@
 Operations (tasks.py, leasing.py, workers.py, reaper.py) decide with
 lifecycle.py and persist through a `Tx`, the set of queries available inside
 one transaction. `Store.run(fn)` runs `fn(tx)` in one transaction on the
-store's executor (groupcommit.py): a single thread holding the one connection
-for SQLite (it has one writer anyway, and a held connection is several times
-faster than a pool), a small pool of threads for PostgreSQL; bodies queued
-together share one commit. The gRPC event loop never blocks on the database.
-The hot path's statements are SQL text run on the DB-API cursor (hotsql.py).
+store's executor (groupcommit.py); bodies queued together share one commit.
+SQLite (one writer anyway) keeps its one connection open and runs the bodies on
+the event loop, or on one store thread with `durable` (an fsync per commit);
+PostgreSQL runs them on a small pool of threads, so the loop never waits on a
+network round trip. The hot path's statements are SQL text run on the DB-API
+cursor (hotsql.py).
 
 Status writes are compare-and-set (`WHERE id = :id AND status = :expected`
 and, for worker writes, `AND attempt = :attempt`); zero rows matched raises
@@ -537,7 +538,6 @@ _LEASED_BY = sa.select(schema.task).where(
 _LEASED_BY_LOCKED = _LEASED_BY.with_for_update()
 
 
-
 class Store:
     """The database: engine, migrations and the executor transactions run on."""
 
@@ -594,13 +594,13 @@ class Store:
         """Run every body in one transaction; their results in order."""
         self.transactions += 1
         try:
-            if self.is_sqlite and self._held is None:
+            if not self.is_sqlite:
+                with self.engine.begin() as conn:
+                    return [fn(Tx(conn)) for fn in fns]
+            if self._held is None:
                 self._held = self.engine.connect()
-            if self._held is not None:
-                with self._held.begin():
-                    return [fn(Tx(self._held)) for fn in fns]
-            with self.engine.begin() as conn:
-                return [fn(Tx(conn)) for fn in fns]
+            with self._held.begin():
+                return [fn(Tx(self._held)) for fn in fns]
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError,
                 sqlite3.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError
                 ) as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,7 +16,6 @@ from taskgrid.coordinator.errors import (
     TransitionConflictError,
 )
 from taskgrid.coordinator.events import announce
-from taskgrid.coordinator.groupcommit import LINGER_S
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -28,13 +26,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_QUEUE_BATCH = 10_000
-#: A QueueTask insert lingers (up to groupcommit.LINGER_S) to share a commit with
-#: concurrent producers' when another insert is waiting for its commit, or the previous
-#: insert came less than QUEUE_BUSY_GAP_S before (shorter than a round trip), or less than
-#: QUEUE_PEER_GAP_S before from another connection. A lone producer, whose next call comes
-#: after its answer, on its one connection, does not wait.
-QUEUE_BUSY_GAP_S = 0.0005
-QUEUE_PEER_GAP_S = 0.002
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,21 +82,11 @@ async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[st
         return answers
 
     result: list[int] | set[str] = set()
-    # Producers calling concurrently (another insert waits for its commit, or came closer
-    # than a round trip): this one lingers to share their commit.
-    t = time.monotonic()
-    gap = t - rt.last_queue_insert[0]
-    busy = (rt.queue_inserts_waiting > 0 or gap < QUEUE_BUSY_GAP_S
-            or gap < QUEUE_PEER_GAP_S and source != rt.last_queue_insert[1])
-    linger = LINGER_S if busy else 0.0
-    rt.last_queue_insert = (t, source)
+    linger = rt.producers.arrive(source)  # in a crowd of producers: share their commit
     for _ in range(2):
         try:  # the unique index is the check: no SELECT on the usual path
-            rt.queue_inserts_waiting += 1
-            try:
+            with rt.producers.waiting():
                 result = await rt.store.run(lambda tx: tx.insert_tasks(ready), linger)
-            finally:
-                rt.queue_inserts_waiting -= 1
             break
         except DuplicateUuidError:
             # Say which uuids are taken (nothing was written); none means the clashing

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from taskgrid.coordinator.groupcommit import MAX_BATCH, GroupCommit
+from taskgrid.coordinator.groupcommit import LINGER_S, MAX_BATCH, Crowd, GroupCommit
 
 
 class FakeStore:
@@ -180,3 +180,23 @@ def test_store_threads_ignore_linger() -> None:
         assert asyncio.run(main()) == "done"
     finally:
         writer.close()
+
+
+def test_a_crowd_lingers_and_a_lone_caller_does_not() -> None:
+    now = [100.0]
+    crowd = Crowd(gap_s=0.0005, peer_gap_s=0.002, clock=lambda: now[0])
+    assert crowd.arrive("ipv4:a") == 0.0  # the first caller
+    now[0] += 0.001
+    assert crowd.arrive("ipv4:a") == 0.0  # the same connection, a round trip later
+    now[0] += 0.0002
+    assert crowd.arrive("ipv4:a") == LINGER_S  # closer than any round trip
+    now[0] += 0.001
+    assert crowd.arrive("ipv4:b") == LINGER_S  # another connection just after
+    now[0] += 0.01
+    assert crowd.arrive("ipv4:c") == 0.0  # long after: alone again
+    assert crowd.joining() == 0.0
+    with crowd.waiting():
+        now[0] += 1.0
+        assert crowd.arrive("ipv4:c") == LINGER_S  # someone waits for a commit
+        assert crowd.joining() == LINGER_S
+    assert crowd.joining() == 0.0
