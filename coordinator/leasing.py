@@ -228,6 +228,7 @@ async def _park(rt: Runtime, w: LiveWorker, n: int, timeout_s: float) -> bool:
 
     future = rt.signal.park(can_run, n)
     w.parked = future
+    logger.debug("lease parked worker=%s", w.name)
     try:
         return await asyncio.wait_for(future, timeout_s)
     except TimeoutError:

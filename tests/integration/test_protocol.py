@@ -160,9 +160,11 @@ def test_function_and_group_routing(stubs):
     assert status_of(stubs, wrong_fn) == status_of(stubs, wrong_group) == "QUEUED"
 
 
-def test_long_poll_wakes_when_work_is_queued(stubs):
+def test_long_poll_wakes_when_work_is_queued(start_coordinator):
     import threading
 
+    coordinator = start_coordinator(extra_args=["--log-level", "DEBUG"])  # logs each park
+    stubs = connect(coordinator.address)
     w = FakeWorker(stubs, "hand", ["add"])
     got = {}
 
@@ -173,12 +175,14 @@ def test_long_poll_wakes_when_work_is_queued(stubs):
 
     t = threading.Thread(target=poll)
     t.start()
-    # wait until the lease call is parked in the coordinator: an empty poll takes no DB work
-    time.sleep(0.2)  # not a synchronisation stand-in: gives the call time to reach its wait
+    # the task must come while the call is parked, or the call would just find it
+    wait_until(lambda: "lease parked worker=hand" in coordinator.log_text(), timeout=5,
+               desc="the Lease call to park")
     tid = queue(stubs, "add").id
     t.join(10)
     assert [x.ref.task_id for x in got["reply"].leases] == [tid]
     assert got["waited"] < 5
+    stubs.close()
 
 
 def test_empty_long_poll_returns_after_wait(stubs):

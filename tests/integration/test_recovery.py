@@ -276,7 +276,9 @@ def test_concurrent_queue_task_with_one_uuid_gets_a_field_error(coordinator):
         s.close()
 
 
-def test_safety_poll_repairs_a_missed_wake_up(db_url, stubs):
+def test_safety_poll_repairs_a_missed_wake_up(db_url, start_coordinator):
+    coordinator = start_coordinator(extra_args=["--log-level", "DEBUG"])  # logs each park
+    stubs = connect(coordinator.address)
     w = FakeWorker(stubs, "parked", ["add"], heartbeat=60)  # no heartbeat needed while parked
     got: dict[str, Any] = {}
 
@@ -284,19 +286,15 @@ def test_safety_poll_repairs_a_missed_wake_up(db_url, stubs):
         got["reply"] = w.lease(wait_s=20)
     thread = threading.Thread(target=park)
     thread.start()
-    wait_until(lambda: "parked" in _parked(stubs), timeout=5, desc="worker registered")
-    time.sleep(0.3)  # let the Lease call park before the task appears (else it is no test)
+    # the task must appear while the call is parked (else the call just finds it: no test)
+    wait_until(lambda: "lease parked worker=parked" in coordinator.log_text(), timeout=5,
+               desc="the Lease call to park")
     started = time.monotonic()
     tid = insert_behind_the_coordinators_back(db_url)
     thread.join(15)
     assert [x.ref.task_id for x in got["reply"].leases] == [tid]
     assert time.monotonic() - started < 10
-
-
-def _parked(stubs):
-    from taskgrid.v1 import admin_pb2
-    reply = stubs.admin.ListWorkers(admin_pb2.ListWorkersRequest())
-    return {x.worker_name for x in reply.workers}
+    stubs.close()
 
 
 # -- 5. one coordinator per database ------------------------------------------------------------
