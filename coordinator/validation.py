@@ -272,7 +272,9 @@ def validate_task(
         next_run_time = start_time
     command = fields.get("command")
     function_name = COMMAND_FUNCTION if command is not None else fields["function_name"]
-    default_name = command["executable"].rsplit("/", 1)[-1] if command else function_name
+    # A long executable path must not make the default name overflow its column.
+    default_name = (command["executable"].rsplit("/", 1)[-1][:MAX_NAME] if command
+                    else function_name)
     row = {
         "uuid": fields.get("uuid") or str(uuidlib.uuid4()),
         "task_name": fields.get("task_name") or default_name,

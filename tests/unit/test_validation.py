@@ -142,3 +142,10 @@ def test_retry_options_with_a_delay_are_accepted_whatever_the_backoff():
     _, errors = validate_task({"function_name": "f", "retry_backoff": 1.0, "retry_jitter": 0.0,
                                "retry_delay_max": 0.0}, {}, NOW)
     assert errors == {}  # the defaults, given explicitly
+
+
+def test_a_command_with_a_long_executable_gets_a_default_name_that_fits_its_column():
+    command = {"executable": "/opt/" + "x" * 1000, "args": [], "env": {}, "cwd": ""}
+    row, errors = validate_task({"function_name": "", "command": command}, {}, NOW)
+    assert errors == {}
+    assert row is not None and row["task_name"] == "x" * 512
