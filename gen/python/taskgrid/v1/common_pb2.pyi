@@ -260,7 +260,7 @@ class OutputChunk(_message.Message):
     def __init__(self, task_id: _Optional[int] = ..., attempt: _Optional[int] = ..., seq: _Optional[int] = ..., data: _Optional[str] = ..., clear: _Optional[bool] = ..., run_id: _Optional[int] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("worker_name", "status", "first_heartbeat", "last_heartbeat", "group_names", "functions", "capacity", "language", "alive", "running", "rss_bytes", "heartbeat", "hostname", "pid", "capabilities")
+    __slots__ = ("worker_name", "status", "first_heartbeat", "last_heartbeat", "group_names", "functions", "capacity", "language", "alive", "running", "rss_bytes", "heartbeat", "hostname", "pid", "capabilities", "coordinator")
     WORKER_NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FIRST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +276,7 @@ class Worker(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     worker_name: str
     status: WorkerStatus
     first_heartbeat: _timestamp_pb2.Timestamp
@@ -291,7 +292,8 @@ class Worker(_message.Message):
     hostname: str
     pid: int
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_name: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., first_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_names: _Optional[_Iterable[str]] = ..., functions: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., language: _Optional[str] = ..., alive: _Optional[bool] = ..., running: _Optional[_Iterable[int]] = ..., rss_bytes: _Optional[int] = ..., heartbeat: _Optional[float] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    coordinator: str
+    def __init__(self, worker_name: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., first_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_names: _Optional[_Iterable[str]] = ..., functions: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., language: _Optional[str] = ..., alive: _Optional[bool] = ..., running: _Optional[_Iterable[int]] = ..., rss_bytes: _Optional[int] = ..., heartbeat: _Optional[float] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., coordinator: _Optional[str] = ...) -> None: ...
 
 class LeaseRef(_message.Message):
     __slots__ = ("task_id", "attempt")

@@ -1091,8 +1091,10 @@ type Worker struct {
 	Hostname       string                 `protobuf:"bytes,13,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Pid            int32                  `protobuf:"varint,14,opt,name=pid,proto3" json:"pid,omitempty"`
 	Capabilities   []string               `protobuf:"bytes,15,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// the coordinator holding its session (its node name); empty once dead
+	Coordinator   string `protobuf:"bytes,16,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Worker) Reset() {
@@ -1228,6 +1230,13 @@ func (x *Worker) GetCapabilities() []string {
 		return x.Capabilities
 	}
 	return nil
+}
+
+func (x *Worker) GetCoordinator() string {
+	if x != nil {
+		return x.Coordinator
+	}
+	return ""
 }
 
 // Names one lease: a task and the attempt number it was leased with.
@@ -1430,7 +1439,7 @@ const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x03R\x03seq\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\tR\x04data\x12\x14\n" +
 	"\x05clear\x18\x05 \x01(\bR\x05clear\x12\x15\n" +
-	"\x06run_id\x18\x06 \x01(\x03R\x05runId\"\x98\x04\n" +
+	"\x06run_id\x18\x06 \x01(\x03R\x05runId\"\xba\x04\n" +
 	"\x06Worker\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
 	"workerName\x121\n" +
@@ -1449,7 +1458,8 @@ const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\theartbeat\x18\f \x01(\x01R\theartbeat\x12\x1a\n" +
 	"\bhostname\x18\r \x01(\tR\bhostname\x12\x10\n" +
 	"\x03pid\x18\x0e \x01(\x05R\x03pid\x12\"\n" +
-	"\fcapabilities\x18\x0f \x03(\tR\fcapabilities\"=\n" +
+	"\fcapabilities\x18\x0f \x03(\tR\fcapabilities\x12 \n" +
+	"\vcoordinator\x18\x10 \x01(\tR\vcoordinator\"=\n" +
 	"\bLeaseRef\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\x03R\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x03R\aattempt*\xf2\x01\n" +
