@@ -12,8 +12,10 @@ from typing import Any
 
 import grpc
 
+from taskgrid.coordinator import notify
 from taskgrid.coordinator.auth import AuthInterceptor, Tokens, is_loopback
 from taskgrid.coordinator.clock import Clock, SystemClock
+from taskgrid.coordinator.cluster import Cluster, node_name
 from taskgrid.coordinator.config import CoordinatorConfig
 from taskgrid.coordinator.events import TaskFeed, WorkSignal
 from taskgrid.coordinator.reaper import Reaper
@@ -30,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: seconds in-flight calls get to finish at shutdown
 SHUTDOWN_GRACE_S = 2.0
-#: how often the PostgreSQL writer lock's connection is checked (and re-taken after an outage)
-WRITER_LOCK_CHECK_S = 2.0
 
 
 class CallCounter(grpc.aio.ServerInterceptor):
@@ -56,7 +56,7 @@ class Coordinator:
     stopping: asyncio.Event
     background: list[asyncio.Task[None]]
     calls: CallCounter
-    #: set when this coordinator must stop serving (it lost its writer lock): the reason
+    #: set when this coordinator must stop serving: the reason
     fatal: asyncio.Future[str] = dataclasses.field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -69,7 +69,10 @@ class Coordinator:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.get_running_loop().run_in_executor(None, self.runtime.store.close)
+        loop = asyncio.get_running_loop()
+        if self.runtime.cluster.shared:
+            await loop.run_in_executor(None, self.runtime.cluster.leave)
+        await loop.run_in_executor(None, self.runtime.store.close)
         counts = " ".join(f"{k}={v}" for k, v in sorted(self.calls.counts.items()))
         # bodies: store calls; transactions: commits (group commit runs several bodies in one)
         logger.info("coordinator stopped bodies=%d transactions=%d calls: %s",
@@ -112,7 +115,7 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
             "could run code on your workers. Give tokens (--tokens-file or "
             "TASKGRID_{CLIENT,WORKER,ADMIN}_TOKENS) or pass --insecure")
     credentials = _server_credentials(config)
-    store = Store(config.db_url, durable=config.durable)
+    store = Store(config.db_url, durable=config.durable, node=node_name())
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(None, store.lock_writer)
@@ -126,6 +129,8 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     await rt.registry.load()
     rt.timers = Timers(rt)
     await rt.timers.load()
+    rt.cluster = Cluster(rt, not store.is_sqlite, store.node, config.listen)
+    rt.reaper = Reaper(rt)
     subscribe = getattr(rt.clock, "subscribe", None)
     if subscribe is not None:  # a test clock: moving it wakes timers and long-polls
         def moved() -> None:
@@ -148,32 +153,17 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
         port = server.add_secure_port(config.listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
-    await server.start()
     stopping = asyncio.Event()
-    rt.reaper = Reaper(rt)
-    reaper = asyncio.create_task(rt.reaper.loop(stopping), name="taskgrid-reaper")
-    logger.info("serving db=%s tls=%s mtls=%s tokens=%s", redact_url(config.db_url),
-                credentials is not None, bool(config.tls_client_ca), bool(tokens))
-    coordinator = Coordinator(server, port, rt, stopping, [reaper], calls)
-    if not store.is_sqlite:
-        coordinator.background.append(asyncio.create_task(
-            _keep_writer_lock(coordinator, stopping), name="taskgrid-writer-lock"))
-    return coordinator
-
-
-async def _keep_writer_lock(coordinator: Coordinator, stopping: asyncio.Event) -> None:
-    """Check the PostgreSQL writer lock; if another coordinator took it, stop serving."""
-    store = coordinator.runtime.store
-    loop = asyncio.get_running_loop()
-    while not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), WRITER_LOCK_CHECK_S)
-        if stopping.is_set():
-            return
-        if not await loop.run_in_executor(None, store.check_writer):
-            reason = ("another coordinator took this database's writer lock while the "
-                      "connection was down; stopping")
-            logger.error("writer lock lost: %s", reason)
-            if not coordinator.fatal.done():
-                coordinator.fatal.set_result(reason)
-            return
+    background = []
+    if rt.cluster.shared:
+        host = config.listen.rsplit(":", 1)[0]
+        rt.cluster.listen = f"{host}:{port}"
+        await rt.cluster.beat()  # serving, and the leader if nobody else is, before any call
+        background.append(asyncio.create_task(rt.cluster.loop(stopping), name="taskgrid-beat"))
+        background.append(asyncio.create_task(notify.Listener(rt).loop(stopping),
+                                               name="taskgrid-listen"))
+    await server.start()
+    background.append(asyncio.create_task(rt.reaper.loop(stopping), name="taskgrid-reaper"))
+    logger.info("serving db=%s tls=%s mtls=%s tokens=%s node=%s", redact_url(config.db_url),
+                credentials is not None, bool(config.tls_client_ca), bool(tokens), store.node)
+    return Coordinator(server, port, rt, stopping, background, calls)

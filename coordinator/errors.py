@@ -43,5 +43,9 @@ class DuplicateUuidError(TaskgridError):
     """An insert lost a race for a uuid (another transaction took it first)."""
 
 
+class NotLeaderError(TaskgridError):
+    """A maintenance write from a coordinator that no longer leads (fenced: nothing written)."""
+
+
 class WriterLockError(TaskgridError):
     """Another coordinator serves this database already (the message names it)."""

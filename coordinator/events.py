@@ -113,6 +113,10 @@ class TaskFeed:
             if not subs:
                 del self._subscribers[task_id]
 
+    def watched(self) -> list[int]:
+        """The ids of the tasks someone watches."""
+        return list(self._subscribers)
+
     def is_watched(self, task_id: int) -> bool:
         """True when someone watches this task (so events are worth building)."""
         return task_id in self._subscribers

@@ -98,9 +98,14 @@ def _start_runs(tx: Tx, tasks: Sequence[Row], worker_name: str, now: dt.datetime
 async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Granted]:
     """One claim transaction, then the mirror: run shielded, as one unit."""
     budget = rt.config.max_message_bytes - REPLY_OVERHEAD_BYTES
+    shared = rt.cluster.shared
+    moved: list[bool] = []
 
     def claim(tx: Tx) -> tuple[list[Granted], list[Row], dt.datetime | None]:
         if not w.alive:  # declared dead while this claim waited for the store: claim nothing
+            return [], [], None
+        if shared and not tx.holds_session(w.id, rt.store.node):
+            moved.append(True)  # another node took the session, or the leader declared it dead
             return [], [], None
         now = rt.clock.now()
         rows = tx.due_tasks(w.group_names, sorted(w.functions), now, n, w.name,
@@ -127,6 +132,9 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
 
     # Producers queueing in a crowd: join their lingering inserts' commit.
     granted, ended, next_due = await rt.store.run(claim, rt.producers.joining())
+    if moved:
+        rt.spawn(rt.registry.check_moved(w.id), "check a moved session")
+        return []
     w.next_due = next_due
     now_mono = time.monotonic()
     for g in granted:

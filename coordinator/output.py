@@ -82,6 +82,7 @@ async def append(rt: Runtime, w: LiveWorker, chunks: Sequence[dict[str, Any]]
             rows.append({"run_id": run_id, "seq": c["seq"], "data": data, "clear": c["clear"]})
             kept.append(c)
         tx.insert_chunks(rows)
+        tx.note_changed({c["task_id"] for c in kept})
         return [{**c, "run_id": r["run_id"], "data": r["data"]}
                 for c, r in zip(kept, rows, strict=True)]
 

@@ -21,18 +21,27 @@ Two cadences:
   same sessions) the pass is skipped, and runs once per QUIET_RECONCILE_S only.
 An idle coordinator does no database work but that one pass a minute (none at
 all with no worker connected).
+
+With several coordinators on PostgreSQL (cluster.py) only the leader does the
+repairs, each fenced by its epoch: it declares dead its own silent sessions
+(memory) and the workers whose rows no node has refreshed for dead_after
+(their coordinator died or lost them), takes back leases of workers whose rows
+are dead, closes overdue runs of every node, ends orphaned broadcast children,
+and runs the timers. Every node rebuilds the mirror of its own sessions' leases.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 
 from taskgrid.coordinator import lifecycle, runs
+from taskgrid.coordinator.cluster import NODE_BEAT_S
 from taskgrid.coordinator.lifecycle import TaskStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -69,24 +78,65 @@ class Reaper:
         #: what the last pass saw: the lease mirror's write count, the sessions, its time
         self._seen: tuple[int, dict[str, int]] | None = None
         self._last_pass = 0.0
+        #: (worker id, last heartbeat) of rows already judged silent (each judged once)
+        self._judged: set[tuple[int, dt.datetime]] = set()
 
     async def run_once(self, now: dt.datetime | None = None,
                        now_mono: float | None = None) -> None:
         """One tick: timers due now, silent workers, and the reconcile pass when due."""
         now_mono = time.monotonic() if now_mono is None else now_mono
-        await self.rt.timers.run_once()
+        cluster = self.rt.cluster
+        if cluster.is_leader(now_mono):
+            with cluster.fenced():
+                await self.rt.timers.run_once()
+                await self._silent_sessions(now_mono)
+                await self._silent_rows(now_mono)
+        if now_mono >= self.next_reconcile and self._has_sessions():
+            if not self._quiet(now_mono):
+                await self.reconcile(now, now_mono)
+            self.next_reconcile = now_mono + RECONCILE_INTERVAL_S
+
+    async def _silent_sessions(self, now_mono: float) -> None:
         registry = self.rt.registry
-        for w in registry.dead(now_mono):
+        for w in registry.dead(now_mono, self.rt.cluster.healthy_since):
             silent = now_mono - w.last_seen
             logger.warning("worker lost worker=%s silent_s=%.1f", w.name, silent)
             try:  # each worker alone: one failing never keeps the others
                 await registry.declare_dead(w, f"lost: no heartbeat for {silent:.1f} s")
             except Exception:
                 logger.exception("declaring worker dead failed worker=%s", w.name)
-        if now_mono >= self.next_reconcile and self._has_sessions():
-            if not self._quiet(now_mono):
-                await self.reconcile(now, now_mono)
-            self.next_reconcile = now_mono + RECONCILE_INTERVAL_S
+
+    async def _silent_rows(self, now_mono: float) -> None:
+        """PostgreSQL: workers of other nodes whose rows nobody refreshed for dead_after."""
+        cluster = self.rt.cluster
+        if not cluster.shared or not cluster.rows:
+            return
+        now = self.rt.clock.now()
+        mine = self.rt.registry.by_id
+        for row in silent_rows(cluster.rows, mine, now, now_mono - cluster.healthy_since,
+                               self.rt.config.dead_after_s, cluster.node):
+            key = (row["id"], row["last_heartbeat"])
+            if key in self._judged:
+                continue
+            self._judged.add(key)
+            silent = (now - row["last_heartbeat"]).total_seconds()
+            logger.warning("worker lost worker=%s silent_s=%.1f coordinator=%s",
+                           row["worker_name"], silent, row["node_name"] or "none")
+            try:
+                await runs.lose(self.rt, row["worker_name"],
+                                f"lost: no heartbeat for {silent:.1f} s", mark_dead=row["id"],
+                                silent_since=row["last_heartbeat"])
+                self.rt.timers.note_lost_worker(now)
+            except Exception:
+                logger.exception("declaring worker dead failed worker=%s", row["worker_name"])
+
+    async def elected(self) -> None:
+        """This node just became the leader: read the timers and repair at once."""
+        self._judged.clear()
+        self.next_reconcile = 0.0
+        with self.rt.cluster.fenced():
+            await self.rt.timers.load()
+        self.rt.wake_reaper.set()
 
     def _quiet(self, now_mono: float) -> bool:
         """Nothing a pass could repair: no lease known, none granted or ended, same sessions.
@@ -96,11 +146,16 @@ class Reaper:
         an empty, unchanged mirror and unchanged sessions the rows hold no lease
         and no session-less alive row. A pass still runs every QUIET_RECONCILE_S.
         """
+        if self.rt.cluster.shared and self.rt.cluster.is_leader(now_mono):
+            return False  # other nodes lease without telling this one's mirror
         seen = (self.rt.leases.mark(), self.rt.registry.live_ids())
         return (self._seen == seen and self.rt.leases.count_all() == 0
                 and now_mono - self._last_pass < QUIET_RECONCILE_S)
 
     def _has_sessions(self) -> bool:
+        cluster = self.rt.cluster
+        if cluster.shared and cluster.is_leader():
+            return True  # other nodes' leases are the leader's to repair
         return bool(self.rt.registry.live_ids()) or self.passes == 0 or bool(
             self.rt.leases.count_all())
 
@@ -108,6 +163,8 @@ class Reaper:
                         now_mono: float | None = None) -> Findings:
         """Compare the rows with the live sessions and repair both (see the module doc)."""
         self.passes += 1
+        cluster = self.rt.cluster
+        leader = cluster.is_leader(now_mono)
         beats = self.rt.registry.unflushed_beats()
         live = self.rt.registry.live_ids()
         since = self.rt.leases.mark()  # leases granted or ended from here on are newer
@@ -117,16 +174,44 @@ class Reaper:
             tx.touch_workers(beats)
             leased = tx.leased_tasks()
             alive_rows = tx.workers(alive_only=True)
-            children = tx.orphaned_children(sorted(live))
+            if not leader:
+                return leased, alive_rows, 0
+            owners = [r["worker_name"] for r in alive_rows] if cluster.shared else live
+            children = tx.orphaned_children(sorted(owners))
             trs = [lifecycle.orphan_child(c) for c in children]
             tx.apply(trs)
             return leased, alive_rows, len(trs)
 
-        leased, alive_rows, orphans = await self.rt.store.run(read)
+        with cluster.fenced() if leader else contextlib.nullcontext():
+            leased, alive_rows, orphans = await self.rt.store.run(read)
         # Sessions that registered while the rows were read hold some of those leases.
         live = self.rt.registry.live_ids()
         now = self.rt.clock.now() if now is None else now
-        found = find(leased, alive_rows, live, now, self.rt.config.timeout_grace_s, orphans)
+        if leader:
+            with cluster.fenced():
+                found = await self._repair(leased, alive_rows, live, now, orphans)
+        else:
+            found = Findings({}, [], [], 0)
+        added, removed = self.rt.leases.replace(
+            [r for r in leased if r["assigned_worker_name"] in live], live, since, now_mono)
+        if added or removed:
+            logger.warning("lease mirror repaired from the rows added=%d removed=%d", added,
+                           removed)
+        if orphans:
+            logger.info("broadcast children of gone workers expired count=%d", orphans)
+        self._seen = (self.rt.leases.mark(), self.rt.registry.live_ids())
+        return found
+
+    async def _repair(self, leased: list[Row], alive_rows: list[Row], live: dict[str, int],
+                      now: dt.datetime, orphans: int) -> Findings:
+        """The leader's repairs from one read of the rows."""
+        if self.rt.cluster.shared:
+            # Workers of every node: a lease is lost when its worker's row is dead, and an
+            # alive row with no session anywhere is found by its silence (_silent_rows).
+            owners = {r["worker_name"]: r["id"] for r in alive_rows}
+            found = find(leased, [], owners, now, self.rt.config.timeout_grace_s, orphans)
+        else:
+            found = find(leased, alive_rows, live, now, self.rt.config.timeout_grace_s, orphans)
         for worker_id, name in found.dead_rows:
             logger.warning("worker row alive with no session; declared dead worker=%s", name)
             await self._each(runs.lose(self.rt, name, "lost: no session on this coordinator",
@@ -137,14 +222,6 @@ class Reaper:
             await self._each(runs.lose(self.rt, name, "lost: no live session", refs), name)
         if found.overdue:
             await runs.time_out(self.rt, found.overdue)
-        added, removed = self.rt.leases.replace(
-            [r for r in leased if r["assigned_worker_name"] in live], live, since, now_mono)
-        if added or removed:
-            logger.warning("lease mirror repaired from the rows added=%d removed=%d", added,
-                           removed)
-        if orphans:
-            logger.info("broadcast children of gone workers expired count=%d", orphans)
-        self._seen = (self.rt.leases.mark(), self.rt.registry.live_ids())
         return found
 
     async def _each(self, job: Awaitable[object], name: str) -> None:
@@ -177,6 +254,23 @@ class Reaper:
                                return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             wake.cancel()
+
+
+def silent_rows(rows: list[Row], sessions: Mapping[int, object], now: dt.datetime,
+                healthy_s: float, dead_after: Callable[[float], float], node: str) -> list[Row]:
+    """Pure: alive worker rows not refreshed for their dead_after, but this node's sessions.
+
+    Silence counts for `healthy_s` at most (how long this node has been able to see
+    the rows being refreshed); a node beat's lag (NODE_BEAT_S) is added to dead_after.
+    """
+    out = []
+    for row in rows:
+        if row["id"] in sessions and row["node_name"] == node:
+            continue  # judged from memory, more precisely
+        silent = min((now - row["last_heartbeat"]).total_seconds(), healthy_s)
+        if silent > dead_after(row["heartbeat"]) + NODE_BEAT_S:
+            out.append(row)
+    return out
 
 
 def find(leased: list[Row], alive_rows: list[Row], live: dict[str, int], now: dt.datetime,

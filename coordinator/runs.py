@@ -323,7 +323,8 @@ async def time_out(rt: Runtime, overdue: Sequence[Row]) -> list[Row]:
 
 
 def _lose_tx(rt: Runtime, name: str, refs: Sequence[Ref] | None, reason: str,
-             mark_dead: int | None, now: dt.datetime) -> Apply:
+             mark_dead: int | None, now: dt.datetime,
+             silent_since: dt.datetime | None = None) -> Apply:
     """Give back leases of `name` (every one it holds, when refs is None) as a lost worker's.
 
     With `mark_dead` (a worker id) the worker row is marked dead in the same
@@ -332,6 +333,9 @@ def _lose_tx(rt: Runtime, name: str, refs: Sequence[Ref] | None, reason: str,
     text = f"WorkerLost: worker {name} {reason}"
 
     def apply(tx: Tx) -> tuple[list[Row], list[Ref]]:
+        if mark_dead is not None and silent_since is not None and not tx.mark_worker_dead(
+                mark_dead, now, silent_since):
+            return [], []  # heard from since it was judged: not dead
         if refs is None:
             mine = tx.leased_by(name)
         else:
@@ -347,24 +351,27 @@ def _lose_tx(rt: Runtime, name: str, refs: Sequence[Ref] | None, reason: str,
         _close_runs(tx, [Outcome(t["id"], t["attempt"], RunStatus.FAILED, None, text)
                          for t in mine if t["status"] == TaskStatus.RUNNING], now,
                     rt.config.max_output_bytes)
-        if mark_dead is not None:
+        if mark_dead is not None and silent_since is None:
             tx.mark_worker_dead(mark_dead, now)
         return [after(t, tr) for t, tr in zip([*mine, *children], trs, strict=True)], []
     return apply
 
 
 async def lose(rt: Runtime, name: str, reason: str, refs: Sequence[Ref] | None = None,
-               mark_dead: int | None = None, now: dt.datetime | None = None) -> list[Row]:
+               mark_dead: int | None = None, now: dt.datetime | None = None,
+               silent_since: dt.datetime | None = None) -> list[Row]:
     """Give back leases of a lost worker, read from the rows (all, or just `refs`).
 
     Started runs are closed FAILED with a traceback naming the worker; the task
     goes back to QUEUED with its counters untouched, or ends FAILED once it has
     lost too many workers in a row (lifecycle.lose_worker). `now` is the worker row's
-    lost_at when `mark_dead` is given.
+    lost_at when `mark_dead` is given. With `silent_since` (a judgment from the rows),
+    nothing is done unless the worker's row still has that last heartbeat.
     """
     now = rt.clock.now() if now is None else now
     try:
-        rows, _ = await rt.store.run(_lose_tx(rt, name, refs, reason, mark_dead, now))
+        rows, _ = await rt.store.run(_lose_tx(rt, name, refs, reason, mark_dead, now,
+                                              silent_since))
     except StoreUnavailableError:
         raise
     except Exception as exc:
@@ -376,7 +383,7 @@ async def lose(rt: Runtime, name: str, reason: str, refs: Sequence[Ref] | None =
             rt, list(leased), lambda items: _lose_tx(rt, name, items, reason, None, now), None,
             f"lose worker {name}")
         if mark_dead is not None:
-            await rt.store.run(lambda tx: tx.mark_worker_dead(mark_dead, now))
+            await rt.store.run(lambda tx: tx.mark_worker_dead(mark_dead, now, silent_since))
         if bad:
             logger.error("leases not given back worker=%s tasks=%s", name,
                          ",".join(str(t) for t, _ in bad))

@@ -16,6 +16,7 @@ from taskgrid.coordinator.leases import Leases
 from taskgrid.coordinator.store import Store
 
 if TYPE_CHECKING:
+    from taskgrid.coordinator.cluster import Cluster
     from taskgrid.coordinator.reaper import Reaper
     from taskgrid.coordinator.timers import Timers
     from taskgrid.coordinator.workers import Registry
@@ -35,6 +36,8 @@ class Runtime:
     registry: Registry = dataclasses.field(init=False)
     timers: Timers = dataclasses.field(init=False)
     reaper: Reaper = dataclasses.field(init=False)
+    #: this node among the coordinators of the database: leadership, serving (cluster.py)
+    cluster: Cluster = dataclasses.field(init=False)
     #: some dependency edge may be unmet (loaded at start; set by jobs.py before it writes
     #: edges): while False, claims skip the prerequisite check and reports skip the release
     deps_possible: bool = True

@@ -137,4 +137,28 @@ worker = sa.Table(
     sa.Column("alive", sa.Boolean, nullable=False),
     sa.Column("lost_at", sa.DateTime, nullable=True),
     sa.Column("rss_bytes", sa.BigInteger, nullable=False),
+    # 0005: the coordinator holding the worker's session ("" before any)
+    sa.Column("node_name", sa.String(255), nullable=False, server_default=""),
+)
+
+#: 0005: one row per coordinator (PostgreSQL), refreshed every node beat
+node = sa.Table(
+    "scheduler_node",
+    metadata,
+    sa.Column("node_name", sa.String(255), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("listen", sa.String(255), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("last_seen", sa.DateTime, nullable=False),
+)
+
+#: 0005: the one row naming the maintenance leader, its fencing epoch and its lease's end
+leader = sa.Table(
+    "scheduler_leader",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("node_name", sa.String(255), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
 )

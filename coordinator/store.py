@@ -18,11 +18,13 @@ TransitionConflictError and the whole transaction rolls back.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -36,12 +38,14 @@ from taskgrid.coordinator import hotsql, schema
 from taskgrid.coordinator.clock import from_db, to_db
 from taskgrid.coordinator.errors import (
     DuplicateUuidError,
+    NotLeaderError,
     StoreUnavailableError,
     TransitionConflictError,
     WriterLockError,
 )
 from taskgrid.coordinator.groupcommit import GroupCommit
 from taskgrid.coordinator.lifecycle import LEASED_TASK_STATUSES, TaskStatus, Transition
+from taskgrid.coordinator.notes import CHANNEL, Notes
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,14 @@ DEFAULT_PG_POOL_SIZE = 8
 _TASK_TIMES = ("start_time", "next_run_time", "stop_time", "last_run_time", "created_at")
 _RUN_TIMES = ("start_time", "stop_time")
 _WORKER_TIMES = ("first_heartbeat", "last_heartbeat", "lost_at")
+#: PostgreSQL: a transaction left idle this long (its coordinator hung or cut off) is ended by
+#: the server, so its row locks never keep another coordinator waiting for longer
+IDLE_IN_TRANSACTION_MS = 5000
+#: (node, epoch) while the maintenance leader runs a pass: every body the pass submits first
+#: checks, under a row lock, that this node still holds that epoch (cluster.py)
+FENCE: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "taskgrid_fence", default=None)
+_UTC_NOW = "(clock_timestamp() AT TIME ZONE 'UTC')"
 
 
 def _row(mapping: Mapping[Any, Any], times: Iterable[str]) -> Row:
@@ -74,11 +86,13 @@ def redact_url(url: str) -> str:
 class Tx:
     """Queries inside one transaction. Rows are dicts with aware UTC datetimes."""
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, notes: Notes | None = None) -> None:
         self.conn = conn
         self.is_postgres = conn.dialect.name == "postgresql"
         self.d = hotsql.POSTGRES if self.is_postgres else hotsql.SQLITE
         self._cursor: Any = None
+        #: what this transaction tells the other coordinators (None: nobody to tell)
+        self.notes = notes
 
     @property
     def cur(self) -> Any:
@@ -106,6 +120,10 @@ class Tx:
             if "unique" not in text or "uuid" not in text:  # NOT NULL...: a bug, not a race
                 raise
             raise DuplicateUuidError("a uuid of this request is already in use") from exc
+        if self.notes is not None:
+            self.notes.queued({(r["group_name"], r["function_name"], r.get("target_worker_name")
+                                or "") for r in rows}, len(rows),
+                              any(r.get("stop_time") or r.get("broadcast") for r in rows))
         return ids
 
     def existing_uuids(self, uuids: Iterable[str]) -> set[str]:
@@ -335,6 +353,10 @@ class Tx:
                 raise TransitionConflictError(
                     f"tasks {ids}: {len(rows) - cur.rowcount} no longer in the expected "
                     "status or attempt; nothing applied")
+        if self.notes is not None and transitions:
+            self.notes.changed(tr.task_id for tr in transitions)
+            if any(tr.target is TaskStatus.QUEUED for tr in transitions):
+                self.notes.requeued()
 
     def set_stop_requested(self, task_id: int, attempt: int) -> bool:
         """Flag a RUNNING task so its worker is told to stop it."""
@@ -343,7 +365,14 @@ class Tx:
             sa.update(schema.task)
             .where(t.id == task_id, t.attempt == attempt, t.status == TaskStatus.RUNNING.value)
             .values(stop_requested=True))
+        if self.notes is not None and result.rowcount == 1:
+            self.notes.stops.add((task_id, attempt))
         return bool(result.rowcount == 1)
+
+    def note_changed(self, task_ids: Iterable[int]) -> None:
+        """These tasks changed in a way rows of their own do not show (new output)."""
+        if self.notes is not None:
+            self.notes.changed(task_ids)
 
     # -- runs ----------------------------------------------------------------
 
@@ -465,6 +494,12 @@ class Tx:
 
     # -- workers -------------------------------------------------------------
 
+    def worker_by_id(self, worker_id: int) -> Row | None:
+        """One worker row by id."""
+        stmt = sa.select(schema.worker).where(schema.worker.c.id == worker_id)
+        r = self.conn.execute(stmt).mappings().first()
+        return _row(r, _WORKER_TIMES) if r else None
+
     def worker_by_name(self, name: str) -> Row | None:
         """One worker row by name."""
         stmt = sa.select(schema.worker).where(schema.worker.c.worker_name == name)
@@ -507,13 +542,107 @@ class Tx:
         w = schema.worker
         for worker_id, values in updates:
             self.conn.execute(sa.update(w).where(w.c.id == worker_id).values(_db_values(values)))
+            if self.notes is not None and "status" in values:
+                self.notes.workers[worker_id] = values["status"]
 
-    def mark_worker_dead(self, worker_id: int, lost_at: Any) -> bool:
-        """Mark a live worker row dead, once: a dead row keeps its first lost_at."""
+    def mark_worker_dead(self, worker_id: int, lost_at: Any,
+                         silent_since: Any | None = None) -> bool:
+        """Mark a live worker row dead, once: a dead row keeps its first lost_at.
+
+        With `silent_since`, only if its last heartbeat is still that old (a judgment
+        from the rows must not kill a worker whose coordinator just wrote a newer one).
+        """
+        w = schema.worker.c
+        cond = [w.id == worker_id, w.alive.is_(True)]
+        if silent_since is not None:
+            cond.append(w.last_heartbeat <= to_db(silent_since))
+        result = self.conn.execute(sa.update(schema.worker).where(*cond).values(
+            alive=False, lost_at=to_db(lost_at)))
+        if self.notes is not None and result.rowcount == 1:
+            self.notes.dead.add(worker_id)
+        return bool(result.rowcount == 1)
+
+    def adopt_worker(self, worker_id: int, token_hash: str, node: str, now: Any) -> Row | None:
+        """Move a live session to this node (its worker came to this coordinator).
+
+        Returns the worker row, or None if no live worker has this id and token.
+        """
         w = schema.worker.c
         result = self.conn.execute(sa.update(schema.worker).where(
-            w.id == worker_id, w.alive.is_(True)).values(alive=False, lost_at=to_db(lost_at)))
-        return bool(result.rowcount == 1)
+            w.id == worker_id, w.alive.is_(True), w.token_hash == token_hash).values(
+            node_name=node, last_heartbeat=to_db(now)))
+        if result.rowcount != 1:
+            return None
+        if self.notes is not None:
+            self.notes.moved[worker_id] = node
+        r = self.conn.execute(sa.select(schema.worker).where(w.id == worker_id)
+                              ).mappings().first()
+        return _row(r, _WORKER_TIMES) if r else None
+
+    def holds_session(self, worker_id: int, node: str) -> bool:
+        """Is this live worker's session held by `node`? Locks the row against a move."""
+        cur = self.cur
+        lock = " FOR SHARE" if self.is_postgres else ""
+        cur.execute(self.d.sql("SELECT 1 FROM scheduler_worker WHERE id = ? AND alive "
+                               f"AND node_name = ?{lock}"), (worker_id, node))
+        return cur.fetchone() is not None
+
+    # -- coordinators (PostgreSQL) -----------------------------------------------
+
+    def touch_node(self, values: Mapping[str, Any]) -> None:
+        """Write this coordinator's node row (insert it the first time)."""
+        n = schema.node
+        result = self.conn.execute(sa.update(n).where(
+            n.c.node_name == values["node_name"]).values(last_seen=to_db(values["last_seen"])))
+        if result.rowcount == 0:
+            self.conn.execute(sa.insert(n).values(_db_values(values)))
+
+    def remove_node(self, node: str) -> None:
+        """Drop this coordinator's row (a clean stop)."""
+        self.conn.execute(sa.delete(schema.node).where(schema.node.c.node_name == node))
+
+    def nodes(self) -> list[Row]:
+        """Every coordinator's row."""
+        stmt = sa.select(schema.node).order_by(schema.node.c.node_name)
+        return [_row(r, ("started_at", "last_seen")) for r in self.conn.execute(stmt).mappings()]
+
+    def claim_leader(self, node: str, ttl_s: float) -> int | None:
+        """Renew this node's leadership, or take it if it lapsed; the epoch, or None.
+
+        Expiry is judged on the database's clock, so coordinators' clocks need not
+        agree; a new leader gets a new epoch, which fences the old one's writes.
+        """
+        self.conn.execute(sa.text("SET LOCAL lock_timeout = '1s'"))
+        row = self.conn.execute(sa.text(
+            "UPDATE scheduler_leader SET epoch = CASE WHEN node_name = :node THEN epoch "
+            f"ELSE epoch + 1 END, node_name = :node, expires_at = {_UTC_NOW} + "
+            "make_interval(secs => :ttl) WHERE id = 1 AND (node_name = :node OR expires_at "
+            f"< {_UTC_NOW}) RETURNING epoch"), {"node": node, "ttl": ttl_s}).first()
+        return None if row is None else int(row[0])
+
+    def release_leader(self, node: str) -> None:
+        """Give leadership up at once (a clean stop): the next beat of another node takes it."""
+        self.conn.execute(sa.text(
+            f"UPDATE scheduler_leader SET expires_at = {_UTC_NOW} - interval '1 second' "
+            "WHERE id = 1 AND node_name = :node"), {"node": node})
+
+    def leader(self) -> Row | None:
+        """The leader row: node_name, epoch, expires_at."""
+        r = self.conn.execute(sa.select(schema.leader)).mappings().first()
+        return _row(r, ("expires_at",)) if r else None
+
+    def check_fence(self, node: str, epoch: int) -> None:
+        """Raise NotLeaderError unless `node` leads with `epoch` now; holds the row till commit.
+
+        The share lock makes a takeover (which updates the row) wait for this
+        transaction, so a write checked here cannot land after a new leader took over.
+        """
+        cur = self.cur
+        cur.execute(
+            "SELECT 1 FROM scheduler_leader WHERE id = 1 AND node_name = %s AND epoch = %s "
+            f"AND expires_at > {_UTC_NOW} FOR SHARE", (node, epoch))
+        if cur.fetchone() is None:
+            raise NotLeaderError(f"coordinator {node} no longer leads (epoch {epoch})")
 
     def touch_workers(self, beats: Sequence[tuple[int, Any, int]]) -> None:
         """Write (id, last_heartbeat, rss_bytes) of live workers in one executemany."""
@@ -541,7 +670,7 @@ _LEASED_BY_LOCKED = _LEASED_BY.with_for_update()
 class Store:
     """The database: engine, migrations and the executor transactions run on."""
 
-    def __init__(self, url: str, durable: bool = False) -> None:
+    def __init__(self, url: str, durable: bool = False, node: str = "") -> None:
         """Open (not yet migrate) the database at `url`.
 
         `durable` makes SQLite fsync every commit (synchronous=FULL): safe against a
@@ -560,14 +689,19 @@ class Store:
             # Commits with no fsync run on the event loop (groupcommit.py says why).
             threads = 1 if durable else 0
         else:
-            self.engine = sa.create_engine(url, pool_size=DEFAULT_PG_POOL_SIZE, max_overflow=4,
-                                           pool_pre_ping=True)
+            self.engine = sa.create_engine(
+                url, pool_size=DEFAULT_PG_POOL_SIZE, max_overflow=4, pool_pre_ping=True,
+                connect_args={"options": "-c idle_in_transaction_session_timeout="
+                                         f"{IDLE_IN_TRANSACTION_MS}"})
             threads = DEFAULT_PG_POOL_SIZE
         #: transactions run so far (logged at shutdown; read by bench/)
         self.transactions = 0
+        #: this coordinator's node name, signed on the notes its transactions send
+        self.node = node
+        #: other live coordinators on this database (cluster.py): while 0, nothing is noted
+        self.peers = 0
         self._writer = GroupCommit(self._run_batch, threads)
         self._lock_file: int | None = None
-        self._lock_conn: sa.Connection | None = None
         #: SQLite: the one connection, held open (a pool checkout and its reset cost more
         #: than the transaction of a small body)
         self._held: sa.Connection | None = None
@@ -595,8 +729,12 @@ class Store:
         self.transactions += 1
         try:
             if not self.is_sqlite:
+                notes = Notes(self.node) if self.peers else None
                 with self.engine.begin() as conn:
-                    return [fn(Tx(conn)) for fn in fns]
+                    out = [fn(Tx(conn, notes)) for fn in fns]
+                    if notes:
+                        _send(conn, notes)
+                    return out
             if self._held is None:
                 self._held = self.engine.connect()
             with self._held.begin():
@@ -634,7 +772,34 @@ class Store:
         groupcommit.py); memory is updated by the caller after this returns. `linger_s`:
         how long the body may wait for others to share its commit (see GroupCommit.submit).
         """
+        fence = FENCE.get()
+        if fence is not None and not self.is_sqlite:
+            fn = functools.partial(_fenced, fence, fn)
         return await self._writer.submit(fn, linger_s)  # type: ignore[no-any-return]
+
+    async def notifications(self) -> AsyncIterator[str | None]:
+        """PostgreSQL: other coordinators' notes, on a connection of their own.
+
+        Yields None once listening, then each payload as it comes.
+
+        Raises:
+            StoreUnavailableError: the connection could not be made, or was lost.
+        """
+        info = sa.make_url(self.url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        try:
+            conn = await psycopg.AsyncConnection.connect(info, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(f"cannot listen: {_first_line(exc)}") from exc
+        try:
+            async with conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                yield None
+                async for n in conn.notifies():
+                    yield n.payload
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(f"listening connection lost: {_first_line(exc)}"
+                                        ) from exc
 
     @property
     def bodies(self) -> int:
@@ -644,15 +809,6 @@ class Store:
     def close(self) -> None:
         """Finish queued work, release connections and the writer lock."""
         self._writer.close()
-        if self._lock_conn is not None:
-            with contextlib.suppress(sa.exc.DBAPIError):
-                # Unlock first: closing frees the lock only once the server process exits,
-                # a few milliseconds later, which a successor could otherwise run into.
-                self._lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"),
-                                        {"key": WRITER_LOCK_KEY})
-                self._lock_conn.commit()
-                self._lock_conn.close()
-            self._lock_conn = None
         if self._held is not None:
             with contextlib.suppress(sa.exc.DBAPIError):
                 self._held.close()
@@ -662,46 +818,16 @@ class Store:
             os.close(self._lock_file)
             self._lock_file = None
 
-    # -- one coordinator per database -----------------------------------------
+    # -- one coordinator per SQLite file ----------------------------------------
 
     def lock_writer(self) -> None:
-        """Become the database's only coordinator, or raise WriterLockError naming the other.
+        """SQLite: become the file's only coordinator, or raise WriterLockError naming the other.
 
-        SQLite: an exclusive flock on `<file>.lock` beside the database, holding
-        the owner's pid. PostgreSQL: a session advisory lock on a connection held
-        for the coordinator's life (`check_writer` keeps it).
+        An exclusive flock on `<file>.lock` beside the database, holding the owner's
+        pid. PostgreSQL takes any number of coordinators (cluster.py): nothing to lock.
         """
         if self.is_sqlite:
             self._lock_sqlite()
-        else:
-            self._lock_conn = self._take_advisory_lock()
-
-    def check_writer(self) -> bool:
-        """Still the only coordinator? Reconnects the lock's connection after an outage.
-
-        Returns False when the lock was lost to another coordinator (PostgreSQL
-        restarted and someone else took it first); True otherwise, including
-        while the database is unreachable (nobody else can take it meanwhile).
-        """
-        if self.is_sqlite:
-            return True
-        try:
-            assert self._lock_conn is not None
-            self._lock_conn.execute(sa.text("SELECT 1"))
-            return True
-        except sa.exc.DBAPIError:
-            logger.warning("writer lock connection lost; taking the lock again")
-        with contextlib.suppress(sa.exc.DBAPIError):
-            if self._lock_conn is not None:
-                self._lock_conn.close()
-        self._lock_conn = None
-        try:
-            self._lock_conn = self._take_advisory_lock()
-        except WriterLockError:
-            return False
-        except sa.exc.DBAPIError:
-            return True  # unreachable still: try again on the next check
-        return True
 
     def _lock_sqlite(self) -> None:
         path = self.engine.url.database
@@ -721,27 +847,6 @@ class Store:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_file = fd
 
-    def _take_advisory_lock(self) -> sa.Connection:
-        conn = self.engine.connect()
-        try:
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"),
-                               {"key": WRITER_LOCK_KEY}).scalar()
-            conn.commit()
-            if got:
-                return conn
-            other = conn.execute(sa.text(
-                "SELECT a.pid, a.client_addr, a.application_name FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                "AND l.objid = :key AND l.granted"), {"key": WRITER_LOCK_KEY}).first()
-        except BaseException:
-            conn.close()
-            raise
-        conn.close()
-        who = f"backend pid {other[0]} from {other[1] or 'local socket'}" if other else "unknown"
-        raise WriterLockError(
-            f"database {redact_url(self.url)} is already served by another coordinator ({who}); "
-            "run one coordinator per database")
-
 
 QUEUED = TaskStatus.QUEUED.value
 
@@ -760,8 +865,16 @@ def _shapes(d: hotsql.Dialect, rows: Sequence[Mapping[str, Any]]
     return out
 
 
-#: the advisory lock key a coordinator holds on its PostgreSQL database ("tgrd")
-WRITER_LOCK_KEY = 0x74677264
+def _fenced(fence: tuple[str, int], fn: Callable[[Tx], T], tx: Tx) -> T:
+    tx.check_fence(*fence)
+    return fn(tx)
+
+
+def _send(conn: sa.Connection, notes: Notes) -> None:
+    """Queue the notes as notifications; PostgreSQL delivers them when the commit lands."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    for payload in notes.payloads():
+        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
 
 def _first_line(exc: BaseException) -> str:

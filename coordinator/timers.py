@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping
@@ -48,6 +49,7 @@ class Timers:
             return tx.earliest_stop_time(), tx.earliest_broadcast(), tx.earliest_lost_worker()
         self.next_expiry, self.next_broadcast, lost = await self.rt.store.run(read)
         self.note_lost_worker(lost)
+        self.rt.wake_reaper.set()
 
     def note_lost_worker(self, lost_at: dt.datetime | None) -> None:
         """Schedule the removal of a dead worker's row after the retention period."""
@@ -117,12 +119,12 @@ class Timers:
                 self.rt.feed.publish(row["id"], row)
 
     async def _broadcast(self, now: dt.datetime) -> None:
-        # Who can take a child, read here on the event loop (the registry's thread).
-        active = [(w.name, frozenset(w.group_names), w.functions)
-                  for w in self.rt.registry.by_id.values()
-                  if w.alive and w.status is WorkerStatus.ACTIVE]
-
         def apply(tx: Tx) -> tuple[int, Any]:
+            # Who can take a child: the rows, so workers of every coordinator count.
+            active = [(r["worker_name"], frozenset(json.loads(r["group_names"])),
+                       frozenset(json.loads(r["functions"])))
+                      for r in tx.workers(alive_only=True)
+                      if r["status"] == WorkerStatus.ACTIVE.value]
             children: list[dict[str, Any]] = []
             trs = []
             waiting = False

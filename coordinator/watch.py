@@ -4,10 +4,16 @@ Live chunks come from TaskFeed. When the task moves, the latest run record is
 read again so the output a report carried at the very end is not missed:
 whatever the watcher has not seen yet is sent as one more chunk (or, if the
 text was cleared, as a chunk with clear set).
+
+With several coordinators, a task run through another one changes rows this
+one did not write: its notification (notify.py) makes the watch read the
+task again, and so does a poll every WATCH_POLL_S, so a lost notification
+delays output by seconds at most.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +22,9 @@ from taskgrid.coordinator.lifecycle import TERMINAL_TASK_STATUSES
 from taskgrid.coordinator.runtime import Runtime
 
 Event = dict[str, Any]
+
+#: PostgreSQL: a watch reads its task again this often, whatever it was told
+WATCH_POLL_S = 2.0
 
 
 class _Seen:
@@ -54,6 +63,7 @@ async def watch(rt: Runtime, ref: tasks.Ref) -> AsyncIterator[Event]:
     task_id = first.task["id"]
     queue = rt.feed.subscribe(task_id)
     seen = _Seen()
+    last: Event | None = None
     try:
         view = await tasks.get(rt, (task_id, None), all_runs=False)
         while True:
@@ -61,14 +71,28 @@ async def watch(rt: Runtime, ref: tasks.Ref) -> AsyncIterator[Event]:
                 chunk = seen.catch_up(run)
                 if chunk:
                     yield chunk
-            yield view.task
+            if view.task != last:  # a read-again that found nothing new sends nothing
+                yield view.task
+                last = view.task
             if view.task["status"] in TERMINAL_TASK_STATUSES:
                 return
-            event = await queue.get()
+            event = await _next(rt, queue)
             while "seq" in event:
                 if seen.take(event):
                     yield event
-                event = await queue.get()
+                event = await _next(rt, queue)
             view = await tasks.get(rt, (task_id, None), all_runs=False)
     finally:
         rt.feed.unsubscribe(task_id, queue)
+
+
+async def _next(rt: Runtime, queue: asyncio.Queue[Any]) -> Event:
+    """The next event, or (PostgreSQL) a read-again after WATCH_POLL_S without one."""
+    if rt.store.is_sqlite:
+        event: Event = await queue.get()  # this coordinator writes every change it sees
+        return event
+    try:
+        event = await asyncio.wait_for(queue.get(), WATCH_POLL_S)
+        return event
+    except TimeoutError:
+        return {"recheck": True}

@@ -1,12 +1,20 @@
 """Worker sessions: registration, authentication, heartbeats, admin commands.
 
 The worker row is the truth: a worker is alive while its row says so, and
-only the reaper (through runs.lose) turns it dead, in the transaction that
-takes its leases back. A heartbeat writes no row: this process judges
-liveness from the heartbeats it receives (monotonic time), and the reaper
-writes their times to the rows in one batch per reconcile pass. After a
-restart every row still marked alive gets a fresh `dead_after` to heartbeat
-again before it is declared dead.
+only the maintenance leader (through runs.lose) turns it dead, in the
+transaction that takes its leases back. A heartbeat writes no row: the
+coordinator holding the session judges liveness from the heartbeats it
+receives (monotonic time) and writes their times to the rows in batches (each
+reconcile pass; on PostgreSQL, each node beat). After a restart every row
+still marked alive gets a fresh `dead_after` to heartbeat again before it is
+declared dead.
+
+On PostgreSQL several coordinators share the rows, and the row's node_name
+says which holds the session. A worker that calls a coordinator not holding
+its session (its own went away) has the session moved here (`adopt`): same
+id, same token, its leases loaded from the rows. Each node beat drops the
+sessions whose row moved elsewhere or died, and applies status changes made
+through other coordinators (`sync`).
 
 `LiveWorker` is the session cache, written only here; its leases are a view
 of `rt.leases`.
@@ -30,6 +38,7 @@ from taskgrid.coordinator import lifecycle, runs
 from taskgrid.coordinator.errors import (
     BadSessionError,
     DuplicateWorkerError,
+    StoreUnavailableError,
     UnknownWorkerError,
 )
 from taskgrid.coordinator.leases import Held, Leases, Orphans
@@ -85,6 +94,12 @@ class LiveWorker:
     unflushed: bool = False
     #: this process heard from the session (False for sessions loaded at a restart)
     heard: bool = True
+    #: the coordinator (node) holding the session
+    node: str = ""
+    #: monotonic: when the session came to this node, and when its status was last set here
+    #: (a node beat's rows read before then must not undo either)
+    since: float = 0.0
+    status_set: float = 0.0
 
     @property
     def leases(self) -> dict[int, Held]:
@@ -106,7 +121,7 @@ class LiveWorker:
             "capabilities": json.dumps(list(self.capabilities)), "capacity": self.capacity,
             "language": self.language, "hostname": self.hostname, "pid": self.pid,
             "heartbeat": self.heartbeat_s, "token_hash": self.token_hash, "alive": self.alive,
-            "lost_at": None, "rss_bytes": self.rss_bytes,
+            "lost_at": None, "rss_bytes": self.rss_bytes, "node_name": self.node,
         }
 
 
@@ -118,7 +133,7 @@ def _offered(spec: dict[str, Any]) -> frozenset[str]:
     return frozenset(functions)
 
 
-def _from_row(row: Row, now_mono: float, book: Leases) -> LiveWorker:
+def _from_row(row: Row, now_mono: float, book: Leases, heard: bool = False) -> LiveWorker:
     return LiveWorker(
         id=row["id"], name=row["worker_name"], token_hash=row["token_hash"],
         group_names=tuple(json.loads(row["group_names"])),
@@ -128,7 +143,7 @@ def _from_row(row: Row, now_mono: float, book: Leases) -> LiveWorker:
         heartbeat_s=row["heartbeat"], status=WorkerStatus(row["status"]),
         first_heartbeat=row["first_heartbeat"], last_heartbeat=row["last_heartbeat"],
         last_seen=now_mono, book=book, rss_bytes=row["rss_bytes"], alive=row["alive"],
-        heard=False)
+        heard=heard, node=row["node_name"], since=now_mono)
 
 
 class Registry:
@@ -137,9 +152,23 @@ class Registry:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.by_id: dict[int, LiveWorker] = {}
+        #: sessions being moved here, by worker id (concurrent calls share one move)
+        self._adopting: dict[int, asyncio.Task[LiveWorker]] = {}
+
+    @property
+    def node(self) -> str:
+        """This coordinator's node name."""
+        return self.rt.store.node
 
     async def load(self) -> None:
-        """Rebuild memory from the database after a (re)start."""
+        """Rebuild memory from the database after a (re)start.
+
+        On PostgreSQL no session is loaded: a restarted node has a new name, and
+        workers bring their sessions back when they call (`adopt`).
+        """
+        if not self.rt.store.is_sqlite:
+            return
+
         def read(tx: Tx) -> tuple[list[Row], list[Row]]:
             return tx.workers(alive_only=True), tx.leased_tasks()
         rows, leased = await self.rt.store.run(read)
@@ -155,14 +184,28 @@ class Registry:
         """Names of live workers -> their ids."""
         return {w.name: w.id for w in self.by_id.values() if w.alive}
 
-    async def listing(self, include_dead: bool) -> tuple[list[LiveWorker], list[Row]]:
-        """Live workers (from memory) and, when asked, the rows of dead ones."""
+    async def listing(self, include_dead: bool
+                      ) -> tuple[list[LiveWorker], list[Row], dict[str, list[int]]]:
+        """Live workers of this node (memory) and the rows of the others.
+
+        Returns (sessions here, other rows, task ids leased by the workers of those
+        rows). Rows of other coordinators' live workers come on PostgreSQL; rows of
+        dead workers when asked.
+        """
         live = [w for w in self.by_id.values() if w.alive]
-        if not include_dead:
-            return live, []
+        if not include_dead and self.rt.store.is_sqlite:
+            return live, [], {}
+
+        def read(tx: Tx) -> tuple[list[Row], list[Row]]:
+            leased = tx.leased_tasks() if not self.rt.store.is_sqlite else []
+            return tx.workers(alive_only=not include_dead), leased
+
+        rows, leased = await self.rt.store.run(read)
         names = {w.name for w in live}
-        rows = await self.rt.store.run(lambda tx: tx.workers())
-        return live, [r for r in rows if r["worker_name"] not in names]
+        held: dict[str, list[int]] = {}
+        for t in leased:
+            held.setdefault(t["assigned_worker_name"], []).append(t["id"])
+        return live, [r for r in rows if r["worker_name"] not in names], held
 
     def by_name(self, name: str) -> LiveWorker | None:
         """The live worker of that name, if any."""
@@ -186,13 +229,16 @@ class Registry:
                            previous.name)
             # The row is taken over below, so it is not marked dead.
             await self._end_session(previous, "registered again", mark_dead=False)
+        if not self.rt.store.is_sqlite:
+            await self._take_name_from_other_node(spec["worker_name"])
         w = LiveWorker(
             id=0, name=spec["worker_name"], token_hash=_hash(token),
             group_names=tuple(spec["group_names"]), functions=_offered(spec),
             capabilities=tuple(spec["capabilities"]), capacity=spec["capacity"],
             language=spec["language"], hostname=spec["hostname"], pid=spec["pid"],
             heartbeat_s=heartbeat_s, status=lifecycle.REGISTERED_WORKER_STATUS, first_heartbeat=now,
-            last_heartbeat=now, last_seen=time.monotonic(), book=self.rt.leases)
+            last_heartbeat=now, last_seen=time.monotonic(), book=self.rt.leases,
+            node=self.node, since=time.monotonic())
 
         def save(tx: Tx) -> int:
             existing = tx.worker_by_name(w.name)
@@ -204,6 +250,138 @@ class Registry:
                     w.name, ",".join(w.group_names), len(w.functions), w.capacity)
         self.rt.signal.fire()
         return w, token
+
+    async def _take_name_from_other_node(self, name: str) -> None:
+        """Register on PostgreSQL: refuse a name another node's live session uses.
+
+        A session of that name silent for SILENT_AFTER_BEATS (by its row's
+        heartbeat time) is lost: its leases are given back before the row is
+        taken over.
+        """
+        row = await self.rt.store.run(lambda tx: tx.worker_by_name(name))
+        if row is None or not row["alive"] or row["node_name"] in ("", self.node):
+            return
+        silent = (self.rt.clock.now() - row["last_heartbeat"]).total_seconds()
+        if silent < SILENT_AFTER_BEATS * row["heartbeat"] + 1.0:  # + a node beat's lag
+            raise DuplicateWorkerError(
+                f"worker name {name!r} is in use by a live session (pid {row['pid']} on "
+                f"{row['hostname'] or 'an unknown host'}, through coordinator "
+                f"{row['node_name']}, last heartbeat {silent:.1f} s ago); give each worker "
+                "its own --name")
+        logger.warning("worker registered again; previous session lost worker=%s", name)
+        await runs.lose(self.rt, name, "registered again")
+
+    async def adopt(self, worker_id: int, token: str) -> LiveWorker:
+        """Move a live session held by another coordinator here (PostgreSQL).
+
+        Calls of one worker that arrive together share one move.
+
+        Raises:
+            UnknownWorkerError: no live worker has this id.
+            BadSessionError: the token does not match.
+        """
+        pending = self._adopting.get(worker_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._adopt(worker_id, token))
+            self._adopting[worker_id] = pending
+            pending.add_done_callback(lambda _: self._adopting.pop(worker_id, None))
+        w = await asyncio.shield(pending)
+        if not hmac.compare_digest(w.token_hash, _hash(token)):
+            raise BadSessionError(f"bad session token for worker {worker_id}")
+        return w
+
+    async def _adopt(self, worker_id: int, token: str) -> LiveWorker:
+        token_hash = _hash(token)
+        now = self.rt.clock.now()
+
+        def move(tx: Tx) -> tuple[str, Row | None, str, list[Row]]:
+            before = tx.worker_by_id(worker_id)
+            if before is None or not before["alive"]:
+                return "unknown", None, "", []
+            if not hmac.compare_digest(before["token_hash"], token_hash):
+                return "bad token", None, "", []
+            row = tx.adopt_worker(worker_id, token_hash, self.node, now)
+            if row is None:  # declared dead or registered again meanwhile
+                return "unknown", None, "", []
+            return "ok", row, before["node_name"], tx.leased_by(row["worker_name"])
+
+        verdict, row, came_from, leased = await self.rt.store.run(move)
+        if verdict == "bad token":
+            raise BadSessionError(f"bad session token for worker {worker_id}")
+        if row is None:
+            raise UnknownWorkerError(f"worker {worker_id} is not registered or was declared "
+                                     "dead; register again")
+        now_mono = time.monotonic()
+        w = _from_row(row, now_mono, self.rt.leases, heard=True)
+        w.functions = _offered({"functions": w.functions, "capabilities": w.capabilities})
+        old = self.by_id.pop(w.id, None)
+        if old is not None:
+            self.rt.leases.drop_worker(old.id)
+        self.by_id[w.id] = w
+        for t in leased:
+            started = t["status"] == lifecycle.TaskStatus.RUNNING
+            self.rt.leases.grant(w.id, t["id"], t["attempt"], started, now_mono)
+            if t["stop_requested"]:
+                self.rt.leases.request_stop(t["id"], t["attempt"])
+        logger.info("worker session taken over worker=%s from=%s leases=%d", w.name,
+                    came_from or "none", len(leased))
+        self.rt.signal.fire()
+        return w
+
+    def drop_session(self, worker_id: int, why: str) -> None:
+        """Forget a session another coordinator now holds, or the leader declared dead.
+
+        Memory only: the rows already say so.
+        """
+        w = self.by_id.pop(worker_id, None)
+        if w is None:
+            return
+        w.alive = False
+        w.notify()
+        self.rt.leases.drop_worker(w.id)
+        logger.info("worker session dropped worker=%s why=%s", w.name, why)
+
+    def sync(self, rows: Sequence[Row], read_at: float) -> None:
+        """Apply a node beat's worker rows (PostgreSQL): moves, deaths and status changes.
+
+        Sessions that came here, or whose status was set here, after `read_at`
+        (when the beat began) are newer than the rows and left alone.
+        """
+        by_id = {r["id"]: r for r in rows}
+        changed = False
+        for w in list(self.by_id.values()):
+            if not w.alive or w.since > read_at:
+                continue
+            row = by_id.get(w.id)
+            if row is None:
+                self.drop_session(w.id, "its row is dead")
+            elif row["node_name"] != self.node:
+                self.drop_session(w.id, f"moved to coordinator {row['node_name']}")
+            elif row["status"] != w.status.value and w.status_set <= read_at:
+                w.status = WorkerStatus(row["status"])
+                w.notify()
+                changed = True
+        if changed:
+            self.rt.signal.fire()
+
+    def apply_status(self, worker_id: int, status: str) -> None:
+        """A status set through another coordinator (its notification) reaches the session."""
+        w = self.by_id.get(worker_id)
+        if w is not None and w.alive and w.status.value != status:
+            w.status = WorkerStatus(status)
+            w.status_set = time.monotonic()
+            w.notify()
+            self.rt.signal.fire()
+
+    async def check_moved(self, worker_id: int) -> None:
+        """Another node says it took this session: drop it unless the row says it is ours."""
+        try:
+            row = await self.rt.store.run(lambda tx: tx.worker_by_id(worker_id))
+        except StoreUnavailableError:
+            return  # the next node beat decides
+        if row is None or not row["alive"] or row["node_name"] != self.node:
+            where = row["node_name"] if row is not None else "nowhere"
+            self.drop_session(worker_id, f"moved to coordinator {where}")
 
     def authenticate(self, worker_id: int, token: str) -> LiveWorker:
         """The live worker this session belongs to.
@@ -240,30 +418,52 @@ class Registry:
     async def set_status(
         self, wanted: WorkerStatus, group_names: Sequence[str], worker_name: str
     ) -> list[str]:
-        """Apply an admin command to the named worker or to the workers of the groups."""
-        targets = [w for w in self.by_id.values() if w.alive and (
-            w.name == worker_name if worker_name
-            else not group_names or set(group_names) & set(w.group_names))]
-        changed = [w for w in targets if lifecycle.change_worker_status(w.status, wanted)]
+        """Apply an admin command to the named worker or to the workers of the groups.
+
+        On PostgreSQL the targets are read from the rows, so workers attached to
+        other coordinators are reached too (their coordinators hear of it through
+        a notification, or at their next node beat).
+        """
+        local = self.by_name(worker_name) if worker_name else None
+        if self.rt.store.is_sqlite or (local is not None and local.alive):
+            targets = [(w.id, w.name, w.status) for w in self.by_id.values() if w.alive and (
+                w.name == worker_name if worker_name
+                else not group_names or set(group_names) & set(w.group_names))]
+        else:
+            rows = await self.rt.store.run(lambda tx: tx.workers(alive_only=True))
+            targets = [(r["id"], r["worker_name"], WorkerStatus(r["status"])) for r in rows
+                       if (r["worker_name"] == worker_name if worker_name else not group_names
+                           or set(group_names) & set(json.loads(r["group_names"])))]
+        changed = [(i, name) for i, name, status in targets
+                   if lifecycle.change_worker_status(status, wanted)]
         if not changed:
             return []
 
         def save(tx: Tx) -> None:
-            tx.update_workers([(w.id, {"status": wanted.value}) for w in changed])
+            tx.update_workers([(i, {"status": wanted.value}) for i, _ in changed])
         await self.rt.store.run(save)
-        for w in changed:
-            w.status = wanted
-            w.notify()
+        now_mono = time.monotonic()
+        for i, _ in changed:
+            w = self.by_id.get(i)
+            if w is not None and w.alive:
+                w.status = wanted
+                w.status_set = now_mono
+                w.notify()
         logger.info("worker status set status=%s workers=%s", wanted,
-                    ",".join(w.name for w in changed))
+                    ",".join(name for _, name in changed))
         self.rt.signal.fire()
-        return [w.name for w in changed]
+        return [name for _, name in changed]
 
-    def dead(self, now_mono: float | None = None) -> list[LiveWorker]:
-        """Live workers silent for longer than their dead_after."""
+    def dead(self, now_mono: float | None = None, healthy_since: float = 0.0
+             ) -> list[LiveWorker]:
+        """Live sessions silent for longer than their dead_after.
+
+        Silence counts from `healthy_since` at the earliest: while this node could not
+        serve (its database away), workers could not reach it.
+        """
         now = time.monotonic() if now_mono is None else now_mono
-        return [w for w in self.by_id.values() if w.alive and now - w.last_seen
-                > self.rt.config.dead_after_s(w.heartbeat_s)]
+        return [w for w in self.by_id.values() if w.alive and now - max(w.last_seen,
+                healthy_since) > self.rt.config.dead_after_s(w.heartbeat_s)]
 
     def unflushed_beats(self) -> list[tuple[int, dt.datetime, int]]:
         """(id, last heartbeat, rss) of live workers heard from since the last flush."""
@@ -272,6 +472,13 @@ class Registry:
         for w in self.by_id.values():
             w.unflushed = False
         return out
+
+    def unflush(self, beats: Sequence[tuple[int, dt.datetime, int]]) -> None:
+        """Beats whose write failed: write them with the next batch."""
+        for worker_id, _, _ in beats:
+            w = self.by_id.get(worker_id)
+            if w is not None:
+                w.unflushed = True
 
     async def declare_dead(self, w: LiveWorker, reason: str) -> None:
         """The worker is gone: its row turns dead with its leases taken back, in one commit."""

@@ -19,11 +19,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @status.unary
     async def ListWorkers(self, request: admin_pb2.ListWorkersRequest,
                           context: grpc.aio.ServicerContext) -> admin_pb2.ListWorkersResponse:
-        """Live workers from memory; dead ones from the database when asked."""
-        live, dead = await self.rt.registry.listing(request.include_dead)
+        """Sessions here from memory; other coordinators' and dead workers from the rows."""
+        live, rows, held = await self.rt.registry.listing(request.include_dead)
         return admin_pb2.ListWorkersResponse(
             workers=[convert.live_worker_to_proto(w) for w in live]
-            + [convert.worker_row_to_proto(r) for r in dead])
+            + [convert.worker_row_to_proto(r, held.get(r["worker_name"], [])) for r in rows])
 
     @status.unary
     async def SetWorkerStatus(self, request: admin_pb2.SetWorkerStatusRequest,

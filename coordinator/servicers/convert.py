@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -175,18 +175,21 @@ def live_worker_to_proto(w: LiveWorker) -> common_pb2.Worker:
         first_heartbeat=ts(w.first_heartbeat), last_heartbeat=ts(w.last_heartbeat),
         group_names=w.group_names, functions=sorted(w.functions), capacity=w.capacity,
         language=w.language, alive=w.alive, running=sorted(w.leases), rss_bytes=w.rss_bytes,
-        heartbeat=w.heartbeat_s, hostname=w.hostname, pid=w.pid, capabilities=w.capabilities)
+        heartbeat=w.heartbeat_s, hostname=w.hostname, pid=w.pid, capabilities=w.capabilities,
+        coordinator=w.node)
 
 
-def worker_row_to_proto(row: Mapping[str, Any]) -> common_pb2.Worker:
-    """A stored (dead) worker row -> Worker."""
+def worker_row_to_proto(row: Mapping[str, Any], running: Sequence[int] = ()
+                        ) -> common_pb2.Worker:
+    """A stored worker row (dead, or attached to another coordinator) -> Worker."""
     return common_pb2.Worker(
         worker_name=row["worker_name"], status=worker_status(row["status"]),
         first_heartbeat=ts(row["first_heartbeat"]), last_heartbeat=ts(row["last_heartbeat"]),
         group_names=json.loads(row["group_names"]), functions=json.loads(row["functions"]),
-        capacity=row["capacity"], language=row["language"], alive=False,
+        capacity=row["capacity"], language=row["language"], alive=bool(row["alive"]),
         rss_bytes=row["rss_bytes"], heartbeat=row["heartbeat"], hostname=row["hostname"],
-        pid=row["pid"], capabilities=json.loads(row["capabilities"]))
+        pid=row["pid"], capabilities=json.loads(row["capabilities"]),
+        running=sorted(running), coordinator=row["node_name"] if row["alive"] else "")
 
 
 def lease_to_proto(g: Granted) -> worker_pb2.Lease:

@@ -27,6 +27,7 @@ CODES: dict[type[errors.TaskgridError], grpc.StatusCode] = {
     errors.DuplicateWorkerError: grpc.StatusCode.ALREADY_EXISTS,
     errors.DuplicateUuidError: grpc.StatusCode.ALREADY_EXISTS,
     errors.StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.NotLeaderError: grpc.StatusCode.UNAVAILABLE,
 }
 
 R = TypeVar("R")
@@ -56,6 +57,7 @@ def unary(
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
+            self.rt.cluster.check_serving()  # cut off from the database: send callers elsewhere
             return await fn(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -73,6 +75,7 @@ def stream(
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[R]:
         try:
+            self.rt.cluster.check_serving()
             async for item in fn(self, request, context):
                 yield item
         except grpc.aio.AbortError:

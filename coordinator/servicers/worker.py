@@ -8,7 +8,7 @@ import socket
 import grpc
 
 from taskgrid.coordinator import leasing, output, runs, sessions
-from taskgrid.coordinator.errors import InvalidRequestError
+from taskgrid.coordinator.errors import InvalidRequestError, UnknownWorkerError
 from taskgrid.coordinator.lifecycle import RunStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
@@ -45,8 +45,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    def _session(self, session: worker_pb2.WorkerSession) -> LiveWorker:
-        return self.rt.registry.authenticate(session.worker_id, session.session_token)
+    async def _session(self, session: worker_pb2.WorkerSession) -> LiveWorker:
+        """The caller's live session; on PostgreSQL, one held elsewhere is moved here."""
+        try:
+            return self.rt.registry.authenticate(session.worker_id, session.session_token)
+        except UnknownWorkerError:
+            if not self.rt.cluster.shared or session.worker_id <= 0:
+                raise
+        return await self.rt.registry.adopt(session.worker_id, session.session_token)
 
     @status.unary
     async def Register(self, request: worker_pb2.RegisterRequest,
@@ -82,7 +88,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Lease(self, request: worker_pb2.LeaseRequest,
                     context: grpc.aio.ServicerContext) -> worker_pb2.LeaseResponse:
         """Apply the finished runs it carries, then lease due tasks, long-polling up to wait_s."""
-        w = self._session(request.session)
+        w = await self._session(request.session)
         if request.max_tasks < 0 or not request.wait_s >= 0:
             raise InvalidRequestError("max_tasks" if request.max_tasks < 0 else "wait_s",
                                       "must not be negative")
@@ -100,7 +106,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def StartRuns(self, request: worker_pb2.StartRunsRequest,
                         context: grpc.aio.ServicerContext) -> worker_pb2.StartRunsResponse:
         """Start prefetched leases."""
-        w = self._session(request.session)
+        w = await self._session(request.session)
         granted, stale = await leasing.start_runs(self.rt, w, convert.refs(request.leases))
         return worker_pb2.StartRunsResponse(leases=[convert.lease_to_proto(g) for g in granted],
                                             stale=convert.ref_msgs(stale))
@@ -109,7 +115,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Heartbeat(self, request: worker_pb2.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> worker_pb2.HeartbeatResponse:
         """Record liveness; reply with the worker's status, the runs to stop, stale leases."""
-        w = self._session(request.session)
+        w = await self._session(request.session)
         beat = await sessions.heartbeat(self.rt, w, convert.refs(request.running),
                                         max(0, request.rss_bytes), request.draining,
                                         request.leaving)
@@ -122,7 +128,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def SendOutput(self, request: worker_pb2.SendOutputRequest,
                          context: grpc.aio.ServicerContext) -> worker_pb2.SendOutputResponse:
         """Store live output chunks of running tasks; chunks of stale leases are dropped."""
-        w = self._session(request.session)
+        w = await self._session(request.session)
         stale = await output.append(self.rt, w, [convert.chunk_dict(c) for c in request.chunks])
         return worker_pb2.SendOutputResponse(stale=convert.ref_msgs(stale))
 
@@ -130,7 +136,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Report(self, request: worker_pb2.ReportRequest,
                      context: grpc.aio.ServicerContext) -> worker_pb2.ReportResponse:
         """Apply finished runs' outcomes; reports of stale leases are dropped and listed."""
-        w = self._session(request.session)
+        w = await self._session(request.session)
         outcomes = [_outcome(r) for r in request.reports]
         stale = await runs.report(self.rt, w, outcomes) if outcomes else []
         return worker_pb2.ReportResponse(stale=convert.ref_msgs(stale))
@@ -139,7 +145,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Release(self, request: worker_pb2.ReleaseRequest,
                       context: grpc.aio.ServicerContext) -> worker_pb2.ReleaseResponse:
         """Take back leases the worker will not run."""
-        w = self._session(request.session)
+        w = await self._session(request.session)
         refs = convert.refs(request.leases)
         stale = await leasing.release(self.rt, w, refs) if refs else []
         return worker_pb2.ReleaseResponse(stale=convert.ref_msgs(stale))
