@@ -13,9 +13,12 @@
 //     finished runs into SendOutput and Report calls.
 //
 // Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and
-// Heartbeat replies and are obeyed by whichever goroutine got them. While
-// the coordinator is away (UNAVAILABLE, DEADLINE_EXCEEDED), tasks keep
-// running and every call is retried with a jittered exponential backoff.
+// Heartbeat replies and are obeyed by whichever goroutine got them. Every
+// call goes through coordinators (coordinators.go): given several
+// coordinator addresses, a call that finds its coordinator away moves on
+// to the next one, keeping the session. While every coordinator is away
+// (UNAVAILABLE, DEADLINE_EXCEEDED), tasks keep running and every call is
+// retried with a jittered exponential backoff.
 // A coordinator error (INTERNAL, UNKNOWN) is retried a bounded number of
 // times per lease, each troubled lease alone (so it holds back no other),
 // then a report's lease is handed back (Release) and dropped, and live
@@ -34,6 +37,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -74,7 +78,11 @@ const CapabilityCommand = "command"
 
 // Config is everything the worker's flags decide.
 type Config struct {
+	// Coordinator is one coordinator address (HOST:PORT, [ADDR]:PORT for
+	// IPv6) or several, comma-separated; a name stands for every address it
+	// resolves to. Calls fail over between them (coordinators.go).
 	Coordinator  string
+	Resolver     Resolver // looks up the coordinator names; nil: net.DefaultResolver
 	Security     Security
 	GroupNames   []string
 	WorkerName   string
@@ -94,8 +102,8 @@ type Agent struct {
 	pool     *runner.Pool
 	outbox   *Outbox
 	reporter *reporter
-	rpc      pb.WorkerServiceClient
-	conn     *grpc.ClientConn
+	rpc      pb.WorkerServiceClient // through coord: the calls fail over between coordinators
+	coord    *coordinators
 
 	mu           sync.Mutex
 	session      *pb.WorkerSession
@@ -133,17 +141,25 @@ func New(cfg Config) (*Agent, error) {
 	if len(cfg.GroupNames) == 0 {
 		cfg.GroupNames = []string{DefaultGroup}
 	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	entries, err := parseCoordinators(cfg.Coordinator)
+	if err != nil {
+		return nil, err
+	}
 	opts, err := cfg.Security.DialOptions(cfg.Coordinator)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
+	pinned := cfg.Security.usesTLS() && cfg.Security.ServerName != ""
+	coord, err := newCoordinators(entries, cfg.Resolver, opts, pinned, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
 	a := &Agent{
-		cfg: cfg, log: cfg.Logger, outbox: NewOutbox(), conn: conn,
-		rpc:    pb.NewWorkerServiceClient(conn),
+		cfg: cfg, log: cfg.Logger, outbox: NewOutbox(), coord: coord,
+		rpc:    pb.NewWorkerServiceClient(coord),
 		status: pb.WorkerStatus_WORKER_STATUS_ACTIVE, heartbeat: cfg.Heartbeat,
 		dropped: map[runner.Key]bool{}, unfinished: map[runner.Key]bool{},
 		toRelease: map[runner.Key]struct{}{},
@@ -204,7 +220,7 @@ func (a *Agent) Run() int {
 	case <-time.After(DefaultRPCTimeout):
 	}
 	a.pool.Close(a.cfg.KillGrace + 5*time.Second)
-	_ = a.conn.Close()
+	_ = a.coord.Close()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.log.Info("worker exiting", "reason", a.leaving)

@@ -24,7 +24,11 @@ import (
 // calls fail, and read back what the worker sent.
 type fakeCoordinator struct {
 	pb.UnimplementedWorkerServiceServer
-	addr string
+	addr   string
+	server *grpc.Server
+	// database is the fake whose sessions this one serves, as a second
+	// coordinator on the same database would; nil: its own.
+	database *fakeCoordinator
 
 	mu         sync.Mutex
 	pending    []*pb.Lease
@@ -47,33 +51,52 @@ type fakeCoordinator struct {
 	poisonOut   map[runner.Key]int
 	outputCalls int // SendOutput calls, failed ones too
 	poisonCode  codes.Code
-	reportCalls [][]runner.Key // the leases of every Report call, failed ones too
-	acceptedRep [][]runner.Key // the leases of every Report call that succeeded
-	nameTaken   int            // answer this many Register calls ALREADY_EXISTS (-1: always)
-	nameRefusal []time.Time    // when each ALREADY_EXISTS was sent
+	reportCalls [][]runner.Key      // the leases of every Report call, failed ones too
+	acceptedRep [][]runner.Key      // the leases of every Report call that succeeded
+	nameTaken   int                 // answer this many Register calls ALREADY_EXISTS (-1: always)
+	nameRefusal []time.Time         // when each ALREADY_EXISTS was sent
+	down        bool                // every call answers UNAVAILABLE
+	hangBeats   bool                // heartbeats get no answer (until the caller gives up)
+	sessions    []*pb.WorkerSession // the session of every call that passed the check
 	changed     chan struct{}
 }
 
 func startFake(t *testing.T) *fakeCoordinator {
 	t.Helper()
+	return startFakeOn(t, "127.0.0.1:0")
+}
+
+// startFakeOn starts a fake listening on listen, with the server options (e.g. TLS).
+func startFakeOn(t *testing.T, listen string, opts ...grpc.ServerOption) *fakeCoordinator {
+	t.Helper()
 	f := &fakeCoordinator{stale: map[runner.Key]bool{}, status: pb.WorkerStatus_WORKER_STATUS_ACTIVE,
 		poison: map[runner.Key]int{}, poisonOut: map[runner.Key]int{}, poisonCode: codes.Internal, changed: make(chan struct{}, 1)}
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	listener, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	server := grpc.NewServer()
-	pb.RegisterWorkerServiceServer(server, f)
-	go func() { _ = server.Serve(listener) }()
-	t.Cleanup(server.Stop)
+	f.server = grpc.NewServer(opts...)
+	pb.RegisterWorkerServiceServer(f.server, f)
+	go func() { _ = f.server.Serve(listener) }()
+	t.Cleanup(f.server.Stop)
 	f.addr = listener.Addr().String()
 	return f
 }
 
+// session checks the session of a call (f.mu held), as the coordinator
+// does against its database: the token of the latest registration.
 func (f *fakeCoordinator) session(ctx context.Context, s *pb.WorkerSession) error {
-	if s.GetSessionToken() != fmt.Sprintf("token-%d", len(f.registers)) {
+	if f.down {
+		return status.Error(codes.Unavailable, "coordinator going away")
+	}
+	registers := len(f.registers)
+	if f.database != nil {
+		f.database.with(func() { registers = len(f.database.registers) })
+	}
+	if s.GetSessionToken() != fmt.Sprintf("token-%d", registers) {
 		return status.Error(codes.NotFound, "unknown session")
 	}
+	f.sessions = append(f.sessions, s)
 	return nil
 }
 
@@ -125,6 +148,9 @@ func isStale(stale []*pb.LeaseRef, r *pb.LeaseRef) bool {
 func (f *fakeCoordinator) Register(_ context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return nil, status.Error(codes.Unavailable, "coordinator going away")
+	}
 	if f.nameTaken != 0 {
 		if f.nameTaken > 0 {
 			f.nameTaken--
@@ -163,6 +189,12 @@ func (f *fakeCoordinator) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.
 
 func (f *fakeCoordinator) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
 	f.mu.Lock()
+	if f.hangBeats {
+		f.mu.Unlock()
+		f.notify()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	defer f.mu.Unlock()
 	defer f.notify()
 	if err := f.session(ctx, req.GetSession()); err != nil {
@@ -348,12 +380,17 @@ func startAgent(t *testing.T, f *fakeCoordinator, handlers map[string]runner.Han
 func startAgentWith(t *testing.T, f *fakeCoordinator, handlers map[string]runner.Handler,
 	before func(*Agent)) (*Agent, chan int, *logLines) {
 	t.Helper()
+	return startAgentOn(t, Config{Coordinator: f.addr, Handlers: handlers}, before)
+}
+
+// startAgentOn is startAgentWith for any coordinator list and settings:
+// cfg's name, heartbeat, concurrency, kill grace and logger are the tests'.
+func startAgentOn(t *testing.T, cfg Config, before func(*Agent)) (*Agent, chan int, *logLines) {
+	t.Helper()
 	logs := &logLines{t: t}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := New(Config{
-		Coordinator: f.addr, WorkerName: "fake-w", Heartbeat: 200 * time.Millisecond,
-		Concurrency: 2, KillGrace: time.Second, Handlers: handlers, Logger: logger,
-	})
+	cfg.WorkerName, cfg.Heartbeat, cfg.Concurrency, cfg.KillGrace = "fake-w", 200*time.Millisecond, 2, time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("taskgrid-worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.coordinator, "coordinator", agent.DefaultCoordinator, "coordinator address (`HOST:PORT`)")
+	fs.StringVar(&o.coordinator, "coordinator", agent.DefaultCoordinator,
+		"coordinator address (`HOST:PORT`), or several separated by commas, failed over in order; "+
+			"a name stands for all its DNS records")
 	fs.Var(&o.groups, "group", "`group` to take tasks from; repeatable (default main)")
 	fs.StringVar(&o.name, "name", "", "unique worker name (default hostname#pid)")
 	fs.Float64Var(&o.heartbeat, "heartbeat", agent.DefaultHeartbeat.Seconds(), "`seconds` between heartbeats")

@@ -70,3 +70,11 @@ func TestRunRefusesAPlainTextTokenToAnotherMachine(t *testing.T) {
 		t.Fatalf("code %d, stderr %q", code, stderr.String())
 	}
 }
+
+func TestRunRefusesABadCoordinatorList(t *testing.T) {
+	var stderr bytes.Buffer
+	code := Run([]string{"--coordinator", "10.9.8.7:50051,,10.9.8.8:50051"}, &stderr)
+	if code != ExitUsage || !strings.Contains(stderr.String(), "empty address") {
+		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+}
