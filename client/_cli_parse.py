@@ -43,9 +43,11 @@ def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--coordinator",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT[,HOST:PORT...]",
         default=argparse.SUPPRESS,
-        help=f"coordinator address (default: ${ENV_COORDINATOR} or {DEFAULT_TARGET})",
+        help="coordinator address, or several separated by commas (a call goes on to the next "
+             "when one is away); a DNS name stands for all its addresses (default: "
+             f"${ENV_COORDINATOR} or {DEFAULT_TARGET})",
     )
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"

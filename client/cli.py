@@ -330,7 +330,7 @@ def main(
     try:
         try:
             scheduler = scheduler_factory(ns.coordinator, **connection_options(ns))
-        except ValueError as exc:  # unusable security settings: a usage error
+        except ValueError as exc:  # a malformed address list, unusable security: usage error
             print(f"taskgrid: {exc}", file=err)
             return EXIT_INVALID
         with scheduler:

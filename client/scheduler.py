@@ -1,24 +1,35 @@
 """`Scheduler`: web2py's scheduler client API, spoken over gRPC to a coordinator.
 
-It owns one channel and the stubs on it; every method is one request (or one
+It owns one channel (to the current address of its coordinator list, see
+``_channel.Failover``) and the stubs on it; every method is one request (or one
 paged loop, or one stream) built by ``_requests``, converted by ``_convert`` and guarded by
 ``_channel.translated_errors``, so callers only ever see records and
 ``taskgrid.client.errors``.
+
+A call that finds its coordinator away (UNAVAILABLE) moves to the next
+address and is sent again there, each address at most once per call. That
+is safe for reads, stops and admin calls, and for WatchTask, whose restarted
+stream is cut so the caller sees nothing twice (`_WatchResume`). A queue call
+might have been applied by a coordinator that died before answering, so it
+is sent again only when that cannot duplicate tasks (`_QueueResend`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
 from . import _channel, _convert, _requests
-from ._channel import TlsConfig
+from ._channel import Address, TlsConfig
 from .errors import NotFoundError, ProtocolError
 from .records import (
+    OutputChunk,
     QueueResult,
     RunRecord,
     TaskEvent,
@@ -29,6 +40,9 @@ from .records import (
     WorkerStatus,
     decode_result,
 )
+
+if TYPE_CHECKING:
+    import grpc
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +76,10 @@ class Scheduler:
         """Connect (lazily) to the coordinator at ``target``.
 
         Args:
-            target: ``HOST:PORT`` of the coordinator.
+            target: ``HOST:PORT`` of the coordinator, or several separated by
+                commas (``[ADDR]:PORT`` for IPv6); a DNS name stands for every
+                address it resolves to. A call that finds one away goes on to
+                the next (docs/connecting.md).
             token: Bearer token sent with every call; None reads ``$TASKGRID_TOKEN``,
                 ``""`` sends none. It is never shown by ``repr`` or logged.
             tls: A `TlsConfig` (CA, client certificate and key files), True for TLS
@@ -74,26 +91,62 @@ class Scheduler:
                 not on this machine (only on a network you trust).
 
         Raises:
-            ValueError: a token would go in plain text to another machine without
+            ValueError: the address list is malformed (an empty entry, no port), a
+                token would go in plain text to another machine without
                 ``insecure``, the token has spaces or non-ASCII characters, a client
                 certificate comes without its key, or a TLS file cannot be read.
         """
         self.target = target
         self.timeout_s = timeout_s
-        resolved_token = _channel.resolve_token(token)
-        resolved_tls = _channel.resolve_tls(tls)
-        self._secured = (resolved_tls is not None, resolved_token is not None)
-        self._channel = _channel.create_channel(
-            target, token=resolved_token, tls=resolved_tls, insecure=insecure
-        )
-        self._tasks = client_pb2_grpc.ClientServiceStub(self._channel)
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        book = _channel.AddressBook(target, log=logger)
+        self._token = _channel.resolve_token(token)
+        self._tls = _channel.resolve_tls(tls)
+        self._insecure = insecure
+        self._secured = (self._tls is not None, self._token is not None)
+        _channel.refuse_plain_text_token(target, self._token, self._tls, insecure)
+        self._credentials = _channel.channel_credentials(self._tls) if self._tls else None
+        self._link = _channel.Failover(book, self._connect, log=logger)
+        self._link.current()  # open the first channel now, so unusable settings raise here
+
+    def _connect(self, address: Address) -> tuple[grpc.Channel, _Stubs]:
+        channel = _channel.create_channel(
+            address, token=self._token, tls=self._tls, insecure=self._insecure,
+            credentials=self._credentials,
+        )  # fmt: skip
+        return channel, _Stubs(channel)
+
+    @property
+    def _tasks(self) -> Any:
+        """The ClientService stub of the current channel (tests assign fakes to it)."""
+        return self._link.current().tasks
+
+    @_tasks.setter
+    def _tasks(self, stub: Any) -> None:
+        self._link.current().tasks = stub
+
+    @property
+    def _admin(self) -> Any:
+        """The AdminService stub of the current channel (tests assign fakes to it)."""
+        return self._link.current().admin
+
+    @_admin.setter
+    def _admin(self, stub: Any) -> None:
+        self._link.current().admin = stub
+
+    def _unary(
+        self,
+        send: Callable[[_Stubs], Any],
+        resend: Callable[[grpc.RpcError], bool] = lambda error: True,
+    ) -> Any:
+        """``send(stubs)`` through the current channel, on the next address if it is away."""
+        with _channel.translated_errors():
+            return self._link.call(send, _channel.is_unavailable, resend)
 
     # --- lifetime ----------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the channel; running watches end with `CancelledError`."""
-        self._channel.close()
+        self._link.close()
 
     def __enter__(self) -> Scheduler:
         return self
@@ -137,10 +190,12 @@ class Scheduler:
             The new task's id and uuid, or the field errors (nothing queued).
         """
         spec, client_errors = _requests.task_spec_from_call(function, pargs, pvars, kwargs)
-        with _channel.translated_errors():
-            response = self._tasks.QueueTask(
-                client_pb2.QueueTaskRequest(task=spec), timeout=self.timeout_s
-            )
+        request = client_pb2.QueueTaskRequest(task=spec)  # a copy of spec
+        resend = _QueueResend([request.task])
+        response = self._unary(
+            lambda stubs: stubs.tasks.QueueTask(request, timeout=self.timeout_s), resend.allows)
+        if "uuid" in response.errors and (ids := self._landed(resend)) is not None:
+            response = client_pb2.QueueTaskResponse(id=ids[0], uuid=request.task.uuid)
         return _convert.queue_result_from_proto(response, client_errors)
 
     def queue_command(
@@ -210,10 +265,15 @@ class Scheduler:
             client_errors.append(errors)
         if not specs:
             return []
-        with _channel.translated_errors():
-            response = self._tasks.QueueTasks(
-                client_pb2.QueueTasksRequest(tasks=specs), timeout=self.timeout_s
-            )
+        request = client_pb2.QueueTasksRequest(tasks=specs)
+        resend = _QueueResend(request.tasks)
+        response = self._unary(
+            lambda stubs: stubs.tasks.QueueTasks(request, timeout=self.timeout_s), resend.allows)
+        refused = any("uuid" in result.errors for result in response.results)
+        if refused and (ids := self._landed(resend)) is not None:
+            response = client_pb2.QueueTasksResponse(results=[
+                client_pb2.QueueTaskResponse(id=i, uuid=t.uuid)
+                for i, t in zip(ids, request.tasks, strict=True)])
         if len(response.results) != len(specs):
             raise ProtocolError(
                 f"QueueTasks answered {len(response.results)} results for {len(specs)} tasks"
@@ -229,15 +289,39 @@ class Scheduler:
 
     def _queue_job(self, request: Any) -> Any:
         """Send one ``QueueJobRequest`` (built by `JobGraph`); its raw response."""
-        with _channel.translated_errors():
-            return self._tasks.QueueJob(request, timeout=self.timeout_s)
+        resend = _QueueResend(request.tasks)
+        response = self._unary(
+            lambda stubs: stubs.tasks.QueueJob(request, timeout=self.timeout_s), resend.allows)
+        if "uuid" in response.errors and (ids := self._landed(resend)) is not None:
+            return _job_answer(request, ids)
+        return response
+
+    def _landed(self, resend: _QueueResend) -> list[int] | None:
+        """The ids of a resent queue request's tasks when an earlier attempt queued them.
+
+        Called when the answer says a uuid is taken. After an attempt that may
+        have reached a coordinator, a uuid this client made up being taken
+        means that attempt was applied (a request is queued whole or not at
+        all), so its tasks are read back by uuid; otherwise None (the caller's
+        own uuid is in use, and the answer says so).
+        """
+        if not (resend.maybe_applied and resend.generated):
+            return None
+        try:
+            proof = self._get_task(resend.generated[0], all_runs=False)
+        except NotFoundError:
+            return None
+        ids = [int(proof.task.id) if spec.uuid == resend.generated[0]
+               else int(self._get_task(spec.uuid, all_runs=False).task.id)
+               for spec in resend.specs]  # fmt: skip
+        logger.info("a queue request cut off by a failover had been applied: tasks=%s", ids)
+        return ids
 
     # --- reading -----------------------------------------------------------------------
 
     def _get_task(self, ref: TaskRef, all_runs: bool) -> Any:
         request = client_pb2.GetTaskRequest(ref=_requests.task_ref_to_proto(ref), all_runs=all_runs)
-        with _channel.translated_errors():
-            return self._tasks.GetTask(request, timeout=self.timeout_s)
+        return self._unary(lambda stubs: stubs.tasks.GetTask(request, timeout=self.timeout_s))
 
     @overload
     def task_status(self, ref: TaskRef, output: Literal[False] = False) -> TaskRecord | None: ...
@@ -345,8 +429,8 @@ class Scheduler:
         while limit is None or len(tasks) < limit:
             want = _MAX_PAGE_SIZE if limit is None else limit - len(tasks)
             request.page_size = min(want, _MAX_PAGE_SIZE)
-            with _channel.translated_errors():
-                response = self._tasks.ListTasks(request, timeout=self.timeout_s)
+            response = self._unary(
+                lambda stubs: stubs.tasks.ListTasks(request, timeout=self.timeout_s))
             tasks.extend(_convert.task_from_proto(t) for t in response.tasks)
             if not response.next_page_token or not response.tasks:
                 break
@@ -366,15 +450,14 @@ class Scheduler:
         return self._watch(request)
 
     def _watch(self, request: Any) -> Iterator[TaskEvent]:
+        """The task's events, the stream restarted on the next address when one is away."""
+        resume = _WatchResume()
         with _channel.translated_errors():
-            stream = self._tasks.WatchTask(request)
-            try:
-                for message in stream:
-                    event = _convert.event_from_proto(message)
-                    if event is not None:
-                        yield event
-            finally:
-                stream.cancel()
+            for message in self._link.stream(lambda stubs: stubs.tasks.WatchTask(request),
+                                             resume.restart):  # fmt: skip
+                event = resume.admit(_convert.event_from_proto(message))
+                if event is not None:
+                    yield event
 
     # --- stopping and workers ----------------------------------------------------------
 
@@ -387,8 +470,8 @@ class Scheduler:
         """
         request = client_pb2.StopTaskRequest(ref=_requests.task_ref_to_proto(ref))
         try:
-            with _channel.translated_errors():
-                response = self._tasks.StopTask(request, timeout=self.timeout_s)
+            response = self._unary(
+                lambda stubs: stubs.tasks.StopTask(request, timeout=self.timeout_s))
         except NotFoundError:
             return False
         logger.debug(
@@ -399,8 +482,8 @@ class Scheduler:
     def get_workers(self, include_dead: bool = False) -> dict[str, WorkerRecord]:
         """Known workers by name; dead ones only with ``include_dead``."""
         request = admin_pb2.ListWorkersRequest(include_dead=include_dead)
-        with _channel.translated_errors():
-            response = self._admin.ListWorkers(request, timeout=self.timeout_s)
+        response = self._unary(
+            lambda stubs: stubs.admin.ListWorkers(request, timeout=self.timeout_s))
         workers = (_convert.worker_from_proto(w) for w in response.workers)
         return {w.worker_name: w for w in workers}
 
@@ -413,8 +496,8 @@ class Scheduler:
             group_names=groups,
             worker_name=worker_name or "",
         )
-        with _channel.translated_errors():
-            response = self._admin.SetWorkerStatus(request, timeout=self.timeout_s)
+        response = self._unary(
+            lambda stubs: stubs.admin.SetWorkerStatus(request, timeout=self.timeout_s))
         return [str(name) for name in response.worker_names]
 
     def resume(
@@ -443,3 +526,131 @@ class Scheduler:
     ) -> list[str]:
         """Tell workers to stop their tasks now and exit; returns those changed."""
         return self._set_worker_status(WorkerStatus.KILL, group_names, worker_name)
+
+
+class _Stubs:
+    """The stubs on one channel; `_channel.Failover` swaps the whole bundle when it moves."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.tasks: Any = client_pb2_grpc.ClientServiceStub(channel)
+        self.admin: Any = admin_pb2_grpc.AdminServiceStub(channel)
+
+
+class _QueueResend:
+    """When a queue request may be sent again after UNAVAILABLE, without queueing it twice.
+
+    A coordinator can die after committing a request and before answering, so
+    a blind resend could queue the tasks twice. Every task sent without a
+    uuid is given a fresh one (uuid4, as the coordinator would) so that a
+    resend of a request that was in fact applied is refused as "uuid already
+    in use", which `Scheduler._landed` recognises and answers with the tasks
+    already queued. A request whose every task has the caller's uuid cannot
+    be recognised that way: it is sent again only when it never reached a
+    coordinator (gRPC could not connect).
+    """
+
+    def __init__(self, specs: Sequence[Any]) -> None:
+        self.specs = specs
+        self.generated: list[str] = []
+        """The uuids this client made up, in task order."""
+        self.maybe_applied = False
+        """An attempt failed after it may have reached a coordinator."""
+        for spec in specs:
+            if not spec.HasField("uuid"):
+                spec.uuid = str(uuidlib.uuid4())
+                self.generated.append(spec.uuid)
+
+    def allows(self, error: grpc.RpcError) -> bool:
+        """Whether the request may be sent to the next address after `error`."""
+        if _channel.is_unsent(error):
+            return True
+        if not self.generated:
+            return False
+        self.maybe_applied = True
+        return True
+
+
+def _job_answer(request: Any, ids: Sequence[int]) -> Any:
+    """The QueueJobResponse of a job found queued: its ids, in the coordinator's layers."""
+    waits: dict[int, set[int]] = {i: set() for i in range(len(ids))}
+    for edge in request.edges:
+        if edge.waits_for.WhichOneof("ref") == "index":
+            waits[edge.task.index].add(edge.waits_for.index)
+    layers: list[list[int]] = []
+    done: set[int] = set()
+    while len(done) < len(ids):
+        ready = sorted(i for i in waits if i not in done and waits[i] <= done)
+        if not ready:  # never: the coordinator refuses a cycle before writing anything
+            raise ProtocolError("the queued job has a cycle")
+        layers.append(ready)
+        done.update(ready)
+    return client_pb2.QueueJobResponse(
+        results=[client_pb2.QueueTaskResponse(id=i, uuid=t.uuid)
+                 for i, t in zip(ids, request.tasks, strict=True)],
+        layers=[client_pb2.JobLayer(task_ids=[ids[i] for i in layer]) for layer in layers],
+    )  # fmt: skip
+
+
+class _WatchResume:
+    """What a restarted WatchTask stream must not show the caller again.
+
+    A new stream starts from the beginning: each run's output so far comes as
+    one catch-up chunk, then the task, then live chunks (coordinator/watch.py).
+    So for every run already followed, the new stream's text is rebuilt until
+    it covers what the caller holds; only the rest is shown (with ``clear``
+    when the text was cleared meanwhile), then its chunks pass again. A task
+    snapshot equal to the last one shown is dropped once after a restart.
+    Sequence numbers shown stay increasing per run.
+    """
+
+    def __init__(self) -> None:
+        self._shown: dict[tuple[int, int], str] = {}  # (run, attempt) -> text the caller holds
+        self._seq: dict[tuple[int, int], int] = {}  # (run, attempt) -> last seq shown
+        self._replayed: dict[tuple[int, int], str] = {}  # runs the new stream is replaying
+        self._last_task: TaskRecord | None = None
+        self._restarted = False
+
+    def restart(self) -> None:
+        """A new stream begins: the runs shown so far will be replayed."""
+        self._replayed = {key: "" for key in self._shown}
+        self._restarted = True
+
+    def admit(self, event: TaskEvent | None) -> TaskEvent | None:
+        """The event to show for `event`, or None when the caller has seen it already."""
+        if isinstance(event, TaskRecord):
+            if self._restarted and event == self._last_task:
+                event = None
+            self._restarted = False
+            if event is not None:
+                self._last_task = event
+            return event
+        if event is None:
+            return None
+        key = (event.run_id, event.attempt)
+        if key in self._replayed:
+            event = self._catch_up(key, event)
+            if event is None:
+                return None
+        last = self._seq.get(key, 0)
+        if event.seq <= last:
+            event = dataclasses.replace(event, seq=last + 1)
+        self._seq[key] = event.seq
+        held = "" if event.clear else self._shown.get(key, "")
+        self._shown[key] = held + event.data
+        return event
+
+    def _catch_up(self, key: tuple[int, int], chunk: OutputChunk) -> OutputChunk | None:
+        """A replayed chunk of a run shown before: what it adds, once the replay passes it."""
+        if chunk.clear:  # a replay never starts with a clear: this one is new
+            del self._replayed[key]
+            return chunk
+        text, shown = self._replayed[key] + chunk.data, self._shown[key]
+        if len(text) < len(shown) and shown.startswith(text):
+            self._replayed[key] = text  # not up to what the caller holds yet
+            return None
+        del self._replayed[key]
+        if text == shown:
+            return None
+        if text.startswith(shown):
+            return dataclasses.replace(chunk, data=text[len(shown):])
+        return dataclasses.replace(chunk, data=text, clear=True)  # cleared meanwhile
