@@ -18,10 +18,15 @@ inside a thin loop:
 
 Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and
 Heartbeat replies and are obeyed by whichever thread got them; leases an
-answer lists as ``stale`` are stopped and dropped (delivery.py). While the
-coordinator is away, tasks keep running and every call is retried with a
-jittered exponential backoff; NOT_FOUND means the coordinator forgot this
-worker: its runs are stopped and dropped, and it registers again.
+answer lists as ``stale`` are stopped and dropped (delivery.py). The three
+threads share one channel, to the current address of the coordinator list
+(``--coordinator A,B``, or a DNS name with several records): a call that
+finds its coordinator away moves the channel to the next address and is
+sent again there at once, keeping the session, the leases and the running
+tasks (delivery.py `_call`, docs/connecting.md). While every coordinator is
+away, tasks keep running and every call is retried with a jittered
+exponential backoff; NOT_FOUND means the coordinator forgot this worker:
+its runs are stopped and dropped, and it registers again.
 UNAUTHENTICATED or PERMISSION_DENIED on Register can only mean a bad bearer
 token (or one of the wrong role): it is logged once and, after
 DEFAULT_AUTH_ATTEMPTS tries, the worker exits EXIT_AUTH. ALREADY_EXISTS on
@@ -42,6 +47,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from taskgrid.client._channel import Address, AddressBook, Failover
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 from ._convert import (
@@ -100,6 +106,7 @@ class AgentConfig:
     tasks: str
     functions: list[str]
     coordinator: str = DEFAULT_COORDINATOR
+    """``HOST:PORT``, or several separated by commas; a DNS name stands for all its records."""
     group_names: list[str] = field(default_factory=lambda: [DEFAULT_GROUP])
     worker_name: str = ""
     heartbeat: float = DEFAULT_HEARTBEAT
@@ -164,7 +171,9 @@ class Agent(DeliveryMixin):
         self._auth_failures = 0  # consecutive registrations refused for bad credentials
         self._exit_code = 0
         self._stopping = threading.Event()
-        self._stub: worker_pb2_grpc.WorkerServiceStub | None = None
+        # The channel to the current coordinator, shared by the threads; opened in run().
+        self._link = Failover(AddressBook(config.coordinator, log=logger), self._connect,
+                              log=logger)  # fmt: skip
 
     # ---- entry points --------------------------------------------------------------
 
@@ -181,8 +190,10 @@ class Agent(DeliveryMixin):
             runner.PoolError: the task children could not load the tasks.
         """
         self._pool.start()  # before the channel: nothing of gRPC exists when children start
-        channel = open_channel(self.config.coordinator, self.config.security, CHANNEL_OPTIONS)
-        self._stub = worker_pb2_grpc.WorkerServiceStub(channel)
+        self._link.current()
+        if self._link.size > 1:
+            logger.info("coordinator addresses: %s",
+                        ", ".join(map(str, self._link.book.addresses)))  # fmt: skip
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="taskgrid-heartbeat",
                                      daemon=True)  # fmt: skip
         heartbeat.start()
@@ -201,9 +212,16 @@ class Agent(DeliveryMixin):
             self._reporter.stop(DEFAULT_RPC_TIMEOUT_S)
             heartbeat.join(DEFAULT_RPC_TIMEOUT_S)
             self._pool.close()
-            channel.close()
+            self._link.close()
         logger.info("worker exiting reason=%s", self._leaving)
         return self._exit_code
+
+    def _connect(
+        self, address: Address
+    ) -> tuple[grpc.Channel, worker_pb2_grpc.WorkerServiceStub]:
+        """Open the channel to one coordinator (`Failover` calls it on each move)."""
+        channel = open_channel(address, self.config.security, CHANNEL_OPTIONS)
+        return channel, worker_pb2_grpc.WorkerServiceStub(channel)
 
     def request_drain(self) -> None:
         """Leave like TERMINATE: take no more work, finish running tasks, exit 0.
@@ -268,7 +286,7 @@ class Agent(DeliveryMixin):
         config = self.config
         request = register_request(config)
         try:
-            response = self._rpc().Register(request, timeout=DEFAULT_RPC_TIMEOUT_S)
+            response = self._call("Register", request, DEFAULT_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
             if error.code() in _CREDENTIALS_REJECTED:
                 self._credentials_rejected(error)
@@ -315,7 +333,7 @@ class Agent(DeliveryMixin):
             logger.error(
                 "coordinator %s rejected this worker's credentials (%s: %s): give a worker "
                 "or admin token with --token or $TASKGRID_TOKEN; trying %s times in all",
-                self.config.coordinator, error.code().name, error.details(),
+                self._link.address, error.code().name, error.details(),
                 DEFAULT_AUTH_ATTEMPTS)  # fmt: skip
         if failures >= DEFAULT_AUTH_ATTEMPTS:
             logger.error("credentials rejected %s times in a row: leaving", failures)
@@ -385,7 +403,7 @@ class Agent(DeliveryMixin):
             reports=[report_to_pb(result) for result in carried],
         )
         try:
-            response = self._rpc().Lease(request, timeout=self._heartbeat + DEFAULT_RPC_TIMEOUT_S)
+            response = self._call("Lease", request, self._heartbeat + DEFAULT_RPC_TIMEOUT_S)
         except grpc.RpcError as error:
             self._lease_in_flight = False
             if carried:
@@ -543,8 +561,8 @@ class Agent(DeliveryMixin):
         if session is None:
             return
         try:
-            self._rpc().Heartbeat(worker_pb2.HeartbeatRequest(session=session, leaving=True),
-                                  timeout=2.0)
+            self._link.current().Heartbeat(
+                worker_pb2.HeartbeatRequest(session=session, leaving=True), timeout=2.0)
         except grpc.RpcError as error:
             logger.debug("leaving heartbeat failed code=%s", error.code().name)
 
@@ -569,7 +587,7 @@ class Agent(DeliveryMixin):
                 draining=self._leaving == "TERMINATE",
             )
             try:
-                response = self._rpc().Heartbeat(request, timeout=max(self._heartbeat, 1.0))
+                response = self._call("Heartbeat", request, max(self._heartbeat, 1.0))
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     named = stale_keys(error)

@@ -1,23 +1,29 @@
 """The worker's channel to its coordinator: plain text or TLS, and its bearer token.
 
 Split in two steps on purpose. `load_security` runs in main.py before any
-task child starts: it reads the PEM files and applies the rules below, so a
-bad setting ends the worker with a clear message and nothing of gRPC exists
-yet when the children start. `open_channel` runs in the agent afterwards.
+task child starts: it checks the coordinator address list, reads the PEM
+files and applies the rules below, so a bad setting ends the worker with a
+clear message and nothing of gRPC exists yet when the children start.
+`open_channel` runs in the agent afterwards, once per address it moves to.
+
+The address rules (``HOST:PORT``, comma-separated lists, DNS names expanded
+to their records, `Failover`) are the client's: this module imports them from
+``taskgrid.client._channel`` (tests/unit/test_layering.py allows it: only the
+coordinator is off limits), so the worker and the client read an address
+list the same way.
 
 Rules (the same as the client's):
 
 - the token rides on every call as ``authorization: Bearer <token>``
   metadata, added by a client interceptor, over TLS or plain text alike;
 - a token is never sent in plain text to another machine unless the worker
-  was started with ``--insecure``;
+  was started with ``--insecure``; with a list, every address counts;
 - the token and key material never appear in a repr or a log line.
 """
 
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -25,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+
+from taskgrid.client._channel import Address, is_loopback_target, split_addresses
 
 logger = logging.getLogger(__name__)
 
@@ -46,35 +54,6 @@ class ChannelSecurity:
     """PEM CA bundle; None with tls: the system's roots."""
     private_key: bytes | None = field(default=None, repr=False)
     certificate_chain: bytes | None = field(default=None, repr=False)
-
-
-def is_loopback_target(target: str) -> bool:
-    """True when a gRPC target (``HOST:PORT``, ``dns:``, ``ipv4:``, ``unix:``) is this machine."""
-    if target.startswith(("unix:", "unix-abstract:")):
-        return True
-    for scheme in ("dns:", "ipv4:", "ipv6:"):
-        if target.startswith(scheme):
-            target = target[len(scheme):].rsplit("/", 1)[-1]
-            break
-    hosts = []
-    for address in target.split(","):
-        address = address.strip()
-        if address.startswith("["):
-            hosts.append(address[1:].split("]", 1)[0])
-        elif address.count(":") == 1:
-            hosts.append(address.rsplit(":", 1)[0])
-        else:
-            hosts.append(address)
-    return bool(hosts) and all(_is_loopback_host(host.lower()) for host in hosts)
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _read_pem(path: str | None, what: str) -> bytes | None:
@@ -103,13 +82,16 @@ def load_security(
 
     Each of token, ca, cert and key falls back to its ``TASKGRID_*`` variable
     when not given; TLS is on with `tls` or when any PEM file is named.
+    `target` is the coordinator address list (`split_addresses`).
 
     Raises:
-        ValueError: a token would go in plain text to another machine without
+        ValueError: the address list is malformed, a token would go in plain
+            text to another machine (any address of the list) without
             `insecure`, the token has spaces or non-ASCII characters, a client
             certificate comes without its key (or the reverse), or a file
             cannot be read. The message never contains the token.
     """
+    split_addresses(target)
     env = os.environ if environ is None else environ
     token = token if token is not None else env.get(ENV_TOKEN) or None
     ca = ca or env.get(ENV_TLS_CA) or None
@@ -160,19 +142,26 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # g
 
 
 def open_channel(
-    target: str, security: ChannelSecurity, options: Sequence[tuple[str, Any]]
+    address: Address, security: ChannelSecurity, options: Sequence[tuple[str, Any]]
 ) -> grpc.Channel:
-    """A channel to `target` with these settings (TLS and token as configured)."""
+    """A channel to `address` with these settings (TLS and token as configured).
+
+    An address expanded from a DNS name keeps the name as the channel's
+    authority, so TLS checks the coordinator's certificate against the name.
+    """
+    options = list(options)
+    if address.authority:
+        options.append(("grpc.default_authority", address.authority))
     if security.tls:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=security.root_certificates,
             private_key=security.private_key,
             certificate_chain=security.certificate_chain,
         )
-        channel = grpc.secure_channel(target, credentials, options=list(options))
+        channel = grpc.secure_channel(address.target, credentials, options=options)
     else:
-        channel = grpc.insecure_channel(target, options=list(options))
-    logger.info("coordinator %s over %s%s", target, "TLS" if security.tls else "plain text",
+        channel = grpc.insecure_channel(address.target, options=options)
+    logger.info("coordinator %s over %s%s", address, "TLS" if security.tls else "plain text",
                 " with a client certificate" if security.certificate_chain else "")
     if security.token:
         channel = grpc.intercept_channel(channel, _BearerToken(security.token))

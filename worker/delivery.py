@@ -13,8 +13,12 @@ batches to the coordinator (``send_output`` / ``send_reports`` /
   sends the rest again, or drops the whole batch when it names none of it;
 - NOT_FOUND (or UNAUTHENTICATED) on a session call: the coordinator forgot
   this worker, so every run is stopped and dropped before registering again;
-- UNAVAILABLE and DEADLINE_EXCEEDED: the coordinator is away, the batch is
-  kept and retried without limit (Delivery.RETRY);
+- UNAVAILABLE and DEADLINE_EXCEEDED: the coordinator is away. With several
+  coordinator addresses the call has moved to the next one and been sent
+  again there (`_call`, docs/connecting.md): the session, the leases and
+  the runs are kept, whichever coordinator answers. Only when every
+  address failed in a row is the batch kept and retried without limit
+  (Delivery.RETRY);
 - INVALID_ARGUMENT and PERMISSION_DENIED: the batch can never be applied;
   reports are given up (their leases handed back), output is dropped;
 - anything else (INTERNAL, UNKNOWN, ...): the coordinator failed on the
@@ -36,6 +40,7 @@ from typing import Any
 
 import grpc
 
+from taskgrid.client._channel import Failover
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 from ._convert import chunk_to_pb, lease_keys, lease_ref, report_to_pb, stale_keys
@@ -66,6 +71,19 @@ OUTAGE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEED
 """The coordinator (or its database) is away: retried with backoff, without limit."""
 REJECTED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED})
 """The call can never succeed as it is: never retried."""
+LONG_POLL = frozenset({"Lease"})
+"""Calls that may wait for work until their deadline: a timeout there is no sign of an outage."""
+
+
+def moves_on(method: str, error: grpc.RpcError) -> bool:
+    """Whether a failed call means its coordinator is away, so the next address is tried.
+
+    UNAVAILABLE (no connection, or it was lost), or no answer in time from a
+    call that does not long-poll. The Go worker applies the same rule.
+    """
+    code = error.code()
+    return bool(code == grpc.StatusCode.UNAVAILABLE
+                or (code == grpc.StatusCode.DEADLINE_EXCEEDED and method not in LONG_POLL))
 
 
 class DeliveryMixin:
@@ -81,24 +99,24 @@ class DeliveryMixin:
     _dropped: set[LeaseKey]
     _warned: dict[LeaseKey, None]
     _failed_calls: int
-    _stub: worker_pb2_grpc.WorkerServiceStub | None
+    _link: Failover[worker_pb2_grpc.WorkerServiceStub]
 
     # ---- delivery (reporter.Sender) -----------------------------------------------
 
     def send_output(self, batch: dict[LeaseKey, list[Chunk]]) -> Delivery:
         """Deliver live output chunks in one SendOutput call."""
         chunks = [chunk_to_pb(key, chunk) for key, items in batch.items() for chunk in items]
-        return self._deliver("SendOutput", set(batch), lambda session: self._rpc().SendOutput(
-            worker_pb2.SendOutputRequest(session=session, chunks=chunks),
-            timeout=DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
+        return self._deliver("SendOutput", set(batch), lambda session: self._call(
+            "SendOutput", worker_pb2.SendOutputRequest(session=session, chunks=chunks),
+            DEFAULT_RPC_TIMEOUT_S))  # fmt: skip
 
     def send_reports(self, batch: list[RunResult]) -> Delivery:
         """Deliver finished runs in one Report call; the delivered ones are no longer held."""
         keys = {result.task.key for result in batch}
         reports = [report_to_pb(result) for result in batch]
-        delivery = self._deliver("Report", keys, lambda session: self._rpc().Report(
-            worker_pb2.ReportRequest(session=session, reports=reports),
-            timeout=DEFAULT_RPC_TIMEOUT_S), rejected=lambda why: self.abandon_reports(batch, why))
+        delivery = self._deliver("Report", keys, lambda session: self._call(
+            "Report", worker_pb2.ReportRequest(session=session, reports=reports),
+            DEFAULT_RPC_TIMEOUT_S), rejected=lambda why: self.abandon_reports(batch, why))
         if delivery is Delivery.SENT:
             self._forget(keys)
             logger.debug("reported runs=%s", len(batch))
@@ -242,9 +260,9 @@ class DeliveryMixin:
             if not refs:
                 return True
             try:
-                response = self._rpc().Release(
-                    worker_pb2.ReleaseRequest(session=session, leases=refs),
-                    timeout=DEFAULT_RPC_TIMEOUT_S)  # fmt: skip
+                response = self._call(
+                    "Release", worker_pb2.ReleaseRequest(session=session, leases=refs),
+                    DEFAULT_RPC_TIMEOUT_S)  # fmt: skip
             except grpc.RpcError as error:
                 code = error.code()
                 named = stale_keys(error) & left
@@ -267,9 +285,27 @@ class DeliveryMixin:
 
     # ---- failures and sessions ----------------------------------------------------
 
-    def _rpc(self) -> worker_pb2_grpc.WorkerServiceStub:
-        assert self._stub is not None, "Agent.run() creates the channel"
-        return self._stub
+    def _call(self, method: str, request: Any, timeout: float) -> Any:
+        """Call `method` on the current coordinator; when it is away, on the next ones.
+
+        The call moves on (`moves_on`) and is sent again at once, each address
+        at most once; the last error is raised when every one failed in a row,
+        and the caller's own rules (backoff, Delivery.RETRY) take over. Moving
+        keeps the session: a coordinator that does not know it answers
+        NOT_FOUND, and the usual session-lost rule registers again.
+        """
+        return self._link.call(
+            lambda stub: getattr(stub, method)(request, timeout=timeout),
+            lambda error: moves_on(method, error))
+
+    @property
+    def _stub(self) -> worker_pb2_grpc.WorkerServiceStub:
+        """The stub of the current channel (tests assign a fake to it)."""
+        return self._link.current()
+
+    @_stub.setter
+    def _stub(self, stub: worker_pb2_grpc.WorkerServiceStub) -> None:
+        self._link.replace(stub)
 
     def _failed(self, method: str, error: grpc.RpcError, generation: int) -> bool:
         """React to a failed Lease or Heartbeat; True when the caller may go on at once."""

@@ -8,6 +8,10 @@ one acts like KILL: running tasks are stopped (SIGTERM to each task's process
 group, SIGKILL after --kill-grace), reported STOPPED, exit 0, so no task
 process is left behind.
 
+--coordinator takes one address or several (A,B or a DNS name with several
+records); a malformed list (an empty entry, no port) ends the worker with
+exit code 2 before it starts.
+
 Security flags (--token, --tls, --tls-ca, --tls-cert, --tls-key, --insecure)
 fall back to TASKGRID_TOKEN and TASKGRID_TLS_{CA,CERT,KEY}; unusable ones
 (a token bound for another machine in plain text, a certificate without its
@@ -83,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="module name or .py file whose `tasks` dict, or else public "
                              "top-level functions, are the functions this worker runs "
                              "(required unless commands are allowed)")
-    parser.add_argument("--coordinator", default=DEFAULT_COORDINATOR, metavar="HOST:PORT",
-                        help=f"coordinator address (default {DEFAULT_COORDINATOR})")
+    parser.add_argument("--coordinator", default=DEFAULT_COORDINATOR,
+                        metavar="HOST:PORT[,HOST:PORT...]",
+                        help="coordinator address, or several separated by commas; a DNS name "
+                             "stands for all its addresses, and the worker moves to the next "
+                             f"one when its coordinator is away (default {DEFAULT_COORDINATOR})")
     parser.add_argument("--group", action="append", dest="groups", metavar="G",
                         help=f"group to take tasks from; repeatable (default {DEFAULT_GROUP})")
     parser.add_argument("--name", default=None, metavar="N",
