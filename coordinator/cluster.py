@@ -76,8 +76,11 @@ class Cluster:
         now = time.monotonic()
         self.leader_until = 0.0
         self.served_until = now + NODE_TTL_S
-        #: liveness judgments count silence only from here (a start, the end of an outage)
+        #: judgments from the rows count silence only from here (a start, the end of an outage)
         self.healthy_since = now + RECONNECT_GRACE_S
+        #: judgments of this node's sessions count silence only from here (an outage's end:
+        #: this node refused their heartbeats meanwhile)
+        self.resumed_at = 0.0
         #: the live worker rows of the last beat, and when that beat began (monotonic)
         self.rows: list[Row] = []
         self.rows_at = 0.0
@@ -145,6 +148,7 @@ class Cluster:
         if self._down_since is not None or not self.serving(started):
             # Workers could not reach this node meanwhile: count their silence from now.
             self.healthy_since = max(self.healthy_since, time.monotonic() + RECONNECT_GRACE_S)
+            self.resumed_at = time.monotonic() + RECONNECT_GRACE_S
             logger.warning("node beat reached the database again after %.1f s",
                            started - (self._down_since or started))
             self._down_since = None

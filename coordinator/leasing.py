@@ -180,11 +180,14 @@ async def lease(rt: Runtime, w: LiveWorker, max_tasks: int, wait_s: float,
         epoch = rt.signal.epoch
         now = rt.clock.now()
         due = w.next_due is not None and w.next_due <= now
-        if w.empty_epoch != epoch or due:
+        # The safety poll counts across calls: short long-polls must not skip it forever.
+        polled = time.monotonic() - w.empty_at > SAFETY_POLL_S
+        if w.empty_epoch != epoch or due or polled:
             granted = await _claim_or_hand_back(rt, w, n, prefetch)
             if granted:
                 return LeaseAnswer(granted, w.status, rt.leases.stops(w.id))
             w.empty_epoch = epoch
+            w.empty_at = time.monotonic()
             continue  # re-check: the signal may have fired during the claim
         remaining = deadline - time.monotonic()
         if remaining <= 0:

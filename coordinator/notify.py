@@ -88,6 +88,8 @@ def apply(rt: Runtime, payload: str) -> None:
     msg = notes.parse(payload)
     if msg is None or msg["node"] == rt.store.node:
         return
+    if not rt.store.peers:  # a node just started (its hello) or one this node missed
+        rt.store.peers = rt.cluster.peers = 1
     try:
         _apply(rt, msg)
     except (KeyError, TypeError, ValueError) as exc:

@@ -98,7 +98,7 @@ class Reaper:
 
     async def _silent_sessions(self, now_mono: float) -> None:
         registry = self.rt.registry
-        for w in registry.dead(now_mono, self.rt.cluster.healthy_since):
+        for w in registry.dead(now_mono, self.rt.cluster.resumed_at):
             silent = now_mono - w.last_seen
             logger.warning("worker lost worker=%s silent_s=%.1f", w.name, silent)
             try:  # each worker alone: one failing never keeps the others

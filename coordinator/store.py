@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import fcntl
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -794,6 +795,9 @@ class Store:
         try:
             async with conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
+                # Hello: the others start telling this node at once, not at their next beat.
+                await conn.execute("SELECT pg_notify(%s, %s)",
+                                   (CHANNEL, json.dumps({"node": self.node, "hello": True})))
                 yield None
                 async for n in conn.notifies():
                     yield n.payload

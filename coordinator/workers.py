@@ -89,6 +89,8 @@ class LiveWorker:
     parked: asyncio.Future[bool] | None = None
     #: signal epoch at which a claim last found nothing, and when work is next due
     empty_epoch: int = -1
+    #: monotonic: when that claim found nothing (the safety poll claims again after a while)
+    empty_at: float = 0.0
     next_due: dt.datetime | None = None
     #: a heartbeat came since the reaper last wrote last_heartbeat to the row
     unflushed: bool = False
@@ -201,6 +203,7 @@ class Registry:
             return tx.workers(alive_only=not include_dead), leased
 
         rows, leased = await self.rt.store.run(read)
+        live = [w for w in self.by_id.values() if w.alive]  # sessions may have moved meanwhile
         names = {w.name for w in live}
         held: dict[str, list[int]] = {}
         for t in leased:

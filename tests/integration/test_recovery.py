@@ -300,8 +300,16 @@ def test_safety_poll_repairs_a_missed_wake_up(db_url, start_coordinator):
 # -- 5. one coordinator per database ------------------------------------------------------------
 
 
-def test_a_second_coordinator_on_the_same_database_is_refused(db_url, start_coordinator):
+def test_a_second_coordinator_is_refused_on_sqlite_and_welcome_on_postgres(db_url,
+                                                                          start_coordinator):
     first = start_coordinator()
+    if not db_url.startswith("sqlite"):
+        second = start_coordinator()  # any number share one PostgreSQL database
+        for c in (first, second):
+            s = connect(c.address)
+            assert not queue(s, "add").errors
+            s.close()
+        return
     result = subprocess.run(
         [sys.executable, "-m", "taskgrid", "coordinator", "--db", db_url, "--listen",
          "127.0.0.1:0"], capture_output=True, text=True, timeout=60)

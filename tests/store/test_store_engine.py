@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from taskgrid.coordinator.errors import StoreUnavailableError, WriterLockError
 from taskgrid.coordinator.store import Store
 from tests.store.helpers import task_row
-from tests.support.wait import wait_until
 
 
 def test_transact_commits_on_return_and_rolls_back_on_error(store):

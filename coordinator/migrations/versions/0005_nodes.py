@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime, nullable=False),
     )
     op.execute("INSERT INTO scheduler_leader (id, node_name, epoch, expires_at) "
-               "VALUES (1, '', 0, CURRENT_TIMESTAMP)")
+               "VALUES (1, '', 0, '2000-01-01 00:00:00')")
     with op.batch_alter_table("scheduler_worker") as batch:
         batch.add_column(sa.Column("node_name", sa.String(255), nullable=False,
                                    server_default=""))
