@@ -3,14 +3,16 @@
 Real coordinators, each on its own SQLite file: they share nothing, so what a test sees after
 a move is the next coordinator's own tasks, and a worker that moves is answered NOT_FOUND for
 its session and registers again. (Several coordinators on one PostgreSQL database, which take
-the session over, are tested with the coordinator.) An address where nothing listens stands
-for a coordinator that is down; SIGKILL for one that dies. docs/connecting.md has the rules.
+the session over, are tested with the coordinator; the last test here uses them for a watch
+that goes on through another coordinator.) An address where nothing listens stands for a
+coordinator that is down; SIGKILL for one that dies. docs/connecting.md has the rules.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import signal
 import socket
 import threading
@@ -20,7 +22,15 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from taskgrid.client import JobGraph, Scheduler, TaskgridError, TaskStatus, TlsConfig, cli
+from taskgrid.client import (
+    JobGraph,
+    Scheduler,
+    TaskgridError,
+    TaskRecord,
+    TaskStatus,
+    TlsConfig,
+    cli,
+)
 from tests.support import certs
 from tests.support.processes import Access, list_workers
 from tests.support.wait import wait_until
@@ -192,3 +202,47 @@ def test_an_expanded_name_keeps_the_name_for_tls(start_coordinator, start_worker
     with Scheduler(f"127.0.0.1:{port}", tls=TlsConfig(ca=ca), timeout_s=5.0) as by_ip:
         with pytest.raises(TaskgridError):  # the certificate names no IP: refused
             by_ip.list_tasks()
+
+
+# -- several coordinators on one PostgreSQL database ------------------------------------------
+
+
+@pytest.fixture
+def pg_url(pg_cluster, pg_database) -> str:
+    return str(pg_cluster.url(pg_database))
+
+
+def shown_text(events) -> tuple[str, list[str]]:
+    """The output a terminal would hold after these events, and the statuses shown."""
+    text, statuses = "", []
+    for event in events:
+        if isinstance(event, TaskRecord):
+            statuses.append(str(event.status))
+        else:
+            text = event.data if event.clear else text + event.data
+    return text, statuses
+
+
+@pytest.mark.postgres
+def test_a_watch_cut_off_by_a_killed_coordinator_shows_its_output_once(start_coordinator,
+                                                                       start_worker, pg_url,
+                                                                       caplog):
+    a = start_coordinator(db_url=pg_url)
+    b = start_coordinator(db_url=pg_url)
+    start_worker("printer", coordinator=b.address)  # the worker stays up: only A dies
+    with Scheduler(f"{a.address},{b.address}") as s:
+        task_id = s.queue_task("print_lines", pargs=[12, 0.1]).id
+        events = []
+        caplog.set_level(logging.INFO, logger="taskgrid.client.scheduler")
+        for event in s.watch(task_id):
+            events.append(event)
+            if a.is_alive() and "line 3" in shown_text(events)[0]:
+                kill(a)  # mid-stream: the watch goes on through B
+        text, statuses = shown_text(events)
+        assert f"moving to {b.address}" in caplog.text  # the stream was restarted on B
+        assert not a.is_alive()
+        assert text == "".join(f"line {i}\n" for i in range(12)), text
+        assert statuses[-1] == "COMPLETED" and statuses.count("COMPLETED") == 1
+        assert [e.seq for e in events if not isinstance(e, TaskRecord)] == sorted(
+            {e.seq for e in events if not isinstance(e, TaskRecord)})
+        assert s.task_status(task_id, output=True).run.run_output == text
