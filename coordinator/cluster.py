@@ -76,11 +76,10 @@ class Cluster:
         now = time.monotonic()
         self.leader_until = 0.0
         self.served_until = now + NODE_TTL_S
-        #: judgments from the rows count silence only from here (a start, the end of an outage)
+        #: judgments from the rows count silence only from here: at a start, workers get
+        #: RECONNECT_GRACE_S to come back; after an outage, the others get two beats to write
+        #: the heartbeats they heard meanwhile
         self.healthy_since = now + RECONNECT_GRACE_S
-        #: judgments of this node's sessions count silence only from here (an outage's end:
-        #: this node refused their heartbeats meanwhile)
-        self.resumed_at = 0.0
         #: the live worker rows of the last beat, and when that beat began (monotonic)
         self.rows: list[Row] = []
         self.rows_at = 0.0
@@ -101,7 +100,12 @@ class Cluster:
         return (time.monotonic() if now_mono is None else now_mono) < self.served_until
 
     def check_serving(self) -> None:
-        """Raise StoreUnavailableError while this node is cut off from the database."""
+        """Raise StoreUnavailableError while this node is cut off from the database.
+
+        Callers go to another coordinator (workers and clients given several addresses
+        move on at once); a worker's heartbeat is still counted before it is refused
+        (WorkerServicer), so its silence is judged truly when the database is back.
+        """
         if not self.serving():
             raise StoreUnavailableError(
                 "this coordinator cannot reach its database; use another coordinator")
@@ -146,9 +150,8 @@ class Cluster:
                                max(0.0, self.served_until - started), exc)
             return
         if self._down_since is not None or not self.serving(started):
-            # Workers could not reach this node meanwhile: count their silence from now.
-            self.healthy_since = max(self.healthy_since, time.monotonic() + RECONNECT_GRACE_S)
-            self.resumed_at = time.monotonic() + RECONNECT_GRACE_S
+            # Heartbeats heard meanwhile are written now (here) or at the others' next beats.
+            self.healthy_since = max(self.healthy_since, time.monotonic() + 2 * NODE_BEAT_S)
             logger.warning("node beat reached the database again after %.1f s",
                            started - (self._down_since or started))
             self._down_since = None

@@ -229,5 +229,10 @@ def delete_runs_sql(d: Dialect, count: int) -> tuple[str, str]:
 
 @functools.cache
 def touch_worker_sql(d: Dialect) -> str:
-    """A live worker's heartbeat time and memory."""
-    return d.sql("UPDATE scheduler_worker SET last_heartbeat = ?, rss_bytes = ? WHERE id = ?")
+    """A live worker's heartbeat time and memory.
+
+    The time never moves back: a coordinator that heard the worker before another
+    did may write after it.
+    """
+    return d.sql("UPDATE scheduler_worker SET last_heartbeat = ?, rss_bytes = ? WHERE id = ? "
+                 "AND last_heartbeat < ?")

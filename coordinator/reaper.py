@@ -98,7 +98,7 @@ class Reaper:
 
     async def _silent_sessions(self, now_mono: float) -> None:
         registry = self.rt.registry
-        for w in registry.dead(now_mono, self.rt.cluster.resumed_at):
+        for w in registry.dead(now_mono):
             silent = now_mono - w.last_seen
             logger.warning("worker lost worker=%s silent_s=%.1f", w.name, silent)
             try:  # each worker alone: one failing never keeps the others
@@ -209,9 +209,16 @@ class Reaper:
             # Workers of every node: a lease is lost when its worker's row is dead, and an
             # alive row with no session anywhere is found by its silence (_silent_rows).
             owners = {r["worker_name"]: r["id"] for r in alive_rows}
-            found = find(leased, [], owners, now, self.rt.config.timeout_grace_s, orphans)
+            dead_after = self.rt.config.dead_after_s
+            unheard = frozenset(r["worker_name"] for r in alive_rows if (
+                now - r["last_heartbeat"]).total_seconds() > dead_after(r["heartbeat"]))
+            found = find(leased, [], owners, now, self.rt.config.timeout_grace_s, orphans,
+                         unheard)
         else:
-            found = find(leased, alive_rows, live, now, self.rt.config.timeout_grace_s, orphans)
+            unheard = frozenset(w.name for w in self.rt.registry.by_id.values()
+                                if w.alive and not w.heard)
+            found = find(leased, alive_rows, live, now, self.rt.config.timeout_grace_s, orphans,
+                         unheard)
         for worker_id, name in found.dead_rows:
             logger.warning("worker row alive with no session; declared dead worker=%s", name)
             await self._each(runs.lose(self.rt, name, "lost: no session on this coordinator",
@@ -274,8 +281,14 @@ def silent_rows(rows: list[Row], sessions: Mapping[int, object], now: dt.datetim
 
 
 def find(leased: list[Row], alive_rows: list[Row], live: dict[str, int], now: dt.datetime,
-         grace_s: float, orphan_children: int = 0) -> Findings:
-    """Pure: what the rows say must be repaired, given the live sessions and `now`."""
+         grace_s: float, orphan_children: int = 0,
+         unheard: frozenset[str] = frozenset()) -> Findings:
+    """Pure: what the rows say must be repaired, given the live sessions and `now`.
+
+    Runs of `unheard` workers (silent since a restart, or by their rows: about to be
+    judged dead or to come back) are not overdue yet: if their worker is dead, the run
+    is lost, not timed out.
+    """
     dead_rows = [(r["id"], r["worker_name"]) for r in alive_rows
                  if live.get(r["worker_name"]) != r["id"]]
     lost: dict[str, list[tuple[int, int]]] = {}
@@ -286,7 +299,7 @@ def find(leased: list[Row], alive_rows: list[Row], live: dict[str, int], now: dt
             lost.setdefault(name, []).append((row["id"], row["attempt"]))
             continue
         start = row["last_run_time"]
-        if (row["status"] == TaskStatus.RUNNING and start is not None
+        if (row["status"] == TaskStatus.RUNNING and start is not None and name not in unheard
                 and (now - start).total_seconds() > row["timeout"] + grace_s):
             overdue.append(row)
     return Findings(lost, dead_rows, overdue, orphan_children)

@@ -650,7 +650,7 @@ class Tx:
         if beats:
             d = self.d
             self.cur.executemany(hotsql.touch_worker_sql(d), [
-                (d.time_in(last), rss, i) for i, last, rss in beats])
+                (d.time_in(last), rss, i, d.time_in(last)) for i, last, rss in beats])
 
 
 _RELEASE_DEPS = sa.update(schema.deps).where(

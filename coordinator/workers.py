@@ -457,16 +457,23 @@ class Registry:
         self.rt.signal.fire()
         return [name for _, name in changed]
 
-    def dead(self, now_mono: float | None = None, healthy_since: float = 0.0
-             ) -> list[LiveWorker]:
-        """Live sessions silent for longer than their dead_after.
-
-        Silence counts from `healthy_since` at the earliest: while this node could not
-        serve (its database away), workers could not reach it.
-        """
+    def dead(self, now_mono: float | None = None) -> list[LiveWorker]:
+        """Live sessions silent for longer than their dead_after."""
         now = time.monotonic() if now_mono is None else now_mono
-        return [w for w in self.by_id.values() if w.alive and now - max(w.last_seen,
-                healthy_since) > self.rt.config.dead_after_s(w.heartbeat_s)]
+        return [w for w in self.by_id.values() if w.alive and now - w.last_seen
+                > self.rt.config.dead_after_s(w.heartbeat_s)]
+
+    def heard(self, worker_id: int, token: str) -> None:
+        """Count a heartbeat this node refuses (cut off from the database).
+
+        The worker is alive all the same: its silence is then judged truly once the
+        database is back.
+        """
+        w = self.by_id.get(worker_id)
+        if w is not None and w.alive and hmac.compare_digest(w.token_hash, _hash(token)):
+            w.last_seen = time.monotonic()
+            w.last_heartbeat = self.rt.clock.now()
+            w.unflushed = True
 
     def unflushed_beats(self) -> list[tuple[int, dt.datetime, int]]:
         """(id, last heartbeat, rss) of live workers heard from since the last flush."""

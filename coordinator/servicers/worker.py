@@ -42,11 +42,19 @@ def _outcome(r: worker_pb2.RunReport) -> runs.Outcome:
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     """Serves the worker protocol over the shared runtime."""
 
+    #: status.unary: each method checks serving itself (a refused heartbeat still counts)
+    checks_serving = True
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    async def _session(self, session: worker_pb2.WorkerSession) -> LiveWorker:
+    async def _session(self, session: worker_pb2.WorkerSession, beat: bool = False
+                       ) -> LiveWorker:
         """The caller's live session; on PostgreSQL, one held elsewhere is moved here."""
+        if not self.rt.cluster.serving():
+            if beat:
+                self.rt.registry.heard(session.worker_id, session.session_token)
+            self.rt.cluster.check_serving()
         try:
             return self.rt.registry.authenticate(session.worker_id, session.session_token)
         except UnknownWorkerError:
@@ -78,6 +86,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 "capacity": request.capacity or 1, "language": request.language,
                 "hostname": request.hostname, "pid": request.pid,
                 "heartbeat": request.heartbeat}
+        self.rt.cluster.check_serving()
         w, token = await self.rt.registry.register(spec)
         return worker_pb2.RegisterResponse(
             session=worker_pb2.WorkerSession(worker_id=w.id, session_token=token),
@@ -115,7 +124,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Heartbeat(self, request: worker_pb2.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> worker_pb2.HeartbeatResponse:
         """Record liveness; reply with the worker's status, the runs to stop, stale leases."""
-        w = await self._session(request.session)
+        w = await self._session(request.session, beat=True)
         beat = await sessions.heartbeat(self.rt, w, convert.refs(request.running),
                                         max(0, request.rss_bytes), request.draining,
                                         request.leaving)

@@ -103,7 +103,7 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale("small", tasks=600, workers=3, concurrency=2, coordinator_crashes=(0.3,),
+    "small": Scale("small", tasks=600, workers=3, concurrency=2, coordinator_crashes=(0.3, 0.7),
                    pg_restart_at=0.55, kill_every_s=(2.0, 5.0), load_deadline_s=75.0,
                    stall_s=20.0, settle_s=30.0, test_timeout_s=240),
     "full": Scale("full", tasks=10_000, workers=4, concurrency=4,
@@ -406,8 +406,13 @@ class ChaosRun:
 
     def __init__(self, *, scale: Scale, seed: int, db_url: str, tmp_path: Path,
                  start_coordinator: Callable[..., CoordinatorProcess],
-                 start_worker: Callable[..., WorkerProcess], pg_cluster: Any = None) -> None:
+                 start_worker: Callable[..., WorkerProcess], pg_cluster: Any = None,
+                 coordinators: int = 1) -> None:
         self.scale = scale
+        #: several coordinators share the database (PostgreSQL): crashes kill them in turn,
+        #: and workers and clients are given every address
+        self.n_coordinators = coordinators
+        self.coordinators: list[CoordinatorProcess] = []
         self.seed = seed
         self.rng = random.Random(seed)
         self.db_url = db_url
@@ -437,7 +442,7 @@ class ChaosRun:
         name = f"cw{self._worker_seq}"
         try:
             worker = self._start_worker(
-                name, coordinator=self.coordinator, tasks=TASKS_FILE,
+                name, coordinator=self._addresses(self._worker_seq), tasks=TASKS_FILE,
                 extra_args=["--concurrency", str(self.scale.concurrency)],
                 env={WORKER_ENV: name})
         except AssertionError as exc:
@@ -447,11 +452,20 @@ class ChaosRun:
         self.all_workers.append(worker)
         return worker
 
+    def _addresses(self, start: int = 0) -> str:
+        """Every coordinator's address, starting from a different one for each caller."""
+        if len(self.coordinators) < 2:
+            assert self.coordinator is not None
+            return self.coordinator.address
+        addresses = [c.address for c in self.coordinators]
+        k = start % len(addresses)
+        return ",".join(addresses[k:] + addresses[:k])
+
     def _client(self) -> Any:
         from taskgrid.client import Scheduler
 
         assert self.coordinator is not None
-        return Scheduler(self.coordinator.address, timeout_s=60.0)
+        return Scheduler(self._addresses(), timeout_s=60.0)
 
     # -- observation ------------------------------------------------------------------------
 
@@ -492,13 +506,15 @@ class ChaosRun:
         self._new_worker()
 
     def crash(self, progress: int) -> None:
-        assert self.coordinator is not None
+        """SIGKILL a coordinator and start it again; with several, each in turn."""
+        victim = self.coordinators[len(self.crashes) % len(self.coordinators)]
         wall = time.time()
-        self.crashes.append(CoordinatorCrash(crash_coordinator(self.coordinator), wall, progress))
+        self.crashes.append(CoordinatorCrash(crash_coordinator(victim), wall, progress))
 
     def restart_pg(self, progress: int) -> None:
         assert self.coordinator is not None and self.pg_cluster is not None
-        pid = self.coordinator.pid
+        pids = [c.pid for c in self.coordinators]
+        pid = pids[0]
         rec = PgRestart(time.monotonic(), 0.0, time.time(), progress, pid)
         self.pg_restarts.append(rec)
         rec.took_s = restart_postgres(self.pg_cluster, "fast")
@@ -517,8 +533,9 @@ class ChaosRun:
             self._probe(rec, back)
         except AssertionError as exc:
             rec.error = str(exc)
-        if not self.coordinator.is_alive() or self.coordinator.pid != pid:
-            rec.error += f" coordinator pid {pid} is gone"
+        for c, old in zip(self.coordinators, pids, strict=True):
+            if not c.is_alive() or c.pid != old:
+                rec.error += f" coordinator pid {old} is gone"
 
     def _probe(self, rec: PgRestart, back: float) -> None:
         """Queue one trivial task through the client and wait for it to be COMPLETED."""
@@ -544,8 +561,10 @@ class ChaosRun:
     def execute(self) -> Verdict:
         scale = self.scale
         started = time.monotonic()
-        self.coordinator = self._start_coordinator(
+        self.coordinators = [self._start_coordinator(
             extra_args=["--max-lost-requeues", str(MAX_LOST_REQUEUES)])
+            for _ in range(self.n_coordinators)]
+        self.coordinator = self.coordinators[0]
         self.specs = build_workload(scale.tasks, self.rng, self.log_dir)
         with self._client() as client:
             entries = [s.queue_entry() for s in self.specs]
@@ -686,11 +705,13 @@ class ChaosRun:
                 v.add("pg_reconnect", None,
                       f"after pg_ctl restart at {self.rel(p.started_at)} the coordinator did "
                       f"not resume by itself: {p.error or 'no progress'}")
-        if self.coordinator is not None and not self.coordinator.is_alive():
-            v.add("coordinator_died", None, "the coordinator exited by itself; log tail:\n"
-                  + self.coordinator.log_tail(40))
+        for c in self.coordinators:
+            if not c.is_alive():
+                v.add("coordinator_died", None, f"{c.name} exited by itself; log tail:\n"
+                      + c.log_tail(40))
         f = v.figures
         f.update(db=self.db, scale=self.scale.name, seed=self.seed, tasks=len(self.specs),
+                 coordinators=len(self.coordinators),
                  executions=len(self.journal.executions), run_rows=len(runs),
                  worker_kills=len(self.kills),
                  interrupted=sum(len(k.running) for k in self.kills),
@@ -895,7 +916,7 @@ class ChaosRun:
         tasks=N,M,..., leases=N:A,...), by task id."""
         found: dict[int, list[str]] = collections.defaultdict(list)
         pattern = re.compile(r"\b(?:tasks?|leases?)=([0-9:,]+)")
-        children: list[Any] = [self.coordinator] if self.coordinator else []
+        children: list[Any] = list(self.coordinators)
         for child in children + self.all_workers:
             try:
                 text = child.log_text()

@@ -17,9 +17,10 @@ SCALE = current_scale()
 @pytest.mark.timeout(SCALE.test_timeout_s)
 def test_chaos(request, db_url, tmp_path, start_coordinator, start_worker, record_property):
     pg_cluster = request.getfixturevalue("pg_cluster") if db_url.startswith("postgresql") else None
+    # PostgreSQL takes several coordinators: two share the load and are SIGKILLed in turn.
     run = ChaosRun(scale=SCALE, seed=current_seed(), db_url=db_url, tmp_path=tmp_path,
                    start_coordinator=start_coordinator, start_worker=start_worker,
-                   pg_cluster=pg_cluster)
+                   pg_cluster=pg_cluster, coordinators=2 if pg_cluster is not None else 1)
     verdict = run.execute()
     record_property("chaos_summary", verdict.summary_line())
     record_property("chaos_figures", verdict.figures)

@@ -392,10 +392,16 @@ class WorkerProcess(ChildProcess):
 
         def listed() -> Any:
             self._fail_if_exited("its coordinator listed it")
-            for worker in list_workers(self.coordinator_address, timeout_s=2.0,
-                                       access=self.access):
-                if worker.worker_name == self.name and worker.alive:
-                    return worker
+            # With several addresses, the first coordinator that answers lists every worker.
+            for address in self.coordinator_address.split(","):
+                try:
+                    workers = list_workers(address.strip(), timeout_s=2.0, access=self.access)
+                except grpc.RpcError:
+                    continue
+                for worker in workers:
+                    if worker.worker_name == self.name and worker.alive:
+                        return worker
+                return None
             return None
 
         return self._wait(
