@@ -164,7 +164,8 @@ def size(n_bytes: int) -> str:
     return f"{value:.1f}T"
 
 
-WORKER_HEADERS = ("NAME", "STATUS", "ALIVE", "GROUPS", "FUNCTIONS", "RUNNING", "HEARTBEAT", "RSS")
+WORKER_HEADERS = ("NAME", "STATUS", "ALIVE", "GROUPS", "FUNCTIONS", "RUNNING", "HEARTBEAT", "RSS",
+                  "COORDINATOR")
 
 
 def worker_row(worker: WorkerRecord, now: datetime) -> list[str]:
@@ -178,6 +179,7 @@ def worker_row(worker: WorkerRecord, now: datetime) -> list[str]:
         str(len(worker.running)),
         age(worker.last_heartbeat, now),
         size(worker.rss_bytes),
+        worker.coordinator or MISSING,
     ]
 
 

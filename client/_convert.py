@@ -283,6 +283,7 @@ def worker_from_proto(message: Any) -> WorkerRecord:
         hostname=str(m.hostname),
         pid=int(m.pid),
         capabilities=tuple(str(c) for c in m.capabilities),
+        coordinator=str(m.coordinator),
     )
 
 
@@ -303,6 +304,7 @@ def worker_to_proto(record: WorkerRecord) -> Any:
         hostname=r.hostname,
         pid=r.pid,
         capabilities=list(r.capabilities),
+        coordinator=r.coordinator,
     )
     _time_to(message, "first_heartbeat", r.first_heartbeat)
     _time_to(message, "last_heartbeat", r.last_heartbeat)

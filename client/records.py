@@ -234,6 +234,8 @@ class WorkerRecord:
     """Its process id on that host."""
     capabilities: tuple[str, ...]
     """Extra abilities, e.g. ``command`` for command tasks."""
+    coordinator: str = ""
+    """The coordinator holding its session (its node name; empty once dead)."""
 
 
 @dataclass(frozen=True, slots=True)

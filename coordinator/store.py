@@ -65,6 +65,8 @@ IDLE_IN_TRANSACTION_MS = 5000
 FENCE: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
     "taskgrid_fence", default=None)
 _UTC_NOW = "(clock_timestamp() AT TIME ZONE 'UTC')"
+#: the advisory lock coordinators take in turn to migrate a PostgreSQL database ("tgrm")
+MIGRATION_LOCK_KEY = 0x7467726D
 
 
 def _row(mapping: Mapping[Any, Any], times: Iterable[str]) -> Row:
@@ -708,11 +710,18 @@ class Store:
         self._held: sa.Connection | None = None
 
     def migrate(self) -> None:
-        """Apply every Alembic migration not applied yet (idempotent)."""
+        """Apply every Alembic migration not applied yet (idempotent).
+
+        On PostgreSQL, coordinators starting together take turns: the migrating
+        transaction holds an advisory lock until it commits.
+        """
         cfg = Config()
         location = resources.files("taskgrid.coordinator") / "migrations"
         cfg.set_main_option("script_location", str(location))
         with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

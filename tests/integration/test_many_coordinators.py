@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from taskgrid.v1 import admin_pb2, client_pb2, common_pb2
+from tests.conformance.launch import go_binary
 from tests.support.processes import CoordinatorProcess, TestProcesses, list_workers
 from tests.support.rpc import FakeWorker, Stubs, connect, queue, status_of
 from tests.support.tcpproxy import FreezableProxy
@@ -160,10 +161,11 @@ def test_killing_a_coordinator_moves_its_workers_and_loses_no_task(start_many, s
     coordinators = start_many(3)
     addresses = [c.address for c in coordinators]
     workers = []
-    for i in range(3):  # each worker starts on a different coordinator
+    for i in range(3):  # each worker starts on a different coordinator; w2 is the Go worker
         order = addresses[i:] + addresses[:i]
+        go = {"program": [go_binary()]} if i == 2 else {}
         workers.append(start_worker(f"w{i}", coordinator=",".join(order), heartbeat=HEARTBEAT,
-                                    ready=False, extra_args=["--concurrency", "2"]))
+                                    ready=False, extra_args=["--concurrency", "2"], **go))
     survivor = stubs_of(coordinators[1])
     wait_until(lambda: len(workers_by_name(coordinators[1])) == 3, timeout=20,
                desc="three workers registered")

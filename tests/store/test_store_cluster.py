@@ -153,3 +153,21 @@ def test_notes_split_long_lists_below_the_payload_limit():
     assert sum(len(m.get("tasks", [])) for m in back if m) == 2000
     assert sum(len(m.get("stops", [])) for m in back if m) == 500
     assert notes.parse("not json") is None and notes.parse('{"x": 1}') is None
+
+
+def test_coordinators_starting_together_migrate_in_turn(db_url, tmp_path):
+    """Several coordinators starting at once on a fresh database: one migrates, the others
+    wait for it and find nothing left to do."""
+    import concurrent.futures
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL")
+    stores = [Store(db_url) for _ in range(4)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(s.migrate) for s in stores]:
+                f.result()
+        assert stores[0].transact(lambda tx: tx.leader())["epoch"] == 0
+    finally:
+        for s in stores:
+            s.close()

@@ -441,9 +441,9 @@ def test_workers_table_and_json(h: Harness) -> None:
     header, row = out.splitlines()
     assert code == 0
     assert header.split() == ["NAME", "STATUS", "ALIVE", "GROUPS", "FUNCTIONS", "RUNNING",
-                              "HEARTBEAT", "RSS"]
+                              "HEARTBEAT", "RSS", "COORDINATOR"]
     assert row.split()[:6] == ["w1", "ACTIVE", "yes", "main", "add,mul", "1"]
-    assert row.split()[-1] == "50.0M"
+    assert row.split()[-2] == "50.0M"
     assert h.fake is not None and h.fake.calls[0][2] == {"include_dead": True}
     code, out, _ = h.run("workers", "--json")
     assert json.loads(out)[0]["group_names"] == ["main"]
