@@ -56,9 +56,6 @@ class Coordinator:
     stopping: asyncio.Event
     background: list[asyncio.Task[None]]
     calls: CallCounter
-    #: set when this coordinator must stop serving: the reason
-    fatal: asyncio.Future[str] = dataclasses.field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
 
     async def stop(self) -> None:
         """Stop serving, finish background work, close the database."""

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from taskgrid.coordinator.errors import StoreUnavailableError
 from taskgrid.coordinator.store import FENCE, Row, Tx
+from taskgrid.coordinator.workers import RECONNECT_GRACE_S
 
 if TYPE_CHECKING:
     from taskgrid.coordinator.runtime import Runtime
@@ -54,9 +55,6 @@ LEADER_MARGIN_S = 0.5
 #: a node whose beat has not reached the database for this long stops serving; a node row
 #: this old belongs to a node that is gone
 NODE_TTL_S = 4.0
-#: after a start or an outage, workers get this long beyond dead_after to reach a coordinator
-#: again (they back off while every coordinator is away)
-RECONNECT_GRACE_S = 10.0
 
 
 def node_name() -> str:

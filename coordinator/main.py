@@ -7,7 +7,6 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
 
 from taskgrid.coordinator import config as cfg
 from taskgrid.coordinator.app import ConfigError, create_server
@@ -66,14 +65,9 @@ async def serve(config: cfg.CoordinatorConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
-    signalled: asyncio.Future[Any] = asyncio.ensure_future(done.wait())
-    fatal: asyncio.Future[Any] = coordinator.fatal
-    await asyncio.wait([signalled, fatal], return_when=asyncio.FIRST_COMPLETED)
-    signalled.cancel()
+    await done.wait()
     logging.getLogger(__name__).info("shutting down")
     await coordinator.stop()
-    if coordinator.fatal.done():
-        raise WriterLockError(coordinator.fatal.result())
 
 
 def main(argv: list[str]) -> int:

@@ -291,6 +291,34 @@ def test_work_queued_through_one_coordinator_wakes_a_worker_parked_on_another(
     assert waited < 1.9, f"woken after {waited:.2f} s: by the safety poll, not a notification"
 
 
+def test_a_listener_that_lost_its_connection_reconnects_and_hears_again(start_many, stubs_of,
+                                                                        pg_url):
+    a, b = start_many(2)
+    node_b = node_of(b)
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as conn:  # end the LISTEN connections, as a network blip would
+            killed = conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid != pg_backend_pid() AND (query LIKE 'LISTEN%' "
+                "OR query LIKE 'SELECT pg_notify(%')")).scalars().all()
+    finally:
+        engine.dispose()
+    assert len(killed) == 2, f"two listening connections, found {len(killed)}"
+    wait_until(lambda: all(c.log_text().count("listening for other coordinators") >= 2
+                           for c in (a, b)), timeout=15, desc="both listeners connected again")
+    for parked_on, queued_on in ((b, a), (a, b)):
+        far = FakeWorker(stubs_of(parked_on), f"parked-{parked_on.name}", ["add"],
+                         heartbeat=5.0)
+        sq = stubs_of(queued_on)
+        threading.Timer(0.3, lambda sq=sq: queue(sq, "add", args="[1, 1]")).start()
+        started = time.monotonic()
+        reply = far.lease(1, wait_s=20)
+        waited = time.monotonic() - started
+        assert len(reply.leases) == 1
+        assert waited < 1.9, f"woken after {waited:.2f} s on {parked_on.name} ({node_b})"
+
+
 # -- 5. a coordinator cut off from the database stops serving -------------------------------------
 
 
@@ -322,6 +350,10 @@ def test_a_coordinator_cut_off_from_the_database_stops_serving(processes, pg_clu
         wait_until(refused, timeout=15, desc="A refusing calls once cut off")
         wait_until(lambda: workers_by_name(b)["wanderer"].coordinator == node_of(b),
                    timeout=20, desc="the worker moved to B")
+        wait_until(lambda: leader_row(pg_url)[0] == node_of(b), timeout=15,
+                   desc="B leading: A cannot renew its lease while cut off")
+        assert "registered" not in worker.log_text().split("worker registered", 1)[1], (
+            "the worker kept its session")
         sb = stubs_of(b)
         task_id = queue(sb, "add", args="[20, 22]").id
         wait_until(lambda: status_of(sb, task_id) == "COMPLETED", timeout=20,
