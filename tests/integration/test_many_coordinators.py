@@ -19,6 +19,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
+from taskgrid.coordinator.cluster import LEADER_TTL_S, NODE_BEAT_S
 from taskgrid.v1 import admin_pb2, client_pb2, common_pb2
 from tests.conformance.launch import go_binary
 from tests.support.processes import CoordinatorProcess, TestProcesses, list_workers
@@ -195,7 +196,7 @@ def test_killing_a_coordinator_moves_its_workers_and_loses_no_task(start_many, s
     for w in workers:  # the sessions moved: nobody registered again
         assert w.log_text().count("worker registered") == 1, w.log_tail()
     print(f"workers moved {moved_s:.2f} s after the kill (heartbeat {HEARTBEAT} s)")
-    assert moved_s < 3 * HEARTBEAT + 2.0  # 3 heartbeats, plus the listing's own lag
+    assert moved_s <= 3 * HEARTBEAT  # the bound: within 3 heartbeats
 
 
 # -- 2. one leader runs maintenance ---------------------------------------------------------------
@@ -225,7 +226,8 @@ def test_killing_the_leader_hands_maintenance_over(start_many, start_worker, stu
                desc="its task given back")
     assert rescuer.is_alive()
     print(f"new leader {took_over_s:.2f} s after the kill")
-    assert took_over_s < 10
+    # the lease runs out, then the next beat takes it (and this test's poll sees it)
+    assert took_over_s < LEADER_TTL_S + 2 * NODE_BEAT_S + 1.0
 
 
 # -- 3. notifications between coordinators --------------------------------------------------------
