@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from taskgrid.coordinator.cluster import LEADER_TTL_S, NODE_BEAT_S
 from taskgrid.v1 import admin_pb2, client_pb2, common_pb2
 from tests.conformance.launch import go_binary
-from tests.support.processes import CoordinatorProcess, TestProcesses, list_workers
+from tests.support.processes import CoordinatorProcess, TestProcesses, list_workers, stop_all
 from tests.support.rpc import FakeWorker, Stubs, connect, queue, status_of
 from tests.support.tcpproxy import FreezableProxy
 from tests.support.wait import wait_until
@@ -197,6 +197,43 @@ def test_killing_a_coordinator_moves_its_workers_and_loses_no_task(start_many, s
         assert w.log_text().count("worker registered") == 1, w.log_tail()
     print(f"workers moved {moved_s:.2f} s after the kill (heartbeat {HEARTBEAT} s)")
     assert moved_s <= 3 * HEARTBEAT  # the issue's bound: within 3 heartbeats
+
+
+def test_behind_a_load_balancer_a_killed_coordinator_loses_nothing(start_many, start_worker,
+                                                                  stubs_of, pg_url):
+    """Workers and clients know one address, a TCP load balancer's; it spreads connections
+    over two coordinators. One dies: connections are made again through the balancer to the
+    other, which takes the sessions over."""
+    coordinators = start_many(2)
+    balancer = FreezableProxy.balancing([c.address for c in coordinators])
+    try:
+        front = f"127.0.0.1:{balancer.port}"
+        workers = [start_worker(f"lb{i}", coordinator=front, heartbeat=HEARTBEAT, ready=False,
+                                extra_args=["--concurrency", "2"]) for i in range(2)]
+        stubs = connect(front)
+        try:
+            wait_until(lambda: len(workers_by_name(coordinators[0])) == 2, timeout=20,
+                       desc="both workers registered")
+            ids = [queue(stubs, "sleep_for", args="[0.2]").id for _ in range(20)]
+            survivor = coordinators[1]
+            direct = stubs_of(survivor)
+            wait_until(lambda: any(status_of(direct, t) == "COMPLETED" for t in ids),
+                       timeout=20, desc="work under way")
+            coordinators[0].signal_group(signal.SIGKILL)
+            wait_until(lambda: all(w.coordinator == node_of(survivor)
+                                   for w in workers_by_name(survivor).values())
+                       and len(workers_by_name(survivor)) == 2, timeout=20,
+                       desc="every worker on the survivor")
+            wait_until(lambda: all(status_of(stubs, t) == "COMPLETED" for t in ids),
+                       timeout=60, desc="every task completed", ignore=(grpc.RpcError,))
+            assert [t for t in ids if run_count(pg_url, t) != 1] == []
+            for w in workers:
+                assert w.log_text().count("worker registered") == 1, w.log_tail()
+        finally:
+            stubs.close()
+            stop_all(workers)  # while the balancer still carries their last words
+    finally:
+        balancer.close()
 
 
 # -- 2. one leader runs maintenance ---------------------------------------------------------------

@@ -36,6 +36,22 @@ class FreezableProxy:
         self._thread.start()
 
     @classmethod
+    def balancing(cls, addresses: list[str]) -> FreezableProxy:
+        """An L4 load balancer: each new connection goes to the next backend that accepts."""
+        turn = [0]
+
+        def connect() -> socket.socket:
+            for _ in range(len(addresses)):
+                host, port = addresses[turn[0] % len(addresses)].rsplit(":", 1)
+                turn[0] += 1
+                try:
+                    return socket.create_connection((host, int(port)), timeout=2)
+                except OSError:
+                    continue
+            raise OSError("no backend accepts")
+        return cls(connect)
+
+    @classmethod
     def to_unix_socket(cls, path: str) -> FreezableProxy:
         """A proxy to a Unix socket (PostgreSQL's, in the tests)."""
         def connect() -> socket.socket:
