@@ -33,13 +33,11 @@ import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.dialects import postgresql, sqlite
 
 from taskgrid.coordinator import hotsql, schema
 from taskgrid.coordinator.clock import from_db, to_db
 from taskgrid.coordinator.errors import (
     DuplicateUuidError,
-    NotLeaderError,
     StoreUnavailableError,
     TransitionConflictError,
     WriterLockError,
@@ -47,16 +45,17 @@ from taskgrid.coordinator.errors import (
 from taskgrid.coordinator.groupcommit import GroupCommit
 from taskgrid.coordinator.lifecycle import LEASED_TASK_STATUSES, TaskStatus, Transition
 from taskgrid.coordinator.notes import CHANNEL, Notes
+from taskgrid.coordinator.runrows import RunRows
+from taskgrid.coordinator.txbase import TASK_TIMES, Row, row_of
+from taskgrid.coordinator.workerrows import WorkerRows
+
+__all__ = ["FENCE", "Row", "Store", "Tx", "redact_url"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Row = dict[str, Any]
 
 DEFAULT_PG_POOL_SIZE = 8
-_TASK_TIMES = ("start_time", "next_run_time", "stop_time", "last_run_time", "created_at")
-_RUN_TIMES = ("start_time", "stop_time")
-_WORKER_TIMES = ("first_heartbeat", "last_heartbeat", "lost_at")
 #: PostgreSQL: a transaction left idle this long (its coordinator hung or cut off) is ended by
 #: the server, so its row locks never keep another coordinator waiting for longer
 IDLE_IN_TRANSACTION_MS = 5000
@@ -64,21 +63,8 @@ IDLE_IN_TRANSACTION_MS = 5000
 #: checks, under a row lock, that this node still holds that epoch (cluster.py)
 FENCE: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
     "taskgrid_fence", default=None)
-_UTC_NOW = "(clock_timestamp() AT TIME ZONE 'UTC')"
 #: the advisory lock coordinators take in turn to migrate a PostgreSQL database ("tgrm")
 MIGRATION_LOCK_KEY = 0x7467726D
-
-
-def _row(mapping: Mapping[Any, Any], times: Iterable[str]) -> Row:
-    row = dict(mapping)
-    for key in times:
-        if key in row:
-            row[key] = from_db(row[key])
-    return row
-
-
-def _db_values(values: Mapping[str, Any]) -> Row:
-    return {k: (to_db(v) if hasattr(v, "tzinfo") else v) for k, v in values.items()}
 
 
 def redact_url(url: str) -> str:
@@ -86,23 +72,11 @@ def redact_url(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
-class Tx:
-    """Queries inside one transaction. Rows are dicts with aware UTC datetimes."""
+class Tx(RunRows, WorkerRows):
+    """Queries inside one transaction: tasks here, runs and workers from their modules.
 
-    def __init__(self, conn: sa.Connection, notes: Notes | None = None) -> None:
-        self.conn = conn
-        self.is_postgres = conn.dialect.name == "postgresql"
-        self.d = hotsql.POSTGRES if self.is_postgres else hotsql.SQLITE
-        self._cursor: Any = None
-        #: what this transaction tells the other coordinators (None: nobody to tell)
-        self.notes = notes
-
-    @property
-    def cur(self) -> Any:
-        """A DB-API cursor on this transaction's connection (hotsql's statements run on it)."""
-        if self._cursor is None:
-            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        return self._cursor
+    Rows are dicts with aware UTC datetimes.
+    """
 
     # -- tasks ---------------------------------------------------------------
 
@@ -230,7 +204,7 @@ class Tx:
             t.stop_time.is_not(None), t.stop_time < to_db(now)).limit(limit)
         if self.is_postgres:
             stmt = stmt.with_for_update(skip_locked=True)
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+        return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
     def earliest_stop_time(self) -> Any:
         """The earliest stop_time among QUEUED or ASSIGNED tasks, or None."""
@@ -248,7 +222,7 @@ class Tx:
             t.next_run_time <= to_db(now)).order_by(t.next_run_time)
         if self.is_postgres:
             stmt = stmt.with_for_update(skip_locked=True)
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+        return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
     def earliest_broadcast(self) -> Any:
         """The earliest next_run_time among queued broadcast parents, or None."""
@@ -276,7 +250,7 @@ class Tx:
         if lock and self.is_postgres:
             stmt = stmt.with_for_update()
         r = self.conn.execute(stmt).mappings().first()
-        return _row(r, _TASK_TIMES) if r else None
+        return row_of(r, TASK_TIMES) if r else None
 
     def leased_tasks(self) -> list[Row]:
         """The lease columns of every ASSIGNED or RUNNING task (the reconcile pass reads these).
@@ -286,7 +260,7 @@ class Tx:
         """
         rows = []
         for r in self.conn.execute(_LEASED).mappings():
-            row = _row(r, ("last_run_time",))
+            row = row_of(r, ("last_run_time",))
             row["started"] = row["status"] == TaskStatus.RUNNING
             rows.append(row)
         return rows
@@ -295,7 +269,7 @@ class Tx:
         """Whole rows of the tasks leased to this worker name, locked."""
         stmt = _LEASED_BY_LOCKED if self.is_postgres else _LEASED_BY
         params = {"worker_name": worker_name}
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt, params).mappings()]
+        return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt, params).mappings()]
 
     def queued_children_of(self, worker_name: str) -> list[Row]:
         """QUEUED broadcast children meant for this worker, locked."""
@@ -305,7 +279,7 @@ class Tx:
                                             t.target_worker_name == worker_name)
         if self.is_postgres:
             stmt = stmt.with_for_update()
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+        return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
     def orphaned_children(self, live_names: Sequence[str]) -> list[Row]:
         """QUEUED broadcast children whose target is not among the live workers, locked."""
@@ -316,7 +290,7 @@ class Tx:
         stmt = sa.select(schema.task).where(*conds).limit(1000)
         if self.is_postgres:
             stmt = stmt.with_for_update(skip_locked=True)
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+        return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
     def list_tasks(
         self, statuses: Sequence[str], filters: Mapping[str, str], before_id: int | None,
@@ -330,7 +304,7 @@ class Tx:
         if before_id is not None:
             conds.append(t.id < before_id)
         stmt = sa.select(schema.task).where(*conds).order_by(t.id.desc()).limit(limit)
-        return [_row(r, _TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+        return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
     def apply(self, transitions: Sequence[Transition]) -> None:
         """Apply transitions as compare-and-set updates; any miss rolls everything back.
@@ -376,283 +350,6 @@ class Tx:
         """These tasks changed in a way rows of their own do not show (new output)."""
         if self.notes is not None:
             self.notes.changed(task_ids)
-
-    # -- runs ----------------------------------------------------------------
-
-    def insert_runs(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Insert run rows; returns their ids in order."""
-        if not rows:
-            return []
-        d = self.d
-        return self._insert_returning_ids(hotsql.insert_run_sql(d),
-                                          [hotsql.run_params(d, r) for r in rows])
-
-    def _insert_returning_ids(self, sql: str, params: Sequence[Sequence[Any]]) -> list[int]:
-        """Run one INSERT per parameter row; the new ids in order.
-
-        PostgreSQL: one pipelined executemany with RETURNING. SQLite cannot return
-        rows from executemany, and a plain execute per row costs a few µs there.
-        """
-        cur = self.cur
-        ids: list[int] = []
-        if self.d.postgres:
-            cur.executemany(sql, params, returning=True)
-            while True:
-                ids.append(cur.fetchone()[0])
-                if not cur.nextset():
-                    break
-        else:
-            for p in params:
-                cur.execute(sql, p)
-                ids.append(cur.lastrowid)
-        return ids
-
-    def run_ids(self, refs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
-        """Run ids by (task_id, attempt)."""
-        return {k: v[0] for k, v in self.runs_by_ref(refs).items()}
-
-    def runs_by_ref(self, refs: Iterable[tuple[int, int]]
-                    ) -> dict[tuple[int, int], tuple[int, bool]]:
-        """(run id, has live chunks) by (task_id, attempt), in one query."""
-        wanted = set(refs)
-        task_ids = sorted({t for t, _ in wanted})
-        if not task_ids:
-            return {}
-        d, cur = self.d, self.cur
-        out: dict[tuple[int, int], tuple[int, bool]] = {}
-        for part in hotsql.chunks(task_ids):
-            sql = hotsql.runs_of_tasks_sql(d, len(part))
-            for run_id, task_id, attempt, chunked in cur.execute(sql, d.id_params(part)):
-                if (task_id, attempt) in wanted:
-                    out[(task_id, attempt)] = (run_id, bool(chunked))
-        return out
-
-    def runs_of(self, task_id: int, latest_only: bool) -> list[Row]:
-        """A task's runs oldest first, or just its latest."""
-        r = schema.run.c
-        stmt = sa.select(schema.run).where(r.task_id == task_id)
-        stmt = stmt.order_by(r.id.desc()).limit(1) if latest_only else stmt.order_by(r.id)
-        return [_row(x, _RUN_TIMES) for x in self.conn.execute(stmt).mappings()]
-
-    def update_runs(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
-        """Write several runs' final values (one executemany per shape)."""
-        d, cur = self.d, self.cur
-        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        for run_id, values in updates:
-            keys = tuple(sorted(values))
-            groups.setdefault(keys, []).append(
-                (*(d.value_in(values[k]) for k in keys), run_id))
-        for keys, rows in groups.items():
-            cur.executemany(hotsql.run_update_sql(d, keys), rows)
-
-    def delete_runs(self, run_ids: Sequence[int]) -> None:
-        """Remove run records and their live chunks (successes with nothing to keep)."""
-        d, cur = self.d, self.cur
-        for part in hotsql.chunks(list(run_ids)):
-            for sql in hotsql.delete_runs_sql(d, len(part)):
-                cur.execute(sql, d.id_params(part))
-
-    # -- live output ---------------------------------------------------------
-
-    def insert_chunks(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Append output chunks; a chunk sent twice (same run and seq) is kept once."""
-        if not rows:
-            return
-        dialect_insert = postgresql.insert if self.is_postgres else sqlite.insert
-        stmt = dialect_insert(schema.output).on_conflict_do_nothing(
-            index_elements=["run_id", "seq"])
-        self.conn.execute(stmt, list(rows))
-
-    def chunks(self, run_ids: Iterable[int]) -> dict[int, list[Row]]:
-        """Live output chunks by run id, in sequence order."""
-        ids = list(run_ids)
-        out: dict[int, list[Row]] = {i: [] for i in ids}
-        if not ids:
-            return out
-        o = schema.output.c
-        stmt = sa.select(o.run_id, o.seq, o.data, o.clear).where(o.run_id.in_(ids)).order_by(
-            o.run_id, o.seq)
-        for r in self.conn.execute(stmt).mappings():
-            out[r["run_id"]].append(dict(r))
-        return out
-
-    def chunk_bytes(self, run_ids: Iterable[int]) -> dict[int, int]:
-        """Bytes of live output stored per run (runs with none are absent)."""
-        ids = list(run_ids)
-        if not ids:
-            return {}
-        o = schema.output.c
-        # length() counts characters on both databases; the limit is in bytes
-        size = (sa.func.octet_length(o.data) if self.is_postgres
-                else sa.func.length(sa.cast(o.data, sa.LargeBinary)))
-        stmt = sa.select(o.run_id, sa.func.sum(size)).where(
-            o.run_id.in_(ids)).group_by(o.run_id)
-        return {run_id: int(total or 0) for run_id, total in self.conn.execute(stmt)}
-
-    def delete_chunks(self, run_ids: Iterable[int]) -> None:
-        """Drop live chunks once they are folded into run_output."""
-        ids = list(run_ids)
-        if ids:
-            self.conn.execute(sa.delete(schema.output).where(schema.output.c.run_id.in_(ids)))
-
-    # -- workers -------------------------------------------------------------
-
-    def worker_by_id(self, worker_id: int) -> Row | None:
-        """One worker row by id."""
-        stmt = sa.select(schema.worker).where(schema.worker.c.id == worker_id)
-        r = self.conn.execute(stmt).mappings().first()
-        return _row(r, _WORKER_TIMES) if r else None
-
-    def worker_by_name(self, name: str) -> Row | None:
-        """One worker row by name."""
-        stmt = sa.select(schema.worker).where(schema.worker.c.worker_name == name)
-        r = self.conn.execute(stmt).mappings().first()
-        return _row(r, _WORKER_TIMES) if r else None
-
-    def save_worker(self, worker_id: int | None, values: Mapping[str, Any]) -> int:
-        """Insert a worker row, or overwrite the row `worker_id`; returns the id."""
-        w = schema.worker
-        if worker_id is None:
-            return int(self.conn.execute(
-                sa.insert(w).returning(w.c.id), [_db_values(values)]).scalar_one())
-        self.conn.execute(sa.update(w).where(w.c.id == worker_id).values(_db_values(values)))
-        return worker_id
-
-    def workers(self, alive_only: bool = False) -> list[Row]:
-        """Worker rows by id."""
-        stmt = sa.select(schema.worker).order_by(schema.worker.c.id)
-        if alive_only:
-            stmt = stmt.where(schema.worker.c.alive.is_(True))
-        return [_row(r, _WORKER_TIMES) for r in self.conn.execute(stmt).mappings()]
-
-    def earliest_lost_worker(self) -> Any:
-        """When the longest-dead worker was declared dead, or None."""
-        w = schema.worker.c
-        stmt = sa.select(sa.func.min(w.lost_at)).where(w.alive.is_(False))
-        return from_db(self.conn.execute(stmt).scalar())
-
-    def delete_lost_workers(self, cutoff: Any) -> list[str]:
-        """Remove rows of workers dead since before `cutoff`; returns their names."""
-        w = schema.worker.c
-        cond = (w.alive.is_(False), w.lost_at < to_db(cutoff))
-        names = list(self.conn.execute(sa.select(w.worker_name).where(*cond)).scalars())
-        if names:
-            self.conn.execute(sa.delete(schema.worker).where(*cond))
-        return names
-
-    def update_workers(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
-        """Write several workers' columns (status, heartbeat, liveness)."""
-        w = schema.worker
-        for worker_id, values in updates:
-            self.conn.execute(sa.update(w).where(w.c.id == worker_id).values(_db_values(values)))
-            if self.notes is not None and "status" in values:
-                self.notes.workers[worker_id] = values["status"]
-
-    def mark_worker_dead(self, worker_id: int, lost_at: Any,
-                         silent_since: Any | None = None) -> bool:
-        """Mark a live worker row dead, once: a dead row keeps its first lost_at.
-
-        With `silent_since`, only if its last heartbeat is still that old (a judgment
-        from the rows must not kill a worker whose coordinator just wrote a newer one).
-        """
-        w = schema.worker.c
-        cond = [w.id == worker_id, w.alive.is_(True)]
-        if silent_since is not None:
-            cond.append(w.last_heartbeat <= to_db(silent_since))
-        result = self.conn.execute(sa.update(schema.worker).where(*cond).values(
-            alive=False, lost_at=to_db(lost_at)))
-        if self.notes is not None and result.rowcount == 1:
-            self.notes.dead.add(worker_id)
-        return bool(result.rowcount == 1)
-
-    def adopt_worker(self, worker_id: int, token_hash: str, node: str, now: Any) -> Row | None:
-        """Move a live session to this node (its worker came to this coordinator).
-
-        Returns the worker row, or None if no live worker has this id and token.
-        """
-        w = schema.worker.c
-        result = self.conn.execute(sa.update(schema.worker).where(
-            w.id == worker_id, w.alive.is_(True), w.token_hash == token_hash).values(
-            node_name=node, last_heartbeat=to_db(now)))
-        if result.rowcount != 1:
-            return None
-        if self.notes is not None:
-            self.notes.moved[worker_id] = node
-        r = self.conn.execute(sa.select(schema.worker).where(w.id == worker_id)
-                              ).mappings().first()
-        return _row(r, _WORKER_TIMES) if r else None
-
-    def holds_session(self, worker_id: int, node: str) -> bool:
-        """Is this live worker's session held by `node`? Locks the row against a move."""
-        cur = self.cur
-        lock = " FOR SHARE" if self.is_postgres else ""
-        cur.execute(self.d.sql("SELECT 1 FROM scheduler_worker WHERE id = ? AND alive "
-                               f"AND node_name = ?{lock}"), (worker_id, node))
-        return cur.fetchone() is not None
-
-    # -- coordinators (PostgreSQL) -----------------------------------------------
-
-    def touch_node(self, values: Mapping[str, Any]) -> None:
-        """Write this coordinator's node row (insert it the first time)."""
-        n = schema.node
-        result = self.conn.execute(sa.update(n).where(
-            n.c.node_name == values["node_name"]).values(last_seen=to_db(values["last_seen"])))
-        if result.rowcount == 0:
-            self.conn.execute(sa.insert(n).values(_db_values(values)))
-
-    def remove_node(self, node: str) -> None:
-        """Drop this coordinator's row (a clean stop)."""
-        self.conn.execute(sa.delete(schema.node).where(schema.node.c.node_name == node))
-
-    def nodes(self) -> list[Row]:
-        """Every coordinator's row."""
-        stmt = sa.select(schema.node).order_by(schema.node.c.node_name)
-        return [_row(r, ("started_at", "last_seen")) for r in self.conn.execute(stmt).mappings()]
-
-    def claim_leader(self, node: str, ttl_s: float) -> int | None:
-        """Renew this node's leadership, or take it if it lapsed; the epoch, or None.
-
-        Expiry is judged on the database's clock, so coordinators' clocks need not
-        agree; a new leader gets a new epoch, which fences the old one's writes.
-        """
-        self.conn.execute(sa.text("SET LOCAL lock_timeout = '1s'"))
-        row = self.conn.execute(sa.text(
-            "UPDATE scheduler_leader SET epoch = CASE WHEN node_name = :node THEN epoch "
-            f"ELSE epoch + 1 END, node_name = :node, expires_at = {_UTC_NOW} + "
-            "make_interval(secs => :ttl) WHERE id = 1 AND (node_name = :node OR expires_at "
-            f"< {_UTC_NOW}) RETURNING epoch"), {"node": node, "ttl": ttl_s}).first()
-        return None if row is None else int(row[0])
-
-    def release_leader(self, node: str) -> None:
-        """Give leadership up at once (a clean stop): the next beat of another node takes it."""
-        self.conn.execute(sa.text(
-            f"UPDATE scheduler_leader SET expires_at = {_UTC_NOW} - interval '1 second' "
-            "WHERE id = 1 AND node_name = :node"), {"node": node})
-
-    def leader(self) -> Row | None:
-        """The leader row: node_name, epoch, expires_at."""
-        r = self.conn.execute(sa.select(schema.leader)).mappings().first()
-        return _row(r, ("expires_at",)) if r else None
-
-    def check_fence(self, node: str, epoch: int) -> None:
-        """Raise NotLeaderError unless `node` leads with `epoch` now; holds the row till commit.
-
-        The share lock makes a takeover (which updates the row) wait for this
-        transaction, so a write checked here cannot land after a new leader took over.
-        """
-        cur = self.cur
-        cur.execute(
-            "SELECT 1 FROM scheduler_leader WHERE id = 1 AND node_name = %s AND epoch = %s "
-            f"AND expires_at > {_UTC_NOW} FOR SHARE", (node, epoch))
-        if cur.fetchone() is None:
-            raise NotLeaderError(f"coordinator {node} no longer leads (epoch {epoch})")
-
-    def touch_workers(self, beats: Sequence[tuple[int, Any, int]]) -> None:
-        """Write (id, last_heartbeat, rss_bytes) of live workers in one executemany."""
-        if beats:
-            d = self.d
-            self.cur.executemany(hotsql.touch_worker_sql(d), [
-                (d.time_in(last), rss, i, d.time_in(last)) for i, last, rss in beats])
 
 
 _RELEASE_DEPS = sa.update(schema.deps).where(

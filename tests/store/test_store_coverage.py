@@ -13,8 +13,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def public_methods(cls: type) -> list[str]:
-    return sorted(name for name, value in vars(cls).items()
-                  if not name.startswith("_") and callable(value))
+    """Public methods of the class and of the query groups it is made of."""
+    own = [c for c in cls.__mro__ if c.__module__.startswith("taskgrid.")]
+    return sorted({name for c in own for name, value in vars(c).items()
+                   if not name.startswith("_") and callable(value)})
 
 
 def suite_source() -> str:

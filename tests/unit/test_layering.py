@@ -31,11 +31,16 @@ def test_worker_and_client_never_import_the_coordinator():
             assert not bad, f"{path} imports {bad}"
 
 
+#: the store layer: the Store and its Tx (store.py) with its query groups, the hot statements
+#: and the schema
+STORE_LAYER = {"store.py", "txbase.py", "runrows.py", "workerrows.py", "hotsql.py", "schema.py"}
+
+
 def test_only_the_store_opens_engines_or_runs_sql():
-    """The store layer is store.py, its hot statements (hotsql.py) and the schema."""
+    """The store layer is store.py with its query groups, hot statements and schema."""
     drivers = ("sqlalchemy", "sqlite3", "psycopg")
     for path in files("coordinator"):
-        if path.name in {"store.py", "hotsql.py", "schema.py"} or "migrations" in path.parts:
+        if path.name in STORE_LAYER or "migrations" in path.parts:
             continue
         bad = [m for m in imports(path) if m.split(".")[0] in drivers]
         assert not bad, f"{path} imports {bad}"
