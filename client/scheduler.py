@@ -1,7 +1,7 @@
 """`Scheduler`: web2py's scheduler client API, spoken over gRPC to a coordinator.
 
 It owns one channel (to the current address of its coordinator list, see
-``_channel.Failover``) and the stubs on it; every method is one request (or one
+``_failover.Failover``) and the stubs on it; every method is one request (or one
 paged loop, or one stream) built by ``_requests``, converted by ``_convert`` and guarded by
 ``_channel.translated_errors``, so callers only ever see records and
 ``taskgrid.client.errors``.
@@ -9,27 +9,27 @@ paged loop, or one stream) built by ``_requests``, converted by ``_convert`` and
 A call that finds its coordinator away (UNAVAILABLE) moves to the next
 address and is sent again there, each address at most once per call. That
 is safe for reads, stops and admin calls, and for WatchTask, whose restarted
-stream is cut so the caller sees nothing twice (`_WatchResume`). A queue call
-might have been applied by a coordinator that died before answering, so it
-is sent again only when that cannot duplicate tasks (`_QueueResend`).
+stream is cut so the caller sees nothing twice (``_resend.WatchResume``). A
+queue call might have been applied by a coordinator that died before
+answering, so it is sent again only when that cannot duplicate tasks
+(``_resend.QueueResend``; `Scheduler._landed` reads back the tasks it finds
+already queued).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
-from . import _channel, _convert, _requests
-from ._channel import Address, TlsConfig
+from . import _addresses, _channel, _convert, _failover, _requests, _resend
+from ._addresses import Address
+from ._channel import TlsConfig
 from .errors import NotFoundError, ProtocolError
 from .records import (
-    OutputChunk,
     QueueResult,
     RunRecord,
     TaskEvent,
@@ -98,14 +98,14 @@ class Scheduler:
         """
         self.target = target
         self.timeout_s = timeout_s
-        book = _channel.AddressBook(target, log=logger)
+        book = _addresses.AddressBook(target, log=logger)
         self._token = _channel.resolve_token(token)
         self._tls = _channel.resolve_tls(tls)
         self._insecure = insecure
         self._secured = (self._tls is not None, self._token is not None)
         _channel.refuse_plain_text_token(target, self._token, self._tls, insecure)
         self._credentials = _channel.channel_credentials(self._tls) if self._tls else None
-        self._link = _channel.Failover(book, self._connect, log=logger)
+        self._link = _failover.Failover(book, self._connect, log=logger)
         self._link.current()  # open the first channel now, so unusable settings raise here
 
     def _connect(self, address: Address) -> tuple[grpc.Channel, _Stubs]:
@@ -140,7 +140,7 @@ class Scheduler:
     ) -> Any:
         """``send(stubs)`` through the current channel, on the next address if it is away."""
         with _channel.translated_errors():
-            return self._link.call(send, _channel.is_unavailable, resend)
+            return self._link.call(send, _failover.is_unavailable, resend)
 
     # --- lifetime ----------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class Scheduler:
         """
         spec, client_errors = _requests.task_spec_from_call(function, pargs, pvars, kwargs)
         request = client_pb2.QueueTaskRequest(task=spec)  # a copy of spec
-        resend = _QueueResend([request.task])
+        resend = _resend.QueueResend([request.task])
         response = self._unary(
             lambda stubs: stubs.tasks.QueueTask(request, timeout=self.timeout_s), resend.allows)
         if "uuid" in response.errors and (ids := self._landed(resend)) is not None:
@@ -266,7 +266,7 @@ class Scheduler:
         if not specs:
             return []
         request = client_pb2.QueueTasksRequest(tasks=specs)
-        resend = _QueueResend(request.tasks)
+        resend = _resend.QueueResend(request.tasks)
         response = self._unary(
             lambda stubs: stubs.tasks.QueueTasks(request, timeout=self.timeout_s), resend.allows)
         refused = any("uuid" in result.errors for result in response.results)
@@ -289,14 +289,14 @@ class Scheduler:
 
     def _queue_job(self, request: Any) -> Any:
         """Send one ``QueueJobRequest`` (built by `JobGraph`); its raw response."""
-        resend = _QueueResend(request.tasks)
+        resend = _resend.QueueResend(request.tasks)
         response = self._unary(
             lambda stubs: stubs.tasks.QueueJob(request, timeout=self.timeout_s), resend.allows)
         if "uuid" in response.errors and (ids := self._landed(resend)) is not None:
-            return _job_answer(request, ids)
+            return _resend.job_answer(request, ids)
         return response
 
-    def _landed(self, resend: _QueueResend) -> list[int] | None:
+    def _landed(self, resend: _resend.QueueResend) -> list[int] | None:
         """The ids of a resent queue request's tasks when an earlier attempt queued them.
 
         Called when the answer says a uuid is taken. After an attempt that may
@@ -451,7 +451,7 @@ class Scheduler:
 
     def _watch(self, request: Any) -> Iterator[TaskEvent]:
         """The task's events, the stream restarted on the next address when one is away."""
-        resume = _WatchResume()
+        resume = _resend.WatchResume()
         with _channel.translated_errors():
             for message in self._link.stream(lambda stubs: stubs.tasks.WatchTask(request),
                                              resume.restart):  # fmt: skip
@@ -529,128 +529,8 @@ class Scheduler:
 
 
 class _Stubs:
-    """The stubs on one channel; `_channel.Failover` swaps the whole bundle when it moves."""
+    """The stubs on one channel; `_failover.Failover` swaps the whole bundle when it moves."""
 
     def __init__(self, channel: grpc.Channel) -> None:
         self.tasks: Any = client_pb2_grpc.ClientServiceStub(channel)
         self.admin: Any = admin_pb2_grpc.AdminServiceStub(channel)
-
-
-class _QueueResend:
-    """When a queue request may be sent again after UNAVAILABLE, without queueing it twice.
-
-    A coordinator can die after committing a request and before answering, so
-    a blind resend could queue the tasks twice. Every task sent without a
-    uuid is given a fresh one (uuid4, as the coordinator would) so that a
-    resend of a request that was in fact applied is refused as "uuid already
-    in use", which `Scheduler._landed` recognises and answers with the tasks
-    already queued. A request whose every task has the caller's uuid cannot
-    be recognised that way: it is sent again only when it never reached a
-    coordinator (gRPC could not connect).
-    """
-
-    def __init__(self, specs: Sequence[Any]) -> None:
-        self.specs = specs
-        self.generated: list[str] = []
-        """The uuids this client made up, in task order."""
-        self.maybe_applied = False
-        """An attempt failed after it may have reached a coordinator."""
-        for spec in specs:
-            if not spec.HasField("uuid"):
-                spec.uuid = str(uuidlib.uuid4())
-                self.generated.append(spec.uuid)
-
-    def allows(self, error: grpc.RpcError) -> bool:
-        """Whether the request may be sent to the next address after `error`."""
-        if _channel.is_unsent(error):
-            return True
-        if not self.generated:
-            return False
-        self.maybe_applied = True
-        return True
-
-
-def _job_answer(request: Any, ids: Sequence[int]) -> Any:
-    """The QueueJobResponse of a job found queued: its ids, in the coordinator's layers."""
-    waits: dict[int, set[int]] = {i: set() for i in range(len(ids))}
-    for edge in request.edges:
-        if edge.waits_for.WhichOneof("ref") == "index":
-            waits[edge.task.index].add(edge.waits_for.index)
-    layers: list[list[int]] = []
-    done: set[int] = set()
-    while len(done) < len(ids):
-        ready = sorted(i for i in waits if i not in done and waits[i] <= done)
-        if not ready:  # never: the coordinator refuses a cycle before writing anything
-            raise ProtocolError("the queued job has a cycle")
-        layers.append(ready)
-        done.update(ready)
-    return client_pb2.QueueJobResponse(
-        results=[client_pb2.QueueTaskResponse(id=i, uuid=t.uuid)
-                 for i, t in zip(ids, request.tasks, strict=True)],
-        layers=[client_pb2.JobLayer(task_ids=[ids[i] for i in layer]) for layer in layers],
-    )  # fmt: skip
-
-
-class _WatchResume:
-    """What a restarted WatchTask stream must not show the caller again.
-
-    A new stream starts from the beginning: each run's output so far comes as
-    one catch-up chunk, then the task, then live chunks (coordinator/watch.py).
-    So for every run already followed, the new stream's text is rebuilt until
-    it covers what the caller holds; only the rest is shown (with ``clear``
-    when the text was cleared meanwhile), then its chunks pass again. A task
-    snapshot equal to the last one shown is dropped once after a restart.
-    Sequence numbers shown stay increasing per run.
-    """
-
-    def __init__(self) -> None:
-        self._shown: dict[tuple[int, int], str] = {}  # (run, attempt) -> text the caller holds
-        self._seq: dict[tuple[int, int], int] = {}  # (run, attempt) -> last seq shown
-        self._replayed: dict[tuple[int, int], str] = {}  # runs the new stream is replaying
-        self._last_task: TaskRecord | None = None
-        self._restarted = False
-
-    def restart(self) -> None:
-        """A new stream begins: the runs shown so far will be replayed."""
-        self._replayed = {key: "" for key in self._shown}
-        self._restarted = True
-
-    def admit(self, event: TaskEvent | None) -> TaskEvent | None:
-        """The event to show for `event`, or None when the caller has seen it already."""
-        if isinstance(event, TaskRecord):
-            if self._restarted and event == self._last_task:
-                event = None
-            self._restarted = False
-            if event is not None:
-                self._last_task = event
-            return event
-        if event is None:
-            return None
-        key = (event.run_id, event.attempt)
-        if key in self._replayed:
-            event = self._catch_up(key, event)
-            if event is None:
-                return None
-        last = self._seq.get(key, 0)
-        if event.seq <= last:
-            event = dataclasses.replace(event, seq=last + 1)
-        self._seq[key] = event.seq
-        held = "" if event.clear else self._shown.get(key, "")
-        self._shown[key] = held + event.data
-        return event
-
-    def _catch_up(self, key: tuple[int, int], chunk: OutputChunk) -> OutputChunk | None:
-        """A replayed chunk of a run shown before: what it adds, once the replay passes it."""
-        if chunk.clear:  # a replay never starts with a clear: this one is new
-            del self._replayed[key]
-            return chunk
-        text, shown = self._replayed[key] + chunk.data, self._shown[key]
-        if len(text) < len(shown) and shown.startswith(text):
-            self._replayed[key] = text  # not up to what the caller holds yet
-            return None
-        del self._replayed[key]
-        if text == shown:
-            return None
-        if text.startswith(shown):
-            return dataclasses.replace(chunk, data=text[len(shown):])
-        return dataclasses.replace(chunk, data=text, clear=True)  # cleared meanwhile

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from taskgrid.client._channel import Address, AddressBook, Failover
+from taskgrid.client._addresses import Address, AddressBook
+from taskgrid.client._failover import Failover
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 from ._convert import (

@@ -8,7 +8,7 @@ clear message and nothing of gRPC exists yet when the children start.
 
 The address rules (``HOST:PORT``, comma-separated lists, DNS names expanded
 to their records, `Failover`) are the client's: this module imports them from
-``taskgrid.client._channel`` (tests/unit/test_layering.py allows it: only the
+``taskgrid.client._addresses`` (tests/unit/test_layering.py allows it: only the
 coordinator is off limits), so the worker and the client read an address
 list the same way.
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import grpc
 
-from taskgrid.client._channel import Address, is_loopback_target, split_addresses
+from taskgrid.client._addresses import Address, is_loopback_target, split_addresses
 
 logger = logging.getLogger(__name__)
 

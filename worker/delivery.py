@@ -40,7 +40,7 @@ from typing import Any
 
 import grpc
 
-from taskgrid.client._channel import Failover
+from taskgrid.client._failover import Failover
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 from ._convert import chunk_to_pb, lease_keys, lease_ref, report_to_pb, stale_keys

@@ -1,6 +1,6 @@
 """Coordinator addresses and failover, without a server.
 
-The address rules (taskgrid.client._channel, shared by the worker): parsing, DNS expansion with
+The address rules (taskgrid.client._addresses, shared by the worker): parsing, DNS expansion with
 an injected resolver, IPv6, bad input, the plain-text token rule for lists. Then `Failover`
 (one step per failure however many threads see it, each address once per call, names resolved
 again after a full round) and what the client and the worker build on it: the queue resend
@@ -26,14 +26,14 @@ from taskgrid.client import (
     UnavailableError,
     _convert,
 )
-from taskgrid.client._channel import (
+from taskgrid.client._addresses import (
     Address,
     AddressBook,
-    Failover,
     expand_addresses,
     is_loopback_target,
     split_addresses,
 )
+from taskgrid.client._failover import Failover
 from taskgrid.v1 import client_pb2, common_pb2, worker_pb2
 from taskgrid.worker import agent as agent_module
 from taskgrid.worker.agent import Agent, AgentConfig
