@@ -85,6 +85,7 @@ class WorkerRows(TxBase):
         With `silent_since`, only if its last heartbeat is still that old (a judgment
         from the rows must not kill a worker whose coordinator just wrote a newer one).
         """
+        self._lock_session(worker_id)
         w = schema.worker.c
         cond = [w.id == worker_id, w.alive.is_(True)]
         if silent_since is not None:
@@ -100,6 +101,7 @@ class WorkerRows(TxBase):
 
         Returns the worker row, or None if no live worker has this id and token.
         """
+        self._lock_session(worker_id)
         w = schema.worker.c
         result = self.conn.execute(sa.update(schema.worker).where(
             w.id == worker_id, w.alive.is_(True), w.token_hash == token_hash).values(
@@ -113,12 +115,23 @@ class WorkerRows(TxBase):
         return row_of(r, WORKER_TIMES) if r else None
 
     def holds_session(self, worker_id: int, node: str) -> bool:
-        """Is this live worker's session held by `node`? Locks the row against a move."""
+        """Is this live worker's session held by `node`? Locks the row against a move.
+
+        A key-share lock: heartbeat writes (plain updates) pass it, so claims never wait
+        for, or deadlock with, a node beat; a move or a death (`_lock_session`) waits for
+        the claim to commit, and a claim that comes after them sees them.
+        """
         cur = self.cur
-        lock = " FOR SHARE" if self.is_postgres else ""
+        lock = " FOR KEY SHARE" if self.is_postgres else ""
         cur.execute(self.d.sql("SELECT 1 FROM scheduler_worker WHERE id = ? AND alive "
                                f"AND node_name = ?{lock}"), (worker_id, node))
         return cur.fetchone() is not None
+
+    def _lock_session(self, worker_id: int) -> None:
+        """PostgreSQL: lock the worker row against claims (see holds_session) until commit."""
+        if self.is_postgres:
+            self.cur.execute("SELECT 1 FROM scheduler_worker WHERE id = %s FOR UPDATE",
+                             (worker_id,))
 
     # -- coordinators (PostgreSQL) -----------------------------------------------
 
@@ -178,8 +191,11 @@ class WorkerRows(TxBase):
             raise NotLeaderError(f"coordinator {node} no longer leads (epoch {epoch})")
 
     def touch_workers(self, beats: Sequence[tuple[int, Any, int]]) -> None:
-        """Write (id, last_heartbeat, rss_bytes) of live workers in one executemany."""
+        """Write (id, last_heartbeat, rss_bytes) of live workers in one executemany.
+
+        In id order, so two coordinators writing the same rows never deadlock.
+        """
         if beats:
             d = self.d
             self.cur.executemany(hotsql.touch_worker_sql(d), [
-                (d.time_in(last), rss, i, d.time_in(last)) for i, last, rss in beats])
+                (d.time_in(last), rss, i, d.time_in(last)) for i, last, rss in sorted(beats)])
