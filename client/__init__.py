@@ -5,8 +5,8 @@ methods over gRPC) and its `TlsConfig`, `JobGraph` (dependency graphs queued
 in one call) with its `JobTask` handles, the typed records they return, and
 the error tree they raise; `CommandSpec` is the program of a command task
 (`Scheduler.queue_command`). Protobuf messages and ``grpc`` types stay in the
-private modules (``_channel``, ``_convert``, ``_requests``) and never appear in a public
-signature; this package must not import ``taskgrid.coordinator``.
+private modules (``_channel``, ``_failover``, ``_resend``, ``_convert``, ``_requests``) and
+never appear in a public signature; this package must not import ``taskgrid.coordinator``.
 """
 
 from __future__ import annotations

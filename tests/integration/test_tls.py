@@ -25,6 +25,7 @@ from taskgrid.client import (
     TlsConfig,
     UnauthenticatedError,
     UnavailableError,
+    _addresses,
     _channel,
     cli,
 )
@@ -203,10 +204,10 @@ def test_a_token_is_never_sent_in_plain_text_beyond_loopback(monkeypatch, capsys
         assert "token" not in repr(s)
     for target in ("127.0.0.1:1", "localhost:1", "[::1]:1", "unix:/tmp/x.sock",
                    "ipv4:127.0.0.1:1,127.0.0.2:2"):
-        assert _channel.is_loopback_target(target), target
+        assert _addresses.is_loopback_target(target), target
         Scheduler(target).close()
     for target in ("10.0.0.1:1", "example.com:1", "0.0.0.0:1", "ipv4:127.0.0.1:1,10.0.0.1:2"):
-        assert not _channel.is_loopback_target(target), target
+        assert not _addresses.is_loopback_target(target), target
 
     assert cli.main(["tasks", "--coordinator", "10.1.2.3:1"]) == 2
     err = capsys.readouterr().err
