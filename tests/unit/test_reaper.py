@@ -133,3 +133,43 @@ def test_dead_rows_and_their_leases_are_both_reported(live):
     found = find([leased(1, "w1")], alive_rows=[alive(1, "w1")], live=live)
     assert found.dead_rows == [(1, "w1")]
     assert found.lost_leases == {"w1": [(1, 1)]}  # reconcile gives them back with the row
+
+
+def row(worker_id, name, *, silent_s, node="other", heartbeat=1.0):
+    """A live worker row as the node beat reads it."""
+    return {"id": worker_id, "worker_name": name, "alive": True, "node_name": node,
+            "heartbeat": heartbeat, "last_heartbeat": NOW - dt.timedelta(seconds=silent_s)}
+
+
+def dead_after(heartbeat):
+    return 3 * heartbeat
+
+
+def test_rows_nobody_refreshed_for_dead_after_plus_a_beat_are_silent():
+    rows = [row(1, "fresh", silent_s=1.0), row(2, "late", silent_s=3.5),
+            row(3, "gone", silent_s=4.5), row(4, "slow", silent_s=4.5, heartbeat=2.0)]
+    found = reaper.silent_rows(rows, {}, NOW, healthy_s=100.0, dead_after=dead_after,
+                               node="me")
+    assert [r["worker_name"] for r in found] == ["gone"]  # 3 s + a 1 s beat; slow has 7 s
+
+
+def test_this_nodes_own_sessions_are_judged_from_memory_not_rows():
+    rows = [row(1, "mine", silent_s=60.0, node="me"), row(2, "moved", silent_s=60.0,
+                                                         node="other")]
+    found = reaper.silent_rows(rows, {1: object(), 2: object()}, NOW, healthy_s=100.0,
+                               dead_after=dead_after, node="me")
+    assert [r["worker_name"] for r in found] == ["moved"]
+
+
+def test_silence_counts_only_for_as_long_as_this_node_has_seen_the_rows_refreshed():
+    rows = [row(1, "w", silent_s=60.0)]
+    assert reaper.silent_rows(rows, {}, NOW, healthy_s=2.0, dead_after=dead_after,
+                              node="me") == []
+    assert reaper.silent_rows(rows, {}, NOW, healthy_s=4.5, dead_after=dead_after,
+                              node="me") == rows
+
+
+def test_runs_of_unheard_workers_are_left_to_the_dead_worker_check():
+    rows = [leased(1, "w1", started_s_ago=100), leased(2, "w2", started_s_ago=100)]
+    found = reaper.find(rows, [], {"w1": 1, "w2": 2}, NOW, GRACE, unheard=frozenset({"w2"}))
+    assert [r["id"] for r in found.overdue] == [1]
