@@ -75,8 +75,8 @@ class Cluster:
         self.leader_until = 0.0
         self.served_until = now + NODE_TTL_S
         #: judgments from the rows count silence only from here: at a start, workers get
-        #: RECONNECT_GRACE_S to come back; after an outage, the others get two beats to write
-        #: the heartbeats they heard meanwhile
+        #: RECONNECT_GRACE_S to come back (unless another node has been serving for that long);
+        #: after an outage, the others get two beats to write the heartbeats they heard
         self.healthy_since = now + RECONNECT_GRACE_S
         #: the live worker rows of the last beat, and when that beat began (monotonic)
         self.rows: list[Row] = []
@@ -131,15 +131,19 @@ class Cluster:
                   "listen": self.listen, "started_at": self.started_at, "last_seen": now}
         cutoff = now.timestamp() - NODE_TTL_S
 
-        def write(tx: Tx) -> tuple[list[Row], int]:
+        settled = now.timestamp() - RECONNECT_GRACE_S
+
+        def write(tx: Tx) -> tuple[list[Row], int, bool]:
             tx.touch_node(values)
             tx.touch_workers(beats)
-            peers = sum(1 for n in tx.nodes() if n["node_name"] != self.node
-                        and n["last_seen"].timestamp() > cutoff)
-            return tx.workers(alive_only=True), peers
+            others = [n for n in tx.nodes() if n["node_name"] != self.node
+                      and n["last_seen"].timestamp() > cutoff]
+            # Another node has served long enough that live workers' rows are fresh.
+            watched = any(n["started_at"].timestamp() < settled for n in others)
+            return tx.workers(alive_only=True), len(others), watched
 
         try:
-            rows, peers = await loop.run_in_executor(None, rt.store.transact, write)
+            rows, peers, watched = await loop.run_in_executor(None, rt.store.transact, write)
         except StoreUnavailableError as exc:
             rt.registry.unflush(beats)
             if self._down_since is None:
@@ -153,6 +157,8 @@ class Cluster:
             logger.warning("node beat reached the database again after %.1f s",
                            started - (self._down_since or started))
             self._down_since = None
+        if watched and self.rows_at == 0.0:
+            self.healthy_since = started  # no start grace: the others kept the rows fresh
         self.served_until = started + NODE_TTL_S
         self.rows, self.rows_at = rows, started
         if peers != self.peers:

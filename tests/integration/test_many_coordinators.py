@@ -267,6 +267,25 @@ def test_killing_the_leader_hands_maintenance_over(start_many, start_worker, stu
     assert took_over_s < LEADER_TTL_S + 2 * NODE_BEAT_S + 1.0
 
 
+def test_a_worker_dying_on_a_coordinator_that_does_not_lead_is_found_by_the_leader(
+        start_many, start_worker, stubs_of, pg_url):
+    coordinators = start_many(2)
+    leader = leader_of(pg_url, coordinators)
+    follower = next(c for c in coordinators if c is not leader)
+    worker = start_worker("quiet", coordinator=follower, heartbeat=HEARTBEAT)
+    stubs = stubs_of(leader)
+    task_id = queue(stubs, "sleep_for", args="[30]").id
+    wait_until(lambda: status_of(stubs, task_id) == "RUNNING", timeout=15, desc="running")
+    worker.kill()
+    # Only the leader judges; it sees the row no longer refreshed by the follower's beats.
+    wait_until(lambda: "quiet" not in workers_by_name(follower), timeout=15,
+               desc="the dead worker declared dead")
+    wait_until(lambda: status_of(stubs, task_id) == "QUEUED", timeout=10,
+               desc="its task given back")
+    assert "worker lost worker=quiet" in leader.log_text()
+    assert "worker lost worker=quiet" not in follower.log_text()
+
+
 # -- 3. notifications between coordinators --------------------------------------------------------
 
 
