@@ -121,6 +121,7 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
         raise
     await loop.run_in_executor(None, store.migrate)
     rt = Runtime(config, clock or SystemClock(), store, WorkSignal(), TaskFeed())
+    store.spare = rt.signal.spare  # notes leave out work this coordinator takes itself
     rt.deps_possible = await rt.store.run(lambda tx: tx.has_unmet_deps())
     rt.registry = Registry(rt)
     await rt.registry.load()

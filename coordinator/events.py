@@ -18,13 +18,14 @@ Kind = tuple[str, str, str]
 
 
 class _Parked:
-    __slots__ = ("can_run", "capacity", "future")
+    __slots__ = ("can_run", "capacity", "future", "runs")
 
     def __init__(self, can_run: Callable[[Kind], bool], capacity: int,
-                 future: asyncio.Future[bool]) -> None:
+                 future: asyncio.Future[bool], runs: tuple[tuple[str, str], ...]) -> None:
         self.can_run = can_run
         self.capacity = capacity
         self.future = future
+        self.runs = runs
 
 
 class WorkSignal:
@@ -45,6 +46,9 @@ class WorkSignal:
     def __init__(self) -> None:
         self.epoch = 0
         self._parked: dict[int, _Parked] = {}
+        #: free slots of the parked calls by (group, function): how much new work this
+        #: coordinator starts at once (read from store threads: single dict reads, a hint)
+        self.spare: dict[tuple[str, str], int] = {}
 
     def fire(self, kinds: Iterable[Kind] | None = None, count: int = 0) -> None:
         """Announce a change; with `kinds`, `count` new due tasks of those kinds."""
@@ -61,19 +65,36 @@ class WorkSignal:
                     woken.append(key)
                     left -= parked.capacity
         for key in woken:
-            future = self._parked.pop(key).future
+            future = self._forget(key).future
             if not future.done():
                 future.set_result(True)
 
-    def park(self, can_run: Callable[[Kind], bool], capacity: int) -> asyncio.Future[bool]:
-        """A future that a signal for work this caller can run resolves (True)."""
+    def park(self, can_run: Callable[[Kind], bool], capacity: int,
+             runs: tuple[tuple[str, str], ...] = ()) -> asyncio.Future[bool]:
+        """A future that a signal for work this caller can run resolves (True).
+
+        `runs`: the (group, function) pairs the caller can run, counted in `spare`.
+        """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._parked[id(future)] = _Parked(can_run, capacity, future)
+        self._parked[id(future)] = _Parked(can_run, capacity, future, runs)
+        for run in runs:
+            self.spare[run] = self.spare.get(run, 0) + capacity
         return future
 
     def unpark(self, future: asyncio.Future[bool]) -> None:
         """Stop waiting (timed out, woken otherwise, or the call ended)."""
-        self._parked.pop(id(future), None)
+        if id(future) in self._parked:
+            self._forget(id(future))
+
+    def _forget(self, key: int) -> _Parked:
+        parked = self._parked.pop(key)
+        for run in parked.runs:
+            left = self.spare.get(run, 0) - parked.capacity
+            if left > 0:
+                self.spare[run] = left
+            else:
+                self.spare.pop(run, None)
+        return parked
 
     @property
     def parked(self) -> int:

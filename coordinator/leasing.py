@@ -237,7 +237,8 @@ async def _park(rt: Runtime, w: LiveWorker, n: int, timeout_s: float) -> bool:
     def can_run(kind: tuple[str, str, str]) -> bool:
         return kind[0] in groups and kind[1] in functions and kind[2] in ("", name)
 
-    future = rt.signal.park(can_run, n)
+    future = rt.signal.park(can_run, n, w.runs) if rt.cluster.shared else rt.signal.park(
+        can_run, n)
     w.parked = future
     logger.debug("lease parked worker=%s", w.name)
     try:

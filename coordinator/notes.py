@@ -15,7 +15,7 @@ lost notification costs seconds, never correctness.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 #: the one notification channel
@@ -29,8 +29,10 @@ Kind = tuple[str, str, str]
 class Notes:
     """The merged notes of one transaction."""
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, spare: Mapping[tuple[str, str], int] | None = None) -> None:
         self.node = node
+        #: this coordinator's parked free slots by (group, function) (events.WorkSignal)
+        self.spare = spare or {}
         self.kinds: set[Kind] = set()
         self.count = 0
         self.any_work = False
@@ -45,10 +47,18 @@ class Notes:
         return bool(self.kinds or self.any_work or self.timers or self.tasks or self.stops
                     or self.workers or self.dead or self.moved)
 
-    def queued(self, kinds: Iterable[Kind], count: int, timed: bool) -> None:
-        """Tasks were queued: `count` of these kinds; `timed` if any expires or broadcasts."""
-        self.kinds.update(kinds)
-        self.count += count
+    def queued(self, kinds: Iterable[tuple[Kind, int]], timed: bool) -> None:
+        """Tasks were queued, counted by kind; `timed` if any expires or broadcasts.
+
+        Tasks this coordinator's parked Lease calls will take at once (its spare slots
+        for their group and function) are not announced: waking the other coordinators'
+        workers for them would only make claims that find nothing.
+        """
+        for kind, n in kinds:
+            left = n if kind[2] else n - self.spare.get((kind[0], kind[1]), 0)
+            if left > 0:
+                self.kinds.add(kind)
+                self.count += left
         self.timers = self.timers or timed
 
     def requeued(self) -> None:

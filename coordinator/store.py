@@ -17,6 +17,7 @@ TransitionConflictError and the whole transaction rolls back.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import fcntl
@@ -98,8 +99,9 @@ class Tx(RunRows, WorkerRows):
                 raise
             raise DuplicateUuidError("a uuid of this request is already in use") from exc
         if self.notes is not None:
-            self.notes.queued({(r["group_name"], r["function_name"], r.get("target_worker_name")
-                                or "") for r in rows}, len(rows),
+            kinds = collections.Counter((r["group_name"], r["function_name"],
+                                         r.get("target_worker_name") or "") for r in rows)
+            self.notes.queued(kinds.items(),
                               any(r.get("stop_time") or r.get("broadcast") for r in rows))
         return ids
 
@@ -400,6 +402,8 @@ class Store:
         self.node = node
         #: other live coordinators on this database (cluster.py): while 0, nothing is noted
         self.peers = 0
+        #: this coordinator's parked free slots by (group, function) (events.WorkSignal.spare)
+        self.spare: dict[tuple[str, str], int] = {}
         self._writer = GroupCommit(self._run_batch, threads)
         self._lock_file: int | None = None
         #: SQLite: the one connection, held open (a pool checkout and its reset cost more
@@ -436,7 +440,7 @@ class Store:
         self.transactions += 1
         try:
             if not self.is_sqlite:
-                notes = Notes(self.node) if self.peers else None
+                notes = Notes(self.node, self.spare) if self.peers else None
                 with self.engine.begin() as conn:
                     out = [fn(Tx(conn, notes)) for fn in fns]
                     if notes:

@@ -104,6 +104,11 @@ class LiveWorker:
     status_set: float = 0.0
 
     @property
+    def runs(self) -> tuple[tuple[str, str], ...]:
+        """The (group, function) pairs it can run."""
+        return tuple((g, f) for g in self.group_names for f in self.functions)
+
+    @property
     def leases(self) -> dict[int, Held]:
         """The leases this worker holds, by task id (a view of the lease mirror)."""
         return self.book.of_worker(self.id)

@@ -171,3 +171,15 @@ def test_coordinators_starting_together_migrate_in_turn(db_url, tmp_path):
     finally:
         for s in stores:
             s.close()
+
+
+def test_work_this_coordinator_takes_itself_is_not_announced():
+    spare = {("main", "f"): 2}
+    n = notes.Notes("me", spare)
+    n.queued([(("main", "f", ""), 2)], timed=False)
+    assert not n and n.payloads() == []  # two parked slots here take both
+    n.queued([(("main", "f", ""), 3), (("main", "g", ""), 1), (("main", "f", "w9"), 1)],
+             timed=False)
+    work = json.loads(n.payloads()[0])["work"]
+    assert work == {"kinds": [["main", "f", ""], ["main", "f", "w9"], ["main", "g", ""]],
+                    "count": 3, "any": False}  # 1 f beyond the spare slots, 1 g, 1 targeted
