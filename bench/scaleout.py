@@ -41,7 +41,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from bench.compare import (  # noqa: E402
     fmt,
     interrupted,
     log,
+    medians,
     percentile,
     table,
 )
@@ -499,18 +499,6 @@ def figures(phase: str, r: dict[str, Any]) -> dict[str, float]:
     for group, seconds in r["cpu_s"].items():
         out[f"cores_{group}"] = seconds / wall
         out[f"cpu_us_{group}"] = seconds / measured * 1e6
-    return out
-
-
-def medians(per_round: dict[str, dict[str, list[dict[str, float]]]]
-            ) -> dict[str, dict[str, dict[str, float]]]:
-    """Each figure's median over rounds, by N and phase."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for n, phases in per_round.items():
-        for phase, rounds in phases.items():
-            keys = {k for f in rounds for k in f}
-            out.setdefault(n, {})[phase] = {
-                k: statistics.median([f[k] for f in rounds if k in f]) for k in keys}
     return out
 
 

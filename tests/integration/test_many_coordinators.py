@@ -330,22 +330,26 @@ def test_tail_through_one_coordinator_a_task_run_through_another(start_many, sta
     assert chunks_while_running >= 2, "output must arrive while the task runs, not at the end"
 
 
-def test_work_queued_through_one_coordinator_wakes_a_worker_parked_on_another(
-        start_many, stubs_of):
-    a, b = start_many(2)
-    far = FakeWorker(stubs_of(b), "parked", ["add"], heartbeat=5.0)
-    sa_ = stubs_of(a)
+def woken_by_notification(parked_on: Stubs, queued_on: Stubs, name: str) -> float:
+    """Park a Lease on one coordinator, queue a task through another; the seconds it took.
 
-    def queue_soon() -> None:
-        time.sleep(0.3)  # let the Lease park first (the test measures the wake-up)
-        queue(sa_, "add", args="[1, 1]")
-
-    threading.Thread(target=queue_soon, daemon=True).start()
+    The parked Lease's safety poll would answer after 2 s: an answer well before that can
+    only come from the other coordinator's notification.
+    """
+    far = FakeWorker(parked_on, name, ["add"], heartbeat=5.0)
+    # let the Lease park first: the test measures the wake-up, not a claim at the call
+    threading.Timer(0.3, lambda: queue(queued_on, "add", args="[1, 1]")).start()
     started = time.monotonic()
     reply = far.lease(1, wait_s=20)
     waited = time.monotonic() - started
     assert len(reply.leases) == 1
-    # The safety poll would answer after 2 s; the notification answers at once.
+    return waited
+
+
+def test_work_queued_through_one_coordinator_wakes_a_worker_parked_on_another(
+        start_many, stubs_of):
+    a, b = start_many(2)
+    waited = woken_by_notification(stubs_of(b), stubs_of(a), "parked")
     assert waited < 1.9, f"woken after {waited:.2f} s: by the safety poll, not a notification"
 
 
@@ -366,14 +370,8 @@ def test_a_listener_that_lost_its_connection_reconnects_and_hears_again(start_ma
     wait_until(lambda: all(c.log_text().count("listening for other coordinators") >= 2
                            for c in (a, b)), timeout=15, desc="both listeners connected again")
     for parked_on, queued_on in ((b, a), (a, b)):
-        far = FakeWorker(stubs_of(parked_on), f"parked-{parked_on.name}", ["add"],
-                         heartbeat=5.0)
-        sq = stubs_of(queued_on)
-        threading.Timer(0.3, lambda sq=sq: queue(sq, "add", args="[1, 1]")).start()
-        started = time.monotonic()
-        reply = far.lease(1, wait_s=20)
-        waited = time.monotonic() - started
-        assert len(reply.leases) == 1
+        waited = woken_by_notification(stubs_of(parked_on), stubs_of(queued_on),
+                                       f"parked-{parked_on.name}")
         assert waited < 1.9, f"woken after {waited:.2f} s on {parked_on.name} ({node_b})"
 
 
