@@ -11,6 +11,8 @@ import pathlib
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from taskgrid.coordinator import notify
 from taskgrid.coordinator.auth import AuthInterceptor, Tokens, is_loopback
@@ -18,6 +20,7 @@ from taskgrid.coordinator.clock import Clock, SystemClock
 from taskgrid.coordinator.cluster import Cluster, node_name
 from taskgrid.coordinator.config import CoordinatorConfig
 from taskgrid.coordinator.events import TaskFeed, WorkSignal
+from taskgrid.coordinator.health import Health
 from taskgrid.coordinator.reaper import Reaper
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers.admin import AdminServicer
@@ -26,7 +29,14 @@ from taskgrid.coordinator.servicers.worker import WorkerServicer
 from taskgrid.coordinator.store import Store, redact_url
 from taskgrid.coordinator.timers import Timers
 from taskgrid.coordinator.workers import Registry
-from taskgrid.v1 import admin_pb2_grpc, client_pb2_grpc, worker_pb2_grpc
+from taskgrid.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    client_pb2,
+    client_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +66,11 @@ class Coordinator:
     stopping: asyncio.Event
     background: list[asyncio.Task[None]]
     calls: CallCounter
+    health: Health
 
     async def stop(self) -> None:
         """Stop serving, finish background work, close the database."""
+        await self.health.shutting_down()
         self.stopping.set()
         await self.server.stop(SHUTDOWN_GRACE_S)
         await self.runtime.drain_background()
@@ -145,6 +157,14 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     client_pb2_grpc.add_ClientServiceServicer_to_server(ClientServicer(rt), server)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(rt), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(rt), server)
+    services = [m.DESCRIPTOR.services_by_name[name].full_name for m, name in (
+        (client_pb2, "ClientService"), (worker_pb2, "WorkerService"), (admin_pb2, "AdminService"))]
+    health = Health(rt, services)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    # grpcurl and other tools read the API from the server itself: no proto files needed
+    reflection.enable_server_reflection(
+        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
     if credentials is None:
         port = server.add_insecure_port(config.listen)
     else:
@@ -152,7 +172,8 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     stopping = asyncio.Event()
-    background = []
+    await health.update()
+    background = [asyncio.create_task(health.loop(stopping), name="taskgrid-health")]
     if rt.cluster.shared:
         host = config.listen.rsplit(":", 1)[0]
         rt.cluster.listen = f"{host}:{port}"
@@ -164,4 +185,4 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     background.append(asyncio.create_task(rt.reaper.loop(stopping), name="taskgrid-reaper"))
     logger.info("serving db=%s tls=%s mtls=%s tokens=%s node=%s", redact_url(config.db_url),
                 credentials is not None, bool(config.tls_client_ca), bool(tokens), store.node)
-    return Coordinator(server, port, rt, stopping, background, calls)
+    return Coordinator(server, port, rt, stopping, background, calls, health)

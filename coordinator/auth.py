@@ -46,7 +46,11 @@ SERVICE_ROLES: Mapping[str, frozenset[Role]] = {
     "taskgrid.v1.ClientService": frozenset({Role.CLIENT, Role.ADMIN}),
     "taskgrid.v1.WorkerService": frozenset({Role.WORKER, Role.ADMIN}),
     "taskgrid.v1.AdminService": frozenset({Role.ADMIN}),
+    # the API's own description (grpcurl, dynamic stubs): any valid token
+    "grpc.reflection.v1alpha.ServerReflection": frozenset(Role),
 }
+#: services anyone may call without a token: health probes (Kubernetes sends no credentials)
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
 
 
 class TokenError(ValueError):
@@ -157,6 +161,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         service = method.strip("/").split("/", 1)[0]
+        if service in OPEN_SERVICES:
+            return handler
         header = dict(handler_call_details.invocation_metadata or ()).get(AUTH_HEADER, "")
         if not isinstance(header, str) or not header.lower().startswith(BEARER):
             return _deny(handler, grpc.StatusCode.UNAUTHENTICATED,

@@ -97,6 +97,11 @@ class Cluster:
             return True
         return (time.monotonic() if now_mono is None else now_mono) < self.served_until
 
+    @property
+    def db_ok(self) -> bool:
+        """Did the last node beat reach the database?"""
+        return self._down_since is None
+
     def check_serving(self) -> None:
         """Raise StoreUnavailableError while this node is cut off from the database.
 

@@ -404,6 +404,8 @@ class Store:
         self.peers = 0
         #: this coordinator's parked free slots by (group, function) (events.WorkSignal.spare)
         self.spare: dict[tuple[str, str], int] = {}
+        #: False since a transaction failed for want of the database, until one succeeds
+        self.healthy = True
         self._writer = GroupCommit(self._run_batch, threads)
         self._lock_file: int | None = None
         #: SQLite: the one connection, held open (a pool checkout and its reset cost more
@@ -445,18 +447,22 @@ class Store:
                     out = [fn(Tx(conn, notes)) for fn in fns]
                     if notes:
                         _send(conn, notes)
-                    return out
-            if self._held is None:
-                self._held = self.engine.connect()
-            with self._held.begin():
-                return [fn(Tx(self._held)) for fn in fns]
+            else:
+                if self._held is None:
+                    self._held = self.engine.connect()
+                with self._held.begin():
+                    out = [fn(Tx(self._held)) for fn in fns]
+            self.healthy = True
+            return out
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError,
                 sqlite3.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError
                 ) as exc:
+            self.healthy = False
             raise StoreUnavailableError(f"database unavailable: {_first_line(exc)}") from exc
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 self._held = None
+                self.healthy = False
                 raise StoreUnavailableError(f"database connection lost: {_first_line(exc)}"
                                             ) from exc
             raise
