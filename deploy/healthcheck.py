@@ -5,11 +5,14 @@ Used by the compose file's healthchecks and the Kubernetes exec probes (the kube
 gRPC probe speaks plaintext only, so it cannot check a coordinator that serves TLS).
 
     taskgrid-healthcheck [ADDR] [--tls-ca PEM] [--server-name NAME] [--service S] [--timeout S]
+                         [--any-status]
 
 ADDR defaults to 127.0.0.1:50051. TLS is used when a CA is given (--tls-ca or
 $TASKGRID_TLS_CA); --tls-cert/--tls-key ($TASKGRID_TLS_CERT/KEY) add a client certificate
 for a coordinator that requires one. --server-name is the name to check the certificate
 against (default: the host of ADDR). Exit codes: 0 SERVING, 1 any other status, 2 no answer.
+With --any-status, any answer is 0: a liveness check (the process serves gRPC) rather than a
+readiness check (it can reach its database).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-name", default=None)
     p.add_argument("--service", default="")
     p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--any-status", action="store_true",
+                   help="exit 0 on any answer (liveness), not only on SERVING (readiness)")
     args = p.parse_args(argv)
     if args.tls_ca:
         creds = grpc.ssl_channel_credentials(
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(f"{args.addr}: {status}")
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return 0 if args.any_status or reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 if __name__ == "__main__":

@@ -64,9 +64,9 @@ def health_server():
     server.stop(0)
 
 
-def _check(addr):
-    return subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py"), addr, "--timeout", "5"],
-                          capture_output=True, text=True, timeout=30)
+def _check(addr, *extra):
+    return subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py"), addr, "--timeout", "5",
+                           *extra], capture_output=True, text=True, timeout=30)
 
 
 def test_healthcheck_script(health_server):
@@ -76,6 +76,7 @@ def test_healthcheck_script(health_server):
     assert (out.returncode, out.stdout.strip()) == (0, f"{addr}: SERVING"), out.stderr
     servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     assert _check(addr).returncode == 1
+    assert _check(addr, "--any-status").returncode == 0
 
 
 def test_healthcheck_script_no_answer():
