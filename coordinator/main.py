@@ -1,23 +1,42 @@
-"""`taskgrid coordinator`: flags -> CoordinatorConfig -> serve until SIGTERM/SIGINT."""
+"""`taskgrid coordinator`: settings -> CoordinatorConfig -> serve until SIGTERM/SIGINT.
+
+Every flag can also come from a TASKGRID_... environment variable or the [coordinator] table
+of a --config TOML file (taskgrid/settings.py, docs/configuration.md). Logs go to stderr as
+text or JSON lines (--log-format, taskgrid/logs.py); the one line "taskgrid coordinator
+listening on HOST:PORT" goes to stdout.
+"""
 
 from __future__ import annotations
 
+# taskgrid.logs first: it sets GRPC_VERBOSITY before anything loads grpc
+from taskgrid import logs
+
+# isort: split
 import argparse
 import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 
+from taskgrid import settings
 from taskgrid.coordinator import config as cfg
 from taskgrid.coordinator.app import ConfigError, create_server
 from taskgrid.coordinator.auth import TokenError
 from taskgrid.coordinator.errors import WriterLockError
 
+logger = logging.getLogger(__name__)
+PROG = "taskgrid coordinator"
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The coordinator's command line."""
-    p = argparse.ArgumentParser(prog="taskgrid coordinator",
-                                description="Serve the taskgrid gRPC API over a database.")
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `taskgrid coordinator`."""
+    p = argparse.ArgumentParser(prog=PROG,
+                                description="Serve the taskgrid gRPC API over a database. "
+                                "Every flag can also be set by TASKGRID_<FLAG> in the "
+                                "environment or in the [coordinator] table of --config FILE "
+                                "(command line > environment > file > default).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--db", default=cfg.DEFAULT_DB_URL,
                    help="SQLAlchemy URL: sqlite:///file.sqlite (default) or "
                         "postgresql+psycopg://user@/db?host=/socket/dir")
@@ -28,6 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="heartbeat intervals of silence after which a worker is dead")
     p.add_argument("--max-lost-requeues", type=int, default=cfg.DEFAULT_MAX_LOST_REQUEUES,
                    help="requeues after lost workers before a task ends FAILED")
+    p.add_argument("--max-lease-wait", type=float, default=cfg.DEFAULT_MAX_LEASE_WAIT_S,
+                   help="longest a Lease call may wait for work, seconds")
     p.add_argument("--timeout-grace", type=float, default=cfg.DEFAULT_TIMEOUT_GRACE_S,
                    help="seconds past a task's timeout before the coordinator closes the run")
     p.add_argument("--tokens-file", help="file of 'ROLE TOKEN' lines (roles: client, worker, "
@@ -52,8 +73,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="SQLite: fsync every commit (synchronous=FULL), so a power loss loses "
                    "nothing committed; the default (synchronous=NORMAL) is safe against a "
                    "crash of the process or the coordinator, not of the machine")
-    p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    p.add_argument("--log-level", default=logs.DEFAULT_LEVEL, type=str.upper,
+                   choices=logs.LEVELS, help="logging level")
+    p.add_argument("--log-format", default=logs.DEFAULT_FORMAT, choices=logs.FORMATS,
+                   help="log lines on stderr: text, or one JSON object per line")
+    settings.add_config_flag(p)
+    return p
+
+
+def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """The coordinator's settings: command line > environment > config file > defaults."""
+    return settings.parse(build_parser(), "coordinator", argv, environ)
 
 
 async def serve(config: cfg.CoordinatorConfig) -> None:
@@ -66,18 +96,18 @@ async def serve(config: cfg.CoordinatorConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
     await done.wait()
-    logging.getLogger(__name__).info("shutting down")
+    logger.info("shutting down")
     await coordinator.stop()
 
 
 def main(argv: list[str]) -> int:
     """Entry point of `taskgrid coordinator`."""
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(args.log_level, args.log_format)
     config = cfg.CoordinatorConfig(
         db_url=args.db, listen=args.listen, heartbeat_s=args.heartbeat,
         dead_after_beats=args.dead_after_beats, max_lost_requeues=args.max_lost_requeues,
+        max_lease_wait_s=args.max_lease_wait,
         timeout_grace_s=args.timeout_grace, tokens_file=args.tokens_file, insecure=args.insecure,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         max_args_bytes=args.max_args_bytes, max_result_bytes=args.max_result_bytes,
@@ -86,12 +116,18 @@ def main(argv: list[str]) -> int:
     try:
         asyncio.run(serve(config))
     except (ConfigError, TokenError) as exc:
-        print(f"taskgrid coordinator: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args.log_format, exc, 2)
     except WriterLockError as exc:
-        print(f"taskgrid coordinator: {exc}", file=sys.stderr)
-        return 3
+        return _fail(args.log_format, exc, 3)
     except OSError as exc:
-        print(f"taskgrid coordinator: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args.log_format, exc, 1)
     return 0
+
+
+def _fail(log_format: str, exc: Exception, code: int) -> int:
+    """Report a fatal error (a log record in JSON mode, else one plain line); return `code`."""
+    if log_format == "json":
+        logger.error("%s", exc)
+    else:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+    return code

@@ -12,6 +12,12 @@ process is left behind.
 records); a malformed list (an empty entry, no port) ends the worker with
 exit code 2 before it starts.
 
+Every flag can also be set by TASKGRID_<FLAG> in the environment (--coordinator by
+TASKGRID_COORDINATOR, like the client CLI) or in the [worker] table of a --config TOML
+file: command line > environment > config file > defaults (taskgrid/settings.py,
+docs/configuration.md). --log-format json writes one JSON object per log line
+(taskgrid/logs.py).
+
 Security flags (--token, --tls, --tls-ca, --tls-cert, --tls-key, --insecure)
 fall back to TASKGRID_TOKEN and TASKGRID_TLS_{CA,CERT,KEY}; unusable ones
 (a token bound for another machine in plain text, a certificate without its
@@ -29,15 +35,20 @@ allowed, --tasks may be left out: the worker then runs command tasks only.
 
 from __future__ import annotations
 
+# taskgrid.logs first: it sets GRPC_VERBOSITY before anything loads grpc
+from taskgrid import logs
+
+# isort: split
 import argparse
 import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+from taskgrid import settings
 
 from .agent import (
     DEFAULT_COORDINATOR,
@@ -60,7 +71,7 @@ from .runner import DEFAULT_KILL_GRACE_S, PoolError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 1
-DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_LOG_LEVEL = logs.DEFAULT_LEVEL
 EXIT_USAGE = 2
 COMMANDS_HELP = """\
 command tasks:
@@ -107,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS",
                         help="seconds between SIGTERM and SIGKILL on timeout or stop (default 5.0)")
     parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                        help="logging level (default INFO)")
+                        choices=logs.LEVELS, help="logging level (default INFO)")
+    parser.add_argument("--log-format", default=logs.DEFAULT_FORMAT, choices=logs.FORMATS,
+                        help="log lines on stderr: text, or one JSON object per line "
+                             "(default text)")
+    settings.add_config_flag(parser)
     commands = parser.add_argument_group("command tasks (off by default, see below)")
     commands.add_argument("--allow-commands", action="store_true",
                           help="run command tasks: any program, as this worker's user")
@@ -170,16 +184,15 @@ def _install_signal_handlers(agent: Agent) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `taskgrid worker` with `argv` (default sys.argv[1:]); return the exit code."""
+    """Run `taskgrid worker` with `argv` (default sys.argv[1:]); return the exit code.
+
+    The TASKGRID_... environment and the --config file fill in flags not given.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = settings.parse(parser, "worker", argv)
     if args.tasks is None and not (args.allow_commands or args.executables):
         parser.error("--tasks is required unless command tasks are allowed (--allow-commands)")
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_level, args.log_format)
     try:
         security = load_security(args.coordinator, token=args.token, tls=args.tls,
                                  ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
