@@ -21,6 +21,7 @@ from taskgrid.coordinator.cluster import Cluster, node_name
 from taskgrid.coordinator.config import CoordinatorConfig
 from taskgrid.coordinator.events import TaskFeed, WorkSignal
 from taskgrid.coordinator.health import Health
+from taskgrid.coordinator.metrics import Metrics, MetricsInterceptor
 from taskgrid.coordinator.reaper import Reaper
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers.admin import AdminServicer
@@ -81,6 +82,8 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         if self.runtime.cluster.shared:
             await loop.run_in_executor(None, self.runtime.cluster.leave)
+        if self.runtime.metrics is not None:
+            await loop.run_in_executor(None, self.runtime.metrics.close)
         await loop.run_in_executor(None, self.runtime.store.close)
         counts = " ".join(f"{k}={v}" for k, v in sorted(self.calls.counts.items()))
         # bodies: store calls; transactions: commits (group commit runs several bodies in one)
@@ -151,6 +154,10 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
                ("grpc.max_send_message_length", config.max_message_bytes)]
     calls = CallCounter()
     interceptors: list[grpc.aio.ServerInterceptor] = [calls]
+    if config.metrics_listen:
+        rt.metrics = Metrics()
+        store.on_commit = rt.metrics.transaction_seconds.observe
+        interceptors.append(MetricsInterceptor(rt.metrics))
     if tokens:
         interceptors.append(AuthInterceptor(tokens))
     server = grpc.aio.server(options=options, interceptors=interceptors)
@@ -174,6 +181,12 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     stopping = asyncio.Event()
     await health.update()
     background = [asyncio.create_task(health.loop(stopping), name="taskgrid-health")]
+    if rt.metrics is not None and config.metrics_listen:
+        metrics_port = rt.metrics.serve(config.metrics_listen)
+        host = config.metrics_listen.rpartition(":")[0] or "127.0.0.1"
+        logger.info("metrics on http://%s:%d/metrics", host, metrics_port)
+        background.append(asyncio.create_task(rt.metrics.loop(rt, stopping),
+                                              name="taskgrid-metrics"))
     if rt.cluster.shared:
         host = config.listen.rsplit(":", 1)[0]
         rt.cluster.listen = f"{host}:{port}"

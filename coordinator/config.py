@@ -50,6 +50,8 @@ class CoordinatorConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    #: HOST:PORT of the Prometheus /metrics endpoint (None: no metrics)
+    metrics_listen: str | None = None
 
     def dead_after_s(self, heartbeat_s: float) -> float:
         """Silence after which a worker with this heartbeat is dead."""

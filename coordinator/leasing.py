@@ -139,6 +139,8 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
     now_mono = time.monotonic()
     for g in granted:
         rt.leases.grant(w.id, g.task["id"], g.task["attempt"], g.started, now_mono)
+    if rt.metrics is not None and granted:
+        rt.metrics.leased([g.task for g in granted], rt.clock.now())
     publish(rt, ended)
     publish(rt, (g.task for g in granted))
     return granted

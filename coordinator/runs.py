@@ -234,6 +234,8 @@ async def report(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome]) -> lis
     if fresh:
         _, gone = await asyncio.shield(finish(rt, w, fresh, reported=True))
         stale.update(gone)
+    if rt.metrics is not None and stale:
+        rt.metrics.stale_reports.inc(len(stale))
     return sorted(stale)
 
 
@@ -276,6 +278,8 @@ async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
         lambda item, exc: _abandon_tx(rt, w.name, item, exc), "report")
     settle(rt, rows, reported)
     rt.leases.end_many(t for t, _ in stale)
+    if rt.metrics is not None:
+        rt.metrics.ended(rows, {o.task_id: o.status.value for o in outcomes}, rt.clock.now())
     return rows, stale
 
 
@@ -318,6 +322,9 @@ async def time_out(rt: Runtime, overdue: Sequence[Row]) -> list[Row]:
             functools.partial(_abandon_tx, rt, name), "timeout backstop")
         rt.leases.end_many(t for t, _ in stale)
         settle(rt, rows)
+        if rt.metrics is not None:
+            rt.metrics.ended(rows, {o.task_id: o.status.value for o in outcomes},
+                             rt.clock.now())
         ended += rows
     return ended
 
@@ -390,6 +397,8 @@ async def lose(rt: Runtime, name: str, reason: str, refs: Sequence[Ref] | None =
     if rows:
         logger.warning("leases given back worker=%s reason=%s tasks=%s", name, reason,
                        ",".join(str(r["id"]) for r in rows))
+        if rt.metrics is not None:
+            rt.metrics.ended(rows, {}, now)
     settle(rt, rows)
     rt.signal.fire()
     return rows

@@ -17,6 +17,7 @@ from taskgrid.coordinator.store import Store
 
 if TYPE_CHECKING:
     from taskgrid.coordinator.cluster import Cluster
+    from taskgrid.coordinator.metrics import Metrics
     from taskgrid.coordinator.reaper import Reaper
     from taskgrid.coordinator.timers import Timers
     from taskgrid.coordinator.workers import Registry
@@ -47,6 +48,8 @@ class Runtime:
     leases: Leases = dataclasses.field(default_factory=Leases)
     #: wakes the reaper early (a timer moved closer, the clock was moved, a worker went silent)
     wake_reaper: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: the Prometheus metrics, when --metrics-listen is given
+    metrics: Metrics | None = None
     #: clean-ups that must outlive the call that started them (a cancelled Lease's hand-back)
     background: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
 

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -171,6 +172,21 @@ class Tx(RunRows, WorkerRows):
                     when = d.time_out(got[0])
                     best = when if best is None or when < best else best
         return best
+
+    def active_counts(self) -> dict[tuple[str, str], int]:
+        """(group, status) -> tasks QUEUED, ASSIGNED or RUNNING (an index range each)."""
+        t = schema.task.c
+        stmt = sa.select(t.group_name, t.status, sa.func.count()).where(
+            t.status.in_([QUEUED, *_LEASED_STATUSES])).group_by(t.group_name, t.status)
+        return {(g, s): int(n) for g, s, n in self.conn.execute(stmt)}
+
+    def oldest_due(self, now: Any) -> dict[str, Any]:
+        """Group -> the earliest next_run_time of its enabled queued tasks due by `now`."""
+        t = schema.task.c
+        stmt = sa.select(t.group_name, sa.func.min(t.next_run_time)).where(
+            t.status == QUEUED, t.enabled.is_(True), t.next_run_time <= to_db(now)
+        ).group_by(t.group_name)
+        return {g: from_db(when) for g, when in self.conn.execute(stmt)}
 
     def has_unmet_deps(self) -> bool:
         """True when some dependency edge still waits (so claims must check prerequisites)."""
@@ -406,6 +422,8 @@ class Store:
         self.spare: dict[tuple[str, str], int] = {}
         #: False since a transaction failed for want of the database, until one succeeds
         self.healthy = True
+        #: told each committed transaction's seconds (metrics.py), when metrics are on
+        self.on_commit: Callable[[float], None] | None = None
         self._writer = GroupCommit(self._run_batch, threads)
         self._lock_file: int | None = None
         #: SQLite: the one connection, held open (a pool checkout and its reset cost more
@@ -440,6 +458,7 @@ class Store:
     def _transact_many(self, fns: Sequence[Callable[[Tx], Any]]) -> list[Any]:
         """Run every body in one transaction; their results in order."""
         self.transactions += 1
+        started = time.perf_counter()
         try:
             if not self.is_sqlite:
                 notes = Notes(self.node, self.spare) if self.peers else None
@@ -453,6 +472,8 @@ class Store:
                 with self._held.begin():
                     out = [fn(Tx(self._held)) for fn in fns]
             self.healthy = True
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started)
             return out
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError,
                 sqlite3.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError
