@@ -63,6 +63,7 @@ from .backoff import Backoff
 from .channel import ChannelSecurity, open_channel
 from .command import CommandPolicy
 from .delivery import DEFAULT_RPC_TIMEOUT_S, DeliveryMixin
+from .metrics import WorkerMetrics
 from .records import LeaseKey, Outcome, RunResult, TaskRun, describe_leases
 from .reporter import Reporter
 from .runner import DEFAULT_KILL_GRACE_S, Pool
@@ -116,6 +117,8 @@ class AgentConfig:
     kill_grace_s: float = DEFAULT_KILL_GRACE_S
     security: ChannelSecurity = field(default_factory=ChannelSecurity)
     command_policy: CommandPolicy = field(default_factory=CommandPolicy)
+    #: HOST:PORT of the Prometheus /metrics endpoint (None: no metrics)
+    metrics_listen: str | None = None
     """Command tasks this worker runs; it declares the capability only when allowed."""
 
 
@@ -148,6 +151,8 @@ class Agent(DeliveryMixin):
             command_policy=config.command_policy,
         )
         self._reporter = Reporter(self, self._pool.active_runs, self._has_session)
+        self._metrics = (WorkerMetrics(config.concurrency, self._pool.free_slots)
+                         if config.metrics_listen else None)
         self._cond = threading.Condition()
         self._session: worker_pb2.WorkerSession | None = None
         self._generation = 0  # bumped when a session is lost: late errors of old calls are moot
@@ -191,6 +196,10 @@ class Agent(DeliveryMixin):
             runner.PoolError: the task children could not load the tasks.
         """
         self._pool.start()  # before the channel: nothing of gRPC exists when children start
+        if self._metrics is not None and self.config.metrics_listen:
+            port = self._metrics.serve(self.config.metrics_listen)
+            host = self.config.metrics_listen.rpartition(":")[0] or "127.0.0.1"
+            logger.info("metrics on http://%s:%d/metrics", host, port)
         self._link.current()
         if self._link.size > 1:
             logger.info("coordinator addresses: %s",
@@ -214,6 +223,8 @@ class Agent(DeliveryMixin):
             heartbeat.join(DEFAULT_RPC_TIMEOUT_S)
             self._pool.close()
             self._link.close()
+            if self._metrics is not None:
+                self._metrics.close()
         logger.info("worker exiting reason=%s", self._leaving)
         return self._exit_code
 
@@ -473,6 +484,8 @@ class Agent(DeliveryMixin):
             self._unfinished.add(task.key)
             self._pool.submit(task)
             self._reporter.run_started(task)
+            if self._metrics is not None:
+                self._metrics.started(task)
 
     def _count_empty_run(self, had_work: bool) -> None:
         """web2py's max_empty_runs: consecutive empty leases while idle end the worker."""
@@ -522,6 +535,8 @@ class Agent(DeliveryMixin):
         """
         key = result.task.key
         logger.debug("run ended task=%s attempt=%s outcome=%s", *key, result.outcome.value)
+        if self._metrics is not None:
+            self._metrics.finished(result)
         with self._cond:
             if (self._lease_takes_reports and not self._lease_in_flight and not self._leaving
                     and self._session is not None):
