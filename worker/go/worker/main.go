@@ -21,7 +21,9 @@ import (
 // agent.ExitNameTaken (6, another live worker kept this worker's name).
 const ExitUsage = 2
 
-// Environment variables read when the matching flag is not given.
+// Environment variables read when the matching flag is not given (every
+// flag has one, EnvName(flag); these are the ones shared with the Python
+// worker and the client CLI).
 const (
 	EnvToken   = "TASKGRID_TOKEN"
 	EnvTLSCA   = "TASKGRID_TLS_CA"
@@ -47,7 +49,7 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 type options struct {
-	coordinator, name, logLevel                  string
+	coordinator, name, logLevel, logFormat       string
 	groups, executables                          listFlag
 	heartbeat, killGrace                         float64
 	concurrency, maxEmptyRuns                    int
@@ -56,6 +58,11 @@ type options struct {
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
+	return parseEnv(args, stderr, lookupEnv)
+}
+
+// parseEnv parses args, then fills the flags they left out from TASKGRID_<FLAG>.
+func parseEnv(args []string, stderr io.Writer, getenv func(string) (string, bool)) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("taskgrid-worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -80,7 +87,16 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"run command tasks (any executable, as this worker's user; see --allow-executable)")
 	fs.Var(&o.executables, "allow-executable", "with --allow-commands: only run this executable (`PATH` or name in PATH); repeatable")
 	fs.StringVar(&o.logLevel, "log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log lines on stderr: text, or json (one object per line)")
+	fs.Usage = func() {
+		_, _ = fmt.Fprintf(fs.Output(), "Usage of %s (every flag can also be set by %s<FLAG>, "+
+			"e.g. %s; the command line wins):\n", fs.Name(), EnvPrefix, EnvName("max-empty-runs"))
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := applyEnv(fs, getenv); err != nil {
 		return nil, err
 	}
 	switch {
@@ -99,6 +115,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	}
 	if _, err := parseLevel(o.logLevel); err != nil {
 		return nil, err
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, fmt.Errorf("--log-format: unknown format %q (text or json)", o.logFormat)
 	}
 	return o, nil
 }
@@ -138,7 +157,11 @@ func Run(args []string, stderr io.Writer) int {
 		return ExitUsage
 	}
 	level, _ := parseLevel(o.logLevel)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger, err := newLogger(o.logFormat, level, stderr)
+	if err != nil {
+		_, _ = fmt.Fprintln(stderr, "taskgrid-worker:", err)
+		return ExitUsage
+	}
 	slog.SetDefault(logger)
 	name := o.name
 	if name == "" {
