@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SQLite: fsync every commit (synchronous=FULL), so a power loss loses "
                    "nothing committed; the default (synchronous=NORMAL) is safe against a "
                    "crash of the process or the coordinator, not of the machine")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 = any "
+                   "free; docs/metrics.md)")
     p.add_argument("--log-level", default=logs.DEFAULT_LEVEL, type=str.upper,
                    choices=logs.LEVELS, help="logging level")
     p.add_argument("--log-format", default=logs.DEFAULT_FORMAT, choices=logs.FORMATS,
@@ -112,7 +115,8 @@ def main(argv: list[str]) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         max_args_bytes=args.max_args_bytes, max_result_bytes=args.max_result_bytes,
         max_output_bytes=args.max_output_bytes, max_message_bytes=args.max_message_bytes,
-        worker_retention_s=args.worker_retention, durable=args.durable)
+        worker_retention_s=args.worker_retention, durable=args.durable,
+        metrics_listen=args.metrics_listen)
     try:
         asyncio.run(serve(config))
     except (ConfigError, TokenError) as exc:

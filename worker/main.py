@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kill-grace", type=_non_negative_float, default=DEFAULT_KILL_GRACE_S,
                         metavar="SECONDS",
                         help="seconds between SIGTERM and SIGKILL on timeout or stop (default 5.0)")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 = "
+                             "any free; docs/metrics.md)")
     parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, type=str.upper,
                         choices=logs.LEVELS, help="logging level (default INFO)")
     parser.add_argument("--log-format", default=logs.DEFAULT_FORMAT, choices=logs.FORMATS,
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         kill_grace_s=args.kill_grace,
         security=security,
         command_policy=policy,
+        metrics_listen=args.metrics_listen,
     )
     agent = Agent(config)
     _install_signal_handlers(agent)
