@@ -89,3 +89,16 @@ def test_worker_instances_have_their_own_settings_and_name():
 def test_sysusers_creates_the_unit_user():
     lines = (UNITS / "taskgrid.sysusers.conf").read_text().splitlines()
     assert any(ln.split()[:2] == ["u", "taskgrid"] for ln in lines if ln.strip())
+
+
+@pytest.mark.parametrize(("unit", "example"), [
+    ("taskgrid-coordinator.service", "coordinator.env.example"),
+    ("taskgrid-worker@.service", "worker.env.example"),
+])
+def test_env_example_sets_what_execstart_uses(unit, example):
+    exec_start = _unit(unit)["Service"]["ExecStart"][-1]
+    used = set(re.findall(r"\$\{?([A-Z_]+)\}?", exec_start))
+    lines = [ln for ln in (UNITS / example).read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assigned = {ln.split("=", 1)[0] for ln in lines}
+    assert used <= assigned, sorted(used - assigned)
