@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from taskgrid.coordinator.auth import Tokens
-from tests.deploy.conftest import DEPLOY
+from tests.deploy.helpers import DEPLOY
 
 
 def _compose() -> dict[str, Any]:

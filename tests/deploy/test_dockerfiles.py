@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tests.deploy.conftest import DEPLOY, ROOT, tool
+from tests.deploy.helpers import DEPLOY, ROOT, tool
 
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "go-worker.Dockerfile"]
 

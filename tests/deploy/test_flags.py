@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY
+from tests.deploy.helpers import DEPLOY
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY, tool
+from tests.deploy.helpers import DEPLOY, tool
 
 K8S = DEPLOY / "k8s"
 #: the oldest and the newest Kubernetes versions the manifests are checked against

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY, VENV_BIN, tool
+from tests.deploy.helpers import DEPLOY, VENV_BIN, tool
 
 UNITS = DEPLOY / "systemd"
 INSTALLED_BINARY = "/opt/taskgrid/bin/taskgrid"
