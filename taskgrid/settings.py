@@ -124,17 +124,22 @@ def load_file(path: str, section: str) -> dict[str, Any]:
     return table
 
 
-def resolve(parser: argparse.ArgumentParser, section: str, argv: Sequence[str],
+def config_flag(argv: Sequence[str]) -> str | None:
+    """The value of --config PATH or --config=PATH in `argv` (written in full), if any."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(list(argv))
+    path: str | None = known.config
+    return path
+
+
+def resolve(parser: argparse.ArgumentParser, section: str, path: str | None,
             environ: Mapping[str, str]) -> dict[str, tuple[argparse.Action, Any]]:
-    """Map dest -> (action, value) of every flag set by the config file or the environment.
+    """Map dest -> (action, value) of every flag set by the environment or TOML file `path`.
 
     Raises:
         SettingsError: a bad value, key or file, the message naming where it came from.
     """
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(list(argv))
-    path = known.config or environ.get(CONFIG_ENV) or None
     flags = settable(parser)
     by_key = {}
     for flag, action in flags:
@@ -171,8 +176,9 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Sequence[str] | N
     argv = sys.argv[1:] if argv is None else list(argv)
     environ = os.environ if environ is None else environ
     parser.error = lambda message: _fail(parser, message)  # type: ignore[method-assign]
+    given = config_flag(argv)
     try:
-        values = resolve(parser, section, argv, environ)
+        values = resolve(parser, section, given or environ.get(CONFIG_ENV) or None, environ)
     except SettingsError as exc:
         _fail(parser, str(exc))
     plain = {dest: value for dest, (action, value) in values.items() if not _is_list(action)}
@@ -180,6 +186,8 @@ def parse(parser: argparse.ArgumentParser, section: str, argv: Sequence[str] | N
     parser.set_defaults(**plain)
     originals = {dest: parser.get_default(dest) for dest in lists}
     args = parser.parse_args(argv)
+    if getattr(args, "config", None) != given:
+        _fail(parser, "write --config in full")  # an abbreviation was not read above
     for dest, value in lists.items():
         # repeatable flags append to their default: apply these only when none was given
         if getattr(args, dest) == originals[dest]:

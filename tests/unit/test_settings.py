@@ -124,3 +124,12 @@ def test_the_doc_lists_every_setting(parser):
         assert f"`{flag}`" in doc, f"docs/configuration.md does not list {flag}"
         assert f"`{settings.env_name(flag)}`" in doc, settings.env_name(flag)
     assert "`--config`" in doc and "`TASKGRID_CONFIG`" in doc
+
+
+def test_config_flag_forms(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[coordinator]\nheartbeat = 8\n")
+    assert coordinator([f"--config={path}"]).heartbeat == 8.0
+    with pytest.raises(SystemExit):
+        coordinator(["--conf", str(path)])
+    assert "--config in full" in capsys.readouterr().err
