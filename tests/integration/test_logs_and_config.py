@@ -64,6 +64,7 @@ def test_json_logs_carry_the_schema_and_no_token(start_coordinator, start_worker
     # key=value pairs of the messages are fields
     registered = [r for r in coordinator_records if r["message"].startswith("worker registered")]
     assert registered and registered[0]["worker"] == "json-worker", coordinator_records
+    assert any(r.get("task") == queued.id for r in worker_records), worker_records
     assert {r["logger"] for r in worker_records} & {"taskgrid.worker.agent",
                                                     "taskgrid.worker.main"}
     assert all(r["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
