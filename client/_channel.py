@@ -263,20 +263,58 @@ def create_channel(
     return channel
 
 
-def to_taskgrid_error(exc: grpc.RpcError) -> errors.TaskgridError:
-    """Translate one gRPC failure into the matching client error."""
+def tls_hint(details: str, tls: bool, client_cert: bool) -> str | None:
+    """The likely cause of a connection failure that TLS settings explain, or None.
+
+    gRPC reports these as bare transport errors ("Socket closed", a handshake
+    failure); the hint names the setting to look at.
+    """
+    text = details.lower()
+    if "certificate_verify_failed" in text or "unable to get local issuer" in text:
+        return ("the coordinator's certificate is not signed by a CA this client trusts: "
+                "pass the CA that signed it with --tls-ca (TlsConfig(ca=...))")
+    if "handshake" in text and ("wrong version" in text or "http_request" in text
+                                or "record" in text):
+        return ("the coordinator does not speak TLS: leave out --tls/--tls-ca, or check "
+                "the address")
+    if "hostname" in text or "subject alternative" in text or "peer name" in text:
+        return ("the coordinator's certificate does not name this address: connect by a name "
+                "it lists, or set TlsConfig(server_name=...)")
+    if "socket closed" in text or "connection reset" in text:
+        if not tls:
+            return ("if the coordinator serves TLS, connect with --tls (or --tls-ca CA.pem): "
+                    "it closes plain-text connections")
+        if not client_cert:
+            return ("if the coordinator requires client certificates (mTLS), pass "
+                    "--tls-cert and --tls-key")
+        return ("if the coordinator requires client certificates, check that --tls-cert is "
+                "signed by the CA it trusts (--tls-client-ca)")
+    return None
+
+
+def to_taskgrid_error(exc: grpc.RpcError, tls: TlsConfig | None = None,
+                      secured: bool = False) -> errors.TaskgridError:
+    """Translate one gRPC failure into the matching client error.
+
+    A connection failure that TLS settings explain gets the likely cause added
+    (`tls_hint`); `secured` says the channel was made with TLS (`tls` its settings).
+    """
     code_fn = getattr(exc, "code", None)
     details_fn = getattr(exc, "details", None)
     code = code_fn() if callable(code_fn) else None
     code_name = str(getattr(code, "name", "UNKNOWN"))
     details = details_fn() if callable(details_fn) else None
     message = str(details) if details else code_name.lower().replace("_", " ")
+    if code_name in ("UNAVAILABLE", "UNKNOWN") and details:
+        hint = tls_hint(str(details), secured, bool(tls is not None and tls.cert))
+        if hint:
+            message = f"{message} (likely cause: {hint})"
     cls = _ERROR_BY_CODE.get(code_name, errors.TaskgridError)
     return cls(message, code=code_name)
 
 
 @contextmanager
-def translated_errors() -> Iterator[None]:
+def translated_errors(tls: TlsConfig | None = None, secured: bool = False) -> Iterator[None]:
     """Run a block of RPCs, raising client errors instead of ``grpc.RpcError``.
 
     The gRPC exception is not chained: its text is already in the message,
@@ -285,6 +323,6 @@ def translated_errors() -> Iterator[None]:
     try:
         yield
     except grpc.RpcError as exc:
-        error = to_taskgrid_error(exc)
+        error = to_taskgrid_error(exc, tls, secured)
         logger.debug("rpc failed code=%s message=%s", error.code, error.message)
         raise error from None

@@ -139,7 +139,7 @@ class Scheduler:
         resend: Callable[[grpc.RpcError], bool] = lambda error: True,
     ) -> Any:
         """``send(stubs)`` through the current channel, on the next address if it is away."""
-        with _channel.translated_errors():
+        with _channel.translated_errors(self._tls, self._tls is not None):
             return self._link.call(send, _failover.is_unavailable, resend)
 
     # --- lifetime ----------------------------------------------------------------------
@@ -452,7 +452,7 @@ class Scheduler:
     def _watch(self, request: Any) -> Iterator[TaskEvent]:
         """The task's events, the stream restarted on the next address when one is away."""
         resume = _resend.WatchResume()
-        with _channel.translated_errors():
+        with _channel.translated_errors(self._tls, self._tls is not None):
             for message in self._link.stream(lambda stubs: stubs.tasks.WatchTask(request),
                                              resume.restart):  # fmt: skip
                 event = resume.admit(_convert.event_from_proto(message))

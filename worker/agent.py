@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from taskgrid.client._addresses import Address, AddressBook
+from taskgrid.client._channel import tls_hint
 from taskgrid.client._failover import Failover
 from taskgrid.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
@@ -99,6 +100,8 @@ CHANNEL_OPTIONS = [
 _S = common_pb2
 # On Register (which carries no session) these can only be about the bearer token.
 _CREDENTIALS_REJECTED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+#: how gRPC reports a TLS mismatch at connection time (the details tell it from an outage)
+_TLS_SUSPECT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN}
 
 
 @dataclass(frozen=True)
@@ -306,6 +309,11 @@ class Agent(DeliveryMixin):
             if error.code() == grpc.StatusCode.ALREADY_EXISTS:
                 self._name_taken(error)
                 return False
+            hint = tls_hint(str(error.details() or ""), config.security.tls,
+                            config.security.certificate_chain is not None)
+            if hint is not None and error.code() in _TLS_SUSPECT:
+                self._credentials_rejected(error, f"a TLS setting, likely: {hint}")
+                return False
             self._log_failure("Register", error)
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:  # our flags are wrong
                 with self._cond:
@@ -330,7 +338,7 @@ class Agent(DeliveryMixin):
         self._reporter.wake()
         return True
 
-    def _credentials_rejected(self, error: grpc.RpcError) -> None:
+    def _credentials_rejected(self, error: grpc.RpcError, why: str = "") -> None:
         """Register was refused for the token or its role: say so once, give up soon.
 
         Unlike a lost session (re-registering fixes it) or an outage (waiting
@@ -342,10 +350,10 @@ class Agent(DeliveryMixin):
             self._auth_failures += 1
             failures = self._auth_failures
         if failures == 1:
+            fix = why or "give a worker or admin token with --token or $TASKGRID_TOKEN"
             logger.error(
-                "coordinator %s rejected this worker's credentials (%s: %s): give a worker "
-                "or admin token with --token or $TASKGRID_TOKEN; trying %s times in all",
-                self._link.address, error.code().name, error.details(),
+                "coordinator %s rejected this worker's credentials (%s: %s): %s; trying %s "
+                "times in all", self._link.address, error.code().name, error.details(), fix,
                 DEFAULT_AUTH_ATTEMPTS)  # fmt: skip
         if failures >= DEFAULT_AUTH_ATTEMPTS:
             logger.error("credentials rejected %s times in a row: leaving", failures)

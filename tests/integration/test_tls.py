@@ -243,3 +243,42 @@ def test_task_code_never_sees_the_workers_token(coordinator, start_worker, clien
     r = client.queue_task("env_var", pargs=["TASKGRID_TOKEN"])
     wait_until(lambda: client.task_status(r.id).status == "COMPLETED", timeout=15)
     assert client.task_status(r.id, output=True).result is None
+
+
+# -- TLS that explains itself -------------------------------------------------------------------
+
+
+def hint_of(scheduler: Scheduler) -> str:
+    with pytest.raises(UnavailableError) as info:
+        scheduler.list_tasks()
+    return str(info.value)
+
+
+def test_tls_mistakes_name_their_likely_cause(start_coordinator, certs, tmp_path, db_url):
+    tls_only = start_coordinator(extra_args=tls_args(certs),
+                                 access=Access(ca=certs.ca))
+    second = (f"sqlite:///{tmp_path / 'second.sqlite'}" if db_url.startswith("sqlite")
+              else db_url)  # one coordinator per SQLite file; PostgreSQL takes two
+    mtls = start_coordinator(extra_args=tls_args(certs, client_ca=True), db_url=second,
+                             access=Access(ca=certs.ca, cert=certs.client_cert,
+                                           key=certs.client_key))
+    with Scheduler(tls_only.address, timeout_s=5) as plain:
+        assert "likely cause: if the coordinator serves TLS, connect with --tls" in hint_of(
+            plain)
+    with Scheduler(tls_only.address, tls=TlsConfig(ca=certs.other_ca), timeout_s=5) as wrong:
+        assert "not signed by a CA this client trusts: pass the CA that signed it with " \
+            "--tls-ca" in hint_of(wrong)
+    with Scheduler(mtls.address, tls=TlsConfig(ca=certs.ca), timeout_s=5) as anonymous:
+        assert "requires client certificates (mTLS), pass --tls-cert and --tls-key" in hint_of(
+            anonymous)
+    proc = run_cli(tls_only.address, "tasks")  # the CLI shows the same hint
+    assert proc.returncode == 4 and "likely cause: if the coordinator serves TLS" in proc.stderr
+
+
+def test_a_worker_with_a_tls_mistake_exits_with_a_clear_error(start_coordinator, start_worker,
+                                                             certs):
+    coord = start_coordinator(extra_args=tls_args(certs), access=Access(ca=certs.ca))
+    worker = start_worker("no-tls", coordinator=coord.address, ready=False)
+    assert worker.wait(60) == EXIT_AUTH
+    log = worker.log_text()
+    assert "a TLS setting, likely: if the coordinator serves TLS, connect with --tls" in log
