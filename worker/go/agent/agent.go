@@ -93,6 +93,10 @@ type Config struct {
 	Handlers     map[string]runner.Handler
 	Commands     *runner.CommandPolicy // nil: no command tasks, no "command" capability
 	Logger       *slog.Logger
+	// MetricsListen is where Prometheus metrics are served (HOST:PORT, port 0
+	// picks a free one; metrics.go); "": nothing is collected or served. New
+	// binds it, Run serves it until the worker exits.
+	MetricsListen string
 }
 
 // Agent is one worker: a session with the coordinator and a pool of runs.
@@ -102,6 +106,7 @@ type Agent struct {
 	pool     *runner.Pool
 	outbox   *Outbox
 	reporter *reporter
+	metrics  *workerMetrics         // nil without Config.MetricsListen
 	rpc      pb.WorkerServiceClient // through coord: the calls fail over between coordinators
 	coord    *coordinators
 
@@ -171,6 +176,12 @@ func New(cfg Config) (*Agent, error) {
 		Commands: cfg.Commands, Logger: cfg.Logger,
 	}, a.onFinish)
 	a.reporter = newReporter(a)
+	if cfg.MetricsListen != "" {
+		if a.metrics, err = newMetrics(cfg.MetricsListen, max(1, cfg.Concurrency), a.pool.FreeSlots); err != nil {
+			_ = coord.Close()
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
@@ -201,6 +212,8 @@ func sleep(ch <-chan struct{}, d time.Duration) {
 // rejecting the credentials; ExitNameTaken when another live worker kept
 // this worker's name.
 func (a *Agent) Run() int {
+	a.metrics.serve(a.log)
+	defer a.metrics.close()
 	var loops sync.WaitGroup
 	loops.Add(2)
 	go func() { defer loops.Done(); a.heartbeatLoop() }()
@@ -367,6 +380,7 @@ func (a *Agent) startLocked(task runner.Task) {
 	}
 	a.unfinished[key] = true
 	a.reporter.runStarted(task)
+	a.metrics.started(task)
 }
 
 // countEmptyRunLocked applies web2py's max_empty_runs: consecutive empty

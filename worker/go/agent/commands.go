@@ -57,6 +57,7 @@ func (a *Agent) applyStops(stops []*pb.LeaseRef) {
 func (a *Agent) onFinish(result runner.Result) {
 	key := result.Task.Key
 	a.log.Debug("run ended", "task", key.TaskID, "attempt", key.Attempt, "outcome", result.Outcome)
+	a.metrics.finished(result)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.dropped[key] {

@@ -206,7 +206,7 @@ func (p *Pool) execute(r *run) {
 	r.output.Close()
 	p.onFinish(Result{
 		Task: r.task, Outcome: end.outcome, Result: end.result, Traceback: end.traceback,
-		Output: r.output.Take(true),
+		Output: r.output.Take(true), Started: r.started,
 	})
 }
 

@@ -81,6 +81,7 @@ type Result struct {
 	Result    *string // JSON text of the return value (COMPLETED only)
 	Traceback string
 	Output    []capture.Chunk // chunks not taken live; their seq continues the live ones
+	Started   time.Time       // when the run began (Submit)
 }
 
 // Active is a run in progress, as the output flusher sees it.

@@ -50,6 +50,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 type options struct {
 	coordinator, name, logLevel, logFormat       string
+	metricsListen                                string
 	groups, executables                          listFlag
 	heartbeat, killGrace                         float64
 	concurrency, maxEmptyRuns                    int
@@ -86,6 +87,8 @@ func parseEnv(args []string, stderr io.Writer, getenv func(string) (string, bool
 	fs.BoolVar(&o.allowCommands, "allow-commands", false,
 		"run command tasks (any executable, as this worker's user; see --allow-executable)")
 	fs.Var(&o.executables, "allow-executable", "with --allow-commands: only run this executable (`PATH` or name in PATH); repeatable")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "",
+		"serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any free; docs/metrics.md)")
 	fs.StringVar(&o.logLevel, "log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log lines on stderr: text, or json (one object per line)")
 	fs.Usage = func() {
@@ -188,7 +191,7 @@ func Run(args []string, stderr io.Writer) int {
 		},
 		GroupNames: o.groups, WorkerName: name, Heartbeat: seconds(o.heartbeat),
 		MaxEmptyRuns: o.maxEmptyRuns, Concurrency: o.concurrency, KillGrace: seconds(o.killGrace),
-		Handlers: Handlers(), Commands: commands, Logger: logger,
+		Handlers: Handlers(), Commands: commands, Logger: logger, MetricsListen: o.metricsListen,
 	})
 	if err != nil {
 		logger.Error("cannot start the worker", "error", err)
