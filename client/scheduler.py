@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from taskgrid import tracing as _tracing
 from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
 from . import _addresses, _channel, _convert, _failover, _requests, _resend
@@ -72,6 +73,7 @@ class Scheduler:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         *,
         insecure: bool = False,
+        tracing: bool = False,
     ) -> None:
         """Connect (lazily) to the coordinator at ``target``.
 
@@ -89,6 +91,9 @@ class Scheduler:
             timeout_s: Deadline in seconds of each unary call.
             insecure: Allow sending the token in plain text to a coordinator that is
                 not on this machine (only on a network you trust).
+            tracing: Trace queueing with OpenTelemetry (the ``tracing`` extra): a
+                ``taskgrid.queue_task`` span whose context the coordinator, and the
+                worker that runs the task, continue (docs/tracing.md).
 
         Raises:
             ValueError: the address list is malformed (an empty entry, no port), a
@@ -98,6 +103,8 @@ class Scheduler:
         """
         self.target = target
         self.timeout_s = timeout_s
+        if tracing:
+            _tracing.enable()
         book = _addresses.AddressBook(target, log=logger)
         self._token = _channel.resolve_token(token)
         self._tls = _channel.resolve_tls(tls)
@@ -192,8 +199,12 @@ class Scheduler:
         spec, client_errors = _requests.task_spec_from_call(function, pargs, pvars, kwargs)
         request = client_pb2.QueueTaskRequest(task=spec)  # a copy of spec
         resend = _resend.QueueResend([request.task])
-        response = self._unary(
-            lambda stubs: stubs.tasks.QueueTask(request, timeout=self.timeout_s), resend.allows)
+        with _tracing.span("taskgrid.queue_task", kind="client",
+                           attributes={"taskgrid.function": function}) as parent:
+            md = _tracing.metadata(parent)
+            response = self._unary(
+                lambda stubs: stubs.tasks.QueueTask(request, timeout=self.timeout_s,
+                                                    metadata=md), resend.allows)
         if "uuid" in response.errors and (ids := self._landed(resend)) is not None:
             response = client_pb2.QueueTaskResponse(id=ids[0], uuid=request.task.uuid)
         return _convert.queue_result_from_proto(response, client_errors)
@@ -267,8 +278,12 @@ class Scheduler:
             return []
         request = client_pb2.QueueTasksRequest(tasks=specs)
         resend = _resend.QueueResend(request.tasks)
-        response = self._unary(
-            lambda stubs: stubs.tasks.QueueTasks(request, timeout=self.timeout_s), resend.allows)
+        with _tracing.span("taskgrid.queue_tasks", kind="client",
+                           attributes={"taskgrid.tasks": len(specs)}) as parent:
+            md = _tracing.metadata(parent)
+            response = self._unary(
+                lambda stubs: stubs.tasks.QueueTasks(request, timeout=self.timeout_s,
+                                                     metadata=md), resend.allows)
         refused = any("uuid" in result.errors for result in response.results)
         if refused and (ids := self._landed(resend)) is not None:
             response = client_pb2.QueueTasksResponse(results=[

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from taskgrid import tracing
 from taskgrid.coordinator import notify
 from taskgrid.coordinator.auth import AuthInterceptor, Tokens, is_loopback
 from taskgrid.coordinator.clock import Clock, SystemClock
@@ -120,6 +121,11 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
             incomplete TLS settings.
         TokenError: an unusable tokens file or environment variable.
     """
+    if config.tracing:
+        try:
+            tracing.enable()
+        except tracing.TracingUnavailableError as exc:
+            raise ConfigError(str(exc)) from exc
     tokens = Tokens.load(config.tokens_file)
     if not tokens and not config.insecure and not is_loopback(config.listen):
         raise ConfigError(

@@ -52,6 +52,8 @@ class CoordinatorConfig:
     tls_client_ca: str | None = None
     #: HOST:PORT of the Prometheus /metrics endpoint (None: no metrics)
     metrics_listen: str | None = None
+    #: OpenTelemetry spans for queueing, leasing and reporting (the `tracing` extra)
+    tracing: bool = False
 
     def dead_after_s(self, heartbeat_s: float) -> float:
         """Silence after which a worker with this heartbeat is dead."""

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from taskgrid import tracing
 from taskgrid.coordinator import lifecycle, runs
 from taskgrid.coordinator.config import MAX_LEASE_BATCH
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
@@ -141,6 +142,10 @@ async def _claim(rt: Runtime, w: LiveWorker, n: int, prefetch: bool) -> list[Gra
         rt.leases.grant(w.id, g.task["id"], g.task["attempt"], g.started, now_mono)
     if rt.metrics is not None and granted:
         rt.metrics.leased([g.task for g in granted], rt.clock.now())
+    if tracing.enabled():
+        for g in granted:
+            tracing.record("taskgrid.lease", g.task.get("trace_context"),
+                           {"taskgrid.task_id": g.task["id"], "taskgrid.worker": w.name})
     publish(rt, ended)
     publish(rt, (g.task for g in granted))
     return granted

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SQLite: fsync every commit (synchronous=FULL), so a power loss loses "
                    "nothing committed; the default (synchronous=NORMAL) is safe against a "
                    "crash of the process or the coordinator, not of the machine")
+    p.add_argument("--tracing", action="store_true",
+                   help="OpenTelemetry spans for queueing, leasing and reporting, to the "
+                   "process's tracer provider (the tracing extra; docs/tracing.md)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 = any "
                    "free; docs/metrics.md)")
@@ -116,7 +119,7 @@ def main(argv: list[str]) -> int:
         max_args_bytes=args.max_args_bytes, max_result_bytes=args.max_result_bytes,
         max_output_bytes=args.max_output_bytes, max_message_bytes=args.max_message_bytes,
         worker_retention_s=args.worker_retention, durable=args.durable,
-        metrics_listen=args.metrics_listen)
+        metrics_listen=args.metrics_listen, tracing=args.tracing)
     try:
         asyncio.run(serve(config))
     except (ConfigError, TokenError) as exc:

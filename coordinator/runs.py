@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from taskgrid import tracing
 from taskgrid.coordinator import lifecycle, output
 from taskgrid.coordinator.errors import InvalidRequestError, StoreUnavailableError
 from taskgrid.coordinator.events import announce
@@ -280,6 +281,10 @@ async def finish(rt: Runtime, w: LiveWorker, outcomes: Sequence[Outcome],
     rt.leases.end_many(t for t, _ in stale)
     if rt.metrics is not None:
         rt.metrics.ended(rows, {o.task_id: o.status.value for o in outcomes}, rt.clock.now())
+    if tracing.enabled():
+        for row in rows:
+            tracing.record("taskgrid.report", row.get("trace_context"),
+                           {"taskgrid.task_id": row["id"], "taskgrid.status": row["status"]})
     return rows, stale
 
 

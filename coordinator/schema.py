@@ -57,6 +57,8 @@ task = sa.Table(
     sa.Column("target_worker_name", sa.String(255), nullable=False, server_default=""),
     # 0003: command tasks (JSON: executable, args, env, cwd)
     sa.Column("command", sa.Text, nullable=True),
+    # 0006: the W3C trace context of the call that queued it, when traced
+    sa.Column("trace_context", sa.String(255), nullable=True),
 )
 #: A claim seeks a group's top priority, then reads that priority's due range in the
 #: claim's order (next_run_time, id): no sort, and future-dated tasks are never read.

@@ -69,17 +69,21 @@ def validated(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str,
 
 
 async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str, str]]],
-                source: str = "") -> list[Queued]:
+                source: str = "", trace: str | None = None) -> list[Queued]:
     """Validate and insert tasks in one transaction: all are queued, or none.
 
     Args:
         rt: the coordinator runtime.
         specs: per task, (typed fields the client set, raw fields it could not type).
         source: the caller's connection (its gRPC peer), to tell producers apart.
+        trace: the traceparent of the queueing call's span, kept with each task.
     """
     ready, answers = validated(rt, specs)
     if ready is None:
         return answers
+    if trace:
+        for row in ready:
+            row["trace_context"] = trace
 
     result: list[int] | set[str] = set()
     linger = rt.producers.arrive(source)  # in a crowd of producers: share their commit

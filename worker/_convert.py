@@ -105,6 +105,7 @@ def task_run_from_lease(lease: worker_pb2.Lease) -> TaskRun:
         sync_output=float(lease.sync_output),
         task_name=lease.task_name,
         command=command,
+        traceparent=lease.traceparent,
     )
 
 

@@ -44,9 +44,11 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
+from taskgrid import tracing
 from taskgrid.client._addresses import Address, AddressBook
 from taskgrid.client._channel import tls_hint
 from taskgrid.client._failover import Failover
@@ -122,6 +124,8 @@ class AgentConfig:
     command_policy: CommandPolicy = field(default_factory=CommandPolicy)
     #: HOST:PORT of the Prometheus /metrics endpoint (None: no metrics)
     metrics_listen: str | None = None
+    #: an OpenTelemetry span around each run (the `tracing` extra)
+    tracing: bool = False
     """Command tasks this worker runs; it declares the capability only when allowed."""
 
 
@@ -156,6 +160,9 @@ class Agent(DeliveryMixin):
         self._reporter = Reporter(self, self._pool.active_runs, self._has_session)
         self._metrics = (WorkerMetrics(config.concurrency, self._pool.free_slots)
                          if config.metrics_listen else None)
+        if config.tracing:
+            tracing.enable()
+        self._spans: dict[LeaseKey, Any] = {}  # open run spans, while tracing
         self._cond = threading.Condition()
         self._session: worker_pb2.WorkerSession | None = None
         self._generation = 0  # bumped when a session is lost: late errors of old calls are moot
@@ -494,6 +501,11 @@ class Agent(DeliveryMixin):
             self._reporter.run_started(task)
             if self._metrics is not None:
                 self._metrics.started(task)
+            if tracing.enabled():
+                self._spans[task.key] = tracing.start(
+                    f"taskgrid.run {task.function_name}", task.traceparent or None,
+                    {"taskgrid.task_id": task.task_id, "taskgrid.attempt": task.attempt,
+                     "taskgrid.worker": self.config.worker_name})
 
     def _count_empty_run(self, had_work: bool) -> None:
         """web2py's max_empty_runs: consecutive empty leases while idle end the worker."""
@@ -545,6 +557,10 @@ class Agent(DeliveryMixin):
         logger.debug("run ended task=%s attempt=%s outcome=%s", *key, result.outcome.value)
         if self._metrics is not None:
             self._metrics.finished(result)
+        if tracing.enabled():
+            with self._cond:
+                handle = self._spans.pop(key, None)
+            tracing.finish(handle, result.outcome.value, result.traceback)
         with self._cond:
             if (self._lease_takes_reports and not self._lease_in_flight and not self._leaving
                     and self._session is not None):

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kill-grace", type=_non_negative_float, default=DEFAULT_KILL_GRACE_S,
                         metavar="SECONDS",
                         help="seconds between SIGTERM and SIGKILL on timeout or stop (default 5.0)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="an OpenTelemetry span around each run, continuing the trace of "
+                             "the call that queued it (the tracing extra; docs/tracing.md)")
     parser.add_argument("--metrics-listen", metavar="HOST:PORT",
                         help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 = "
                              "any free; docs/metrics.md)")
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         security=security,
         command_policy=policy,
         metrics_listen=args.metrics_listen,
+        tracing=args.tracing,
     )
     agent = Agent(config)
     _install_signal_handlers(agent)

@@ -67,6 +67,8 @@ class TaskRun:
     task_name: str = ""
     command: Command | None = None
     """Set for a command task (function_name ``@command``): run this program instead."""
+    traceparent: str = ""
+    """W3C trace context of the call that queued the task ("" when it was not traced)."""
 
     @property
     def key(self) -> LeaseKey:

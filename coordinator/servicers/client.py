@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from taskgrid import tracing
 from taskgrid.coordinator import jobs, tasks, watch
 from taskgrid.coordinator.errors import InvalidRequestError
 from taskgrid.coordinator.runtime import Runtime
@@ -52,8 +53,10 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         """Queue one task."""
         if not request.HasField("task"):
             raise InvalidRequestError("task", "required")
-        [result] = await tasks.queue(self.rt, [convert.spec_fields(request.task)],
-                                     context.peer())
+        parent = tracing.from_metadata(context.invocation_metadata())
+        with tracing.span("QueueTask", parent, "server") as trace:
+            [result] = await tasks.queue(self.rt, [convert.spec_fields(request.task)],
+                                         context.peer(), trace)
         return _queued(result)
 
     @status.unary
@@ -64,8 +67,10 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
             raise InvalidRequestError("tasks", "give at least one task")
         if len(request.tasks) > tasks.MAX_QUEUE_BATCH:
             raise InvalidRequestError("tasks", f"at most {tasks.MAX_QUEUE_BATCH} per call")
-        results = await tasks.queue(self.rt, [convert.spec_fields(s) for s in request.tasks],
-                                    context.peer())
+        parent = tracing.from_metadata(context.invocation_metadata())
+        with tracing.span("QueueTasks", parent, "server") as trace:
+            results = await tasks.queue(
+                self.rt, [convert.spec_fields(s) for s in request.tasks], context.peer(), trace)
         return client_pb2.QueueTasksResponse(results=[_queued(r) for r in results])
 
     @status.unary

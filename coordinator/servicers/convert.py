@@ -204,6 +204,8 @@ def lease_to_proto(g: Granted) -> worker_pb2.Lease:
         msg.start_time.CopyFrom(ts(t["last_run_time"]))
     if t.get("command"):
         msg.command.CopyFrom(command_to_proto(t["command"]))
+    if t.get("trace_context"):
+        msg.traceparent = t["trace_context"]
     return msg
 
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskgrid.v1 import common_pb2 as taskgrid_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/worker.proto\x12\x0btaskgrid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18taskgrid/v1/common.proto\"9\n\rWorkerSession\x12\x11\n\tworker_id\x18\x01 \x01(\x03\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\xcb\x01\n\x0fRegisterRequest\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12\x13\n\x0bgroup_names\x18\x02 \x03(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x11\n\theartbeat\x18\x07 \x01(\x01\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\x05\x12\x0f\n\x07version\x18\n \x01(\t\"\xae\x01\n\x10RegisterResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\theartbeat\x18\x02 \x01(\x01\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12\x12\n\ndead_after\x18\x04 \x01(\x01\x12\x1b\n\x13lease_takes_reports\x18\x05 \x01(\x08\"\xb1\x02\n\x05Lease\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x12\n\ngroup_name\x18\x05 \x01(\t\x12\x15\n\rfunction_name\x18\x06 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x07 \x01(\t\x12\x0c\n\x04vars\x18\x08 \x01(\t\x12\x0f\n\x07timeout\x18\t \x01(\x03\x12\x13\n\x0bsync_output\x18\n \x01(\x03\x12\x0f\n\x07started\x18\x0b \x01(\x08\x12.\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07\x63ommand\x18\r \x01(\x0b\x32\x14.taskgrid.v1.Command\"\x99\x01\n\x0cLeaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\tmax_tasks\x18\x02 \x01(\x05\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x12\x10\n\x08prefetch\x18\x04 \x01(\x08\x12\'\n\x07reports\x18\x05 \x03(\x0b\x32\x16.taskgrid.v1.RunReport\"\xa9\x01\n\rLeaseResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x03 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12$\n\x05stale\x18\x04 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"f\n\x10StartRunsRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"]\n\x11StartRunsResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\x12$\n\x05stale\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"\x9d\x01\n\x10HeartbeatRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12&\n\x07running\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\trss_bytes\x18\x03 \x01(\x03\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x0f\n\x07leaving\x18\x05 \x01(\x08\"\x9c\x01\n\x11HeartbeatResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\theartbeat\x18\x03 \x01(\x01\x12$\n\x05stale\x18\x04 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"j\n\x11SendOutputRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12(\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunk\":\n\x12SendOutputResponse\x12$\n\x05stale\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"\xb4\x01\n\tRunReport\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.taskgrid.v1.RunStatus\x12\x13\n\x06result\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12(\n\x06output\x18\x05 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunkB\t\n\x07_result\"e\n\rReportRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\'\n\x07reports\x18\x02 \x03(\x0b\x32\x16.taskgrid.v1.RunReport\"6\n\x0eReportResponse\x12$\n\x05stale\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"d\n\x0eReleaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"7\n\x0fReleaseResponse\x12$\n\x05stale\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef2\x88\x04\n\rWorkerService\x12G\n\x08Register\x12\x1c.taskgrid.v1.RegisterRequest\x1a\x1d.taskgrid.v1.RegisterResponse\x12>\n\x05Lease\x12\x19.taskgrid.v1.LeaseRequest\x1a\x1a.taskgrid.v1.LeaseResponse\x12J\n\tStartRuns\x12\x1d.taskgrid.v1.StartRunsRequest\x1a\x1e.taskgrid.v1.StartRunsResponse\x12J\n\tHeartbeat\x12\x1d.taskgrid.v1.HeartbeatRequest\x1a\x1e.taskgrid.v1.HeartbeatResponse\x12M\n\nSendOutput\x12\x1e.taskgrid.v1.SendOutputRequest\x1a\x1f.taskgrid.v1.SendOutputResponse\x12\x41\n\x06Report\x12\x1a.taskgrid.v1.ReportRequest\x1a\x1b.taskgrid.v1.ReportResponse\x12\x44\n\x07Release\x12\x1b.taskgrid.v1.ReleaseRequest\x1a\x1c.taskgrid.v1.ReleaseResponseB1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/worker.proto\x12\x0btaskgrid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18taskgrid/v1/common.proto\"9\n\rWorkerSession\x12\x11\n\tworker_id\x18\x01 \x01(\x03\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\xcb\x01\n\x0fRegisterRequest\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12\x13\n\x0bgroup_names\x18\x02 \x03(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x11\n\theartbeat\x18\x07 \x01(\x01\x12\x10\n\x08hostname\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\x05\x12\x0f\n\x07version\x18\n \x01(\t\"\xae\x01\n\x10RegisterResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\theartbeat\x18\x02 \x01(\x01\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12\x12\n\ndead_after\x18\x04 \x01(\x01\x12\x1b\n\x13lease_takes_reports\x18\x05 \x01(\x08\"\xc6\x02\n\x05Lease\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x0e\n\x06run_id\x18\x02 \x01(\x03\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x12\n\ngroup_name\x18\x05 \x01(\t\x12\x15\n\rfunction_name\x18\x06 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x07 \x01(\t\x12\x0c\n\x04vars\x18\x08 \x01(\t\x12\x0f\n\x07timeout\x18\t \x01(\x03\x12\x13\n\x0bsync_output\x18\n \x01(\x03\x12\x0f\n\x07started\x18\x0b \x01(\x08\x12.\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07\x63ommand\x18\r \x01(\x0b\x32\x14.taskgrid.v1.Command\x12\x13\n\x0btraceparent\x18\x0e \x01(\t\"\x99\x01\n\x0cLeaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\x11\n\tmax_tasks\x18\x02 \x01(\x05\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x12\x10\n\x08prefetch\x18\x04 \x01(\x08\x12\'\n\x07reports\x18\x05 \x03(\x0b\x32\x16.taskgrid.v1.RunReport\"\xa9\x01\n\rLeaseResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x03 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12$\n\x05stale\x18\x04 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"f\n\x10StartRunsRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"]\n\x11StartRunsResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.taskgrid.v1.Lease\x12$\n\x05stale\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"\x9d\x01\n\x10HeartbeatRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12&\n\x07running\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\trss_bytes\x18\x03 \x01(\x03\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x0f\n\x07leaving\x18\x05 \x01(\x08\"\x9c\x01\n\x11HeartbeatResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.taskgrid.v1.WorkerStatus\x12#\n\x04stop\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12\x11\n\theartbeat\x18\x03 \x01(\x01\x12$\n\x05stale\x18\x04 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"j\n\x11SendOutputRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12(\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunk\":\n\x12SendOutputResponse\x12$\n\x05stale\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"\xb4\x01\n\tRunReport\x12\"\n\x03ref\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.LeaseRef\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.taskgrid.v1.RunStatus\x12\x13\n\x06result\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12(\n\x06output\x18\x05 \x03(\x0b\x32\x18.taskgrid.v1.OutputChunkB\t\n\x07_result\"e\n\rReportRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12\'\n\x07reports\x18\x02 \x03(\x0b\x32\x16.taskgrid.v1.RunReport\"6\n\x0eReportResponse\x12$\n\x05stale\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"d\n\x0eReleaseRequest\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.taskgrid.v1.WorkerSession\x12%\n\x06leases\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef\"7\n\x0fReleaseResponse\x12$\n\x05stale\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.LeaseRef2\x88\x04\n\rWorkerService\x12G\n\x08Register\x12\x1c.taskgrid.v1.RegisterRequest\x1a\x1d.taskgrid.v1.RegisterResponse\x12>\n\x05Lease\x12\x19.taskgrid.v1.LeaseRequest\x1a\x1a.taskgrid.v1.LeaseResponse\x12J\n\tStartRuns\x12\x1d.taskgrid.v1.StartRunsRequest\x1a\x1e.taskgrid.v1.StartRunsResponse\x12J\n\tHeartbeat\x12\x1d.taskgrid.v1.HeartbeatRequest\x1a\x1e.taskgrid.v1.HeartbeatResponse\x12M\n\nSendOutput\x12\x1e.taskgrid.v1.SendOutputRequest\x1a\x1f.taskgrid.v1.SendOutputResponse\x12\x41\n\x06Report\x12\x1a.taskgrid.v1.ReportRequest\x1a\x1b.taskgrid.v1.ReportResponse\x12\x44\n\x07Release\x12\x1b.taskgrid.v1.ReleaseRequest\x1a\x1c.taskgrid.v1.ReleaseResponseB1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,33 +41,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=366
   _globals['_REGISTERRESPONSE']._serialized_end=540
   _globals['_LEASE']._serialized_start=543
-  _globals['_LEASE']._serialized_end=848
-  _globals['_LEASEREQUEST']._serialized_start=851
-  _globals['_LEASEREQUEST']._serialized_end=1004
-  _globals['_LEASERESPONSE']._serialized_start=1007
-  _globals['_LEASERESPONSE']._serialized_end=1176
-  _globals['_STARTRUNSREQUEST']._serialized_start=1178
-  _globals['_STARTRUNSREQUEST']._serialized_end=1280
-  _globals['_STARTRUNSRESPONSE']._serialized_start=1282
-  _globals['_STARTRUNSRESPONSE']._serialized_end=1375
-  _globals['_HEARTBEATREQUEST']._serialized_start=1378
-  _globals['_HEARTBEATREQUEST']._serialized_end=1535
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1538
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1694
-  _globals['_SENDOUTPUTREQUEST']._serialized_start=1696
-  _globals['_SENDOUTPUTREQUEST']._serialized_end=1802
-  _globals['_SENDOUTPUTRESPONSE']._serialized_start=1804
-  _globals['_SENDOUTPUTRESPONSE']._serialized_end=1862
-  _globals['_RUNREPORT']._serialized_start=1865
-  _globals['_RUNREPORT']._serialized_end=2045
-  _globals['_REPORTREQUEST']._serialized_start=2047
-  _globals['_REPORTREQUEST']._serialized_end=2148
-  _globals['_REPORTRESPONSE']._serialized_start=2150
-  _globals['_REPORTRESPONSE']._serialized_end=2204
-  _globals['_RELEASEREQUEST']._serialized_start=2206
-  _globals['_RELEASEREQUEST']._serialized_end=2306
-  _globals['_RELEASERESPONSE']._serialized_start=2308
-  _globals['_RELEASERESPONSE']._serialized_end=2363
-  _globals['_WORKERSERVICE']._serialized_start=2366
-  _globals['_WORKERSERVICE']._serialized_end=2886
+  _globals['_LEASE']._serialized_end=869
+  _globals['_LEASEREQUEST']._serialized_start=872
+  _globals['_LEASEREQUEST']._serialized_end=1025
+  _globals['_LEASERESPONSE']._serialized_start=1028
+  _globals['_LEASERESPONSE']._serialized_end=1197
+  _globals['_STARTRUNSREQUEST']._serialized_start=1199
+  _globals['_STARTRUNSREQUEST']._serialized_end=1301
+  _globals['_STARTRUNSRESPONSE']._serialized_start=1303
+  _globals['_STARTRUNSRESPONSE']._serialized_end=1396
+  _globals['_HEARTBEATREQUEST']._serialized_start=1399
+  _globals['_HEARTBEATREQUEST']._serialized_end=1556
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1559
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1715
+  _globals['_SENDOUTPUTREQUEST']._serialized_start=1717
+  _globals['_SENDOUTPUTREQUEST']._serialized_end=1823
+  _globals['_SENDOUTPUTRESPONSE']._serialized_start=1825
+  _globals['_SENDOUTPUTRESPONSE']._serialized_end=1883
+  _globals['_RUNREPORT']._serialized_start=1886
+  _globals['_RUNREPORT']._serialized_end=2066
+  _globals['_REPORTREQUEST']._serialized_start=2068
+  _globals['_REPORTREQUEST']._serialized_end=2169
+  _globals['_REPORTRESPONSE']._serialized_start=2171
+  _globals['_REPORTRESPONSE']._serialized_end=2225
+  _globals['_RELEASEREQUEST']._serialized_start=2227
+  _globals['_RELEASEREQUEST']._serialized_end=2327
+  _globals['_RELEASERESPONSE']._serialized_start=2329
+  _globals['_RELEASERESPONSE']._serialized_end=2384
+  _globals['_WORKERSERVICE']._serialized_start=2387
+  _globals['_WORKERSERVICE']._serialized_end=2907
 # @@protoc_insertion_point(module_scope)

@@ -57,7 +57,7 @@ class RegisterResponse(_message.Message):
     def __init__(self, session: _Optional[_Union[WorkerSession, _Mapping]] = ..., heartbeat: _Optional[float] = ..., status: _Optional[_Union[_common_pb2.WorkerStatus, str]] = ..., dead_after: _Optional[float] = ..., lease_takes_reports: _Optional[bool] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("ref", "run_id", "uuid", "task_name", "group_name", "function_name", "args", "vars", "timeout", "sync_output", "started", "start_time", "command")
+    __slots__ = ("ref", "run_id", "uuid", "task_name", "group_name", "function_name", "args", "vars", "timeout", "sync_output", "started", "start_time", "command", "traceparent")
     REF_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Lease(_message.Message):
     STARTED_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     ref: _common_pb2.LeaseRef
     run_id: int
     uuid: str
@@ -84,7 +85,8 @@ class Lease(_message.Message):
     started: bool
     start_time: _timestamp_pb2.Timestamp
     command: _common_pb2.Command
-    def __init__(self, ref: _Optional[_Union[_common_pb2.LeaseRef, _Mapping]] = ..., run_id: _Optional[int] = ..., uuid: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., function_name: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., started: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., command: _Optional[_Union[_common_pb2.Command, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, ref: _Optional[_Union[_common_pb2.LeaseRef, _Mapping]] = ..., run_id: _Optional[int] = ..., uuid: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., function_name: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., started: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., command: _Optional[_Union[_common_pb2.Command, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
     __slots__ = ("session", "max_tasks", "wait_s", "prefetch", "reports")

@@ -281,20 +281,23 @@ func (x *RegisterResponse) GetLeaseTakesReports() bool {
 
 // A leased task, everything a worker needs to run it.
 type Lease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           *LeaseRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	RunId         int64                  `protobuf:"varint,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"` // 0 when results are discarded or not started
-	Uuid          string                 `protobuf:"bytes,3,opt,name=uuid,proto3" json:"uuid,omitempty"`
-	TaskName      string                 `protobuf:"bytes,4,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
-	GroupName     string                 `protobuf:"bytes,5,opt,name=group_name,json=groupName,proto3" json:"group_name,omitempty"`
-	FunctionName  string                 `protobuf:"bytes,6,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
-	Args          string                 `protobuf:"bytes,7,opt,name=args,proto3" json:"args,omitempty"`                                 // JSON list text
-	Vars          string                 `protobuf:"bytes,8,opt,name=vars,proto3" json:"vars,omitempty"`                                 // JSON object text
-	Timeout       int64                  `protobuf:"varint,9,opt,name=timeout,proto3" json:"timeout,omitempty"`                          // seconds
-	SyncOutput    int64                  `protobuf:"varint,10,opt,name=sync_output,json=syncOutput,proto3" json:"sync_output,omitempty"` // seconds; 0 = default cadence (~1 s)
-	Started       bool                   `protobuf:"varint,11,opt,name=started,proto3" json:"started,omitempty"`                         // RUNNING (run record made) vs ASSIGNED (prefetched)
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`     // run start when started
-	Command       *Command               `protobuf:"bytes,13,opt,name=command,proto3" json:"command,omitempty"`                          // set for command tasks (function_name "@command")
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Ref          *LeaseRef              `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	RunId        int64                  `protobuf:"varint,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"` // 0 when results are discarded or not started
+	Uuid         string                 `protobuf:"bytes,3,opt,name=uuid,proto3" json:"uuid,omitempty"`
+	TaskName     string                 `protobuf:"bytes,4,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
+	GroupName    string                 `protobuf:"bytes,5,opt,name=group_name,json=groupName,proto3" json:"group_name,omitempty"`
+	FunctionName string                 `protobuf:"bytes,6,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	Args         string                 `protobuf:"bytes,7,opt,name=args,proto3" json:"args,omitempty"`                                 // JSON list text
+	Vars         string                 `protobuf:"bytes,8,opt,name=vars,proto3" json:"vars,omitempty"`                                 // JSON object text
+	Timeout      int64                  `protobuf:"varint,9,opt,name=timeout,proto3" json:"timeout,omitempty"`                          // seconds
+	SyncOutput   int64                  `protobuf:"varint,10,opt,name=sync_output,json=syncOutput,proto3" json:"sync_output,omitempty"` // seconds; 0 = default cadence (~1 s)
+	Started      bool                   `protobuf:"varint,11,opt,name=started,proto3" json:"started,omitempty"`                         // RUNNING (run record made) vs ASSIGNED (prefetched)
+	StartTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`     // run start when started
+	Command      *Command               `protobuf:"bytes,13,opt,name=command,proto3" json:"command,omitempty"`                          // set for command tasks (function_name "@command")
+	// W3C trace context (a `traceparent` value) of the call that queued the task,
+	// when it was traced: a worker that traces parents its run's span on it
+	Traceparent   string `protobuf:"bytes,14,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +421,13 @@ func (x *Lease) GetCommand() *Command {
 		return x.Command
 	}
 	return nil
+}
+
+func (x *Lease) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
 }
 
 type LeaseRequest struct {
@@ -1217,7 +1227,7 @@ const file_taskgrid_v1_worker_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\x0e2\x19.taskgrid.v1.WorkerStatusR\x06status\x12\x1d\n" +
 	"\n" +
 	"dead_after\x18\x04 \x01(\x01R\tdeadAfter\x12.\n" +
-	"\x13lease_takes_reports\x18\x05 \x01(\bR\x11leaseTakesReports\"\xa4\x03\n" +
+	"\x13lease_takes_reports\x18\x05 \x01(\bR\x11leaseTakesReports\"\xc6\x03\n" +
 	"\x05Lease\x12'\n" +
 	"\x03ref\x18\x01 \x01(\v2\x15.taskgrid.v1.LeaseRefR\x03ref\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\x03R\x05runId\x12\x12\n" +
@@ -1235,7 +1245,8 @@ const file_taskgrid_v1_worker_proto_rawDesc = "" +
 	"\astarted\x18\v \x01(\bR\astarted\x129\n" +
 	"\n" +
 	"start_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12.\n" +
-	"\acommand\x18\r \x01(\v2\x14.taskgrid.v1.CommandR\acommand\"\xc6\x01\n" +
+	"\acommand\x18\r \x01(\v2\x14.taskgrid.v1.CommandR\acommand\x12 \n" +
+	"\vtraceparent\x18\x0e \x01(\tR\vtraceparent\"\xc6\x01\n" +
 	"\fLeaseRequest\x124\n" +
 	"\asession\x18\x01 \x01(\v2\x1a.taskgrid.v1.WorkerSessionR\asession\x12\x1b\n" +
 	"\tmax_tasks\x18\x02 \x01(\x05R\bmaxTasks\x12\x15\n" +
