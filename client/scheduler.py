@@ -201,10 +201,10 @@ class Scheduler:
         resend = _resend.QueueResend([request.task])
         with _tracing.span("taskgrid.queue_task", kind="client",
                            attributes={"taskgrid.function": function}) as parent:
-            md = _tracing.metadata(parent)
+            md = _tracing.call_options(parent)
             response = self._unary(
-                lambda stubs: stubs.tasks.QueueTask(request, timeout=self.timeout_s,
-                                                    metadata=md), resend.allows)
+                lambda stubs: stubs.tasks.QueueTask(request, timeout=self.timeout_s, **md),
+                resend.allows)
         if "uuid" in response.errors and (ids := self._landed(resend)) is not None:
             response = client_pb2.QueueTaskResponse(id=ids[0], uuid=request.task.uuid)
         return _convert.queue_result_from_proto(response, client_errors)
@@ -280,10 +280,10 @@ class Scheduler:
         resend = _resend.QueueResend(request.tasks)
         with _tracing.span("taskgrid.queue_tasks", kind="client",
                            attributes={"taskgrid.tasks": len(specs)}) as parent:
-            md = _tracing.metadata(parent)
+            md = _tracing.call_options(parent)
             response = self._unary(
-                lambda stubs: stubs.tasks.QueueTasks(request, timeout=self.timeout_s,
-                                                     metadata=md), resend.allows)
+                lambda stubs: stubs.tasks.QueueTasks(request, timeout=self.timeout_s, **md),
+                resend.allows)
         refused = any("uuid" in result.errors for result in response.results)
         if refused and (ids := self._landed(resend)) is not None:
             response = client_pb2.QueueTasksResponse(results=[

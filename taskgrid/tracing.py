@@ -90,9 +90,9 @@ def span(name: str, parent: str | None = None, kind: str = "internal",
         yield _traceparent()
 
 
-def metadata(traceparent: str | None) -> list[tuple[str, str]] | None:
-    """The gRPC metadata carrying a traceparent, or None."""
-    return [(TRACEPARENT, traceparent)] if traceparent else None
+def call_options(traceparent: str | None) -> dict[str, Any]:
+    """Keyword arguments of a gRPC call carrying a traceparent ({} while untraced)."""
+    return {"metadata": [(TRACEPARENT, traceparent)]} if traceparent else {}
 
 
 def from_metadata(pairs: Any) -> str | None:

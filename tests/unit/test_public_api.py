@@ -88,12 +88,14 @@ def test_task_status_result_keeps_its_positional_shape() -> None:
 
 def test_scheduler_constructor_signature() -> None:
     params = inspect.signature(client.Scheduler).parameters
-    assert list(params) == ["target", "token", "tls", "timeout_s", "insecure"]
+    assert list(params) == ["target", "token", "tls", "timeout_s", "insecure", "tracing"]
     assert params["target"].default == "127.0.0.1:50051"
     assert params["token"].default is None and params["tls"].default is None
     assert isinstance(params["timeout_s"].default, float)
     assert params["insecure"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["insecure"].default is False
+    assert params["tracing"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["tracing"].default is False
 
 
 def test_tls_config_is_a_frozen_dataclass_of_paths() -> None:
