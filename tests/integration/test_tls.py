@@ -275,10 +275,14 @@ def test_tls_mistakes_name_their_likely_cause(start_coordinator, certs, tmp_path
     assert proc.returncode == 4 and "likely cause: if the coordinator serves TLS" in proc.stderr
 
 
+@pytest.mark.parametrize("lang", ["python", "go"])
 def test_a_worker_with_a_tls_mistake_exits_with_a_clear_error(start_coordinator, start_worker,
-                                                             certs):
+                                                             certs, lang):
+    from tests.conformance.launch import go_binary
+
     coord = start_coordinator(extra_args=tls_args(certs), access=Access(ca=certs.ca))
-    worker = start_worker("no-tls", coordinator=coord.address, ready=False)
+    program = {"program": [go_binary()]} if lang == "go" else {}
+    worker = start_worker(f"no-tls-{lang}", coordinator=coord.address, ready=False, **program)
     assert worker.wait(60) == EXIT_AUTH
     log = worker.log_text()
     assert "a TLS setting, likely: if the coordinator serves TLS, connect with --tls" in log

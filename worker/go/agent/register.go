@@ -48,7 +48,13 @@ func (a *Agent) registerOnce() bool {
 		case codes.AlreadyExists:
 			a.nameTaken(err)
 		default:
-			a.logFailure("Register", err)
+			sec := a.cfg.Security
+			hint := tlsHint(status.Convert(err).Message(), sec.usesTLS(), sec.CertFile != "")
+			if hint != "" && (code == codes.Unavailable || code == codes.Unknown) {
+				a.credentialsRejectedBecause(err, "a TLS setting, likely: "+hint)
+			} else {
+				a.logFailure("Register", err)
+			}
 		}
 		return false
 	}
@@ -79,13 +85,19 @@ func (a *Agent) registerOnce() bool {
 }
 
 func (a *Agent) credentialsRejected(err error) {
+	a.credentialsRejectedBecause(err, "give a worker or admin token with --token or $TASKGRID_TOKEN")
+}
+
+// credentialsRejectedBecause counts a registration refused for this worker's
+// credentials (a token, or a TLS setting: fix says which) and leaves after a few.
+func (a *Agent) credentialsRejectedBecause(err error, fix string) {
 	a.mu.Lock()
 	a.authFailures++
 	failures := a.authFailures
 	a.mu.Unlock()
 	if failures == 1 {
-		a.log.Error("coordinator rejected this worker's credentials: give a worker or admin token "+
-			"with --token or $TASKGRID_TOKEN", "coordinator", a.cfg.Coordinator,
+		a.log.Error("coordinator rejected this worker's credentials: "+fix,
+			"coordinator", a.cfg.Coordinator,
 			"code", status.Code(err).String(), "details", status.Convert(err).Message(),
 			"attempts", DefaultAuthAttempts)
 	}
