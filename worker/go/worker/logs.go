@@ -24,8 +24,9 @@ func EnvName(name string) string {
 
 // applyEnv sets every flag of fs that the command line left alone from its
 // environment variable, if set (so: command line > environment > default).
-// A repeatable flag takes a comma-separated list.
-func applyEnv(fs *flag.FlagSet, getenv func(string) (string, bool)) error {
+// A repeatable flag takes a comma-separated list. origin[flag] is set to the
+// prefix of an error about a value taken from there: `TASKGRID_X="value": `.
+func applyEnv(fs *flag.FlagSet, getenv func(string) (string, bool), origin map[string]string) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
@@ -38,6 +39,7 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) (string, bool)) error {
 		if !ok {
 			return
 		}
+		origin[f.Name] = fmt.Sprintf("%s=%q: ", name, value)
 		values := []string{value}
 		if _, isList := f.Value.(*listFlag); isList {
 			values = nil

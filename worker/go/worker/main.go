@@ -49,6 +49,7 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 type options struct {
+	config                                       string
 	coordinator, name, logLevel, logFormat       string
 	metricsListen                                string
 	groups, executables                          listFlag
@@ -62,11 +63,56 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	return parseEnv(args, stderr, lookupEnv)
 }
 
-// parseEnv parses args, then fills the flags they left out from TASKGRID_<FLAG>.
+// parseEnv parses args, then fills the flags they left out from TASKGRID_<FLAG>,
+// then the ones still left from the [worker] table of the --config file
+// (or $TASKGRID_CONFIG): command line > environment > config file > default.
 func parseEnv(args []string, stderr io.Writer, getenv func(string) (string, bool)) (*options, error) {
 	o := &options{}
+	fs := newFlagSet(o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	origin := map[string]string{}
+	if err := applyEnv(fs, getenv, origin); err != nil {
+		return nil, err
+	}
+	if o.config != "" {
+		if err := applyConfig(fs, o.config, origin); err != nil {
+			return nil, err
+		}
+	}
+	// where prefixes a check of flag name's value with where that value came from.
+	where := func(name string) string { return origin[name] }
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	case o.heartbeat <= 0:
+		return nil, fmt.Errorf("%s--heartbeat must be greater than 0", where("heartbeat"))
+	case o.concurrency < 1:
+		return nil, fmt.Errorf("%s--concurrency must be at least 1", where("concurrency"))
+	case o.maxEmptyRuns < 0:
+		return nil, fmt.Errorf("%s--max-empty-runs must be at least 0", where("max-empty-runs"))
+	case o.killGrace < 0:
+		return nil, fmt.Errorf("%s--kill-grace must be at least 0", where("kill-grace"))
+	case len(o.executables) > 0 && !o.allowCommands:
+		return nil, errors.New("--allow-executable needs --allow-commands")
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		return nil, fmt.Errorf("%s%v", where("log-level"), err)
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, fmt.Errorf("%s--log-format: unknown format %q (text or json)", where("log-format"), o.logFormat)
+	}
+	return o, nil
+}
+
+// newFlagSet defines every flag of the worker on a new FlagSet, into o.
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("taskgrid-worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, ConfigFlag, "",
+		"read settings from the [worker] table of TOML file `PATH`, keys named like the flags (default $"+EnvConfig+
+			"; see docs/configuration.md)")
 	fs.StringVar(&o.coordinator, "coordinator", agent.DefaultCoordinator,
 		"coordinator address (`HOST:PORT`), or several separated by commas, failed over in order; "+
 			"a name stands for all its DNS records")
@@ -93,36 +139,12 @@ func parseEnv(args []string, stderr io.Writer, getenv func(string) (string, bool
 	fs.StringVar(&o.logFormat, "log-format", "text", "log lines on stderr: text, or json (one object per line)")
 	fs.Usage = func() {
 		_, _ = fmt.Fprintf(fs.Output(), "Usage of %s (every flag can also be set by %s<FLAG>, "+
-			"e.g. %s; the command line wins):\n", fs.Name(), EnvPrefix, EnvName("max-empty-runs"))
+			"e.g. %s, or by its key in the [%s] table of the --config file; "+
+			"the command line wins over the environment, the environment over the file):\n",
+			fs.Name(), EnvPrefix, EnvName("max-empty-runs"), ConfigTable)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if err := applyEnv(fs, getenv); err != nil {
-		return nil, err
-	}
-	switch {
-	case fs.NArg() > 0:
-		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	case o.heartbeat <= 0:
-		return nil, errors.New("--heartbeat must be greater than 0")
-	case o.concurrency < 1:
-		return nil, errors.New("--concurrency must be at least 1")
-	case o.maxEmptyRuns < 0:
-		return nil, errors.New("--max-empty-runs must be at least 0")
-	case o.killGrace < 0:
-		return nil, errors.New("--kill-grace must be at least 0")
-	case len(o.executables) > 0 && !o.allowCommands:
-		return nil, errors.New("--allow-executable needs --allow-commands")
-	}
-	if _, err := parseLevel(o.logLevel); err != nil {
-		return nil, err
-	}
-	if o.logFormat != "text" && o.logFormat != "json" {
-		return nil, fmt.Errorf("--log-format: unknown format %q (text or json)", o.logFormat)
-	}
-	return o, nil
+	return fs
 }
 
 func parseLevel(name string) (slog.Level, error) {
