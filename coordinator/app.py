@@ -188,9 +188,7 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     await health.update()
     background = [asyncio.create_task(health.loop(stopping), name="taskgrid-health")]
     if rt.metrics is not None and config.metrics_listen:
-        metrics_port = rt.metrics.serve(config.metrics_listen)
-        host = config.metrics_listen.rpartition(":")[0] or "127.0.0.1"
-        logger.info("metrics on http://%s:%d/metrics", host, metrics_port)
+        rt.metrics.serve(config.metrics_listen)
         background.append(asyncio.create_task(rt.metrics.loop(rt, stopping),
                                               name="taskgrid-metrics"))
     if rt.cluster.shared:

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
 from taskgrid.coordinator.lifecycle import TERMINAL_TASK_STATUSES, TaskStatus
+from taskgrid.promserve import MetricsServer
 
 if TYPE_CHECKING:
     from taskgrid.coordinator.runtime import Runtime
@@ -59,7 +60,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.last_scrape = 0.0
-        self._server: Any = None
+        self._server = MetricsServer(r)
         self.leases = Counter("taskgrid_leases", "Leases granted", ["function"], registry=r)
         self.reports = Counter("taskgrid_reports", "Run outcomes applied", ["status", "function"],
                                registry=r)
@@ -160,17 +161,11 @@ class Metrics:
 
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT, port 0 picks one); returns the port."""
-        host, _, port = listen.rpartition(":")
-        self._server, _thread = start_http_server(int(port), addr=host or "127.0.0.1",
-                                                  registry=self.registry)
-        return int(self._server.server_port)
+        return self._server.serve(listen, logger)
 
     def close(self) -> None:
         """Stop serving /metrics (blocking: call off the loop)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server.close()
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped

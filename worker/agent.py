@@ -207,9 +207,7 @@ class Agent(DeliveryMixin):
         """
         self._pool.start()  # before the channel: nothing of gRPC exists when children start
         if self._metrics is not None and self.config.metrics_listen:
-            port = self._metrics.serve(self.config.metrics_listen)
-            host = self.config.metrics_listen.rpartition(":")[0] or "127.0.0.1"
-            logger.info("metrics on http://%s:%d/metrics", host, port)
+            self._metrics.serve(self.config.metrics_listen)
         self._link.current()
         if self._link.size > 1:
             logger.info("coordinator addresses: %s",

@@ -7,14 +7,18 @@ side (coordinator/metrics.py); docs/metrics.md lists both.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from taskgrid.promserve import MetricsServer
 
 from .records import RunResult, TaskRun
+
+logger = logging.getLogger(__name__)
 
 #: run time buckets (seconds), as the coordinator's
 RUN_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -40,7 +44,7 @@ class WorkerMetrics:
         self.free.set_function(free_slots)
         self._started: dict[tuple[int, int], float] = {}
         self._lock = threading.Lock()
-        self._server: Any = None
+        self._server = MetricsServer(r)
 
     def started(self, task: TaskRun) -> None:
         """A lease's run began."""
@@ -59,14 +63,8 @@ class WorkerMetrics:
 
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT, port 0 picks one); returns the port."""
-        host, _, port = listen.rpartition(":")
-        self._server, _thread = start_http_server(int(port), addr=host or "127.0.0.1",
-                                                  registry=self.registry)
-        return int(self._server.server_port)
+        return self._server.serve(listen, logger)
 
     def close(self) -> None:
         """Stop serving /metrics."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server.close()
