@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from taskgrid.coordinator.errors import StoreUnavailableError
+from taskgrid.coordinator.runtime import repeat
 from taskgrid.coordinator.store import FENCE, Row, Tx
 from taskgrid.coordinator.workers import RECONNECT_GRACE_S
 
@@ -195,14 +196,8 @@ class Cluster:
             await self.rt.reaper.elected()
 
     async def loop(self, stopping: asyncio.Event) -> None:
-        """Beat until `stopping` is set; then hand leadership over and remove the node row."""
-        while not stopping.is_set():
-            try:
-                await self.beat()
-            except Exception:
-                logger.exception("node beat failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), NODE_BEAT_S)
+        """Beat every NODE_BEAT_S until `stopping` is set (`leave` then ends the node)."""
+        await repeat(self.beat, NODE_BEAT_S, stopping, "node beat")
 
     def leave(self) -> None:
         """At a clean stop: give leadership up at once and remove the node row (blocking)."""

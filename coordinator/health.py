@@ -16,12 +16,11 @@ idle coordinator asks its database nothing for its probes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from grpc_health.v1 import health, health_pb2
 
-from taskgrid.coordinator.runtime import Runtime
+from taskgrid.coordinator.runtime import Runtime, repeat
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +58,7 @@ class Health:
 
     async def loop(self, stopping: asyncio.Event) -> None:
         """Keep the status until `stopping` is set."""
-        while not stopping.is_set():
-            try:
-                await self.update()
-            except Exception:
-                logger.exception("health update failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), CHECK_INTERVAL_S)
+        await repeat(self.update, CHECK_INTERVAL_S, stopping, "health update")
 
     async def shutting_down(self) -> None:
         """NOT_SERVING from now on: probes and balancers stop sending calls here."""

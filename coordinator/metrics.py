@@ -14,7 +14,6 @@ are the database's, the same on each.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -25,7 +24,9 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
+from taskgrid.coordinator.errors import StoreUnavailableError
 from taskgrid.coordinator.lifecycle import TERMINAL_TASK_STATUSES, TaskStatus
+from taskgrid.coordinator.runtime import repeat
 from taskgrid.promserve import MetricsServer
 
 if TYPE_CHECKING:
@@ -150,14 +151,13 @@ class Metrics:
 
     async def loop(self, rt: Runtime, stopping: asyncio.Event) -> None:
         """Refresh the gauges every REFRESH_S while someone scrapes."""
-        while not stopping.is_set():
+        async def step() -> None:
             if time.monotonic() - self.last_scrape < IDLE_AFTER_S:
                 try:
                     await self.refresh(rt)
-                except Exception as exc:  # noqa: BLE001 - an outage: the next pass tries again
-                    logger.debug("metrics refresh failed error=%r", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), REFRESH_S)
+                except StoreUnavailableError as exc:  # an outage: the next turn tries again
+                    logger.debug("metrics refresh failed error=%s", exc)
+        await repeat(step, REFRESH_S, stopping, "metrics refresh")
 
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT, port 0 picks one); returns the port."""

@@ -113,6 +113,8 @@ class Reaper:
             return
         now = self.rt.clock.now()
         mine = self.rt.registry.by_id
+        # Rows judged before and since refreshed or gone need no memory of it.
+        self._judged &= {(r["id"], r["last_heartbeat"]) for r in cluster.rows}
         for row in silent_rows(cluster.rows, mine, now, now_mono - cluster.healthy_since,
                                self.rt.config.dead_after_s, cluster.node):
             key = (row["id"], row["last_heartbeat"])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from taskgrid.coordinator.clock import Clock
@@ -68,3 +69,19 @@ class Runtime:
         """Wait for pending clean-ups (at shutdown)."""
         while self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
+
+
+async def repeat(step: Callable[[], Awaitable[None]], every_s: float, stopping: asyncio.Event,
+                 what: str) -> None:
+    """Run `step` every `every_s` seconds until `stopping` is set.
+
+    A failing step is logged and tried again at the next turn, never fatal: the
+    background loops (node beat, health, metrics) must outlive any one failure.
+    """
+    while not stopping.is_set():
+        try:
+            await step()
+        except Exception:
+            logger.exception("%s failed", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), every_s)

@@ -320,8 +320,7 @@ class Registry:
             raise UnknownWorkerError(f"worker {worker_id} is not registered or was declared "
                                      "dead; register again")
         now_mono = time.monotonic()
-        w = _from_row(row, now_mono, self.rt.leases, heard=True)
-        w.functions = _offered({"functions": w.functions, "capabilities": w.capabilities})
+        w = _from_row(row, now_mono, self.rt.leases, heard=True)  # functions as offered
         old = self.by_id.pop(w.id, None)
         if old is not None:
             self.rt.leases.drop_worker(old.id)

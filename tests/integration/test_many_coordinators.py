@@ -43,8 +43,9 @@ def pg_url(pg_cluster: Any, pg_database: str) -> str:
 def start_many(pg_url: str, processes: TestProcesses
                ) -> Callable[..., list[CoordinatorProcess]]:
     def start(n: int, **opts: Any) -> list[CoordinatorProcess]:
-        return [processes.start_coordinator(opts.pop("db_url", pg_url), heartbeat=HEARTBEAT,
-                                            **opts) for _ in range(n)]
+        url = opts.pop("db_url", pg_url)
+        return [processes.start_coordinator(url, heartbeat=HEARTBEAT, **opts)
+                for _ in range(n)]
     return start
 
 
@@ -330,15 +331,23 @@ def test_tail_through_one_coordinator_a_task_run_through_another(start_many, sta
     assert chunks_while_running >= 2, "output must arrive while the task runs, not at the end"
 
 
-def woken_by_notification(parked_on: Stubs, queued_on: Stubs, name: str) -> float:
+def woken_by_notification(parked_on: CoordinatorProcess, stubs: Stubs, queued_on: Stubs,
+                          name: str) -> float:
     """Park a Lease on one coordinator, queue a task through another; the seconds it took.
 
-    The parked Lease's safety poll would answer after 2 s: an answer well before that can
-    only come from the other coordinator's notification.
+    The task is queued once the parked coordinator logs the Lease parked (it runs at DEBUG),
+    so the test measures the wake-up, not a claim at the call. The parked Lease's safety
+    poll would answer after 2 s: an answer well before that can only come from the other
+    coordinator's notification.
     """
-    far = FakeWorker(parked_on, name, ["add"], heartbeat=5.0)
-    # let the Lease park first: the test measures the wake-up, not a claim at the call
-    threading.Timer(0.3, lambda: queue(queued_on, "add", args="[1, 1]")).start()
+    far = FakeWorker(stubs, name, ["add"], heartbeat=5.0)
+    parked = f"lease parked worker={name}"
+
+    def queue_once_parked() -> None:
+        wait_until(lambda: parked in parked_on.log_text(), timeout=15, desc="the Lease parked")
+        queue(queued_on, "add", args="[1, 1]")
+
+    threading.Thread(target=queue_once_parked, daemon=True).start()
     started = time.monotonic()
     reply = far.lease(1, wait_s=20)
     waited = time.monotonic() - started
@@ -348,14 +357,14 @@ def woken_by_notification(parked_on: Stubs, queued_on: Stubs, name: str) -> floa
 
 def test_work_queued_through_one_coordinator_wakes_a_worker_parked_on_another(
         start_many, stubs_of):
-    a, b = start_many(2)
-    waited = woken_by_notification(stubs_of(b), stubs_of(a), "parked")
+    a, b = start_many(2, extra_args=["--log-level", "DEBUG"])
+    waited = woken_by_notification(b, stubs_of(b), stubs_of(a), "parked")
     assert waited < 1.9, f"woken after {waited:.2f} s: by the safety poll, not a notification"
 
 
 def test_a_listener_that_lost_its_connection_reconnects_and_hears_again(start_many, stubs_of,
                                                                         pg_url):
-    a, b = start_many(2)
+    a, b = start_many(2, extra_args=["--log-level", "DEBUG"])
     node_b = node_of(b)
     engine = sa.create_engine(pg_url)
     try:
@@ -370,7 +379,7 @@ def test_a_listener_that_lost_its_connection_reconnects_and_hears_again(start_ma
     wait_until(lambda: all(c.log_text().count("listening for other coordinators") >= 2
                            for c in (a, b)), timeout=15, desc="both listeners connected again")
     for parked_on, queued_on in ((b, a), (a, b)):
-        waited = woken_by_notification(stubs_of(parked_on), stubs_of(queued_on),
+        waited = woken_by_notification(parked_on, stubs_of(parked_on), stubs_of(queued_on),
                                        f"parked-{parked_on.name}")
         assert waited < 1.9, f"woken after {waited:.2f} s on {parked_on.name} ({node_b})"
 

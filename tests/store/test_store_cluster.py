@@ -13,6 +13,7 @@ from taskgrid.coordinator import notes
 from taskgrid.coordinator.errors import NotLeaderError
 from taskgrid.coordinator.store import FENCE, Store
 from tests.store.helpers import NOW, is_postgres, task_row, worker_row
+from tests.support.wait import wait_until
 
 
 def node_row(name: str, seen: dt.datetime = NOW) -> dict[str, object]:
@@ -53,9 +54,10 @@ def test_one_leader_at_a_time_and_a_new_epoch_for_each_new_one(store):
 
 def test_a_lapsed_lease_is_taken_over(store):
     postgres_only(store)
-    assert store.transact(lambda tx: tx.claim_leader("a", 0.01)) == 1
-    asyncio.run(asyncio.sleep(0.05))  # the lease is 10 ms long: let it run out
-    assert store.transact(lambda tx: tx.claim_leader("b", 30)) == 2
+    assert store.transact(lambda tx: tx.claim_leader("a", 0.01)) == 1  # a 10 ms lease
+    # b is refused while a's lease runs, and takes over, with a new epoch, once it ran out
+    assert wait_until(lambda: store.transact(lambda tx: tx.claim_leader("b", 30)),
+                      timeout=5, desc="the lapsed lease taken over") == 2
 
 
 def test_the_fence_lets_the_leader_write_and_stops_a_deposed_one(store):
