@@ -10,17 +10,20 @@ coordinator asks the database nothing:
   period or cron match (semantics.md §8.4, contract §2.4).
 
 The earliest moment of each is kept in memory, loaded at start and lowered
-whenever a task is queued.
+whenever a task is queued. A moment read back from the database is merged with
+the moments noted while the read was under way: a task queued meanwhile may
+be missing from the read's snapshot, and its moment must not be lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
 import uuid as uuidlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from taskgrid.coordinator import lifecycle
@@ -35,6 +38,15 @@ NO_WORKER_RETRY_S = 1.0
 
 
 @dataclasses.dataclass
+class _Noted:
+    """The moments noted while one database read of them was under way."""
+
+    expiry: dt.datetime | None = None
+    broadcast: dt.datetime | None = None
+    purge: dt.datetime | None = None
+
+
+@dataclasses.dataclass
 class Timers:
     """The next moments the passes must run; None = nothing pending."""
 
@@ -42,20 +54,37 @@ class Timers:
     next_expiry: dt.datetime | None = None
     next_broadcast: dt.datetime | None = None
     next_purge: dt.datetime | None = None
+    #: one entry per database read of the moments under way (see the module doc)
+    _reads: list[_Noted] = dataclasses.field(default_factory=list)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[_Noted]:
+        noted = _Noted()
+        self._reads.append(noted)
+        try:
+            yield noted
+        finally:
+            self._reads.remove(noted)
 
     async def load(self) -> None:
-        """Read the moments from the database (at start)."""
+        """Read the moments from the database (at start, and when elected leader)."""
         def read(tx: Tx) -> tuple[Any, Any, Any]:
             return tx.earliest_stop_time(), tx.earliest_broadcast(), tx.earliest_lost_worker()
-        self.next_expiry, self.next_broadcast, lost = await self.rt.store.run(read)
+        with self._reading() as noted:
+            expiry, broadcast, lost = await self.rt.store.run(read)
+        self.next_expiry = _min(expiry, noted.expiry)
+        self.next_broadcast = _min(broadcast, noted.broadcast)
+        self.next_purge = noted.purge
         self.note_lost_worker(lost)
         self.rt.wake_reaper.set()
 
     def note_lost_worker(self, lost_at: dt.datetime | None) -> None:
         """Schedule the removal of a dead worker's row after the retention period."""
         if lost_at is not None:
-            retention = dt.timedelta(seconds=self.rt.config.worker_retention_s)
-            self.next_purge = _earliest(self.next_purge, lost_at + retention)
+            at = lost_at + dt.timedelta(seconds=self.rt.config.worker_retention_s)
+            self.next_purge = _earliest(self.next_purge, at)
+            for noted in self._reads:
+                noted.purge = _earliest(noted.purge, at)
 
     def note(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Lower the moments for newly queued (or requeued) tasks."""
@@ -63,8 +92,12 @@ class Timers:
         for row in rows:
             if row.get("stop_time") is not None:
                 self.next_expiry = _earliest(self.next_expiry, row["stop_time"])
+                for noted in self._reads:
+                    noted.expiry = _earliest(noted.expiry, row["stop_time"])
             if row.get("broadcast"):
                 self.next_broadcast = _earliest(self.next_broadcast, row["next_run_time"])
+                for noted in self._reads:
+                    noted.broadcast = _earliest(noted.broadcast, row["next_run_time"])
         if (self.next_expiry, self.next_broadcast) != before:
             self.rt.wake_reaper.set()
 
@@ -92,8 +125,9 @@ class Timers:
         def apply(tx: Tx) -> tuple[list[str], Any]:
             return tx.delete_lost_workers(cutoff), tx.earliest_lost_worker()
 
-        names, lost = await self.rt.store.run(apply)
-        self.next_purge = None
+        with self._reading() as noted:
+            names, lost = await self.rt.store.run(apply)
+        self.next_purge = noted.purge
         self.note_lost_worker(lost)
         gone = set(names)
         for worker_id in [i for i, w in self.rt.registry.by_id.items()
@@ -111,7 +145,9 @@ class Timers:
                      for r, tr in zip(rows, trs, strict=True)]
             return after, tx.earliest_stop_time()
 
-        expired, self.next_expiry = await self.rt.store.run(apply)
+        with self._reading() as noted:
+            expired, later = await self.rt.store.run(apply)
+        self.next_expiry = _min(later, noted.expiry)
         for row in expired:
             logger.info("task expired task=%s stop_time=%s", row["id"], row["stop_time"])
             self.rt.leases.end(row["id"])
@@ -146,7 +182,9 @@ class Timers:
                 later = retry if later is None or later <= now else min(later, retry)
             return len(children), later
 
-        count, self.next_broadcast = await self.rt.store.run(apply)
+        with self._reading() as noted:
+            count, later = await self.rt.store.run(apply)
+        self.next_broadcast = _min(later, noted.broadcast)
         if count:
             logger.info("broadcast children queued count=%d", count)
             self.rt.signal.fire()
@@ -170,3 +208,7 @@ def child_row(parent: Mapping[str, Any], worker_name: str, now: dt.datetime) -> 
 
 def _earliest(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:
     return b if a is None or b < a else a
+
+
+def _min(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    return a if b is None else _earliest(a, b)
