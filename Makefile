@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# the runtime dependencies only (`make demo`); STAMP adds the dev extra (`make test`, `make lint`)
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 
 .PHONY: install demo test lint check-protos protos postgres bench clean go go-test chaos
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
@@ -12,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUNTIME_STAMP)
 
 install: $(STAMP)
 
@@ -59,7 +67,7 @@ test: check-protos lint postgres go go-test deploy-tools
 chaos: $(STAMP) postgres
 	TASKGRID_CHAOS_SCALE=full $(BIN)/python -m pytest -q tests/chaos -p no:xdist
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/python scripts/demo.py
 
 bench: $(STAMP)
