@@ -15,10 +15,12 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from .records import CommandSpec, RunRecord, TaskRecord, WorkerRecord
+from .records import CommandSpec, OutputChunk, RunRecord, TaskRecord, WorkerRecord
 
 #: Shown for a missing value in human output.
 MISSING = "-"
+#: Shown for a retry_delay that was never set (the retry comes one period after the run).
+UNSET = "unset"
 #: Widest a table cell may grow before it is cut.
 DEFAULT_MAX_CELL = 40
 
@@ -41,6 +43,18 @@ def to_jsonable(value: Any) -> Any:
 def dumps(document: Any) -> str:
     """One JSON document, as printed by ``--json``."""
     return json.dumps(to_jsonable(document), indent=2, sort_keys=False)
+
+
+def ndjson(document: Any) -> str:
+    """One JSON object on one line, as ``tail --json`` streams them."""
+    return json.dumps(to_jsonable(document), separators=(",", ":"))
+
+
+def event_document(event: TaskRecord | OutputChunk) -> dict[str, Any]:
+    """One ``tail --json`` line: ``{"event": "status", "task": ...}`` or an output chunk."""
+    if isinstance(event, TaskRecord):
+        return {"event": "status", "task": event}
+    return {"event": "output", **to_jsonable(event)}
 
 
 def format_value(value: Any) -> str:
@@ -81,18 +95,75 @@ def task_lines(task: TaskRecord) -> list[str]:
     pairs: list[tuple[str, Any]] = []
     for f in dataclasses.fields(task):
         value = getattr(task, f.name)
-        if f.name != "command":
+        if f.name == "command":
+            pairs += _command_pairs(value)
+        elif f.name == "retry_delay":
+            pairs.append((f.name, retry_delay(value)))
+        else:
             pairs.append((f.name, value))
-            continue
-        if value is None:
-            pairs.append(("command", None))
-            continue
-        pairs.append(("command", command_line(value)))
-        if value.env:
-            env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(value.env.items()))
-            pairs.append(("command env", env))
-        if value.cwd:
-            pairs.append(("command cwd", value.cwd))
+    return key_values(pairs)
+
+
+def retry_delay(value: float | None) -> str:
+    """A task's retry_delay for people: ``unset`` (0 or None: web2py's rule) or seconds."""
+    return UNSET if not value else format_value(value)
+
+
+def _command_pairs(command: CommandSpec | None) -> list[tuple[str, Any]]:
+    if command is None:
+        return [("command", None)]
+    pairs: list[tuple[str, Any]] = [("command", command_line(command))]
+    if command.env:
+        env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(command.env.items()))
+        pairs.append(("command env", env))
+    if command.cwd:
+        pairs.append(("command cwd", command.cwd))
+    return pairs
+
+
+def traceback_summary(traceback: str) -> str:
+    """The line of a traceback that says what went wrong (its last non-empty line).
+
+    A command task's traceback starts with ``exit code N``, which says it best.
+    """
+    lines = [line.strip() for line in traceback.strip().splitlines() if line.strip()]
+    if not lines:
+        return MISSING
+    if lines[0].startswith("exit code "):
+        return lines[0] + (f": {lines[-1]}" if len(lines) > 1 else "")
+    return lines[-1]
+
+
+def summary_lines(task: TaskRecord, run: RunRecord | None) -> list[str]:
+    """What a user wants to know of a task: `status`'s default view (``--verbose``: all).
+
+    Status, name, function (or command), arguments, group, counters and times, the
+    worker, and the latest run's result or what made it fail.
+    """
+    pairs: list[tuple[str, Any]] = [("id", task.id), ("status", task.status),
+                                    ("name", task.task_name)]
+    if task.command is not None:
+        pairs += _command_pairs(task.command)
+    else:
+        pairs.append(("function", task.function_name))
+        if task.args or task.vars:
+            pairs.append(("args", task.args))
+        if task.vars:
+            pairs.append(("vars", task.vars))
+    pairs.append(("group", task.group_name))
+    if not task.enabled:
+        pairs.append(("enabled", False))
+    pairs += [("times run", task.times_run), ("times failed", task.times_failed),
+              ("start time", task.start_time), ("last run", task.last_run_time),
+              ("next run", None if task.status.is_terminal else task.next_run_time)]
+    if task.stop_time is not None:
+        pairs.append(("stop time", task.stop_time))
+    worker = (run.worker_name if run is not None else "") or task.assigned_worker_name
+    pairs.append(("worker", worker))
+    if run is not None and run.traceback:
+        pairs.append(("error", traceback_summary(run.traceback)))
+    elif run is not None:
+        pairs.append(("result", run.run_result))  # the JSON text: 3, "text", {"a": 1}
     return key_values(pairs)
 
 
@@ -111,8 +182,13 @@ def run_lines(run: RunRecord, with_output: bool) -> list[str]:
         indent="  ",
     )
     if with_output:
-        lines += _block("output", run.run_output) + _block("traceback", run.traceback)
+        lines += output_lines(run)
     return lines
+
+
+def output_lines(run: RunRecord) -> list[str]:
+    """A run's output and traceback, indented under titles (``status --output``)."""
+    return _block("output", run.run_output) + _block("traceback", run.traceback)
 
 
 def _block(title: str, text: str) -> list[str]:

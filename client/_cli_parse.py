@@ -11,18 +11,41 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ._channel import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, ENV_TOKEN
 from .records import TaskStatus
 from .scheduler import DEFAULT_TARGET, TaskRef
 
+#: Tasks `taskgrid tasks` shows unless --limit or --all says otherwise.
+DEFAULT_TASKS_LIMIT = 100
 #: Environment variable naming the coordinator when --coordinator is not given.
 ENV_COORDINATOR = "TASKGRID_COORDINATOR"
 #: Subcommands that set worker statuses (Scheduler methods of the same name).
 WORKER_COMMANDS = ("resume", "disable", "terminate", "kill")
+#: Worker commands that need a target: --group, --worker, or --all for every worker.
+TARGETED_WORKER_COMMANDS = ("disable", "terminate", "kill")
+#: Subcommands run by other programs (taskgrid/cli.py routes them) -> their one-line help.
+ROUTED_COMMANDS = {
+    "coordinator": "serve the gRPC API over a database (taskgrid coordinator --help)",
+    "worker": "run tasks leased from a coordinator (taskgrid worker --help)",
+}
+#: Subcommands that change tasks chosen by REFs or by filters -> (Scheduler method, what
+#: the answer says was done, one-line help).
+BULK_COMMANDS = {
+    "requeue": ("requeue", "requeued", "queue ended tasks again"),
+    "enable-task": ("enable_tasks", "enabled", "enable tasks (leased again)"),
+    "disable-task": ("disable_tasks", "disabled", "disable tasks (never leased until enabled)"),
+    "delete": ("delete_tasks", "deleted", "delete tasks and their runs"),
+}
+#: Shells `taskgrid completion` writes a script for.
+COMPLETION_SHELLS = ("bash", "zsh")
+#: Words that reset an `update` field to its default (the library's None).
+UNSET_WORDS = ("unset", "none", "default")
 
 
 def _iso_datetime(text: str) -> datetime:
@@ -31,6 +54,29 @@ def _iso_datetime(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date and time: {text!r}") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A span like ``90``, ``45s``, ``30m``, ``12h``, ``7d`` or ``2w`` (bare numbers: seconds)."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (e.g. 90, 45s, 30m, 12h, 7d, 2w)")
+    return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def _or_unset(convert: Any) -> Any:
+    """An argparse type: `convert`, or None for a word of `UNSET_WORDS` (reset the field)."""
+
+    def parse(text: str) -> Any:
+        return None if text.lower() in UNSET_WORDS else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
+    return parse
 
 
 def parse_ref(text: str) -> TaskRef:
@@ -157,6 +203,97 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                       help="wait until task ID is COMPLETED for good (repeatable)")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: print the installed package's version and exit (looked up only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        sys.stdout.write(f"{parser.prog} {package_version()}\n")
+        parser.exit()
+
+
+def package_version() -> str:
+    """The version of the distribution that installed ``taskgrid`` (its name may change).
+
+    Falls back to ``taskgrid.__version__`` when the package runs from a source tree
+    that was never installed.
+    """
+    from importlib import metadata
+
+    top = __name__.split(".", 1)[0]  # "taskgrid"
+    names = metadata.packages_distributions().get(top, []) + [top]
+    for name in dict.fromkeys(names):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    import taskgrid
+
+    return str(getattr(taskgrid, "__version__", "unknown"))
+
+
+def _add_selector(p: argparse.ArgumentParser, verb: str) -> None:
+    """REFs and the filters of the bulk task commands (requeue, enable-task, ...)."""
+    p.add_argument("refs", nargs="*", type=parse_ref, metavar="REF",
+                   help=f"task ids or uuids to {verb}")
+    chosen = p.add_argument_group(
+        "filters", "without REF, choose tasks by filter (needs the admin role); several "
+                   "filters must all match")
+    chosen.add_argument("--status", dest="statuses", action="append", type=str.upper,
+                        choices=[s.value for s in TaskStatus], metavar="STATUS",
+                        help="only tasks in this status (repeatable)")
+    chosen.add_argument("--group", dest="group_name", metavar="G", help="only this group")
+    chosen.add_argument("--function", dest="function_name", metavar="F",
+                        help="only this function")
+    chosen.add_argument("--name", "--task-name", dest="task_name", metavar="N",
+                        help="only this task name")
+    before = chosen.add_mutually_exclusive_group()
+    before.add_argument("--finished-before", dest="finished_before", type=_iso_datetime,
+                        metavar="ISO", help="only tasks that ended before this time")
+    before.add_argument("--older-than", dest="older_than", type=parse_duration,
+                        metavar="SPAN", help="only tasks that ended longer ago than this "
+                                             "(e.g. 7d, 12h, 30m)")
+    chosen.add_argument("--all", dest="all", action="store_true",
+                        help=f"{verb} every task the filters allow (required with no REF "
+                             "and no filter)")
+
+
+def _add_update(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "update", parents=[common], help="change fields of a task",
+        description="Change the scheduling fields of one task. Only the options given are "
+                    "sent; the value 'unset' (or 'none') resets a field to its default.",
+    )  # fmt: skip
+    p.add_argument("ref", type=parse_ref, metavar="REF", help="task id or uuid")
+    sup = argparse.SUPPRESS
+    when = p.add_argument_group("fields")
+    for flag, convert, metavar, what in (
+        ("--start-time", _iso_datetime, "ISO", "not due before this time (naive: UTC)"),
+        ("--next-run-time", _iso_datetime, "ISO", "when it is next due"),
+        ("--stop-time", _iso_datetime, "ISO|none", "expire, unrun, past this time"),
+        ("--priority", int, "N", "higher runs first"),
+        ("--repeats", int, "N", "successful runs wanted; 0 = unlimited"),
+        ("--period", int, "S", "seconds between runs"),
+        ("--timeout", int, "S", "seconds a run may last"),
+        ("--retry-failed", int, "N", "retries after a failure; -1 = unlimited"),
+        ("--retry-delay", float, "S|unset", "seconds from a failure to its retry "
+                                            "(unset: one period after the run started)"),
+        ("--retry-backoff", float, "F", "multiply the retry delay by F per failure"),
+        ("--retry-delay-max", float, "S", "cap on the grown retry delay"),
+        ("--retry-jitter", float, "F", "spread each retry delay by +/- F, 0..1"),
+    ):
+        dest = flag.removeprefix("--").replace("-", "_")
+        when.add_argument(flag, dest=dest, type=_or_unset(convert), metavar=metavar,
+                          default=sup, help=what)
+    when.add_argument("--prevent-drift", dest="prevent_drift",
+                      action=argparse.BooleanOptionalAction, default=sup,
+                      help="keep runs on a grid anchored at the start time")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskgrid`` client parser (the coordinator and worker have their own)."""
     common = _common_options()
@@ -164,16 +301,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taskgrid",
         parents=[common],
         description="Queue and inspect tasks, and command workers, on a taskgrid coordinator.",
+        epilog="Run 'taskgrid COMMAND --help' for a command's options (docs/cli.md).",
     )
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the taskgrid version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, what in ROUTED_COMMANDS.items():
+        # Listed here for --help; taskgrid/cli.py hands them to their own programs.
+        p = sub.add_parser(name, help=what, add_help=False, prefix_chars="\0")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
     _add_queue(sub, common)
     _add_queue_command(sub, common)
     p = sub.add_parser("status", parents=[common], help="show a task and its latest run")
     p.add_argument("ref", type=parse_ref, metavar="REF", help="task id or uuid")
     p.add_argument("--output", action="store_true", help="include the latest run's output")
     p.add_argument("--runs", action="store_true", help="list every run")
-    p = sub.add_parser("tail", parents=[common], help="follow a task's output until it ends")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="every field of the task (attempt, uuid, retry settings, ...) and "
+                        "its latest run")
+    p = sub.add_parser("tail", parents=[common], help="follow a task's output until it ends",
+                       description="Follow a task's output until it ends. With --json, one "
+                                   "JSON object per line (NDJSON): status snapshots and "
+                                   "output chunks.")
     p.add_argument("ref", type=parse_ref, metavar="REF")
+    p = sub.add_parser("wait", parents=[common], help="wait for a task to end; exit by outcome",
+                       description="Wait until a task ends, then print its final status and "
+                                   "result (or traceback). Exit 0 COMPLETED, 10 FAILED, "
+                                   "11 TIMEOUT, 12 STOPPED, 13 EXPIRED, 14 still not ended "
+                                   "after --timeout.")
+    p.add_argument("ref", type=parse_ref, metavar="REF")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds "
+                                                              "(default: wait for ever)")
     p = sub.add_parser("stop", parents=[common], help="stop a task")
     p.add_argument("ref", type=parse_ref, metavar="REF")
     p = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
@@ -181,14 +339,36 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=[s.value for s in TaskStatus], metavar="STATUS")
     p.add_argument("--group", dest="group_name", metavar="G")
     p.add_argument("--function", dest="function_name", metavar="F")
-    p.add_argument("--task-name", dest="task_name", metavar="N")
-    p.add_argument("--limit", type=int, default=100, metavar="N")
+    p.add_argument("--task-name", "--name", dest="task_name", metavar="N")
+    count = p.add_mutually_exclusive_group()
+    count.add_argument("--limit", type=int, default=DEFAULT_TASKS_LIMIT, metavar="N",
+                       help=f"show at most N tasks (default {DEFAULT_TASKS_LIMIT}); says so "
+                            "when more exist")
+    count.add_argument("--all", action="store_true", help="page through every task")
+    _add_update(sub, common)
+    for name, (_, _, what) in BULK_COMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=what,
+                           description=f"{what[0].upper()}{what[1:]}: the REFs given, or "
+                                       "every task matching the filters.")
+        _add_selector(p, name.removesuffix("-task"))
+        if name == "requeue":
+            p.add_argument("--keep-counters", dest="keep_counters", action="store_true",
+                           help="keep times_run and times_failed (default: reset to 0)")
     p = sub.add_parser("workers", parents=[common], help="list workers")
     p.add_argument("--all", action="store_true", help="include dead workers")
     for name in WORKER_COMMANDS:
-        p = sub.add_parser(name, parents=[common], help=f"{name} workers (default: all)")
+        needs = "needs --group, --worker or --all" if name in TARGETED_WORKER_COMMANDS \
+            else "default: all"
+        p = sub.add_parser(name, parents=[common], help=f"{name} workers ({needs})")
         p.add_argument("--group", dest="group_names", action="append", metavar="G")
         p.add_argument("--worker", dest="worker_name", metavar="NAME")
+        p.add_argument("--all", dest="all", action="store_true", help="every worker")
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh)",
+                       description="Print a completion script: e.g. "
+                                   "'taskgrid completion bash > ~/.local/share/"
+                                   "bash-completion/completions/taskgrid', or "
+                                   "'taskgrid completion zsh > \"${fpath[1]}/_taskgrid\"'.")
+    p.add_argument("shell", choices=COMPLETION_SHELLS)
     return parser
 
 
@@ -231,3 +411,57 @@ def command_options(ns: argparse.Namespace) -> tuple[list[str], dict[str, str] |
     """``queue-command``'s (argv, env, cwd), as `Scheduler.queue_command` takes them."""
     env = dict(ns.env) if ns.env else None
     return list(ns.argv), env, ns.cwd
+
+
+#: `update` options -> the Scheduler.update_task field each sets.
+UPDATE_FIELDS = (
+    "start_time", "next_run_time", "stop_time", "priority", "repeats", "period",
+    "prevent_drift", "timeout", "retry_failed", "retry_delay", "retry_backoff",
+    "retry_delay_max", "retry_jitter",
+)
+
+
+def update_fields(ns: argparse.Namespace) -> dict[str, Any]:
+    """The fields ``update`` was given (None: reset to the default), and only those."""
+    return {k: getattr(ns, k) for k in UPDATE_FIELDS if hasattr(ns, k)}
+
+
+def selector_filters(ns: argparse.Namespace, now: datetime | None = None) -> dict[str, Any]:
+    """The filter keywords of a bulk task command, only those given (``--older-than`` as a time).
+
+    Args:
+        ns: The parsed command line.
+        now: The moment ``--older-than`` counts back from (default: now).
+    """
+    filters: dict[str, Any] = {}
+    for name in ("statuses", "group_name", "function_name", "task_name", "finished_before"):
+        value = getattr(ns, name, None)
+        if value:
+            filters["status" if name == "statuses" else name] = value
+    if getattr(ns, "older_than", None) is not None:
+        filters["finished_before"] = (now or datetime.now(UTC)) - ns.older_than
+    return filters
+
+
+def usage_error(ns: argparse.Namespace) -> str | None:
+    """What is wrong with a well-formed command line that must not reach the coordinator.
+
+    Returns None when the command may run; else a one-line message (exit EXIT_INVALID).
+    """
+    if ns.command in WORKER_COMMANDS:
+        targeted = bool(ns.group_names or ns.worker_name)
+        if ns.all and targeted:
+            return f"{ns.command}: give --all or --group/--worker, not both"
+        if not targeted and not ns.all and ns.command in TARGETED_WORKER_COMMANDS:
+            return (f"{ns.command} would reach every worker: give --group G, --worker NAME, "
+                    "or --all")
+    if ns.command in BULK_COMMANDS and not ns.refs and not ns.all and not selector_filters(ns):
+        return (f"{ns.command} needs task REFs, a filter (--status, --group, --function, "
+                "--name, --finished-before, --older-than) or --all")
+    if ns.command == "update" and not update_fields(ns):
+        return "update: nothing to change (give at least one field option, e.g. --priority N)"
+    if ns.command == "wait" and ns.timeout is not None and ns.timeout < 0:
+        return "wait: --timeout must not be negative"
+    if ns.command == "tasks" and ns.limit < 1:
+        return "tasks: --limit must be at least 1 (or give --all)"
+    return None

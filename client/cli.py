@@ -2,25 +2,35 @@
 
 Arguments are parsed by ``_cli_parse``, turned into public `Scheduler` (and
 `JobGraph`) calls, and answered as readable text or, with ``--json``, one
-JSON document. Failures become one line on stderr and an exit code from
-`EXIT_CODES`; a traceback is never shown.
+JSON document (``tail --json`` streams one per line). Failures become one line
+on stderr and an exit code from `EXIT_CODES`; a traceback is never shown.
+docs/cli.md describes every command and exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from . import _cli_format as fmt
 from ._channel import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, TlsConfig
 from ._cli_parse import ENV_COORDINATOR as ENV_COORDINATOR  # re-exported: cli's names before
-from ._cli_parse import WORKER_COMMANDS, command_options, parse_args, queue_kwargs
+from ._cli_parse import (
+    ROUTED_COMMANDS,
+    TARGETED_WORKER_COMMANDS,
+    WORKER_COMMANDS,
+    command_options,
+    parse_args,
+    queue_kwargs,
+    usage_error,
+)
 from ._cli_parse import build_parser as build_parser
 from ._cli_parse import parse_ref as parse_ref
 from .errors import (
@@ -32,7 +42,7 @@ from .errors import (
     UnavailableError,
 )
 from .jobgraph import JobGraph, JobTask
-from .records import OutputChunk, QueueResult, TaskRecord, TaskStatus
+from .records import OutputChunk, QueueResult, TaskRecord, TaskStatus, WorkerRecord
 from .scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -55,8 +65,10 @@ EXIT_CODES: tuple[tuple[type[TaskgridError], int], ...] = (
     (TaskgridError, EXIT_ERROR),
 )
 
-#: ANSI "clear screen, cursor home": how a terminal shows a `clear` output chunk.
-_CLEAR_SCREEN = "\x1b[2J\x1b[H"
+#: ANSI "carriage return, erase line": a `clear` chunk rewrites the progress line...
+_ERASE_LINE = "\r\x1b[K"
+#: ... which is the line above when the text before the chunk ended with a newline.
+_ERASE_LINE_ABOVE = "\x1b[A" + _ERASE_LINE
 #: Key prefix of the one task's field errors when ``queue --after`` sends a job.
 _ONE_TASK_PREFIX = "tasks[0]."
 
@@ -158,15 +170,17 @@ def _cmd_status(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
             doc["runs"] = runs
         io.document(doc)
         return EXIT_OK
-    lines = fmt.task_lines(task)
+    lines = fmt.task_lines(task) if ns.verbose else fmt.summary_lines(task, status.run)
     waits: list[tuple[str, Any]] = []
     if status.waiting_for:
         waits.append(("waiting for", status.waiting_for))
     if waiting:
         waits.append(("waiting", waiting))
     lines += fmt.key_values(waits)
-    if status.run is not None:
+    if status.run is not None and ns.verbose:
         lines += ["latest run:", *fmt.run_lines(status.run, with_output=ns.output)]
+    elif status.run is not None and ns.output:
+        lines += fmt.output_lines(status.run)
     if runs is not None:
         lines += [f"runs ({len(runs)}):"]
         for run in runs:
@@ -176,35 +190,49 @@ def _cmd_status(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
 
 
 def _cmd_tail(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
-    tty = not io.as_json and io.out.isatty()
     task: TaskRecord | None = None
-    attempt: int | None = None
-    text = ""  # the current run's output as a terminal would hold it
     # Read to the end of the stream rather than stopping at a terminal snapshot: the
     # coordinator ends the stream itself, and the last output can follow the final status.
-    for event in s.watch(ns.ref):
+    if io.as_json:
+        for event in s.watch(ns.ref):
+            task = event if isinstance(event, TaskRecord) else task
+            io.out.write(fmt.ndjson(fmt.event_document(event)) + "\n")
+            io.out.flush()
+    else:
+        task = _tail_text(s.watch(ns.ref), io)
+    return EXIT_OK if task is not None and task.status is TaskStatus.COMPLETED else EXIT_ERROR
+
+
+def _tail_text(events: Iterable[TaskRecord | OutputChunk], io: _Io) -> TaskRecord | None:
+    """Print a task's output as it comes, status changes on stderr; its last snapshot.
+
+    On a terminal a ``clear`` chunk (``!clear!``) rewrites the progress line: the
+    line being written, or the one above when the text before ended with a newline.
+    Elsewhere (a file, a pipe) it starts a new line, so nothing printed is lost.
+    """
+    tty = io.out.isatty()
+    task: TaskRecord | None = None
+    attempt: int | None = None
+    text = ""  # the current run's output since its last clear
+    for event in events:
         if isinstance(event, TaskRecord):
-            if not io.as_json and (task is None or task.status is not event.status):
+            if task is None or task.status is not event.status:
                 print(f"taskgrid: task {event.id} {event.status.value}", file=io.err)
             task = event
             continue
         chunk: OutputChunk = event
         if chunk.attempt != attempt or chunk.clear:
-            if not io.as_json:
-                if tty and chunk.clear:
-                    io.out.write(_CLEAR_SCREEN)
-                elif text and not text.endswith("\n"):
-                    io.out.write("\n")
+            if tty and chunk.clear and chunk.attempt == attempt and text:
+                io.out.write(_ERASE_LINE_ABOVE if text.endswith("\n") else _ERASE_LINE)
+            elif text and not text.endswith("\n"):
+                io.out.write("\n")
             attempt, text = chunk.attempt, ""
         text += chunk.data
-        if not io.as_json:
-            io.out.write(chunk.data)
-            io.out.flush()
-    if io.as_json:
-        io.document({"task": task, "output": text})
-    elif text and not text.endswith("\n"):
+        io.out.write(chunk.data)
+        io.out.flush()
+    if text and not text.endswith("\n"):
         io.out.write("\n")
-    return EXIT_OK if task is not None and task.status is TaskStatus.COMPLETED else EXIT_ERROR
+    return task
 
 
 def _cmd_stop(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
@@ -222,12 +250,20 @@ def _cmd_stop(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
 
 
 def _cmd_tasks(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
+    limit: int | None = None if ns.all else ns.limit
+    # One row more than shown says whether more exist.
     tasks = s.list_tasks(status=ns.statuses, group_name=ns.group_name,
-                         function_name=ns.function_name, task_name=ns.task_name, limit=ns.limit)
+                         function_name=ns.function_name, task_name=ns.task_name,
+                         limit=None if limit is None else limit + 1)
+    more = limit is not None and len(tasks) > limit
+    tasks = tasks[:limit]
     if io.as_json:
-        io.document(tasks)
-    else:
-        io.lines(fmt.table(fmt.TASK_HEADERS, [fmt.task_row(t) for t in tasks]))
+        io.document({"tasks": tasks, "count": len(tasks), "more": more, "limit": limit})
+        return EXIT_OK
+    io.lines(fmt.table(fmt.TASK_HEADERS, [fmt.task_row(t) for t in tasks]))
+    if more:
+        print(f"taskgrid: more tasks exist (showing the newest {limit}): use --limit N or "
+              "--all", file=io.err)
     return EXIT_OK
 
 
@@ -245,6 +281,8 @@ def _cmd_workers(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
 def _cmd_worker_status(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
     method = getattr(s, ns.command)
     names: list[str] = method(group_names=ns.group_names, worker_name=ns.worker_name)
+    if not names and ns.command in TARGETED_WORKER_COMMANDS:
+        _check_target_exists(s, ns)
     if io.as_json:
         io.document({"worker_names": names})
     elif names:
@@ -252,6 +290,25 @@ def _cmd_worker_status(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
     else:
         print("taskgrid: no worker changed", file=io.err)
     return EXIT_OK
+
+
+def _check_target_exists(s: Scheduler, ns: argparse.Namespace) -> None:
+    """Raise NotFoundError when --worker or --group matches no live worker.
+
+    Called when nothing changed: the target may exist with that status already.
+    """
+    if ns.worker_name:
+        def matches(w: WorkerRecord) -> bool:
+            return bool(w.worker_name == ns.worker_name)
+        what = f"no live worker named {ns.worker_name!r}"
+    elif ns.group_names:
+        def matches(w: WorkerRecord) -> bool:
+            return bool(set(ns.group_names) & set(w.group_names))
+        what = f"no live worker in group {', '.join(ns.group_names)}"
+    else:
+        return
+    if not any(matches(w) for w in s.get_workers().values()):
+        raise NotFoundError(what)
 
 
 _COMMANDS: dict[str, Callable[[Scheduler, argparse.Namespace, _Io], int]] = {
@@ -318,11 +375,24 @@ def main(
     """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ROUTED_COMMANDS:
+        return _run_routed(args)
     try:
-        ns = parse_args(sys.argv[1:] if argv is None else argv)
+        ns = parse_args(args)
     except SystemExit as exc:  # argparse has printed usage or help already
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or EXIT_OK
+        return EXIT_INVALID
+    if ns.command in ROUTED_COMMANDS:  # global options came first: they are not its own
+        print(f"taskgrid: put {ns.command} first: taskgrid {ns.command} [OPTIONS] (see "
+              f"taskgrid {ns.command} --help)", file=err)
+        return EXIT_INVALID
+    if ns.command == "completion":
+        return _completion(ns.shell, out, err)
+    problem = usage_error(ns)
+    if problem is not None:
+        print(f"taskgrid: {problem}", file=err)
         return EXIT_INVALID
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="taskgrid: %(message)s", stream=err)
@@ -354,6 +424,30 @@ def main(
         logger.debug("unexpected error", exc_info=True)
         print(f"taskgrid: unexpected error: {type(exc).__name__}: {exc}", file=err)
         return EXIT_ERROR
+
+
+def _run_routed(args: list[str]) -> int:
+    """``taskgrid coordinator|worker ...`` reached the client CLI: hand it to its program.
+
+    The dispatcher (taskgrid/cli.py) routes these itself; this path serves callers of
+    this `main` directly. The dispatcher is imported by name so that the client package
+    never imports the coordinator (tests/unit/test_layering.py).
+    """
+    dispatch = importlib.import_module("taskgrid.cli")
+    code: int = dispatch.main(args)
+    return code
+
+
+def _completion(shell: str, out: TextIO, err: TextIO) -> int:
+    """Print the completion script of `shell` for every command and option (by shtab)."""
+    try:
+        shtab = importlib.import_module("shtab")
+    except ImportError:
+        print("taskgrid: shell completion needs the shtab package: pip install shtab",
+              file=err)
+        return EXIT_ERROR
+    out.write(shtab.complete(build_parser(), shell=shell))
+    return EXIT_OK
 
 
 def _silence_stdout() -> None:

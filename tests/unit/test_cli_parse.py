@@ -218,6 +218,8 @@ class FakeScheduler:
         self.closed = False
         self.waiting: tuple[int, ...] = ()
         self.job_answer: Any = None  # a QueueJobResponse for `queue --after`
+        self.task_count = 2  # tasks list_tasks has
+        self.changed: list[str] | None = None  # what the worker commands answer (w1)
 
     def __enter__(self) -> FakeScheduler:
         return self
@@ -268,7 +270,10 @@ class FakeScheduler:
 
     def list_tasks(self, **kwargs: Any) -> list[TaskRecord]:
         self._call("list_tasks", **kwargs)
-        return [task(id=2), task(id=1, status=TaskStatus.COMPLETED)]
+        rows = [task(id=i) for i in range(self.task_count, 2, -1)]
+        rows += [task(id=2), task(id=1, status=TaskStatus.COMPLETED)]
+        limit = kwargs.get("limit")
+        return rows if limit is None else rows[:limit]
 
     def get_workers(self, include_dead: bool = False) -> dict[str, WorkerRecord]:
         self._call("get_workers", include_dead=include_dead)
@@ -282,7 +287,7 @@ class FakeScheduler:
 
     def kill(self, group_names: Any = None, worker_name: Any = None) -> list[str]:
         self._call("kill", group_names=group_names, worker_name=worker_name)
-        return ["w1"]
+        return ["w1"] if self.changed is None else self.changed
 
     resume = disable = terminate = kill
 
@@ -395,12 +400,36 @@ def test_tail_prints_output_and_exits_0_on_completed(h: Harness) -> None:
     assert "RUNNING" in err and "COMPLETED" in err
 
 
-def test_tail_json_holds_the_output_after_the_last_clear(h: Harness) -> None:
-    events = [_chunk(1, "a"), _chunk(2, "b\n", clear=True), task(status=TaskStatus.COMPLETED)]
+def test_tail_json_streams_one_event_per_line(h: Harness) -> None:
+    events = [task(status=TaskStatus.RUNNING), _chunk(1, "a"), _chunk(2, "b\n", clear=True),
+              task(status=TaskStatus.COMPLETED)]
     h.setup.append(lambda f: setattr(f, "events", events))
-    code, out, _ = h.run("tail", "12", "--json")
-    doc = json.loads(out)
-    assert code == 0 and doc["output"] == "b\n" and doc["task"]["status"] == "COMPLETED"
+    code, out, err = h.run("tail", "12", "--json")
+    assert code == 0 and err == ""
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["event"] for line in lines] == ["status", "output", "output", "status"]
+    assert lines[0]["task"]["status"] == "RUNNING" and lines[3]["task"]["status"] == "COMPLETED"
+    assert lines[2] == {"event": "output", "task_id": 12, "attempt": 1, "run_id": 3, "seq": 2,
+                        "data": "b\n", "clear": True}
+
+
+def test_tail_json_flushes_each_line_as_it_comes() -> None:
+    class Recorder(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushed: list[str] = []
+
+        def flush(self) -> None:
+            self.flushed.append(self.getvalue())
+
+    fake = FakeScheduler("t")
+    fake.events = [_chunk(1, "a"), task(status=TaskStatus.FAILED)]
+    out = Recorder()
+    code = cli.main(["tail", "1", "--json"], scheduler_factory=lambda t: fake, stdout=out,
+                    stderr=io.StringIO())
+    assert code == 1
+    first, second = out.getvalue().splitlines(keepends=True)
+    assert out.flushed[:2] == [first, first + second]  # each line reaches the reader at once
 
 
 @pytest.mark.parametrize("final", [TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.STOPPED])
@@ -411,18 +440,45 @@ def test_tail_exits_1_unless_completed(h: Harness, final: TaskStatus) -> None:
     assert code == 1 and out == "x\n"
 
 
-def test_tail_clears_a_terminal_screen() -> None:
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
+
+def _tail_on_a_terminal(events: list[Any]) -> str:
     fake = FakeScheduler("t")
-    fake.events = [_chunk(1, "old"), _chunk(2, "new", clear=True),
-                   task(status=TaskStatus.COMPLETED)]
+    fake.events = [*events, task(status=TaskStatus.COMPLETED)]
     out = Tty()
     code = cli.main(["tail", "1"], scheduler_factory=lambda t: fake, stdout=out,
                     stderr=io.StringIO())
-    assert code == 0 and out.getvalue() == "old\x1b[2J\x1b[Hnew\n"
+    assert code == 0
+    return out.getvalue()
+
+
+def test_tail_clear_rewrites_only_the_progress_line_of_a_terminal() -> None:
+    text = _tail_on_a_terminal([_chunk(1, "old"), _chunk(2, "new", clear=True)])
+    assert text == "old\r\x1b[Knew\n"
+    assert "\x1b[2J" not in text  # never the whole screen
+
+
+def test_tail_clear_after_a_newline_rewrites_the_line_above() -> None:
+    # print("50%"); print("!clear!100%"): the cursor sits below "50%", so go up one line
+    text = _tail_on_a_terminal([_chunk(1, "header\n50%\n"), _chunk(2, "100%\n", clear=True)])
+    assert text == "header\n50%\n\x1b[A\r\x1b[K100%\n"
+
+
+def test_tail_clear_first_thing_or_in_a_new_run_writes_no_escape() -> None:
+    assert _tail_on_a_terminal([_chunk(1, "a", clear=True)]) == "a\n"
+    text = _tail_on_a_terminal([_chunk(1, "run 1"), _chunk(1, "run 2", clear=True, attempt=2)])
+    assert text == "run 1\nrun 2\n"
+
+
+def test_tail_off_a_terminal_prints_plainly(h: Harness) -> None:
+    events = [_chunk(1, "50%\n"), _chunk(2, "100%\n", clear=True),
+              task(status=TaskStatus.COMPLETED)]
+    h.setup.append(lambda f: setattr(f, "events", events))
+    code, out, _ = h.run("tail", "12")
+    assert code == 0 and out == "50%\n100%\n" and "\x1b" not in out
 
 
 def test_stop(h: Harness) -> None:
@@ -455,8 +511,9 @@ def test_worker_commands_print_changed_names(h: Harness, command: str) -> None:
     assert code == 0 and out == "w1\n"
     assert h.fake is not None
     assert h.fake.calls == [("kill", (), {"group_names": ["main"], "worker_name": "w1"})]
-    code, out, _ = h.run(command, "--json")
+    code, out, _ = h.run(command, "--all", "--json")
     assert json.loads(out) == {"worker_names": ["w1"]}
+    assert h.fake.calls == [("kill", (), {"group_names": None, "worker_name": None})]
 
 
 def test_tasks_table(h: Harness) -> None:
@@ -594,6 +651,253 @@ def test_status_shows_the_command_line_of_a_command_task(h: Harness) -> None:
 
 def test_status_of_a_function_task_has_no_command(h: Harness) -> None:
     code, out, _ = h.run("status", "12")
+    assert code == 0 and "command" not in out and _fields(out)["function"] == "add"
+    code, out, _ = h.run("status", "12", "--verbose")
     assert code == 0 and "command env" not in out
     assert [line.split() for line in out.splitlines() if line.startswith("command")] == [
         ["command:", "-"]]
+
+
+def _fields(out: str) -> dict[str, str]:
+    """`key: value` lines of a text answer, keys and values stripped."""
+    pairs = (line.split(":", 1) for line in out.splitlines() if ":" in line and line[:1] != " ")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+# -- the command line as people expect it --------------------------------------------------------
+
+ALL_COMMANDS = ("coordinator", "worker", "queue", "queue-command", "status", "tail", "wait",
+                "stop", "tasks", "update", "requeue", "enable-task", "disable-task", "delete",
+                "workers", "resume", "disable", "terminate", "kill", "completion")
+
+
+def test_help_lists_every_command_with_a_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"], scheduler_factory=_no_scheduler) == 0
+    out = capsys.readouterr().out
+    section = out[out.index("\n  COMMAND\n"):out.index("\noptions:")]
+    listed = {line.split()[0]: line for line in section.splitlines()
+              if line.startswith("    ") and not line.startswith("     ")}
+    for command in ALL_COMMANDS:
+        assert command in listed, command
+        assert len(listed[command].split()) > 1, f"{command} has no description"
+    assert "serve the gRPC API" in listed["coordinator"]
+    assert "run tasks" in listed["worker"]
+
+
+def test_the_dispatcher_help_is_the_client_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskgrid import cli as dispatcher
+
+    assert dispatcher.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "coordinator" in out and "worker" in out and "completion" in out
+
+
+def test_coordinator_and_worker_reached_through_the_client_cli_run_their_programs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["worker", "--help"], scheduler_factory=_no_scheduler)
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: taskgrid worker")
+
+
+def test_a_routed_command_after_global_options_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["--json", "worker", "--tasks", "x"], scheduler_factory=_no_scheduler) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "put worker first" in err
+
+
+def test_version_is_the_installed_distribution_version(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from importlib import metadata
+
+    assert cli.main(["--version"], scheduler_factory=_no_scheduler) == 0
+    (dist,) = set(metadata.packages_distributions()["taskgrid"])
+    assert capsys.readouterr().out == f"taskgrid {metadata.version(dist)}\n"
+
+
+def test_version_falls_back_to_the_package_when_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib import metadata
+
+    import taskgrid
+    from taskgrid.client import _cli_parse
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {})
+    monkeypatch.setattr(metadata, "version", missing)
+    assert _cli_parse.package_version() == taskgrid.__version__
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_prints_a_script_naming_every_command(
+    shell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("shtab")
+    assert cli.main(["completion", shell], scheduler_factory=_no_scheduler) == 0
+    script = capsys.readouterr().out
+    assert "taskgrid" in script
+    for command in ("queue", "status", "requeue", "enable-task", "kill", "--coordinator"):
+        assert command in script, command
+    if shell == "zsh":
+        assert script.startswith("#compdef taskgrid")
+
+
+def test_completion_without_shtab_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "shtab", None)  # `import shtab` raises ImportError
+    assert cli.main(["completion", "bash"], scheduler_factory=_no_scheduler) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        "taskgrid: shell completion needs the shtab package: pip install shtab\n")
+
+
+def test_completion_of_another_shell_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["completion", "tcsh"], scheduler_factory=_no_scheduler) == 2
+
+
+def test_tasks_says_when_more_rows_exist(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "task_count", 150))
+    code, out, err = h.run("tasks")
+    assert code == 0 and len(out.splitlines()) == 1 + 100
+    assert err == ("taskgrid: more tasks exist (showing the newest 100): use --limit N or "
+                   "--all\n")
+    assert h.fake is not None and h.fake.calls[0][2]["limit"] == 101  # one more than shown
+    code, out, err = h.run("tasks", "--limit", "149")
+    assert len(out.splitlines()) == 1 + 149 and "more tasks exist" in err
+    code, out, err = h.run("tasks", "--limit", "150")
+    assert len(out.splitlines()) == 1 + 150 and err == ""
+
+
+def test_tasks_all_pages_through_everything(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "task_count", 1500))
+    code, out, err = h.run("tasks", "--all")
+    assert code == 0 and len(out.splitlines()) == 1 + 1500 and err == ""
+    assert h.fake is not None and h.fake.calls[0][2]["limit"] is None
+
+
+def test_tasks_json_has_the_rows_and_whether_more_exist(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "task_count", 5))
+    code, out, err = h.run("tasks", "--limit", "3", "--json")
+    doc = json.loads(out)
+    assert code == 0 and err == ""
+    assert [t["id"] for t in doc["tasks"]] == [5, 4, 3]
+    assert (doc["count"], doc["more"], doc["limit"]) == (3, True, 3)
+    doc = json.loads(h.run("tasks", "--all", "--json")[1])
+    assert (doc["count"], doc["more"], doc["limit"]) == (5, False, None)
+
+
+@pytest.mark.parametrize("argv", [["tasks", "--limit", "0"], ["tasks", "--all", "--limit", "5"]])
+def test_tasks_bad_limits_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv, scheduler_factory=_no_scheduler) == 2
+
+
+@pytest.mark.parametrize("command", ["disable", "terminate", "kill"])
+def test_dangerous_worker_commands_need_a_target_or_all(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([command], scheduler_factory=_no_scheduler) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--all" in err and "every worker" in err
+    assert cli.main([command, "--all", "--worker", "w1"], scheduler_factory=_no_scheduler) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_resume_keeps_reaching_every_worker_by_default(h: Harness) -> None:
+    code, out, _ = h.run("resume")
+    assert code == 0 and out == "w1\n"
+    assert h.fake is not None
+    assert h.fake.calls == [("kill", (), {"group_names": None, "worker_name": None})]
+
+
+@pytest.mark.parametrize("command", ["disable", "terminate", "kill"])
+@pytest.mark.parametrize("target", [["--worker", "nobody"], ["--group", "nogroup"]])
+def test_a_worker_target_that_matches_nobody_exits_3(
+    h: Harness, command: str, target: list[str]
+) -> None:
+    h.setup.append(lambda f: setattr(f, "changed", []))
+    code, out, err = h.run(command, *target)
+    assert code == 3 and out == "" and err.count("\n") == 1
+    assert "no live worker" in err and target[1] in err
+
+
+@pytest.mark.parametrize("target", [["--worker", "w1"], ["--group", "main"], ["--all"]])
+def test_a_target_already_in_that_status_is_not_an_error(h: Harness, target: list[str]) -> None:
+    h.setup.append(lambda f: setattr(f, "changed", []))
+    code, out, err = h.run("disable", *target)
+    assert code == 0 and out == "" and "no worker changed" in err
+
+
+INTERNALS = ("uuid", "attempt", "lost_count", "stop_requested", "broadcast_parent",
+             "target_worker_name", "retry_backoff", "sync_output")
+
+
+def test_status_shows_what_a_user_needs_by_default(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "task", task(
+        status=TaskStatus.COMPLETED, times_run=1, assigned_worker_name="w1",
+        last_run_time=T0)))
+    code, out, _ = h.run("status", "12")
+    fields = _fields(out)
+    assert code == 0
+    assert {k: fields[k] for k in ("id", "status", "name", "function", "args", "group",
+                                   "times run", "times failed", "worker", "result",
+                                   "next run")} == {
+        "id": "12", "status": "COMPLETED", "name": "add", "function": "add", "args": "[1, 2]",
+        "group": "main", "times run": "1", "times failed": "0", "worker": "w1", "result": "3",
+        "next run": "-"}  # an ended task has no next run
+    assert fields["start time"] == "2024-05-06 07:08:09+00:00"
+    for name in INTERNALS:
+        assert name not in fields, name
+    assert "line 1" not in out  # the output only with --output
+
+
+def test_status_of_a_queued_task_shows_its_next_run(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "run", None))
+    code, out, _ = h.run("status", "12")
+    fields = _fields(out)
+    assert fields["next run"] == "2024-05-06 07:08:09+00:00" and fields["worker"] == "-"
+    assert "result" not in fields and fields["waiting"].startswith("no live worker")
+
+
+def test_status_of_a_failed_task_shows_the_last_traceback_line(h: Harness) -> None:
+    tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad input\n'
+    h.setup.append(lambda f: setattr(f, "task", task(status=TaskStatus.FAILED)))
+    h.setup.append(lambda f: setattr(f, "run", run(status=RunStatus.FAILED, run_result=None,
+                                                   traceback=tb)))
+    code, out, _ = h.run("status", "12")
+    assert _fields(out)["error"] == "ValueError: bad input" and "result" not in _fields(out)
+    code, out, _ = h.run("status", "12", "--output")
+    assert "  traceback:" in out.splitlines() and "    ValueError: bad input" in out
+
+
+def test_status_verbose_shows_the_internals_and_the_latest_run(h: Harness) -> None:
+    code, out, _ = h.run("status", "12", "--verbose")
+    fields = _fields(out)
+    assert code == 0
+    for name in INTERNALS:
+        assert name in fields, name
+    assert fields["uuid"] == "u-12" and "latest run:" in out.splitlines()
+
+
+def test_an_unset_retry_delay_reads_unset(h: Harness) -> None:
+    code, out, _ = h.run("status", "12", "-v")
+    assert _fields(out)["retry_delay"] == "unset"
+    h.setup.append(lambda f: setattr(f, "task", task(retry_delay=2.5)))
+    code, out, _ = h.run("status", "12", "-v")
+    assert _fields(out)["retry_delay"] == "2.5"
+    code, out, _ = h.run("status", "12", "--json")
+    assert json.loads(out)["task"]["retry_delay"] == 2.5
+
+
+def test_a_command_task_failure_summary_keeps_its_exit_code(h: Harness) -> None:
+    h.setup.append(lambda f: setattr(f, "run", run(status=RunStatus.FAILED, run_result=None,
+                                                   traceback="exit code 4\nbad input\n")))
+    assert _fields(h.run("status", "12")[1])["error"] == "exit code 4: bad input"
