@@ -50,8 +50,40 @@ def next_cron_time(cronline: str, after: dt.datetime) -> dt.datetime:
     return result if result.tzinfo else result.replace(tzinfo=dt.UTC)
 
 
+#: the names a range bound may use in the month and day-of-week fields (web2py: sun = 0)
+_MONTHS = {name: n for n, name in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_DAYS = {name: n for n, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
+_FIELD_NAMES: tuple[Mapping[str, int], ...] = ({}, {}, {}, _MONTHS, _DAYS)
+
+
+def reversed_range(cronline: str) -> str | None:
+    """The first field of a 5-field line holding a range whose start is past its end, or None.
+
+    `5-1`, `30-5/2`, `fri-mon`, `sat-sun` (Sunday is 0), `dec-jan`, also inside a list
+    (`1,5-1`). croniter wraps such a range round the field's end; web2py's parser expands
+    it to nothing and rejects the line, and so do we. Case-insensitive; a bound that is
+    neither a number nor a name of its field is left to croniter.
+    """
+    fields = cronline.lower().split()
+    if len(fields) != len(_FIELD_NAMES):
+        return None
+    for field, names in zip(fields, _FIELD_NAMES, strict=True):
+        for item in field.split(","):
+            bounds = item.split("/", 1)[0].split("-")
+            if len(bounds) != 2:
+                continue
+            low, high = (int(b) if b.isascii() and b.isdigit() else names.get(b) for b in bounds)
+            if low is not None and high is not None and low > high:
+                return field
+    return None
+
+
 def cron_error(cronline: str) -> str | None:
     """The parser's message for a bad cron line, or None when it is valid."""
+    backwards = reversed_range(cronline)
+    if backwards is not None:
+        return f"Invalid cron value ({backwards})"  # web2py's message, naming the field
     try:
         croniter(cronline, dt.datetime(2000, 1, 1, tzinfo=dt.UTC)).get_next(dt.datetime)
     except (ValueError, KeyError, TypeError) as exc:  # croniter's errors derive from ValueError

@@ -75,7 +75,9 @@ def test_a_pending_stop_turns_failure_or_timeout_into_stopped(outcome, retry_fai
     tr = lifecycle.finish(t, outcome, T0)
     assert (tr.source, tr.target, tr.event) == (
         TaskStatus.RUNNING, TaskStatus.STOPPED, lifecycle.OUTCOME_EVENTS[outcome])
-    assert tr.values == {"stop_requested": False, "lost_count": 0, "enabled": False}
+    # next_run_time is written at every report, as web2py does (one period after T0)
+    assert tr.values == {"stop_requested": False, "lost_count": 0, "enabled": False,
+                         "next_run_time": T0 + dt.timedelta(seconds=60)}
     assert tr.attempt == 3  # fenced like every worker write
     assert "stop was pending" in tr.reason
 
