@@ -197,6 +197,18 @@ def _block(title: str, text: str) -> list[str]:
     return [f"  {title}:", *("    " + line for line in text.rstrip("\n").split("\n"))]
 
 
+#: Most task ids a bulk command's answer lists.
+MAX_LISTED_IDS = 10
+
+
+def changed_line(done: str, count: int, task_ids: Sequence[int]) -> str:
+    """A bulk command's answer, e.g. ``requeued 2 tasks: 3, 4`` or ``deleted 0 tasks``."""
+    line = f"{done} {count} task{'' if count == 1 else 's'}"
+    if 0 < len(task_ids) <= MAX_LISTED_IDS:
+        line += ": " + ", ".join(str(i) for i in task_ids)
+    return line
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A plain left-aligned table; cells wider than `DEFAULT_MAX_CELL` are cut."""
     cut = [[_cut(cell) for cell in row] for row in rows]

@@ -236,13 +236,17 @@ def package_version() -> str:
     return str(getattr(taskgrid, "__version__", "unknown"))
 
 
-def _add_selector(p: argparse.ArgumentParser, verb: str) -> None:
-    """REFs and the filters of the bulk task commands (requeue, enable-task, ...)."""
+def _add_selector(p: argparse.ArgumentParser, verb: str, finished: bool) -> None:
+    """REFs and the filters of the bulk task commands (requeue, enable-task, ...).
+
+    ``finished``: the command takes ended tasks, so ``--finished-before`` and
+    ``--older-than`` apply.
+    """
     p.add_argument("refs", nargs="*", type=parse_ref, metavar="REF",
                    help=f"task ids or uuids to {verb}")
     chosen = p.add_argument_group(
-        "filters", "without REF, choose tasks by filter (needs the admin role); several "
-                   "filters must all match")
+        "filters", "instead of REFs, choose tasks by filter (needs the admin role); "
+                   "several filters must all match")
     chosen.add_argument("--status", dest="statuses", action="append", type=str.upper,
                         choices=[s.value for s in TaskStatus], metavar="STATUS",
                         help="only tasks in this status (repeatable)")
@@ -251,15 +255,19 @@ def _add_selector(p: argparse.ArgumentParser, verb: str) -> None:
                         help="only this function")
     chosen.add_argument("--name", "--task-name", dest="task_name", metavar="N",
                         help="only this task name")
-    before = chosen.add_mutually_exclusive_group()
+    if finished:
+        _add_finished_filters(chosen.add_mutually_exclusive_group())
+    chosen.add_argument("--all", dest="all", action="store_true",
+                        help=f"{verb} every task the filters allow (required with no REF "
+                             "and no filter)")
+
+
+def _add_finished_filters(before: Any) -> None:
     before.add_argument("--finished-before", dest="finished_before", type=_iso_datetime,
                         metavar="ISO", help="only tasks that ended before this time")
     before.add_argument("--older-than", dest="older_than", type=parse_duration,
                         metavar="SPAN", help="only tasks that ended longer ago than this "
                                              "(e.g. 7d, 12h, 30m)")
-    chosen.add_argument("--all", dest="all", action="store_true",
-                        help=f"{verb} every task the filters allow (required with no REF "
-                             "and no filter)")
 
 
 def _add_update(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -350,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=what,
                            description=f"{what[0].upper()}{what[1:]}: the REFs given, or "
                                        "every task matching the filters.")
-        _add_selector(p, name.removesuffix("-task"))
+        _add_selector(p, name.removesuffix("-task"), finished=name in ("requeue", "delete"))
         if name == "requeue":
             p.add_argument("--keep-counters", dest="keep_counters", action="store_true",
                            help="keep times_run and times_failed (default: reset to 0)")
@@ -455,13 +463,17 @@ def usage_error(ns: argparse.Namespace) -> str | None:
         if not targeted and not ns.all and ns.command in TARGETED_WORKER_COMMANDS:
             return (f"{ns.command} would reach every worker: give --group G, --worker NAME, "
                     "or --all")
-    if ns.command in BULK_COMMANDS and not ns.refs and not ns.all and not selector_filters(ns):
-        return (f"{ns.command} needs task REFs, a filter (--status, --group, --function, "
-                "--name, --finished-before, --older-than) or --all")
+    if ns.command in BULK_COMMANDS:
+        filtered = bool(selector_filters(ns))
+        if ns.refs and (filtered or ns.all):
+            return f"{ns.command}: give task REFs or filters (or --all), not both"
+        if not ns.refs and not filtered and not ns.all:
+            return (f"{ns.command} needs task REFs, a filter (--status, --group, --function, "
+                    "--name, ...) or --all")
     if ns.command == "update" and not update_fields(ns):
         return "update: nothing to change (give at least one field option, e.g. --priority N)"
-    if ns.command == "wait" and ns.timeout is not None and ns.timeout < 0:
-        return "wait: --timeout must not be negative"
+    if ns.command == "wait" and ns.timeout is not None and not ns.timeout >= 0:  # NaN too
+        return "wait: --timeout must be a number of seconds >= 0"
     if ns.command == "tasks" and ns.limit < 1:
         return "tasks: --limit must be at least 1 (or give --all)"
     return None

@@ -21,16 +21,19 @@ from typing import Any, TextIO
 
 from . import _cli_format as fmt
 from ._channel import ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY, TlsConfig
-from ._cli_parse import ENV_COORDINATOR as ENV_COORDINATOR  # re-exported: cli's names before
 from ._cli_parse import (
+    BULK_COMMANDS,
     ROUTED_COMMANDS,
     TARGETED_WORKER_COMMANDS,
     WORKER_COMMANDS,
     command_options,
     parse_args,
     queue_kwargs,
+    selector_filters,
+    update_fields,
     usage_error,
 )
+from ._cli_parse import ENV_COORDINATOR as ENV_COORDINATOR  # re-exported: cli's names before
 from ._cli_parse import build_parser as build_parser
 from ._cli_parse import parse_ref as parse_ref
 from .errors import (
@@ -40,9 +43,18 @@ from .errors import (
     TaskgridError,
     UnauthenticatedError,
     UnavailableError,
+    WaitTimeoutError,
 )
 from .jobgraph import JobGraph, JobTask
-from .records import OutputChunk, QueueResult, TaskRecord, TaskStatus, WorkerRecord
+from .records import (
+    ChangedResult,
+    OutputChunk,
+    QueueResult,
+    TaskRecord,
+    TaskStatus,
+    UpdateResult,
+    WorkerRecord,
+)
 from .scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -53,10 +65,27 @@ EXIT_INVALID = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
 EXIT_AUTH = 5
+#: `taskgrid wait`: how the task ended (COMPLETED is EXIT_OK) ...
+EXIT_FAILED = 10
+EXIT_TIMEOUT = 11
+EXIT_STOPPED = 12
+EXIT_EXPIRED = 13
+#: ... or that it had not ended when --timeout passed.
+EXIT_WAIT_TIMEOUT = 14
 EXIT_INTERRUPTED = 130
+
+#: `taskgrid wait`'s exit code for each way a task ends.
+WAIT_EXIT_CODES: dict[TaskStatus, int] = {
+    TaskStatus.COMPLETED: EXIT_OK,
+    TaskStatus.FAILED: EXIT_FAILED,
+    TaskStatus.TIMEOUT: EXIT_TIMEOUT,
+    TaskStatus.STOPPED: EXIT_STOPPED,
+    TaskStatus.EXPIRED: EXIT_EXPIRED,
+}
 
 #: Error class -> exit code; the first class the error is an instance of wins.
 EXIT_CODES: tuple[tuple[type[TaskgridError], int], ...] = (
+    (WaitTimeoutError, EXIT_WAIT_TIMEOUT),
     (NotFoundError, EXIT_NOT_FOUND),
     (InvalidArgumentError, EXIT_INVALID),
     (UnavailableError, EXIT_UNAVAILABLE),
@@ -235,6 +264,51 @@ def _tail_text(events: Iterable[TaskRecord | OutputChunk], io: _Io) -> TaskRecor
     return task
 
 
+def _cmd_wait(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
+    record = s.wait(ns.ref, timeout=ns.timeout)
+    task, run = record.task, record.run
+    code = WAIT_EXIT_CODES.get(task.status, EXIT_ERROR)
+    if io.as_json:
+        io.document({"task": task, "run": run, "result": record.result, "exit_code": code})
+        return code
+    lines = fmt.summary_lines(task, run)
+    if run is not None and run.traceback:
+        lines += fmt.output_lines(dataclasses.replace(run, run_output=""))
+    io.lines(lines)
+    return code
+
+
+def _cmd_update(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
+    fields = update_fields(ns)
+    result: UpdateResult = s.update_task(ns.ref, **fields)
+    if io.as_json:
+        io.document({"task": result.task, "errors": result.errors})
+    elif result.errors or result.task is None:
+        for field, message in sorted(result.errors.items()):
+            print(f"taskgrid: not updated: {field}: {message}", file=io.err)
+    else:
+        task = result.task
+        shown = [(name, fmt.retry_delay(task.retry_delay) if name == "retry_delay"
+                  else getattr(task, name)) for name in fields]
+        io.lines([f"task {task.id} updated:", *fmt.key_values(shown, indent="  ")])
+    return EXIT_INVALID if result.errors else EXIT_OK
+
+
+def _cmd_bulk(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
+    method, done, _ = BULK_COMMANDS[ns.command]
+    kwargs = selector_filters(ns)
+    if ns.all:
+        kwargs["all"] = True
+    if ns.command == "requeue" and ns.keep_counters:
+        kwargs["keep_counters"] = True
+    result: ChangedResult = getattr(s, method)(*ns.refs, **kwargs)
+    if io.as_json:
+        io.document({"count": result.count, "task_ids": result.task_ids})
+    else:
+        io.lines([fmt.changed_line(done, result.count, result.task_ids)])
+    return EXIT_OK
+
+
 def _cmd_stop(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
     stopped = s.stop_task(ns.ref)
     task = s.task_status(ns.ref)
@@ -316,7 +390,10 @@ _COMMANDS: dict[str, Callable[[Scheduler, argparse.Namespace, _Io], int]] = {
     "queue-command": _cmd_queue_command,
     "status": _cmd_status,
     "tail": _cmd_tail,
+    "wait": _cmd_wait,
     "stop": _cmd_stop,
+    "update": _cmd_update,
+    **{name: _cmd_bulk for name in BULK_COMMANDS},
     "tasks": _cmd_tasks,
     "workers": _cmd_workers,
     **{name: _cmd_worker_status for name in WORKER_COMMANDS},
