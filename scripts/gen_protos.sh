@@ -2,6 +2,7 @@
 # Regenerates the committed stubs from protos/ (the single source of truth).
 # Usage: scripts/gen_protos.sh [OUT_DIR]   (default: gen/python)
 #        scripts/gen_protos.sh --go [OUT_DIR]   (default: worker/go/gen/taskgridv1)
+#        scripts/gen_protos.sh --ts [OUT_DIR]   (default: examples/ts/gen)
 # The Go stubs use the same protoc (grpc_tools) with protoc-gen-go and
 # protoc-gen-go-grpc at the pinned versions below, installed with `go install`
 # into worker/go/bin/tools when missing, so every machine generates the same bytes.
@@ -36,6 +37,32 @@ if [ "${1:-}" = "--go" ]; then
   mkdir -p "$out"
   rm -f "$out"/*.pb.go
   cp "$tmp"/gen/taskgridv1/*.pb.go "$out"/
+  exit 0
+fi
+
+# TypeScript (examples/ts): ts-proto, pinned in examples/ts/package-lock.json and installed
+# with `npm ci` into examples/ts/node_modules when missing (nothing global). The well-known
+# types (google/protobuf/*.proto) come from grpc_tools and are generated beside ours.
+if [ "${1:-}" = "--ts" ]; then
+  out="${2:-examples/ts/gen}"
+  ts="$PWD/examples/ts"
+  if [ ! -x "$ts/node_modules/.bin/protoc-gen-ts_proto" ] ||
+     [ "$ts/package-lock.json" -nt "$ts/node_modules/.package-lock.json" ]; then
+    command -v npm >/dev/null || { echo "$0 --ts: needs node and npm (Node 20 or later)" >&2; exit 1; }
+    lock=()  # one npm ci at a time (tests/integration/test_examples.py takes the same lock)
+    if command -v flock >/dev/null; then lock=(flock "$ts/.npm-ci.lock"); fi
+    (cd "$ts" && "${lock[@]}" npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  "$py" -m grpc_tools.protoc -Iprotos \
+    --plugin=protoc-gen-ts_proto="$ts/node_modules/.bin/protoc-gen-ts_proto" \
+    --ts_proto_out="$tmp" \
+    --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true \
+    protos/taskgrid/v1/*.proto
+  mkdir -p "$out"
+  rm -rf "$out/taskgrid" "$out/google"
+  cp -R "$tmp"/. "$out"/
   exit 0
 fi
 
