@@ -23,10 +23,11 @@ $(RUNTIME_STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Regenerate the committed stubs from protos/.
+## Regenerate the committed stubs from protos/ (Python, Go, and examples/ts's TypeScript).
 protos: $(STAMP)
 	PYTHON=$(BIN)/python scripts/gen_protos.sh
 	PYTHON=$(BIN)/python GO=$(GO) scripts/gen_protos.sh --go
+	PYTHON=$(BIN)/python scripts/gen_protos.sh --ts
 
 ## Fail when the committed stubs differ from what protos/ generates.
 check-protos: $(STAMP)
@@ -36,6 +37,9 @@ check-protos: $(STAMP)
 	@tmp=$$(mktemp -d) && PYTHON=$(BIN)/python GO=$(GO) scripts/gen_protos.sh --go $$tmp && \
 	  if diff -r $$tmp worker/go/gen/taskgridv1 >/dev/null; then echo "protos: generated Go stubs are current"; rm -rf $$tmp; \
 	  else diff -r $$tmp worker/go/gen/taskgridv1 | head -20; rm -rf $$tmp; echo "protos: stale Go stubs, run 'make protos'"; exit 1; fi
+	@tmp=$$(mktemp -d) && PYTHON=$(BIN)/python scripts/gen_protos.sh --ts $$tmp && \
+	  if diff -r $$tmp examples/ts/gen >/dev/null; then echo "protos: generated TypeScript stubs are current"; rm -rf $$tmp; \
+	  else diff -r $$tmp examples/ts/gen | head -20; rm -rf $$tmp; echo "protos: stale TypeScript stubs, run 'make protos'"; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
