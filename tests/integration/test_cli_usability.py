@@ -52,7 +52,7 @@ def ended(client, ref, timeout=20.0):
     return client.task_status(ref, output=True)
 
 
-# -- help, version, completion: no coordinator needed --------------------------------------------
+# -- help, version, completion: no coordinator needed ----------------------------------------------
 
 
 def test_help_lists_every_command_and_still_routes_the_servers():
@@ -142,7 +142,7 @@ def test_tasks_says_more_exist_and_pages_with_all(coordinator, client):
     assert doc["limit"] is None
 
 
-# -- tail -------------------------------------------------------------------------------------------
+# -- tail ------------------------------------------------------------------------------------------
 
 
 def test_tail_json_streams_each_event_as_it_happens(coordinator, client, start_worker):
@@ -234,7 +234,7 @@ def test_clear_off_a_terminal_prints_plainly(coordinator, client, start_worker):
     assert tail.returncode == 0 and out == "50%\n100%\n" and "\x1b" not in out
 
 
-# -- worker commands ---------------------------------------------------------------------------------
+# -- worker commands -------------------------------------------------------------------------------
 
 
 def test_dangerous_worker_commands_need_a_target(coordinator, start_worker):
@@ -267,7 +267,7 @@ def test_dangerous_worker_commands_need_a_target(coordinator, start_worker):
     assert w.wait(20.0) == 0
 
 
-# -- status --------------------------------------------------------------------------------------------
+# -- status ----------------------------------------------------------------------------------------
 
 
 def test_status_shows_the_essentials_and_verbose_shows_the_rest(coordinator, client,

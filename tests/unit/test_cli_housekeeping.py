@@ -93,7 +93,7 @@ def _no_scheduler(target: str) -> Any:
     raise AssertionError("no scheduler should be built")
 
 
-# -- wait -----------------------------------------------------------------------------------------
+# -- wait ------------------------------------------------------------------------------------------
 
 
 def test_wait_prints_the_final_status_and_result(h: Harness) -> None:
@@ -157,7 +157,7 @@ def test_exit_codes_of_wait_are_distinct_from_the_others() -> None:
     assert cli.exit_code_for(WaitTimeoutError("x")) == 14
 
 
-# -- update ---------------------------------------------------------------------------------------
+# -- update ----------------------------------------------------------------------------------------
 
 
 def test_update_sends_only_the_fields_given(h: Harness) -> None:
@@ -224,7 +224,7 @@ def test_update_of_a_running_task_is_an_error(h: Harness) -> None:
     assert code == 1 and out == "" and "only a QUEUED task" in err
 
 
-# -- requeue, enable-task, disable-task, delete ---------------------------------------------------
+# -- requeue, enable-task, disable-task, delete ----------------------------------------------------
 
 BULK = [("requeue", "requeue", "requeued"), ("enable-task", "enable_tasks", "enabled"),
         ("disable-task", "disable_tasks", "disabled"), ("delete", "delete_tasks", "deleted")]

@@ -60,7 +60,7 @@ def run(**overrides: Any) -> RunRecord:
     return RunRecord(**fields)
 
 
-# -- parsing ----------------------------------------------------------------------------------
+# -- parsing ---------------------------------------------------------------------------------------
 
 
 def test_queue_with_every_option_maps_to_queue_task_kwargs() -> None:
@@ -186,7 +186,7 @@ def _no_scheduler(target: str) -> Any:
     raise AssertionError("no scheduler should be built")
 
 
-# -- exit codes -------------------------------------------------------------------------------
+# -- exit codes ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -579,7 +579,7 @@ def test_status_without_prerequisites_has_no_waiting_for_line(h: Harness) -> Non
     assert "waiting for" not in out
 
 
-# -- queue-command ------------------------------------------------------------------------------
+# -- queue-command ---------------------------------------------------------------------------------
 
 
 def test_queue_command_parses_options_then_the_command_after_the_separator() -> None:
@@ -664,7 +664,7 @@ def _fields(out: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-# -- the command line as people expect it --------------------------------------------------------
+# -- the command line as people expect it ----------------------------------------------------------
 
 ALL_COMMANDS = ("coordinator", "worker", "queue", "queue-command", "status", "tail", "wait",
                 "stop", "tasks", "update", "requeue", "enable-task", "disable-task", "delete",
