@@ -104,9 +104,15 @@ async function main(): Promise<number> {
     console.error((err as Error).message);
     return 2;
   }
-  const credentials = opts["tls-ca"]
-    ? ChannelCredentials.createSsl(readFileSync(opts["tls-ca"]))
-    : ChannelCredentials.createInsecure();
+  let credentials = ChannelCredentials.createInsecure();
+  if (opts["tls-ca"]) {
+    try {
+      credentials = ChannelCredentials.createSsl(readFileSync(opts["tls-ca"]));
+    } catch (err) {
+      console.error(`--tls-ca: ${(err as Error).message}`);
+      return 2;
+    }
+  }
   // A coordinator with tokens wants `authorization: Bearer <token>` (role client or admin).
   const metadata = new Metadata();
   if (process.env.TASKGRID_TOKEN) metadata.set("authorization", `Bearer ${process.env.TASKGRID_TOKEN}`);
@@ -168,7 +174,8 @@ async function main(): Promise<number> {
       return 0;
     }
   } catch (err) {
-    const e = err as ServiceError;
+    const e = err as Partial<ServiceError>;
+    if (e.code === undefined) throw err; // a bug here, not an answer
     console.error(`call failed: ${status[e.code] ?? e.code}: ${e.details ?? e.message}`);
     return 3;
   } finally {

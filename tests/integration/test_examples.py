@@ -3,8 +3,9 @@
 Each test builds its example (the Go one with `go build` into tmp_path, the TypeScript one
 with `npm ci`, kept in examples/ts/node_modules, and `tsc` into tmp_path), starts a
 coordinator and a worker offering `add` (tests/support/sample_tasks.py), runs the example
-and checks that it prints the result, 3, and exits 0. The second test of each also runs it
-against a coordinator with tokens ($TASKGRID_TOKEN) and checks a failing task's exit code.
+and checks that it prints the result, 3, and exits 0. The second test of each runs it against
+a coordinator with TLS and tokens (--tls-ca, $TASKGRID_TOKEN) and checks the exit codes of a
+refused call, a failed task and bad arguments.
 They skip only where go or node is not installed.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.certs import CertFiles, make_certs
 from tests.support.processes import Access, CoordinatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,24 +86,36 @@ def ts_example(tmp_path: Path) -> list[str]:
     return ["env", f"NODE_PATH={TS_EXAMPLE / 'node_modules'}", node, str(out / "main.js")]
 
 
-def run_example(program: list[str], coordinator: str, *args: str,
-                token: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_example(program: list[str], coordinator: str, *args: str, token: str | None = None,
+                tls_ca: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("TASKGRID_TOKEN", "TASKGRID_TLS_CA")}
     env["TASKGRID_COORDINATOR"] = coordinator
     if token is not None:
         env["TASKGRID_TOKEN"] = token
+    if tls_ca is not None:
+        env["TASKGRID_TLS_CA"] = tls_ca
     return subprocess.run([*program, *args], env=env, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S)
 
 
 @pytest.fixture
-def secured(start_coordinator: Callable[..., CoordinatorProcess], tmp_path: Path
+def certs(tmp_path: Path) -> CertFiles:
+    return make_certs(tmp_path / "pki")
+
+
+@pytest.fixture
+def secured(start_coordinator: Callable[..., CoordinatorProcess],
+            start_worker: Callable[..., object], tmp_path: Path, certs: CertFiles
             ) -> CoordinatorProcess:
-    """A coordinator with client, worker and admin tokens."""
+    """A coordinator with TLS and client, worker and admin tokens, and a worker on it."""
     path = tmp_path / "tokens"
     path.write_text("".join(f"{role} {token}\n" for role, token in TOKENS.items()))
-    return start_coordinator(extra_args=["--tokens-file", str(path)],
-                             access=Access(token=TOKENS["admin"]))
+    coordinator = start_coordinator(
+        extra_args=["--tokens-file", str(path), "--tls-cert", str(certs.server_cert),
+                    "--tls-key", str(certs.server_key)],
+        access=Access(ca=certs.ca, token=TOKENS["admin"]))
+    start_worker(env={"TASKGRID_TOKEN": TOKENS["worker"]}, extra_args=["--tls-ca", str(certs.ca)])
+    return coordinator
 
 
 def _check_add(program: list[str], coordinator: CoordinatorProcess,
@@ -126,18 +140,25 @@ def _check_add(program: list[str], coordinator: CoordinatorProcess,
     assert (done.returncode, done.stdout.strip()) == (0, "9007199254740994"), done.stderr
 
 
-def _check_tokens_and_failure(program: list[str], secured: CoordinatorProcess) -> None:
-    refused = run_example(program, secured.address)
+def _check_tls_tokens_and_failure(program: list[str], secured: CoordinatorProcess,
+                                  certs: CertFiles) -> None:
+    tls = ("--tls-ca", str(certs.ca))
+    refused = run_example(program, secured.address, *tls)
     assert refused.returncode == 3, refused.stderr
     assert "UNAUTHENTICATED" in refused.stderr.upper()
-    failed = run_example(program, secured.address, "--function", "fail", "--args", '["nope"]',
-                         token=TOKENS["client"])
+    failed = run_example(program, secured.address, *tls, "--function", "fail",
+                         "--args", '["nope"]', token=TOKENS["client"])
     assert failed.returncode == 1, failed.stderr
     assert "ended TASK_STATUS_FAILED" in failed.stderr
     assert "nope" in failed.stderr  # the traceback
-    bad = run_example(program, secured.address, "--args", '{"a": 1}', token=TOKENS["client"])
+    bad = run_example(program, secured.address, *tls, "--args", '{"a": 1}',
+                      token=TOKENS["client"])
     assert bad.returncode == 2, bad.stderr
-    done = run_example(program, secured.address, token=TOKENS["client"])
+    done = run_example(program, secured.address, *tls, token=TOKENS["client"])
+    assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr
+    # the CA from the environment, as $TASKGRID_TLS_CA
+    done = run_example(program, secured.address, token=TOKENS["client"],
+                       tls_ca=str(certs.ca))
     assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr
 
 
@@ -148,11 +169,9 @@ def test_go_example_queues_waits_and_prints_the_result(
     _check_add(go_example, coordinator)
 
 
-def test_go_example_sends_its_token_and_reports_a_failed_task(
-        go_example: list[str], secured: CoordinatorProcess,
-        start_worker: Callable[..., object]) -> None:
-    start_worker(env={"TASKGRID_TOKEN": TOKENS["worker"]})
-    _check_tokens_and_failure(go_example, secured)
+def test_go_example_over_tls_with_a_token_and_a_failed_task(
+        go_example: list[str], secured: CoordinatorProcess, certs: CertFiles) -> None:
+    _check_tls_tokens_and_failure(go_example, secured, certs)
 
 
 def test_ts_example_queues_waits_and_prints_the_result(
@@ -162,8 +181,6 @@ def test_ts_example_queues_waits_and_prints_the_result(
     _check_add(ts_example, coordinator, text_args=("--text-args",))
 
 
-def test_ts_example_sends_its_token_and_reports_a_failed_task(
-        ts_example: list[str], secured: CoordinatorProcess,
-        start_worker: Callable[..., object]) -> None:
-    start_worker(env={"TASKGRID_TOKEN": TOKENS["worker"]})
-    _check_tokens_and_failure(ts_example, secured)
+def test_ts_example_over_tls_with_a_token_and_a_failed_task(
+        ts_example: list[str], secured: CoordinatorProcess, certs: CertFiles) -> None:
+    _check_tls_tokens_and_failure(ts_example, secured, certs)
