@@ -12,6 +12,7 @@ never appear in a public signature; this package must not import ``taskgrid.coor
 from __future__ import annotations
 
 from ._channel import TlsConfig
+from .aio import AsyncScheduler
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -24,13 +25,20 @@ from .errors import (
     PermissionDeniedError,
     ProtocolError,
     ResourceExhaustedError,
+    TaskEndedError,
+    TaskExpiredError,
+    TaskFailedError,
     TaskgridError,
+    TaskStoppedError,
+    TaskTimedOutError,
     UnauthenticatedError,
     UnavailableError,
     UnimplementedError,
+    WaitTimeoutError,
 )
 from .jobgraph import JobGraph, JobTask
 from .records import (
+    ChangedResult,
     CommandSpec,
     OutputChunk,
     QueueResult,
@@ -40,6 +48,7 @@ from .records import (
     TaskRecord,
     TaskStatus,
     TaskStatusResult,
+    UpdateResult,
     WorkerRecord,
     WorkerStatus,
 )
@@ -47,6 +56,15 @@ from .scheduler import Scheduler, TaskRef
 
 __all__ = [
     "AbortedError",
+    "AsyncScheduler",
+    "ChangedResult",
+    "TaskEndedError",
+    "TaskExpiredError",
+    "TaskFailedError",
+    "TaskStoppedError",
+    "TaskTimedOutError",
+    "UpdateResult",
+    "WaitTimeoutError",
     "AlreadyExistsError",
     "CancelledError",
     "CommandSpec",

@@ -87,3 +87,36 @@ class InternalError(TaskgridError):
 
 class ProtocolError(TaskgridError):
     """The coordinator answered something this client cannot understand."""
+
+
+class WaitTimeoutError(TaskgridError, TimeoutError):
+    """`Scheduler.wait` or `result`: the task had not ended when the timeout passed."""
+
+
+class TaskEndedError(TaskgridError):
+    """`Scheduler.result`: the task ended without a result to return.
+
+    ``record`` is the final `TaskStatusResult` (the task, its latest run with
+    its traceback, and any result).
+    """
+
+    def __init__(self, message: str, record: object, *, code: str | None = None) -> None:
+        """Build an error for the task's final `record`."""
+        super().__init__(message, code=code)
+        self.record = record
+
+
+class TaskFailedError(TaskEndedError):
+    """The task ended FAILED (its run raised, with no retry left)."""
+
+
+class TaskTimedOutError(TaskEndedError):
+    """The task ended TIMEOUT (its run overran its timeout, with no retry left)."""
+
+
+class TaskStoppedError(TaskEndedError):
+    """The task ended STOPPED (stop_task)."""
+
+
+class TaskExpiredError(TaskEndedError):
+    """The task ended EXPIRED (its stop_time passed before it could run)."""

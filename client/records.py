@@ -167,6 +167,8 @@ class TaskRecord:
     """Only this worker may lease the task (broadcast children); empty for any."""
     command: CommandSpec | None = None
     """The program of a command task (function_name ``@command``); None for a function."""
+    finished_at: datetime | None = None
+    """When the task ended (COMPLETED, FAILED, TIMEOUT, STOPPED, EXPIRED); None before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +282,26 @@ class TaskStatusResult:
     """The latest run's decoded return value, or None."""
     waiting_for: tuple[int, ...] = ()
     """Ids of the prerequisites not COMPLETED for good yet (see `JobGraph`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedResult:
+    """What a housekeeping call (requeue, enable, disable, delete) answers."""
+
+    count: int
+    """How many tasks it changed (or deleted)."""
+    task_ids: tuple[int, ...] = ()
+    """Their ids (the first 1000)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What ``update_task`` answers: the task after the call, or field errors."""
+
+    task: TaskRecord | None
+    """The updated task; None when nothing changed (see ``errors``)."""
+    errors: dict[str, str] = field(default_factory=dict)
+    """Field name -> message; empty on success."""
 
 
 TaskEvent: TypeAlias = TaskRecord | OutputChunk

@@ -19,24 +19,28 @@ already queued).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from taskgrid import tracing as _tracing
 from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 
-from . import _addresses, _channel, _convert, _failover, _requests, _resend
+from . import _addresses, _channel, _convert, _failover, _manage, _requests, _resend
 from ._addresses import Address
 from ._channel import TlsConfig
-from .errors import NotFoundError, ProtocolError
+from .errors import NotFoundError, ProtocolError, WaitTimeoutError
 from .records import (
+    ChangedResult,
     QueueResult,
     RunRecord,
     TaskEvent,
     TaskRecord,
     TaskStatus,
     TaskStatusResult,
+    UpdateResult,
     WorkerRecord,
     WorkerStatus,
     decode_result,
@@ -197,6 +201,8 @@ class Scheduler:
             The new task's id and uuid, or the field errors (nothing queued).
         """
         spec, client_errors = _requests.task_spec_from_call(function, pargs, pvars, kwargs)
+        if client_errors:  # values the spec cannot hold: nothing is sent
+            return _convert.queue_result_from_proto(None, client_errors)
         request = client_pb2.QueueTaskRequest(task=spec)  # a copy of spec
         resend = _resend.QueueResend([request.task])
         with _tracing.span("taskgrid.queue_task", kind="client",
@@ -276,6 +282,8 @@ class Scheduler:
             client_errors.append(errors)
         if not specs:
             return []
+        if any(client_errors):  # values a spec cannot hold: nothing is sent
+            return [_convert.queue_result_from_proto(None, e) for e in client_errors]
         request = client_pb2.QueueTasksRequest(tasks=specs)
         resend = _resend.QueueResend(request.tasks)
         with _tracing.span("taskgrid.queue_tasks", kind="client",
@@ -493,6 +501,134 @@ class Scheduler:
             "stop_task ref=%s stopped=%s message=%s", ref, response.stopped, response.message
         )
         return bool(response.stopped)
+
+    # --- waiting for results ------------------------------------------------------------
+
+    def wait(self, ref: TaskRef, timeout: float | None = None) -> TaskStatusResult:
+        """Wait until the task ends, then return it with its latest run and decoded result.
+
+        A task ends COMPLETED, FAILED, TIMEOUT, STOPPED or EXPIRED; a repeating task
+        ends after its last repeat. The coordinator answers the moment it ends (no
+        polling); a long wait is several WaitTask calls of at most a minute each.
+
+        Args:
+            ref: The task's id (int) or uuid (str).
+            timeout: Seconds to wait at most; None waits for ever.
+
+        Raises:
+            WaitTimeoutError: The task had not ended when ``timeout`` passed.
+            NotFoundError: No such task.
+        """
+        _manage.check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _manage.WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            request = _manage.wait_request(ref, max(left, 0.001))
+            response = self._wait_once(request)
+            if response.done:
+                return _manage.waited(response)
+            if deadline is not None and time.monotonic() >= deadline:
+                status = _convert.task_status_from_proto(response.task.status).value
+                raise WaitTimeoutError(
+                    f"task {ref} has not ended after {timeout:g} s (it is {status})")
+
+    def _wait_once(self, request: Any) -> Any:
+        return self._unary(lambda stubs: stubs.tasks.WaitTask(
+            request, timeout=request.timeout + self.timeout_s))
+
+    def result(self, ref: TaskRef, timeout: float | None = None) -> Any:
+        """Wait until the task ends and return its decoded result (Celery's ``get``).
+
+        Raises:
+            TaskFailedError: It ended FAILED (``.record.run.traceback`` says why).
+            TaskTimedOutError: It ended TIMEOUT.
+            TaskStoppedError: It ended STOPPED.
+            TaskExpiredError: It ended EXPIRED.
+            WaitTimeoutError: It had not ended when ``timeout`` passed.
+            NotFoundError: No such task.
+        """
+        return _manage.result_of(self.wait(ref, timeout))
+
+    # --- housekeeping --------------------------------------------------------------------
+
+    def requeue(self, *refs: TaskRef, keep_counters: bool = False, status: Any = None,
+                group_name: str | None = None, function_name: str | None = None,
+                task_name: str | None = None, finished_before: datetime | None = None,
+                all: bool = False) -> ChangedResult:
+        """Queue finished tasks (COMPLETED, FAILED, TIMEOUT, STOPPED, EXPIRED) again, due now.
+
+        Name the tasks (``requeue(12, 13)``), or select them by filter (the admin
+        role only): ``requeue(status="FAILED", group_name="mail")``, or
+        ``requeue(all=True)`` for every finished task. times_run, times_failed and
+        lost_count start again from 0 unless ``keep_counters``.
+
+        Raises:
+            FailedPreconditionError: A named task has not ended (nothing changed).
+            NotFoundError: A named task does not exist (nothing changed).
+            PermissionDeniedError: A filter call without the admin role.
+            InvalidArgumentError: Neither refs, nor a filter, nor ``all``.
+        """
+        request = client_pb2.RequeueTasksRequest(
+            select=_manage.selector(refs, status, group_name, function_name, task_name,
+                                    finished_before, all), keep_counters=keep_counters)
+        return _manage.changed(self._unary(
+            lambda stubs: stubs.tasks.RequeueTasks(request, timeout=self.timeout_s)))
+
+    def enable_tasks(self, *refs: TaskRef, status: Any = None, group_name: str | None = None,
+                     function_name: str | None = None, task_name: str | None = None,
+                     all: bool = False) -> ChangedResult:
+        """Enable QUEUED tasks (e.g. queued with ``enabled=False``); selection as `requeue`."""
+        return self._set_enabled(True, refs, status, group_name, function_name, task_name, all)
+
+    def disable_tasks(self, *refs: TaskRef, status: Any = None, group_name: str | None = None,
+                      function_name: str | None = None, task_name: str | None = None,
+                      all: bool = False) -> ChangedResult:
+        """Disable QUEUED tasks: they stay queued, never leased until enabled."""
+        return self._set_enabled(False, refs, status, group_name, function_name, task_name, all)
+
+    def _set_enabled(self, enabled: bool, refs: Sequence[TaskRef], status: Any,
+                     group_name: str | None, function_name: str | None, task_name: str | None,
+                     all: bool) -> ChangedResult:
+        request = client_pb2.SetTasksEnabledRequest(
+            select=_manage.selector(refs, status, group_name, function_name, task_name, None,
+                                    all), enabled=enabled)
+        return _manage.changed(self._unary(
+            lambda stubs: stubs.tasks.SetTasksEnabled(request, timeout=self.timeout_s)))
+
+    def update_task(self, ref: TaskRef, **fields: Any) -> UpdateResult:
+        """Change editable fields of a QUEUED task; a value of None restores the default.
+
+        Editable: start_time, next_run_time, stop_time, priority, repeats, period,
+        prevent_drift, timeout, retry_failed, retry_delay, retry_backoff,
+        retry_delay_max, retry_jitter. Values are validated as queue_task validates
+        them; bad ones come back in ``errors`` and nothing changes.
+
+        Raises:
+            FailedPreconditionError: The task is not QUEUED.
+            NotFoundError: No such task.
+        """
+        request, errors = _manage.update_request(ref, fields)
+        if request is None:
+            return UpdateResult(task=None, errors=errors)
+        return _manage.updated(self._unary(
+            lambda stubs: stubs.tasks.UpdateTask(request, timeout=self.timeout_s)))
+
+    def delete_tasks(self, *refs: TaskRef, status: Any = None, group_name: str | None = None,
+                     function_name: str | None = None, task_name: str | None = None,
+                     finished_before: datetime | None = None,
+                     all: bool = False) -> ChangedResult:
+        """Delete finished tasks with their runs and output; selection as `requeue`.
+
+        Raises:
+            FailedPreconditionError: A named task has not ended (nothing deleted).
+            NotFoundError: A named task does not exist (nothing deleted).
+            PermissionDeniedError: A filter call without the admin role.
+        """
+        request = client_pb2.DeleteTasksRequest(
+            select=_manage.selector(refs, status, group_name, function_name, task_name,
+                                    finished_before, all))
+        return _manage.changed(self._unary(
+            lambda stubs: stubs.tasks.DeleteTasks(request, timeout=self.timeout_s)))
 
     def get_workers(self, include_dead: bool = False) -> dict[str, WorkerRecord]:
         """Known workers by name; dead ones only with ``include_dead``."""

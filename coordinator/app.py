@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskgrid import tracing
-from taskgrid.coordinator import notify
+from taskgrid.coordinator import notify, waits
 from taskgrid.coordinator.auth import AuthInterceptor, Tokens, is_loopback
 from taskgrid.coordinator.clock import Clock, SystemClock
 from taskgrid.coordinator.cluster import Cluster, node_name
@@ -143,6 +143,8 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
     await loop.run_in_executor(None, store.migrate)
     rt = Runtime(config, clock or SystemClock(), store, WorkSignal(), TaskFeed())
     store.spare = rt.signal.spare  # notes leave out work this coordinator takes itself
+    store.clock = rt.clock.now
+    rt.tokens = tokens
     rt.deps_possible = await rt.store.run(lambda tx: tx.has_unmet_deps())
     rt.registry = Registry(rt)
     await rt.registry.load()
@@ -198,6 +200,8 @@ async def create_server(config: CoordinatorConfig, clock: Clock | None = None) -
         background.append(asyncio.create_task(rt.cluster.loop(stopping), name="taskgrid-beat"))
         background.append(asyncio.create_task(notify.Listener(rt).loop(stopping),
                                                name="taskgrid-listen"))
+        background.append(asyncio.create_task(waits.safety_loop(rt, stopping),
+                                               name="taskgrid-waits"))
     await server.start()
     background.append(asyncio.create_task(rt.reaper.loop(stopping), name="taskgrid-reaper"))
     logger.info("serving db=%s tls=%s mtls=%s tokens=%s node=%s", redact_url(config.db_url),

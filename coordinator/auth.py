@@ -139,6 +139,18 @@ def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
 REJECT_LOG_EVERY_S = 60.0
 
 
+def caller_role(tokens: Tokens, metadata: Any) -> Role:
+    """The role of the token a call presented (the interceptor has let it through).
+
+    With no tokens configured, every caller may do everything: admin.
+    """
+    if not tokens:
+        return Role.ADMIN
+    header = dict(metadata or ()).get(AUTH_HEADER, "")
+    role = tokens.role_of(header[len(BEARER):].strip()) if isinstance(header, str) else None
+    return role or Role.CLIENT
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls with no valid token or of the wrong role, before any servicer.
 

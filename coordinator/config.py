@@ -25,6 +25,8 @@ DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 #: rows of workers dead for longer than this are removed
 DEFAULT_WORKER_RETENTION_S = 24 * 3600.0
+#: finished tasks (with their runs and output) are purged this long after they ended; 0 = never
+DEFAULT_TASK_RETENTION_S = 30 * 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,7 @@ class CoordinatorConfig:
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     worker_retention_s: float = DEFAULT_WORKER_RETENTION_S
+    task_retention_s: float = DEFAULT_TASK_RETENTION_S
     #: SQLite: fsync every commit (survives a power loss), at a cost per transaction
     durable: bool = False
     tokens_file: str | None = None

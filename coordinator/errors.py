@@ -49,3 +49,11 @@ class NotLeaderError(TaskgridError):
 
 class WriterLockError(TaskgridError):
     """Another coordinator serves this database already (the message names it)."""
+
+
+class FailedPreconditionError(TaskgridError):
+    """The task is in a status the call does not apply to (e.g. deleting a RUNNING task)."""
+
+
+class PermissionDeniedError(TaskgridError):
+    """The caller's role may not do this (bulk housekeeping needs the admin role)."""

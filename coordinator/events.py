@@ -115,34 +115,46 @@ def announce(signal: WorkSignal, rows: Iterable[Mapping[str, Any]], now: Any) ->
 
 
 class TaskFeed:
-    """Per-task subscriber queues for WatchTask streams."""
+    """Per-task subscriber queues for WatchTask streams and WaitTask calls."""
 
     def __init__(self) -> None:
-        self._subscribers: dict[int, set[asyncio.Queue[Any]]] = defaultdict(set)
+        #: task id -> subscriber queue -> does it want output chunks (a waiter does not)
+        self._subscribers: dict[int, dict[asyncio.Queue[Any], bool]] = defaultdict(dict)
 
-    def subscribe(self, task_id: int) -> asyncio.Queue[Any]:
+    def subscribe(self, task_id: int, output: bool = True) -> asyncio.Queue[Any]:
         """A queue that receives the task's events until unsubscribed."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._subscribers[task_id].add(queue)
+        self._subscribers[task_id][queue] = output
         return queue
 
     def unsubscribe(self, task_id: int, queue: asyncio.Queue[Any]) -> None:
         """Stop feeding this queue."""
         subs = self._subscribers.get(task_id)
         if subs is not None:
-            subs.discard(queue)
+            subs.pop(queue, None)
             if not subs:
                 del self._subscribers[task_id]
 
     def watched(self) -> list[int]:
-        """The ids of the tasks someone watches."""
+        """The ids of the tasks someone watches or waits for."""
         return list(self._subscribers)
+
+    def waited(self) -> list[int]:
+        """The ids of the tasks some subscriber wants no output of (WaitTask calls)."""
+        return [t for t, subs in self._subscribers.items() if not all(subs.values())]
+
+    @property
+    def subscriptions(self) -> int:
+        """Open watches and waits, all tasks together (metrics, tests)."""
+        return sum(len(subs) for subs in self._subscribers.values())
 
     def is_watched(self, task_id: int) -> bool:
         """True when someone watches this task (so events are worth building)."""
         return task_id in self._subscribers
 
     def publish(self, task_id: int, event: Any) -> None:
-        """Hand an event to every watcher of the task."""
-        for queue in self._subscribers.get(task_id, ()):
-            queue.put_nowait(event)
+        """Hand an event to every subscriber of the task (output only to those who want it)."""
+        chunk = isinstance(event, dict) and "seq" in event
+        for queue, output in self._subscribers.get(task_id, {}).items():
+            if output or not chunk:
+                queue.put_nowait(event)

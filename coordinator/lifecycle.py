@@ -82,6 +82,11 @@ class Event(enum.StrEnum):
     FAN_OUT = "fan_out"
     RELEASE = "release"
     ABANDON = "abandon"
+    REQUEUE = "requeue"
+    ENABLE = "enable"
+    DISABLE = "disable"
+    EDIT = "edit"
+    DELETE = "delete"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,17 +113,20 @@ TASK_RULES: tuple[Rule, ...] = (
     _rule(_T.ASSIGNED, Event.START, {_T.RUNNING}, "Lease without prefetch (same transaction), "
           "or StartRuns", "last_run_time=now; run record RUNNING inserted"),
     _rule(_T.RUNNING, Event.COMPLETE, {_T.COMPLETED, _T.QUEUED, _T.EXPIRED}, "Report COMPLETED",
-          "times_run+1, times_failed=0, lost_count=0; QUEUED if more repeats are wanted "
-          "(next_run_time moved), EXPIRED if that next run falls after stop_time"),
+          "times_run+1, times_failed=0, lost_count=0, next_run_time = the next run counted "
+          "from the run's start (always); QUEUED if more repeats are wanted, EXPIRED if that "
+          "next run falls after stop_time"),
     _rule(_T.RUNNING, Event.FAIL, {_T.FAILED, _T.QUEUED, _T.STOPPED}, "Report FAILED",
-          "times_failed+1, lost_count=0; QUEUED while retry_failed allows (-1 = always); "
-          "STOPPED instead when a stop was pending"),
+          "times_failed+1, lost_count=0, next_run_time = the next run counted from the run's "
+          "start (a retry under retry_delay: its delay); QUEUED while retry_failed allows "
+          "(-1 = always); STOPPED instead when a stop was pending"),
     _rule(_T.RUNNING, Event.TIME_OUT, {_T.TIMEOUT, _T.QUEUED, _T.STOPPED}, "Report TIMEOUT, or "
           "no report by timeout plus grace (the coordinator's backstop)",
-          "times_failed+1, lost_count=0; QUEUED while retry_failed allows; STOPPED instead "
-          "when a stop was pending"),
+          "times_failed+1, lost_count=0, next_run_time as for a failure; QUEUED while "
+          "retry_failed allows; STOPPED instead when a stop was pending"),
     _rule(_T.RUNNING, Event.STOP, {_T.STOPPED}, "Report STOPPED after a stop command",
-          "enabled=false; no retry consumed"),
+          "enabled=false, next_run_time = the next run counted from the run's start; "
+          "no retry consumed"),
     _rule(_T.QUEUED, Event.STOP, {_T.STOPPED}, "stop_task", "enabled=false, stop_time=now"),
     _rule(_T.ASSIGNED, Event.STOP, {_T.STOPPED}, "stop_task", "enabled=false, stop_time=now; "
           "the lease is void"),
@@ -142,6 +150,19 @@ TASK_RULES: tuple[Rule, ...] = (
     _rule(_T.RUNNING, Event.ABANDON, {_T.FAILED}, "The coordinator cannot apply a run's "
           "outcome (a poisoned item of a batch)", "run closed FAILED with the reason; "
           "times_failed+1; the rest of the batch applies"),
+    # Housekeeping (RequeueTasks, SetTasksEnabled, UpdateTask, DeleteTasks).
+    *(_rule(s, Event.REQUEUE, {_T.QUEUED}, "RequeueTasks", "enabled, next_run_time=now, "
+            "assigned_worker_name='', finished_at unset; stop_time unset if passed; "
+            "times_run, times_failed, lost_count = 0 unless keep_counters; attempt kept")
+      for s in (_T.COMPLETED, _T.FAILED, _T.TIMEOUT, _T.STOPPED, _T.EXPIRED)),
+    _rule(_T.QUEUED, Event.ENABLE, {_T.QUEUED}, "SetTasksEnabled(enabled=true)", "enabled=true"),
+    _rule(_T.QUEUED, Event.DISABLE, {_T.QUEUED}, "SetTasksEnabled(enabled=false)",
+          "enabled=false: never leased until enabled"),
+    _rule(_T.QUEUED, Event.EDIT, {_T.QUEUED}, "UpdateTask", "the fields named in update_mask, "
+          "validated as at queue time"),
+    *(_rule(s, Event.DELETE, set(), "DeleteTasks, or the purge of tasks finished longer ago "
+            "than the retention", "row, runs, output and dependency edges removed")
+      for s in (_T.COMPLETED, _T.FAILED, _T.TIMEOUT, _T.STOPPED, _T.EXPIRED)),
 )
 
 #: (from, event) -> allowed targets: the table every decision is checked against.
@@ -272,12 +293,19 @@ def finish(
     times_failed+1 and a retry while retry_failed allows, due one period after
     the failed run started (web2py), or after the retry_delay options counted
     from `now` (the failure). Stop: STOPPED, no retry consumed.
+
+    Every outcome writes next_run_time, as web2py does at every report: the next
+    run computed from the run's start (period, prevent_drift grid or cron match),
+    even when the task ends there (COMPLETED, EXPIRED, FAILED, TIMEOUT, STOPPED);
+    only a retry under the retry_delay options is due at its own time instead.
     """
     event = OUTCOME_EVENTS[outcome]
     attempt = task["attempt"]
+    started_at = run_start or task.get("last_run_time") or task["next_run_time"]
+    next_run = timing.next_run_time(task, started_at)
     # Any outcome reached by the worker ends a run of lost workers: lost_count counts
     # consecutive losses only, so a periodic task survives unrelated losses over its life.
-    base = {"stop_requested": False, "lost_count": 0}
+    base = {"stop_requested": False, "lost_count": 0, "next_run_time": next_run}
     if outcome is RunStatus.STOPPED:
         return _decide(task, event, TaskStatus.STOPPED, "stopped while running",
                        {**base, "enabled": False}, attempt)
@@ -286,8 +314,6 @@ def finish(
         return _decide(task, event, TaskStatus.STOPPED, f"stopped ({outcome.lower()} while "
                        "a stop was pending)",
                        {**base, "enabled": False}, attempt)
-    started_at = run_start or task.get("last_run_time") or task["next_run_time"]
-    next_run = timing.next_run_time(task, started_at)
     if outcome is RunStatus.COMPLETED:
         times_run = task["times_run"] + 1
         values = {**base, "times_run": times_run, "times_failed": 0}
@@ -298,17 +324,16 @@ def finish(
         if stop_time is not None and next_run > stop_time:
             return _decide(task, event, TaskStatus.EXPIRED, "next run after stop_time", values,
                            attempt)
-        return _decide(task, event, TaskStatus.QUEUED, "repeat due",
-                       {**values, "next_run_time": next_run}, attempt)
+        return _decide(task, event, TaskStatus.QUEUED, "repeat due", values, attempt)
     failed_status = TaskStatus.TIMEOUT if outcome is RunStatus.TIMEOUT else TaskStatus.FAILED
     times_failed = task["times_failed"]
     values = {**base, "times_failed": times_failed + 1}
     retry_failed = task["retry_failed"]
     if retry_failed == -1 or (retry_failed > 0 and times_failed < retry_failed):
         if task.get("retry_delay"):
-            next_run = timing.retry_time(task, now or started_at, rng)
+            values["next_run_time"] = timing.retry_time(task, now or started_at, rng)
         return _decide(task, event, TaskStatus.QUEUED, f"retry after {outcome.lower()}",
-                       {**values, "next_run_time": next_run}, attempt)
+                       values, attempt)
     return _decide(task, event, failed_status, f"no retry left after {outcome.lower()}", values,
                    attempt)
 
@@ -374,6 +399,61 @@ def lose_worker(task: Mapping[str, Any], max_lost_requeues: int) -> Transition:
                    {**values, "lost_count": lost + 1})
 
 
+def requeue(task: Mapping[str, Any], now: dt.datetime, keep_counters: bool = False
+            ) -> Transition:
+    """A finished task -> QUEUED, due now (RequeueTasks).
+
+    Counters start again from 0 unless `keep_counters`: a requeued task gets its
+    repeats and retries anew, as if just queued. `attempt` is never reset: it is the
+    fencing token of leases, and a late report of an old attempt must stay refused.
+    A stop_time already passed is unset, else the task would expire at once.
+    """
+    values: dict[str, Any] = {"enabled": True, "next_run_time": now, "assigned_worker_name": "",
+                              "stop_requested": False, "finished_at": None}
+    if not keep_counters:
+        values.update(times_run=0, times_failed=0, lost_count=0)
+    stop_time = task.get("stop_time")
+    if stop_time is not None and stop_time <= now:
+        values["stop_time"] = None
+    return _decide(task, Event.REQUEUE, TaskStatus.QUEUED, "requeued", values)
+
+
+def set_enabled(task: Mapping[str, Any], enabled: bool) -> Transition:
+    """QUEUED -> QUEUED with `enabled` set (SetTasksEnabled)."""
+    event = Event.ENABLE if enabled else Event.DISABLE
+    return _decide(task, event, TaskStatus.QUEUED, "enabled" if enabled else "disabled",
+                   {"enabled": enabled})
+
+
+#: the fields UpdateTask may change on a QUEUED task (web2py's editable columns that
+#: matter to scheduling; the rest would change what the task is, not when or how it runs)
+EDITABLE_FIELDS = frozenset({
+    "start_time", "next_run_time", "stop_time", "priority", "repeats", "period", "prevent_drift",
+    "timeout", "retry_failed", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter"})
+
+
+def edit(task: Mapping[str, Any], values: Mapping[str, Any],
+         first_run: dt.datetime | None = None) -> Transition:
+    """QUEUED -> QUEUED with validated new field values (UpdateTask).
+
+    A new start_time also moves next_run_time while the task has never run (web2py
+    computes the first next_run_time from start_time), unless next_run_time is given:
+    to `first_run` (the first cron match after it, for a cron task) or start_time.
+    """
+    wrong = set(values) - EDITABLE_FIELDS
+    if wrong:
+        raise IllegalTransitionError(f"not editable: {', '.join(sorted(wrong))}")
+    out = dict(values)
+    if "start_time" in out and "next_run_time" not in out and task["times_run"] == 0:
+        out["next_run_time"] = first_run or out["start_time"]
+    return _decide(task, Event.EDIT, TaskStatus.QUEUED, "edited", out)
+
+
+def may_delete(task: Mapping[str, Any]) -> bool:
+    """True when the task may be deleted: it has ended (no worker can still report on it)."""
+    return is_legal(TaskStatus(task["status"]), Event.DELETE)
+
+
 def open_run(task: Mapping[str, Any], worker_name: str, now: dt.datetime) -> dict[str, Any]:
     """The run record of a task that starts now (inserted with the ASSIGNED -> RUNNING edge)."""
     return {"task_id": task["id"], "attempt": task["attempt"], "status": RunStatus.RUNNING,
@@ -423,12 +503,14 @@ def render_markdown() -> str:
         "| (insert) | queue | QUEUED | QueueTask / QueueTasks | validated row written |",
     ]
     for r in TASK_RULES:
-        names = ", ".join(sorted(t.value for t in r.targets))
+        names = ", ".join(sorted(t.value for t in r.targets)) or "(deleted)"
         lines.append(f"| {r.source} | {r.event} | {names} | {r.trigger} | {r.effects} |")
     lines += ["", "```mermaid", "stateDiagram-v2", "    [*] --> QUEUED"]
     for r in TASK_RULES:
         for t in sorted(r.targets):
             lines.append(f"    {r.source} --> {t}: {r.event}")
+        if not r.targets:
+            lines.append(f"    {r.source} --> [*]: {r.event}")
     lines += ["```", "", "## Run", "", "| from | to | when |", "|---|---|---|",
               "| (insert) | RUNNING | the task starts (ASSIGNED -> RUNNING) |"]
     for status, event in OUTCOME_EVENTS.items():

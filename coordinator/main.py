@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest gRPC message")
     p.add_argument("--worker-retention", type=float, default=cfg.DEFAULT_WORKER_RETENTION_S,
                    help="seconds a dead worker stays listed before its row is removed")
+    p.add_argument("--task-retention", type=float, default=cfg.DEFAULT_TASK_RETENTION_S,
+                   help="seconds a finished task (its runs and output too) is kept after it "
+                   "ended, then purged; 0 keeps them for ever")
     p.add_argument("--durable", action="store_true",
                    help="SQLite: fsync every commit (synchronous=FULL), so a power loss loses "
                    "nothing committed; the default (synchronous=NORMAL) is safe against a "
@@ -118,7 +121,8 @@ def main(argv: list[str]) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         max_args_bytes=args.max_args_bytes, max_result_bytes=args.max_result_bytes,
         max_output_bytes=args.max_output_bytes, max_message_bytes=args.max_message_bytes,
-        worker_retention_s=args.worker_retention, durable=args.durable,
+        worker_retention_s=args.worker_retention, task_retention_s=args.task_retention,
+        durable=args.durable,
         metrics_listen=args.metrics_listen, tracing=args.tracing)
     try:
         asyncio.run(serve(config))

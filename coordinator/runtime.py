@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from taskgrid.coordinator.auth import Tokens
 from taskgrid.coordinator.clock import Clock
 from taskgrid.coordinator.config import CoordinatorConfig
 from taskgrid.coordinator.events import TaskFeed, WorkSignal
@@ -49,6 +50,8 @@ class Runtime:
     leases: Leases = dataclasses.field(default_factory=Leases)
     #: wakes the reaper early (a timer moved closer, the clock was moved, a worker went silent)
     wake_reaper: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: the bearer tokens and their roles (empty: no authentication)
+    tokens: Tokens = dataclasses.field(default_factory=Tokens)
     #: the Prometheus metrics, when --metrics-listen is given
     metrics: Metrics | None = None
     #: clean-ups that must outlive the call that started them (a cancelled Lease's hand-back)

@@ -59,6 +59,8 @@ task = sa.Table(
     sa.Column("command", sa.Text, nullable=True),
     # 0006: the W3C trace context of the call that queued it, when traced
     sa.Column("trace_context", sa.String(255), nullable=True),
+    # 0007: when it entered a terminal status (stamped by Tx.apply; purge by age reads it)
+    sa.Column("finished_at", sa.DateTime, nullable=True),
 )
 #: A claim seeks a group's top priority, then reads that priority's due range in the
 #: claim's order (next_run_time, id): no sort, and future-dated tasks are never read.
@@ -70,6 +72,9 @@ sa.Index("ix_scheduler_task_stop_time", task.c.status, task.c.stop_time,
          postgresql_where=task.c.stop_time.is_not(None))
 sa.Index("ix_scheduler_task_broadcast", task.c.status, task.c.next_run_time,
          sqlite_where=task.c.broadcast, postgresql_where=task.c.broadcast)
+sa.Index("ix_scheduler_task_finished", task.c.finished_at,
+         sqlite_where=task.c.finished_at.is_not(None),
+         postgresql_where=task.c.finished_at.is_not(None))
 sa.Index("ix_scheduler_task_target", task.c.status, task.c.target_worker_name,
          sqlite_where=task.c.target_worker_name != "",
          postgresql_where=task.c.target_worker_name != "")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import datetime as dt
 import fcntl
 import functools
 import json
@@ -45,7 +46,12 @@ from taskgrid.coordinator.errors import (
     WriterLockError,
 )
 from taskgrid.coordinator.groupcommit import GroupCommit
-from taskgrid.coordinator.lifecycle import LEASED_TASK_STATUSES, TaskStatus, Transition
+from taskgrid.coordinator.lifecycle import (
+    LEASED_TASK_STATUSES,
+    TERMINAL_TASK_STATUSES,
+    TaskStatus,
+    Transition,
+)
 from taskgrid.coordinator.notes import CHANNEL, Notes
 from taskgrid.coordinator.runrows import RunRows
 from taskgrid.coordinator.txbase import TASK_TIMES, Row, row_of
@@ -324,6 +330,70 @@ class Tx(RunRows, WorkerRows):
         stmt = sa.select(schema.task).where(*conds).order_by(t.id.desc()).limit(limit)
         return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
 
+    def select_tasks(self, refs: Sequence[int | str], statuses: Sequence[str],
+                     filters: Mapping[str, str], finished_before: Any, limit: int,
+                     after_id: int = 0) -> list[Row]:
+        """Tasks for a housekeeping call, by id order from `after_id`, at most `limit`.
+
+        `refs` (ids or uuids) select those tasks whatever their status; otherwise the
+        filters do, among `statuses`. Locked FOR UPDATE on PostgreSQL, so a concurrent
+        claim or report waits or loses its compare-and-set.
+        """
+        t = schema.task.c
+        conds: list[Any] = []
+        if refs:
+            ids = [r for r in refs if isinstance(r, int)]
+            uuids = [r for r in refs if isinstance(r, str)]
+            conds.append(sa.or_(t.id.in_(ids), t.uuid.in_(uuids)))
+        else:
+            conds.append(t.status.in_(statuses))
+            conds += [getattr(t, k) == v for k, v in filters.items() if v]
+            if finished_before is not None:
+                conds.append(t.finished_at < to_db(finished_before))
+        stmt = (sa.select(schema.task).where(t.id > after_id, *conds).order_by(t.id)
+                .limit(limit))
+        if self.is_postgres:
+            stmt = stmt.with_for_update()
+        return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+
+    def delete_tasks(self, ids: Sequence[int]) -> int:
+        """Delete tasks with their runs, output and dependency edges; how many went."""
+        if not ids:
+            return 0
+        t, r, o, dp = schema.task.c, schema.run.c, schema.output.c, schema.deps.c
+        gone = 0
+        for part in hotsql.chunks(sorted(ids)):
+            runs = sa.select(r.id).where(r.task_id.in_(part)).scalar_subquery()
+            self.conn.execute(sa.delete(schema.output).where(o.run_id.in_(runs)))
+            self.conn.execute(sa.delete(schema.run).where(r.task_id.in_(part)))
+            self.conn.execute(sa.delete(schema.deps).where(
+                sa.or_(dp.task_parent.in_(part), dp.task_child.in_(part))))
+            gone += self.conn.execute(sa.delete(schema.task).where(t.id.in_(part))).rowcount
+        return gone
+
+    def task_statuses(self, ids: Sequence[int]) -> dict[int, str]:
+        """The statuses of these tasks (absent ones left out)."""
+        t = schema.task.c
+        out: dict[int, str] = {}
+        for part in hotsql.chunks(sorted(set(ids))):
+            for task_id, status in self.conn.execute(
+                    sa.select(t.id, t.status).where(t.id.in_(part))):
+                out[task_id] = status
+        return out
+
+    def finished_before(self, cutoff: Any, limit: int) -> list[int]:
+        """Ids of tasks that ended before `cutoff`, oldest first (the purge's batch)."""
+        t = schema.task.c
+        stmt = (sa.select(t.id).where(t.finished_at < to_db(cutoff))
+                .order_by(t.finished_at).limit(limit))
+        return list(self.conn.execute(stmt).scalars())
+
+    def earliest_finished(self) -> Any:
+        """When the longest-finished task ended, or None."""
+        t = schema.task.c
+        stmt = sa.select(sa.func.min(t.finished_at)).where(t.finished_at.is_not(None))
+        return from_db(self.conn.execute(stmt).scalar())
+
     def apply(self, transitions: Sequence[Transition]) -> None:
         """Apply transitions as compare-and-set updates; any miss rolls everything back.
 
@@ -333,8 +403,12 @@ class Tx(RunRows, WorkerRows):
         d, cur = self.d, self.cur
         value_in = d.value_in
         groups: dict[tuple[tuple[str, ...], bool], list[tuple[Any, ...]]] = {}
+        ended_at = None
         for tr in transitions:
             values = {**tr.values, "status": tr.target.value}
+            if tr.target in TERMINAL_TASK_STATUSES and "finished_at" not in values:
+                ended_at = ended_at or self.clock()  # when it ended: purge by age reads it
+                values["finished_at"] = ended_at
             keys = tuple(sorted(values))
             fenced = tr.attempt is not None
             params = [value_in(values[k]) for k in keys]
@@ -422,6 +496,8 @@ class Store:
         self.spare: dict[tuple[str, str], int] = {}
         #: False since a transaction failed for want of the database, until one succeeds
         self.healthy = True
+        #: the coordinator's clock (app.py sets it): Tx stamps finished_at with it
+        self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
         #: told each committed transaction's seconds (metrics.py), when metrics are on
         self.on_commit: Callable[[float], None] | None = None
         self._writer = GroupCommit(self._run_batch, threads)
@@ -463,14 +539,14 @@ class Store:
             if not self.is_sqlite:
                 notes = Notes(self.node, self.spare) if self.peers else None
                 with self.engine.begin() as conn:
-                    out = [fn(Tx(conn, notes)) for fn in fns]
+                    out = [fn(Tx(conn, notes, self.clock)) for fn in fns]
                     if notes:
                         _send(conn, notes)
             else:
                 if self._held is None:
                     self._held = self.engine.connect()
                 with self._held.begin():
-                    out = [fn(Tx(self._held)) for fn in fns]
+                    out = [fn(Tx(self._held, None, self.clock)) for fn in fns]
             self.healthy = True
             if self.on_commit is not None:
                 self.on_commit(time.perf_counter() - started)

@@ -7,7 +7,11 @@ coordinator asks the database nothing:
 - expiry: QUEUED or ASSIGNED tasks past stop_time become EXPIRED without running;
 - broadcast: a due broadcast task puts one child per ACTIVE worker of its group
   that offers its function (vars and timeout kept), then waits for its next
-  period or cron match (semantics.md §8.4, contract §2.4).
+  period or cron match;
+- purge: tasks that ended longer than --task-retention ago are deleted with their
+  runs and output, in batches (housekeeping.purge). Its moment is the oldest
+  finished task's end plus the retention (or, with none, now plus the retention:
+  a task ending later is due later still), so no task ending lowers it.
 
 The earliest moment of each is kept in memory, loaded at start and lowered
 whenever a task is queued. A moment read back from the database is merged with
@@ -26,7 +30,7 @@ import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from taskgrid.coordinator import lifecycle
+from taskgrid.coordinator import housekeeping, lifecycle
 from taskgrid.coordinator.lifecycle import TaskStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.store import Row, Tx
@@ -54,6 +58,7 @@ class Timers:
     next_expiry: dt.datetime | None = None
     next_broadcast: dt.datetime | None = None
     next_purge: dt.datetime | None = None
+    next_task_purge: dt.datetime | None = None
     #: one entry per database read of the moments under way (see the module doc)
     _reads: list[_Noted] = dataclasses.field(default_factory=list)
 
@@ -68,15 +73,25 @@ class Timers:
 
     async def load(self) -> None:
         """Read the moments from the database (at start, and when elected leader)."""
-        def read(tx: Tx) -> tuple[Any, Any, Any]:
-            return tx.earliest_stop_time(), tx.earliest_broadcast(), tx.earliest_lost_worker()
+        def read(tx: Tx) -> tuple[Any, Any, Any, Any]:
+            return (tx.earliest_stop_time(), tx.earliest_broadcast(), tx.earliest_lost_worker(),
+                    tx.earliest_finished())
         with self._reading() as noted:
-            expiry, broadcast, lost = await self.rt.store.run(read)
+            expiry, broadcast, lost, finished = await self.rt.store.run(read)
+        self._plan_task_purge(finished)
         self.next_expiry = _min(expiry, noted.expiry)
         self.next_broadcast = _min(broadcast, noted.broadcast)
         self.next_purge = noted.purge
         self.note_lost_worker(lost)
         self.rt.wake_reaper.set()
+
+    def _plan_task_purge(self, oldest_end: dt.datetime | None) -> None:
+        retention = self.rt.config.task_retention_s
+        if retention <= 0:
+            self.next_task_purge = None
+            return
+        base = oldest_end if oldest_end is not None else self.rt.clock.now()
+        self.next_task_purge = base + dt.timedelta(seconds=retention)
 
     def note_lost_worker(self, lost_at: dt.datetime | None) -> None:
         """Schedule the removal of a dead worker's row after the retention period."""
@@ -103,8 +118,8 @@ class Timers:
 
     def seconds_to_next(self) -> float | None:
         """Seconds until the earliest pending moment (by the coordinator's clock)."""
-        moments = [m for m in (self.next_expiry, self.next_broadcast, self.next_purge)
-                   if m is not None]
+        moments = [m for m in (self.next_expiry, self.next_broadcast, self.next_purge,
+                               self.next_task_purge) if m is not None]
         if not moments:
             return None
         return max(0.0, (min(moments) - self.rt.clock.now()).total_seconds())
@@ -118,6 +133,13 @@ class Timers:
             await self._broadcast(now)
         if self.next_purge is not None and self.next_purge <= now:
             await self._purge(now)
+        if self.next_task_purge is not None and self.next_task_purge <= now:
+            await self._purge_tasks(now)
+
+    async def _purge_tasks(self, now: dt.datetime) -> None:
+        cutoff = now - dt.timedelta(seconds=self.rt.config.task_retention_s)
+        await housekeeping.purge(self.rt, cutoff)
+        self._plan_task_purge(await self.rt.store.run(lambda tx: tx.earliest_finished()))
 
     async def _purge(self, now: dt.datetime) -> None:
         cutoff = now - dt.timedelta(seconds=self.rt.config.worker_retention_s)

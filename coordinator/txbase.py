@@ -10,7 +10,8 @@ UTC datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +22,8 @@ from taskgrid.coordinator.notes import Notes
 
 Row = dict[str, Any]
 
-TASK_TIMES = ("start_time", "next_run_time", "stop_time", "last_run_time", "created_at")
+TASK_TIMES = ("start_time", "next_run_time", "stop_time", "last_run_time", "created_at",
+              "finished_at")
 RUN_TIMES = ("start_time", "stop_time")
 WORKER_TIMES = ("first_heartbeat", "last_heartbeat", "lost_at")
 
@@ -40,11 +42,18 @@ def db_values(values: Mapping[str, Any]) -> Row:
     return {k: (to_db(v) if hasattr(v, "tzinfo") else v) for k, v in values.items()}
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class TxBase:
     """One transaction: its connection, cursor, dialect and outgoing notes."""
 
-    def __init__(self, conn: sa.Connection, notes: Notes | None = None) -> None:
+    def __init__(self, conn: sa.Connection, notes: Notes | None = None,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
         self.conn = conn
+        #: the coordinator's clock: stamps when a task ended (finished_at)
+        self.clock = clock or _utcnow
         self.is_postgres = conn.dialect.name == "postgresql"
         self.d = hotsql.POSTGRES if self.is_postgres else hotsql.SQLITE
         self._cursor: Any = None

@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 
 from taskgrid import tracing
-from taskgrid.coordinator import jobs, tasks, watch
-from taskgrid.coordinator.errors import InvalidRequestError
+from taskgrid.coordinator import auth, housekeeping, jobs, tasks, waits, watch
+from taskgrid.coordinator.errors import InvalidRequestError, PermissionDeniedError
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
 from taskgrid.coordinator.validation import INT64 as INT64_MAX
@@ -35,6 +35,16 @@ def _page_token(text: str) -> str:
     if text and (not _PAGE_TOKEN.fullmatch(text) or int(text) > INT64_MAX):
         raise InvalidRequestError("page_token", "not a token from a previous page")
     return text
+
+
+def _filter_text(key: str, value: str) -> str:
+    if "\x00" in value:
+        raise InvalidRequestError(key, "must not contain NUL characters")
+    return value
+
+
+def _changed(c: housekeeping.Changed) -> client_pb2.TasksChangedResponse:
+    return client_pb2.TasksChangedResponse(count=c.count, task_ids=c.task_ids)
 
 
 def _queued(q: tasks.Queued) -> client_pb2.QueueTaskResponse:
@@ -158,3 +168,89 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
                 yield client_pb2.TaskEvent(output=convert.chunk_to_proto(event))
             else:
                 yield client_pb2.TaskEvent(task=convert.task_to_proto(event))
+
+    @status.unary
+    async def WaitTask(self, request: client_pb2.WaitTaskRequest,
+                       context: grpc.aio.ServicerContext) -> client_pb2.WaitTaskResponse:
+        """Wait until the task ends or the timeout passes."""
+        timeout = request.timeout
+        if not 0 <= timeout <= waits.MAX_WAIT_S:  # also refuses NaN
+            raise InvalidRequestError("timeout", f"must be 0 to {waits.MAX_WAIT_S:g} seconds")
+        left = context.time_remaining()
+        if not timeout:
+            timeout = waits.DEFAULT_WAIT_S if left is None else min(left, waits.MAX_WAIT_S)
+        if left is not None:
+            timeout = min(timeout, max(0.0, left - 0.05))  # answer before the deadline
+        done, view = await waits.wait(self.rt, convert.task_ref(request.ref), timeout)
+        reply = client_pb2.WaitTaskResponse(done=done, task=convert.task_to_proto(view.task))
+        if view.runs:
+            reply.run.CopyFrom(convert.run_to_proto(view.runs[-1]))
+        return reply
+
+    def _selector(self, sel: client_pb2.TaskSelector,
+                  context: grpc.aio.ServicerContext) -> housekeeping.Selector:
+        refs: list[housekeeping.Ref] = []
+        for i, ref in enumerate(sel.refs):
+            try:
+                task_id, uuid = convert.task_ref(ref)
+            except InvalidRequestError as exc:
+                raise InvalidRequestError(f"select.refs[{i}]", str(exc)) from exc
+            refs.append(task_id if task_id is not None else str(uuid))
+        statuses = tuple(convert.status_name(s, common_pb2.TaskStatus, "TASK_STATUS_",
+                                             f"select.statuses[{i}]")
+                         for i, s in enumerate(sel.statuses))
+        filters = {k: _filter_text(f"select.{k}", getattr(sel, k))
+                   for k in ("group_name", "function_name", "task_name")}
+        before = None
+        if sel.HasField("finished_before"):
+            try:
+                before = convert.from_ts(sel.finished_before)
+            except (ValueError, OverflowError) as exc:
+                raise InvalidRequestError("select.finished_before", "not a valid timestamp") \
+                    from exc
+        out = housekeeping.Selector(tuple(refs), statuses, filters, before, sel.all)
+        out.check()
+        if out.by_filter and auth.caller_role(
+                self.rt.tokens, context.invocation_metadata()) is not auth.Role.ADMIN:
+            raise PermissionDeniedError("changing tasks by filter needs the admin role; "
+                                        "a client token may name tasks by id or uuid")
+        return out
+
+    @status.unary
+    async def RequeueTasks(self, request: client_pb2.RequeueTasksRequest,
+                           context: grpc.aio.ServicerContext) -> client_pb2.TasksChangedResponse:
+        """Queue finished tasks again."""
+        sel = self._selector(request.select, context)
+        return _changed(await housekeeping.requeue(self.rt, sel, request.keep_counters))
+
+    @status.unary
+    async def SetTasksEnabled(
+        self, request: client_pb2.SetTasksEnabledRequest, context: grpc.aio.ServicerContext,
+    ) -> client_pb2.TasksChangedResponse:
+        """Enable or disable QUEUED tasks."""
+        sel = self._selector(request.select, context)
+        return _changed(await housekeeping.set_enabled(self.rt, sel, request.enabled))
+
+    @status.unary
+    async def DeleteTasks(self, request: client_pb2.DeleteTasksRequest,
+                          context: grpc.aio.ServicerContext) -> client_pb2.TasksChangedResponse:
+        """Delete finished tasks with their runs and output."""
+        sel = self._selector(request.select, context)
+        return _changed(await housekeeping.delete(self.rt, sel))
+
+    @status.unary
+    async def UpdateTask(self, request: client_pb2.UpdateTaskRequest,
+                         context: grpc.aio.ServicerContext) -> client_pb2.UpdateTaskResponse:
+        """Change the editable fields of one QUEUED task."""
+        task_id, uuid = convert.task_ref(request.ref)
+        fields = convert.spec_fields(request.task)[0]
+        paths = list(request.update_mask.paths)
+        if len(set(paths)) != len(paths):
+            raise InvalidRequestError("update_mask", "a field is named twice")
+        values = {p: fields.get(p) for p in paths}
+        edited = await housekeeping.edit(
+            self.rt, task_id if task_id is not None else str(uuid), values)
+        reply = client_pb2.UpdateTaskResponse(errors=edited.errors)
+        if edited.task is not None:
+            reply.task.CopyFrom(convert.task_to_proto(edited.task))
+        return reply

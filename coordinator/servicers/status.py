@@ -28,6 +28,8 @@ CODES: dict[type[errors.TaskgridError], grpc.StatusCode] = {
     errors.DuplicateUuidError: grpc.StatusCode.ALREADY_EXISTS,
     errors.StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.NotLeaderError: grpc.StatusCode.UNAVAILABLE,
+    errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 R = TypeVar("R")

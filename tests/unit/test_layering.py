@@ -48,7 +48,7 @@ def test_only_the_store_opens_engines_or_runs_sql():
 
 def test_generated_stubs_only_behind_the_boundary():
     allowed = {"servicers", "app.py", "agent.py", "delivery.py", "scheduler.py", "_channel.py",
-               "_convert.py", "_requests.py", "_resend.py"}
+               "_convert.py", "_requests.py", "_resend.py", "_manage.py", "aio.py"}
     for folder in ("coordinator", "worker", "client"):
         for path in files(folder):
             uses = [m for m in imports(path) if m.startswith("taskgrid.v1")]

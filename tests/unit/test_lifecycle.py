@@ -119,9 +119,13 @@ def test_illegal_edge_is_refused():
     assert not lifecycle.is_legal(TaskStatus.EXPIRED, Event.LEASE)
 
 
-def test_terminal_statuses_have_no_way_out():
-    for source, _event in lifecycle.TASK_TRANSITIONS:
-        assert source not in lifecycle.TERMINAL_TASK_STATUSES
+def test_terminal_statuses_leave_only_by_requeue_or_delete():
+    for source, event in lifecycle.TASK_TRANSITIONS:
+        if source in lifecycle.TERMINAL_TASK_STATUSES:
+            assert event in (lifecycle.Event.REQUEUE, lifecycle.Event.DELETE)
+    for status in lifecycle.TERMINAL_TASK_STATUSES:
+        assert lifecycle.is_legal(status, lifecycle.Event.REQUEUE)
+        assert lifecycle.is_legal(status, lifecycle.Event.DELETE)
 
 
 def test_run_record_dropped_only_for_silent_none():

@@ -15,21 +15,25 @@ import taskgrid.client as client
 
 EXPECTED_ALL = {
     # the client
-    "Scheduler", "TaskRef", "JobGraph", "JobTask", "TlsConfig",
+    "Scheduler", "AsyncScheduler", "TaskRef", "JobGraph", "JobTask", "TlsConfig",
     # records and statuses
     "TaskRecord", "RunRecord", "WorkerRecord", "OutputChunk", "QueueResult", "TaskStatusResult",
-    "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus", "CommandSpec",
+    "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus", "CommandSpec", "ChangedResult",
+    "UpdateResult",
     # errors
     "TaskgridError", "NotFoundError", "InvalidArgumentError", "AlreadyExistsError",
     "FailedPreconditionError", "AbortedError", "PermissionDeniedError", "UnauthenticatedError",
     "ResourceExhaustedError", "UnavailableError", "DeadlineExceededError", "CancelledError",
-    "UnimplementedError", "InternalError", "ProtocolError",
+    "UnimplementedError", "InternalError", "ProtocolError", "WaitTimeoutError",
+    "TaskEndedError", "TaskFailedError", "TaskTimedOutError", "TaskStoppedError",
+    "TaskExpiredError",
 }
 
 EXPECTED_SCHEDULER_METHODS = {
     "queue_task", "queue_command", "queue_tasks", "task_status", "stop_task", "resume",
     "disable", "terminate", "kill", "get_workers", "runs", "explain", "waiting_for",
-    "list_tasks", "watch", "close",
+    "list_tasks", "watch", "close", "wait", "result", "requeue", "enable_tasks",
+    "disable_tasks", "update_task", "delete_tasks",
 }
 
 EXPECTED_JOBGRAPH_MEMBERS = {
@@ -39,7 +43,8 @@ EXPECTED_JOBTASK_MEMBERS = {"job", "index", "function_name", "id", "uuid"}
 
 RECORDS = [
     client.TaskRecord, client.RunRecord, client.WorkerRecord, client.OutputChunk,
-    client.QueueResult, client.TaskStatusResult, client.CommandSpec,
+    client.QueueResult, client.TaskStatusResult, client.CommandSpec, client.ChangedResult,
+    client.UpdateResult,
 ]
 
 FORBIDDEN = ("_pb2", "grpc", "protobuf")
@@ -204,7 +209,7 @@ def test_terminal_task_statuses() -> None:
 
 def test_errors_form_one_tree_free_of_grpc() -> None:
     errors = [getattr(client, n) for n in client.__all__ if n.endswith("Error")]
-    assert len(errors) == 15
+    assert len(errors) == 21
     for cls in errors:
         assert issubclass(cls, client.TaskgridError)
         assert all("grpc" not in (b.__module__ or "") for b in cls.__mro__), cls

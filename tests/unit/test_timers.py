@@ -34,7 +34,9 @@ class HeldStore:
 
 def timers(store: HeldStore) -> Timers:
     rt = types.SimpleNamespace(store=store, wake_reaper=asyncio.Event(),
-                               config=types.SimpleNamespace(worker_retention_s=60.0))
+                               clock=types.SimpleNamespace(now=lambda: T0),
+                               config=types.SimpleNamespace(worker_retention_s=60.0,
+                                                            task_retention_s=0.0))
     return Timers(rt)  # type: ignore[arg-type]
 
 
@@ -48,7 +50,7 @@ async def noted_during(store: HeldStore, t: Timers, job: Any, rows: list[dict[st
 
 def test_a_stop_time_noted_during_load_survives_an_empty_read() -> None:
     async def main() -> None:
-        store = HeldStore((None, None, None))
+        store = HeldStore((None, None, None, None))
         t = timers(store)
         await noted_during(store, t, t.load(), [{"stop_time": T0}])
         assert t.next_expiry == T0
@@ -59,7 +61,7 @@ def test_a_stop_time_noted_during_load_survives_an_empty_read() -> None:
 def test_the_earlier_of_the_read_and_the_note_wins() -> None:
     async def main() -> None:
         later = T0 + dt.timedelta(hours=1)
-        store = HeldStore((later, T0, None))
+        store = HeldStore((later, T0, None, None))
         t = timers(store)
         await noted_during(store, t, t.load(),
                            [{"stop_time": T0, "broadcast": True, "next_run_time": later}])
@@ -69,7 +71,7 @@ def test_the_earlier_of_the_read_and_the_note_wins() -> None:
 
 def test_a_note_after_the_read_ended_is_not_kept_by_it() -> None:
     async def main() -> None:
-        store = HeldStore((None, None, None))
+        store = HeldStore((None, None, None, None))
         store.release.set()
         t = timers(store)
         t.next_expiry = T0  # stale: the task it stood for has gone

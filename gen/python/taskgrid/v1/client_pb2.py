@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from taskgrid.v1 import common_pb2 as taskgrid_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/client.proto\x12\x0btaskgrid.v1\x1a\x18taskgrid/v1/common.proto\".\n\x07TaskRef\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04uuid\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"7\n\x10QueueTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.TaskSpec\"\x98\x01\n\x11QueueTaskResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12:\n\x06\x65rrors\x18\x03 \x03(\x0b\x32*.taskgrid.v1.QueueTaskResponse.ErrorsEntry\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x11QueueTasksRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.TaskSpec\"E\n\x12QueueTasksResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgrid.v1.QueueTaskResponse\"3\n\x06JobRef\x12\x0f\n\x05index\x18\x01 \x01(\x05H\x00\x12\x11\n\x07task_id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03ref\"T\n\x07JobEdge\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskgrid.v1.JobRef\x12&\n\twaits_for\x18\x02 \x01(\x0b\x32\x13.taskgrid.v1.JobRef\"n\n\x0fQueueJobRequest\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.TaskSpec\x12#\n\x05\x65\x64ges\x18\x03 \x03(\x0b\x32\x14.taskgrid.v1.JobEdge\"\x1c\n\x08JobLayer\x12\x10\n\x08task_ids\x18\x01 \x03(\x03\"\xd4\x01\n\x10QueueJobResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgrid.v1.QueueTaskResponse\x12\x39\n\x06\x65rrors\x18\x02 \x03(\x0b\x32).taskgrid.v1.QueueJobResponse.ErrorsEntry\x12%\n\x06layers\x18\x03 \x03(\x0b\x32\x15.taskgrid.v1.JobLayer\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0eGetTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\x12\x10\n\x08\x61ll_runs\x18\x02 \x01(\x08\"\x7f\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.Task\x12\x1e\n\x04runs\x18\x02 \x03(\x0b\x32\x10.taskgrid.v1.Run\x12\x16\n\x0ewaiting_reason\x18\x03 \x01(\t\x12\x13\n\x0bwaiting_for\x18\x04 \x03(\x03\"\xa2\x01\n\x10ListTasksRequest\x12)\n\x08statuses\x18\x01 \x03(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskgrid.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x0fStopTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"]\n\x10StopTaskResponse\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x10WatchTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"c\n\tTaskEvent\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.TaskH\x00\x12*\n\x06output\x18\x02 \x01(\x0b\x32\x18.taskgrid.v1.OutputChunkH\x00\x42\x07\n\x05\x65vent2\x94\x04\n\rClientService\x12J\n\tQueueTask\x12\x1d.taskgrid.v1.QueueTaskRequest\x1a\x1e.taskgrid.v1.QueueTaskResponse\x12M\n\nQueueTasks\x12\x1e.taskgrid.v1.QueueTasksRequest\x1a\x1f.taskgrid.v1.QueueTasksResponse\x12G\n\x08QueueJob\x12\x1c.taskgrid.v1.QueueJobRequest\x1a\x1d.taskgrid.v1.QueueJobResponse\x12\x44\n\x07GetTask\x12\x1b.taskgrid.v1.GetTaskRequest\x1a\x1c.taskgrid.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.taskgrid.v1.ListTasksRequest\x1a\x1e.taskgrid.v1.ListTasksResponse\x12G\n\x08StopTask\x12\x1c.taskgrid.v1.StopTaskRequest\x1a\x1d.taskgrid.v1.StopTaskResponse\x12\x44\n\tWatchTask\x12\x1d.taskgrid.v1.WatchTaskRequest\x1a\x16.taskgrid.v1.TaskEvent0\x01\x42\x31Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskgrid/v1/client.proto\x12\x0btaskgrid.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18taskgrid/v1/common.proto\".\n\x07TaskRef\x12\x0c\n\x02id\x18\x01 \x01(\x03H\x00\x12\x0e\n\x04uuid\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"7\n\x10QueueTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.taskgrid.v1.TaskSpec\"\x98\x01\n\x11QueueTaskResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12:\n\x06\x65rrors\x18\x03 \x03(\x0b\x32*.taskgrid.v1.QueueTaskResponse.ErrorsEntry\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x11QueueTasksRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.taskgrid.v1.TaskSpec\"E\n\x12QueueTasksResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgrid.v1.QueueTaskResponse\"3\n\x06JobRef\x12\x0f\n\x05index\x18\x01 \x01(\x05H\x00\x12\x11\n\x07task_id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03ref\"T\n\x07JobEdge\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskgrid.v1.JobRef\x12&\n\twaits_for\x18\x02 \x01(\x0b\x32\x13.taskgrid.v1.JobRef\"n\n\x0fQueueJobRequest\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.taskgrid.v1.TaskSpec\x12#\n\x05\x65\x64ges\x18\x03 \x03(\x0b\x32\x14.taskgrid.v1.JobEdge\"\x1c\n\x08JobLayer\x12\x10\n\x08task_ids\x18\x01 \x03(\x03\"\xd4\x01\n\x10QueueJobResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgrid.v1.QueueTaskResponse\x12\x39\n\x06\x65rrors\x18\x02 \x03(\x0b\x32).taskgrid.v1.QueueJobResponse.ErrorsEntry\x12%\n\x06layers\x18\x03 \x03(\x0b\x32\x15.taskgrid.v1.JobLayer\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0eGetTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\x12\x10\n\x08\x61ll_runs\x18\x02 \x01(\x08\"\x7f\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.Task\x12\x1e\n\x04runs\x18\x02 \x03(\x0b\x32\x10.taskgrid.v1.Run\x12\x16\n\x0ewaiting_reason\x18\x03 \x01(\t\x12\x13\n\x0bwaiting_for\x18\x04 \x03(\x03\"E\n\x0fWaitTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"`\n\x10WaitTaskResponse\x12\x0c\n\x04\x64one\x18\x01 \x01(\x08\x12\x1f\n\x04task\x18\x02 \x01(\x0b\x32\x11.taskgrid.v1.Task\x12\x1d\n\x03run\x18\x03 \x01(\x0b\x32\x10.taskgrid.v1.Run\"\xdd\x01\n\x0cTaskSelector\x12\"\n\x04refs\x18\x01 \x03(\x0b\x32\x14.taskgrid.v1.TaskRef\x12)\n\x08statuses\x18\x02 \x03(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x12\n\ngroup_name\x18\x03 \x01(\t\x12\x15\n\rfunction_name\x18\x04 \x01(\t\x12\x11\n\ttask_name\x18\x05 \x01(\t\x12\x33\n\x0f\x66inished_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03\x61ll\x18\x07 \x01(\x08\"W\n\x13RequeueTasksRequest\x12)\n\x06select\x18\x01 \x01(\x0b\x32\x19.taskgrid.v1.TaskSelector\x12\x15\n\rkeep_counters\x18\x02 \x01(\x08\"T\n\x16SetTasksEnabledRequest\x12)\n\x06select\x18\x01 \x01(\x0b\x32\x19.taskgrid.v1.TaskSelector\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"\x8c\x01\n\x11UpdateTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\x12#\n\x04task\x18\x02 \x01(\x0b\x32\x15.taskgrid.v1.TaskSpec\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\xa1\x01\n\x12UpdateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.Task\x12;\n\x06\x65rrors\x18\x02 \x03(\x0b\x32+.taskgrid.v1.UpdateTaskResponse.ErrorsEntry\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x12\x44\x65leteTasksRequest\x12)\n\x06select\x18\x01 \x01(\x0b\x32\x19.taskgrid.v1.TaskSelector\"7\n\x14TasksChangedResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x10\n\x08task_ids\x18\x02 \x03(\x03\"\xa2\x01\n\x10ListTasksRequest\x12)\n\x08statuses\x18\x01 \x03(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskgrid.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x0fStopTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"]\n\x10StopTaskResponse\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.taskgrid.v1.TaskStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x10WatchTaskRequest\x12!\n\x03ref\x18\x01 \x01(\x0b\x32\x14.taskgrid.v1.TaskRef\"c\n\tTaskEvent\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgrid.v1.TaskH\x00\x12*\n\x06output\x18\x02 \x01(\x0b\x32\x18.taskgrid.v1.OutputChunkH\x00\x42\x07\n\x05\x65vent2\xaf\x07\n\rClientService\x12J\n\tQueueTask\x12\x1d.taskgrid.v1.QueueTaskRequest\x1a\x1e.taskgrid.v1.QueueTaskResponse\x12M\n\nQueueTasks\x12\x1e.taskgrid.v1.QueueTasksRequest\x1a\x1f.taskgrid.v1.QueueTasksResponse\x12G\n\x08QueueJob\x12\x1c.taskgrid.v1.QueueJobRequest\x1a\x1d.taskgrid.v1.QueueJobResponse\x12\x44\n\x07GetTask\x12\x1b.taskgrid.v1.GetTaskRequest\x1a\x1c.taskgrid.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.taskgrid.v1.ListTasksRequest\x1a\x1e.taskgrid.v1.ListTasksResponse\x12G\n\x08StopTask\x12\x1c.taskgrid.v1.StopTaskRequest\x1a\x1d.taskgrid.v1.StopTaskResponse\x12\x44\n\tWatchTask\x12\x1d.taskgrid.v1.WatchTaskRequest\x1a\x16.taskgrid.v1.TaskEvent0\x01\x12G\n\x08WaitTask\x12\x1c.taskgrid.v1.WaitTaskRequest\x1a\x1d.taskgrid.v1.WaitTaskResponse\x12S\n\x0cRequeueTasks\x12 .taskgrid.v1.RequeueTasksRequest\x1a!.taskgrid.v1.TasksChangedResponse\x12Y\n\x0fSetTasksEnabled\x12#.taskgrid.v1.SetTasksEnabledRequest\x1a!.taskgrid.v1.TasksChangedResponse\x12M\n\nUpdateTask\x12\x1e.taskgrid.v1.UpdateTaskRequest\x1a\x1f.taskgrid.v1.UpdateTaskResponse\x12Q\n\x0b\x44\x65leteTasks\x12\x1f.taskgrid.v1.DeleteTasksRequest\x1a!.taskgrid.v1.TasksChangedResponseB1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,46 +39,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUETASKRESPONSE_ERRORSENTRY']._serialized_options = b'8\001'
   _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._loaded_options = None
   _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKREF']._serialized_start=67
-  _globals['_TASKREF']._serialized_end=113
-  _globals['_QUEUETASKREQUEST']._serialized_start=115
-  _globals['_QUEUETASKREQUEST']._serialized_end=170
-  _globals['_QUEUETASKRESPONSE']._serialized_start=173
-  _globals['_QUEUETASKRESPONSE']._serialized_end=325
-  _globals['_QUEUETASKRESPONSE_ERRORSENTRY']._serialized_start=280
-  _globals['_QUEUETASKRESPONSE_ERRORSENTRY']._serialized_end=325
-  _globals['_QUEUETASKSREQUEST']._serialized_start=327
-  _globals['_QUEUETASKSREQUEST']._serialized_end=384
-  _globals['_QUEUETASKSRESPONSE']._serialized_start=386
-  _globals['_QUEUETASKSRESPONSE']._serialized_end=455
-  _globals['_JOBREF']._serialized_start=457
-  _globals['_JOBREF']._serialized_end=508
-  _globals['_JOBEDGE']._serialized_start=510
-  _globals['_JOBEDGE']._serialized_end=594
-  _globals['_QUEUEJOBREQUEST']._serialized_start=596
-  _globals['_QUEUEJOBREQUEST']._serialized_end=706
-  _globals['_JOBLAYER']._serialized_start=708
-  _globals['_JOBLAYER']._serialized_end=736
-  _globals['_QUEUEJOBRESPONSE']._serialized_start=739
-  _globals['_QUEUEJOBRESPONSE']._serialized_end=951
-  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_start=280
-  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_end=325
-  _globals['_GETTASKREQUEST']._serialized_start=953
-  _globals['_GETTASKREQUEST']._serialized_end=1022
-  _globals['_GETTASKRESPONSE']._serialized_start=1024
-  _globals['_GETTASKRESPONSE']._serialized_end=1151
-  _globals['_LISTTASKSREQUEST']._serialized_start=1154
-  _globals['_LISTTASKSREQUEST']._serialized_end=1316
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1318
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1396
-  _globals['_STOPTASKREQUEST']._serialized_start=1398
-  _globals['_STOPTASKREQUEST']._serialized_end=1450
-  _globals['_STOPTASKRESPONSE']._serialized_start=1452
-  _globals['_STOPTASKRESPONSE']._serialized_end=1545
-  _globals['_WATCHTASKREQUEST']._serialized_start=1547
-  _globals['_WATCHTASKREQUEST']._serialized_end=1600
-  _globals['_TASKEVENT']._serialized_start=1602
-  _globals['_TASKEVENT']._serialized_end=1701
-  _globals['_CLIENTSERVICE']._serialized_start=1704
-  _globals['_CLIENTSERVICE']._serialized_end=2236
+  _globals['_UPDATETASKRESPONSE_ERRORSENTRY']._loaded_options = None
+  _globals['_UPDATETASKRESPONSE_ERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_TASKREF']._serialized_start=134
+  _globals['_TASKREF']._serialized_end=180
+  _globals['_QUEUETASKREQUEST']._serialized_start=182
+  _globals['_QUEUETASKREQUEST']._serialized_end=237
+  _globals['_QUEUETASKRESPONSE']._serialized_start=240
+  _globals['_QUEUETASKRESPONSE']._serialized_end=392
+  _globals['_QUEUETASKRESPONSE_ERRORSENTRY']._serialized_start=347
+  _globals['_QUEUETASKRESPONSE_ERRORSENTRY']._serialized_end=392
+  _globals['_QUEUETASKSREQUEST']._serialized_start=394
+  _globals['_QUEUETASKSREQUEST']._serialized_end=451
+  _globals['_QUEUETASKSRESPONSE']._serialized_start=453
+  _globals['_QUEUETASKSRESPONSE']._serialized_end=522
+  _globals['_JOBREF']._serialized_start=524
+  _globals['_JOBREF']._serialized_end=575
+  _globals['_JOBEDGE']._serialized_start=577
+  _globals['_JOBEDGE']._serialized_end=661
+  _globals['_QUEUEJOBREQUEST']._serialized_start=663
+  _globals['_QUEUEJOBREQUEST']._serialized_end=773
+  _globals['_JOBLAYER']._serialized_start=775
+  _globals['_JOBLAYER']._serialized_end=803
+  _globals['_QUEUEJOBRESPONSE']._serialized_start=806
+  _globals['_QUEUEJOBRESPONSE']._serialized_end=1018
+  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_start=347
+  _globals['_QUEUEJOBRESPONSE_ERRORSENTRY']._serialized_end=392
+  _globals['_GETTASKREQUEST']._serialized_start=1020
+  _globals['_GETTASKREQUEST']._serialized_end=1089
+  _globals['_GETTASKRESPONSE']._serialized_start=1091
+  _globals['_GETTASKRESPONSE']._serialized_end=1218
+  _globals['_WAITTASKREQUEST']._serialized_start=1220
+  _globals['_WAITTASKREQUEST']._serialized_end=1289
+  _globals['_WAITTASKRESPONSE']._serialized_start=1291
+  _globals['_WAITTASKRESPONSE']._serialized_end=1387
+  _globals['_TASKSELECTOR']._serialized_start=1390
+  _globals['_TASKSELECTOR']._serialized_end=1611
+  _globals['_REQUEUETASKSREQUEST']._serialized_start=1613
+  _globals['_REQUEUETASKSREQUEST']._serialized_end=1700
+  _globals['_SETTASKSENABLEDREQUEST']._serialized_start=1702
+  _globals['_SETTASKSENABLEDREQUEST']._serialized_end=1786
+  _globals['_UPDATETASKREQUEST']._serialized_start=1789
+  _globals['_UPDATETASKREQUEST']._serialized_end=1929
+  _globals['_UPDATETASKRESPONSE']._serialized_start=1932
+  _globals['_UPDATETASKRESPONSE']._serialized_end=2093
+  _globals['_UPDATETASKRESPONSE_ERRORSENTRY']._serialized_start=347
+  _globals['_UPDATETASKRESPONSE_ERRORSENTRY']._serialized_end=392
+  _globals['_DELETETASKSREQUEST']._serialized_start=2095
+  _globals['_DELETETASKSREQUEST']._serialized_end=2158
+  _globals['_TASKSCHANGEDRESPONSE']._serialized_start=2160
+  _globals['_TASKSCHANGEDRESPONSE']._serialized_end=2215
+  _globals['_LISTTASKSREQUEST']._serialized_start=2218
+  _globals['_LISTTASKSREQUEST']._serialized_end=2380
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2382
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2460
+  _globals['_STOPTASKREQUEST']._serialized_start=2462
+  _globals['_STOPTASKREQUEST']._serialized_end=2514
+  _globals['_STOPTASKRESPONSE']._serialized_start=2516
+  _globals['_STOPTASKRESPONSE']._serialized_end=2609
+  _globals['_WATCHTASKREQUEST']._serialized_start=2611
+  _globals['_WATCHTASKREQUEST']._serialized_end=2664
+  _globals['_TASKEVENT']._serialized_start=2666
+  _globals['_TASKEVENT']._serialized_end=2765
+  _globals['_CLIENTSERVICE']._serialized_start=2768
+  _globals['_CLIENTSERVICE']._serialized_end=3711
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,7 @@
+import datetime
+
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from taskgrid.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -118,6 +122,97 @@ class GetTaskResponse(_message.Message):
     waiting_reason: str
     waiting_for: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., runs: _Optional[_Iterable[_Union[_common_pb2.Run, _Mapping]]] = ..., waiting_reason: _Optional[str] = ..., waiting_for: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class WaitTaskRequest(_message.Message):
+    __slots__ = ("ref", "timeout")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    ref: TaskRef
+    timeout: float
+    def __init__(self, ref: _Optional[_Union[TaskRef, _Mapping]] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class WaitTaskResponse(_message.Message):
+    __slots__ = ("done", "task", "run")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    task: _common_pb2.Task
+    run: _common_pb2.Run
+    def __init__(self, done: _Optional[bool] = ..., task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., run: _Optional[_Union[_common_pb2.Run, _Mapping]] = ...) -> None: ...
+
+class TaskSelector(_message.Message):
+    __slots__ = ("refs", "statuses", "group_name", "function_name", "task_name", "finished_before", "all")
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    refs: _containers.RepeatedCompositeFieldContainer[TaskRef]
+    statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.TaskStatus]
+    group_name: str
+    function_name: str
+    task_name: str
+    finished_before: _timestamp_pb2.Timestamp
+    all: bool
+    def __init__(self, refs: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ..., statuses: _Optional[_Iterable[_Union[_common_pb2.TaskStatus, str]]] = ..., group_name: _Optional[str] = ..., function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class RequeueTasksRequest(_message.Message):
+    __slots__ = ("select", "keep_counters")
+    SELECT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    select: TaskSelector
+    keep_counters: bool
+    def __init__(self, select: _Optional[_Union[TaskSelector, _Mapping]] = ..., keep_counters: _Optional[bool] = ...) -> None: ...
+
+class SetTasksEnabledRequest(_message.Message):
+    __slots__ = ("select", "enabled")
+    SELECT_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    select: TaskSelector
+    enabled: bool
+    def __init__(self, select: _Optional[_Union[TaskSelector, _Mapping]] = ..., enabled: _Optional[bool] = ...) -> None: ...
+
+class UpdateTaskRequest(_message.Message):
+    __slots__ = ("ref", "task", "update_mask")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    ref: TaskRef
+    task: _common_pb2.TaskSpec
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, ref: _Optional[_Union[TaskRef, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateTaskResponse(_message.Message):
+    __slots__ = ("task", "errors")
+    class ErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    task: _common_pb2.Task
+    errors: _containers.ScalarMap[str, str]
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., errors: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeleteTasksRequest(_message.Message):
+    __slots__ = ("select",)
+    SELECT_FIELD_NUMBER: _ClassVar[int]
+    select: TaskSelector
+    def __init__(self, select: _Optional[_Union[TaskSelector, _Mapping]] = ...) -> None: ...
+
+class TasksChangedResponse(_message.Message):
+    __slots__ = ("count", "task_ids")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    task_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, count: _Optional[int] = ..., task_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
     __slots__ = ("statuses", "group_name", "function_name", "task_name", "page_size", "page_token")

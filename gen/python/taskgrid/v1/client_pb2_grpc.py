@@ -69,6 +69,31 @@ class ClientServiceStub:
                 request_serializer=taskgrid_dot_v1_dot_client__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=taskgrid_dot_v1_dot_client__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.WaitTask = channel.unary_unary(
+                '/taskgrid.v1.ClientService/WaitTask',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.WaitTaskRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.WaitTaskResponse.FromString,
+                _registered_method=True)
+        self.RequeueTasks = channel.unary_unary(
+                '/taskgrid.v1.ClientService/RequeueTasks',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.RequeueTasksRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
+                _registered_method=True)
+        self.SetTasksEnabled = channel.unary_unary(
+                '/taskgrid.v1.ClientService/SetTasksEnabled',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.SetTasksEnabledRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
+                _registered_method=True)
+        self.UpdateTask = channel.unary_unary(
+                '/taskgrid.v1.ClientService/UpdateTask',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.UpdateTaskRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.UpdateTaskResponse.FromString,
+                _registered_method=True)
+        self.DeleteTasks = channel.unary_unary(
+                '/taskgrid.v1.ClientService/DeleteTasks',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.DeleteTasksRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
+                _registered_method=True)
 
 
 class ClientServiceServicer:
@@ -126,6 +151,48 @@ class ClientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitTask(self, request, context):
+        """Wait until the task ends (COMPLETED, FAILED, TIMEOUT, STOPPED or EXPIRED)
+        or `timeout` passes, then answer the task with its latest run. A waiting
+        call costs the coordinator no database work. NOT_FOUND if absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequeueTasks(self, request, context):
+        """Housekeeping. Each call takes a TaskSelector: tasks by reference (the client
+        role may do that), or by filter (the admin role only; a filter or `all` is
+        required). A referenced task in a status the call does not apply to is
+        FAILED_PRECONDITION and nothing changes; a filter skips such tasks.
+
+        Queue finished tasks (COMPLETED, FAILED, TIMEOUT, STOPPED, EXPIRED) again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTasksEnabled(self, request, context):
+        """Enable or disable QUEUED tasks (a disabled task is never leased).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTask(self, request, context):
+        """Change the editable fields of one QUEUED task (`update_mask` names them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTasks(self, request, context):
+        """Delete finished tasks with their runs and output.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +230,31 @@ def add_ClientServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=taskgrid_dot_v1_dot_client__pb2.WatchTaskRequest.FromString,
                     response_serializer=taskgrid_dot_v1_dot_client__pb2.TaskEvent.SerializeToString,
+            ),
+            'WaitTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitTask,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.WaitTaskRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.WaitTaskResponse.SerializeToString,
+            ),
+            'RequeueTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequeueTasks,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.RequeueTasksRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.SerializeToString,
+            ),
+            'SetTasksEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTasksEnabled,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.SetTasksEnabledRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.SerializeToString,
+            ),
+            'UpdateTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTask,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.UpdateTaskRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.UpdateTaskResponse.SerializeToString,
+            ),
+            'DeleteTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTasks,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.DeleteTasksRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +446,141 @@ class ClientService:
             '/taskgrid.v1.ClientService/WatchTask',
             taskgrid_dot_v1_dot_client__pb2.WatchTaskRequest.SerializeToString,
             taskgrid_dot_v1_dot_client__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/WaitTask',
+            taskgrid_dot_v1_dot_client__pb2.WaitTaskRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.WaitTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequeueTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/RequeueTasks',
+            taskgrid_dot_v1_dot_client__pb2.RequeueTasksRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTasksEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/SetTasksEnabled',
+            taskgrid_dot_v1_dot_client__pb2.SetTasksEnabledRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/UpdateTask',
+            taskgrid_dot_v1_dot_client__pb2.UpdateTaskRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.UpdateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/DeleteTasks',
+            taskgrid_dot_v1_dot_client__pb2.DeleteTasksRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
             options,
             channel_credentials,
             insecure,

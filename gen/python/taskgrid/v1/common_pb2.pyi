@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -79,14 +80,7 @@ class Command(_message.Message):
     def __init__(self, executable: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("function_name", "task_name", "group_name", "uuid", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "immediate", "broadcast", "priority", "discard_results", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "command", "raw_fields")
-    class RawFieldsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("function_name", "task_name", "group_name", "uuid", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "immediate", "broadcast", "priority", "discard_results", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "command", "args_value", "vars_value")
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -113,7 +107,8 @@ class TaskSpec(_message.Message):
     RETRY_DELAY_MAX_FIELD_NUMBER: _ClassVar[int]
     RETRY_JITTER_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
-    RAW_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ARGS_VALUE_FIELD_NUMBER: _ClassVar[int]
+    VARS_VALUE_FIELD_NUMBER: _ClassVar[int]
     function_name: str
     task_name: str
     group_name: str
@@ -140,11 +135,12 @@ class TaskSpec(_message.Message):
     retry_delay_max: float
     retry_jitter: float
     command: Command
-    raw_fields: _containers.ScalarMap[str, str]
-    def __init__(self, function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., uuid: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., immediate: _Optional[bool] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., raw_fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    args_value: _struct_pb2.ListValue
+    vars_value: _struct_pb2.Struct
+    def __init__(self, function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., uuid: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., immediate: _Optional[bool] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., args_value: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., vars_value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "uuid", "task_name", "group_name", "status", "function_name", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "times_run", "times_failed", "last_run_time", "assigned_worker_name", "broadcast", "priority", "discard_results", "attempt", "lost_count", "stop_requested", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "broadcast_parent", "target_worker_name", "command")
+    __slots__ = ("id", "uuid", "task_name", "group_name", "status", "function_name", "args", "vars", "enabled", "start_time", "next_run_time", "stop_time", "repeats", "retry_failed", "period", "prevent_drift", "cronline", "timeout", "sync_output", "times_run", "times_failed", "last_run_time", "assigned_worker_name", "broadcast", "priority", "discard_results", "attempt", "lost_count", "stop_requested", "retry_delay", "retry_backoff", "retry_delay_max", "retry_jitter", "broadcast_parent", "target_worker_name", "command", "args_value", "vars_value", "finished_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +177,9 @@ class Task(_message.Message):
     BROADCAST_PARENT_FIELD_NUMBER: _ClassVar[int]
     TARGET_WORKER_NAME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ARGS_VALUE_FIELD_NUMBER: _ClassVar[int]
+    VARS_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     id: int
     uuid: str
     task_name: str
@@ -217,10 +216,13 @@ class Task(_message.Message):
     broadcast_parent: int
     target_worker_name: str
     command: Command
-    def __init__(self, id: _Optional[int] = ..., uuid: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., function_name: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., times_run: _Optional[int] = ..., times_failed: _Optional[int] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assigned_worker_name: _Optional[str] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., attempt: _Optional[int] = ..., lost_count: _Optional[int] = ..., stop_requested: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., broadcast_parent: _Optional[int] = ..., target_worker_name: _Optional[str] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+    args_value: _struct_pb2.ListValue
+    vars_value: _struct_pb2.Struct
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., uuid: _Optional[str] = ..., task_name: _Optional[str] = ..., group_name: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., function_name: _Optional[str] = ..., args: _Optional[str] = ..., vars: _Optional[str] = ..., enabled: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., repeats: _Optional[int] = ..., retry_failed: _Optional[int] = ..., period: _Optional[int] = ..., prevent_drift: _Optional[bool] = ..., cronline: _Optional[str] = ..., timeout: _Optional[int] = ..., sync_output: _Optional[int] = ..., times_run: _Optional[int] = ..., times_failed: _Optional[int] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assigned_worker_name: _Optional[str] = ..., broadcast: _Optional[bool] = ..., priority: _Optional[int] = ..., discard_results: _Optional[bool] = ..., attempt: _Optional[int] = ..., lost_count: _Optional[int] = ..., stop_requested: _Optional[bool] = ..., retry_delay: _Optional[float] = ..., retry_backoff: _Optional[float] = ..., retry_delay_max: _Optional[float] = ..., retry_jitter: _Optional[float] = ..., broadcast_parent: _Optional[int] = ..., target_worker_name: _Optional[str] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., args_value: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., vars_value: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("id", "task_id", "attempt", "status", "start_time", "stop_time", "run_output", "run_result", "traceback", "worker_name")
+    __slots__ = ("id", "task_id", "attempt", "status", "start_time", "stop_time", "run_output", "run_result", "traceback", "worker_name", "result_value")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +233,7 @@ class Run(_message.Message):
     RUN_RESULT_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     WORKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_VALUE_FIELD_NUMBER: _ClassVar[int]
     id: int
     task_id: int
     attempt: int
@@ -241,7 +244,8 @@ class Run(_message.Message):
     run_result: str
     traceback: str
     worker_name: str
-    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_output: _Optional[str] = ..., run_result: _Optional[str] = ..., traceback: _Optional[str] = ..., worker_name: _Optional[str] = ...) -> None: ...
+    result_value: _struct_pb2.Value
+    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[int] = ..., attempt: _Optional[int] = ..., status: _Optional[_Union[RunStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_output: _Optional[str] = ..., run_result: _Optional[str] = ..., traceback: _Optional[str] = ..., worker_name: _Optional[str] = ..., result_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class OutputChunk(_message.Message):
     __slots__ = ("task_id", "attempt", "seq", "data", "clear", "run_id")

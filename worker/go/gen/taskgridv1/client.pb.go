@@ -11,6 +11,8 @@ package taskgridv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -722,6 +724,534 @@ func (x *GetTaskResponse) GetWaitingFor() []int64 {
 	return nil
 }
 
+type WaitTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ref   *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// Seconds to wait at most; 0 = until the call's deadline, or 60 s without one.
+	// At most 3600.
+	Timeout       float64 `protobuf:"fixed64,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitTaskRequest) Reset() {
+	*x = WaitTaskRequest{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitTaskRequest) ProtoMessage() {}
+
+func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitTaskRequest.ProtoReflect.Descriptor instead.
+func (*WaitTaskRequest) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WaitTaskRequest) GetRef() *TaskRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *WaitTaskRequest) GetTimeout() float64 {
+	if x != nil {
+		return x.Timeout
+	}
+	return 0
+}
+
+type WaitTaskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Done          bool                   `protobuf:"varint,1,opt,name=done,proto3" json:"done,omitempty"` // the task has ended; false when `timeout` passed first
+	Task          *Task                  `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`  // the task as it is now
+	Run           *Run                   `protobuf:"bytes,3,opt,name=run,proto3" json:"run,omitempty"`    // its latest run, if it has one (its result, traceback, output)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitTaskResponse) Reset() {
+	*x = WaitTaskResponse{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitTaskResponse) ProtoMessage() {}
+
+func (x *WaitTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitTaskResponse.ProtoReflect.Descriptor instead.
+func (*WaitTaskResponse) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WaitTaskResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *WaitTaskResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *WaitTaskResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+// Which tasks a housekeeping call touches: the tasks in `refs`, or (with no
+// refs) every task that matches all the filters set. A filter call with no
+// filter set must say `all`.
+type TaskSelector struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Refs           []*TaskRef             `protobuf:"bytes,1,rep,name=refs,proto3" json:"refs,omitempty"`
+	Statuses       []TaskStatus           `protobuf:"varint,2,rep,packed,name=statuses,proto3,enum=taskgrid.v1.TaskStatus" json:"statuses,omitempty"`
+	GroupName      string                 `protobuf:"bytes,3,opt,name=group_name,json=groupName,proto3" json:"group_name,omitempty"`
+	FunctionName   string                 `protobuf:"bytes,4,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	TaskName       string                 `protobuf:"bytes,5,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
+	FinishedBefore *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished_before,json=finishedBefore,proto3" json:"finished_before,omitempty"` // ended before this time
+	All            bool                   `protobuf:"varint,7,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TaskSelector) Reset() {
+	*x = TaskSelector{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskSelector) ProtoMessage() {}
+
+func (x *TaskSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskSelector.ProtoReflect.Descriptor instead.
+func (*TaskSelector) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TaskSelector) GetRefs() []*TaskRef {
+	if x != nil {
+		return x.Refs
+	}
+	return nil
+}
+
+func (x *TaskSelector) GetStatuses() []TaskStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *TaskSelector) GetGroupName() string {
+	if x != nil {
+		return x.GroupName
+	}
+	return ""
+}
+
+func (x *TaskSelector) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+func (x *TaskSelector) GetTaskName() string {
+	if x != nil {
+		return x.TaskName
+	}
+	return ""
+}
+
+func (x *TaskSelector) GetFinishedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedBefore
+	}
+	return nil
+}
+
+func (x *TaskSelector) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type RequeueTasksRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Select *TaskSelector          `protobuf:"bytes,1,opt,name=select,proto3" json:"select,omitempty"`
+	// Keep times_run, times_failed and lost_count; by default they start again
+	// from 0 (attempt, the lease fencing token, always keeps growing).
+	KeepCounters  bool `protobuf:"varint,2,opt,name=keep_counters,json=keepCounters,proto3" json:"keep_counters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueTasksRequest) Reset() {
+	*x = RequeueTasksRequest{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueTasksRequest) ProtoMessage() {}
+
+func (x *RequeueTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueTasksRequest.ProtoReflect.Descriptor instead.
+func (*RequeueTasksRequest) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RequeueTasksRequest) GetSelect() *TaskSelector {
+	if x != nil {
+		return x.Select
+	}
+	return nil
+}
+
+func (x *RequeueTasksRequest) GetKeepCounters() bool {
+	if x != nil {
+		return x.KeepCounters
+	}
+	return false
+}
+
+type SetTasksEnabledRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Select        *TaskSelector          `protobuf:"bytes,1,opt,name=select,proto3" json:"select,omitempty"`
+	Enabled       bool                   `protobuf:"varint,2,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTasksEnabledRequest) Reset() {
+	*x = SetTasksEnabledRequest{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTasksEnabledRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTasksEnabledRequest) ProtoMessage() {}
+
+func (x *SetTasksEnabledRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTasksEnabledRequest.ProtoReflect.Descriptor instead.
+func (*SetTasksEnabledRequest) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetTasksEnabledRequest) GetSelect() *TaskSelector {
+	if x != nil {
+		return x.Select
+	}
+	return nil
+}
+
+func (x *SetTasksEnabledRequest) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+type UpdateTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ref   *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// The new values; only the fields named in update_mask are read. A named field
+	// left unset takes its default again (stop_time: none; retry_delay: unset).
+	Task *TaskSpec `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	// Editable: start_time, next_run_time, stop_time, priority, repeats, period,
+	// prevent_drift, timeout, retry_failed, retry_delay, retry_backoff,
+	// retry_delay_max, retry_jitter.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskRequest) Reset() {
+	*x = UpdateTaskRequest{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskRequest) ProtoMessage() {}
+
+func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateTaskRequest) GetRef() *TaskRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *UpdateTaskRequest) GetTask() *TaskSpec {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *UpdateTaskRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+type UpdateTaskResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *Task                  `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`                                                                               // the task after the call
+	Errors        map[string]string      `protobuf:"bytes,2,rep,name=errors,proto3" json:"errors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // field -> message; nothing changed when set
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskResponse) Reset() {
+	*x = UpdateTaskResponse{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskResponse) ProtoMessage() {}
+
+func (x *UpdateTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTaskResponse) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UpdateTaskResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *UpdateTaskResponse) GetErrors() map[string]string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+type DeleteTasksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Select        *TaskSelector          `protobuf:"bytes,1,opt,name=select,proto3" json:"select,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTasksRequest) Reset() {
+	*x = DeleteTasksRequest{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTasksRequest) ProtoMessage() {}
+
+func (x *DeleteTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTasksRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTasksRequest) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DeleteTasksRequest) GetSelect() *TaskSelector {
+	if x != nil {
+		return x.Select
+	}
+	return nil
+}
+
+type TasksChangedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int64                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`                           // tasks the call changed (or deleted)
+	TaskIds       []int64                `protobuf:"varint,2,rep,packed,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"` // their ids, at most the first 1000
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TasksChangedResponse) Reset() {
+	*x = TasksChangedResponse{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TasksChangedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TasksChangedResponse) ProtoMessage() {}
+
+func (x *TasksChangedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TasksChangedResponse.ProtoReflect.Descriptor instead.
+func (*TasksChangedResponse) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TasksChangedResponse) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *TasksChangedResponse) GetTaskIds() []int64 {
+	if x != nil {
+		return x.TaskIds
+	}
+	return nil
+}
+
 type ListTasksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Statuses      []TaskStatus           `protobuf:"varint,1,rep,packed,name=statuses,proto3,enum=taskgrid.v1.TaskStatus" json:"statuses,omitempty"`
@@ -736,7 +1266,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[12]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +1278,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[12]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +1291,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{12}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListTasksRequest) GetStatuses() []TaskStatus {
@@ -816,7 +1346,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[13]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +1358,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[13]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +1371,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{13}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -867,7 +1397,7 @@ type StopTaskRequest struct {
 
 func (x *StopTaskRequest) Reset() {
 	*x = StopTaskRequest{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[14]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1409,7 @@ func (x *StopTaskRequest) String() string {
 func (*StopTaskRequest) ProtoMessage() {}
 
 func (x *StopTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[14]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1422,7 @@ func (x *StopTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopTaskRequest.ProtoReflect.Descriptor instead.
 func (*StopTaskRequest) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{14}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StopTaskRequest) GetRef() *TaskRef {
@@ -913,7 +1443,7 @@ type StopTaskResponse struct {
 
 func (x *StopTaskResponse) Reset() {
 	*x = StopTaskResponse{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[15]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1455,7 @@ func (x *StopTaskResponse) String() string {
 func (*StopTaskResponse) ProtoMessage() {}
 
 func (x *StopTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[15]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1468,7 @@ func (x *StopTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopTaskResponse.ProtoReflect.Descriptor instead.
 func (*StopTaskResponse) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{15}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StopTaskResponse) GetStopped() bool {
@@ -971,7 +1501,7 @@ type WatchTaskRequest struct {
 
 func (x *WatchTaskRequest) Reset() {
 	*x = WatchTaskRequest{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[16]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1513,7 @@ func (x *WatchTaskRequest) String() string {
 func (*WatchTaskRequest) ProtoMessage() {}
 
 func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[16]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1526,7 @@ func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
 func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{16}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchTaskRequest) GetRef() *TaskRef {
@@ -1020,7 +1550,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[17]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1562,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[17]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1575,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{17}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TaskEvent) GetEvent() isTaskEvent_Event {
@@ -1093,7 +1623,7 @@ var File_taskgrid_v1_client_proto protoreflect.FileDescriptor
 
 const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\x18taskgrid/v1/client.proto\x12\vtaskgrid.v1\x1a\x18taskgrid/v1/common.proto\"8\n" +
+	"\x18taskgrid/v1/client.proto\x12\vtaskgrid.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18taskgrid/v1/common.proto\"8\n" +
 	"\aTaskRef\x12\x10\n" +
 	"\x02id\x18\x01 \x01(\x03H\x00R\x02id\x12\x14\n" +
 	"\x04uuid\x18\x02 \x01(\tH\x00R\x04uuidB\x05\n" +
@@ -1139,7 +1669,45 @@ const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\x04runs\x18\x02 \x03(\v2\x10.taskgrid.v1.RunR\x04runs\x12%\n" +
 	"\x0ewaiting_reason\x18\x03 \x01(\tR\rwaitingReason\x12\x1f\n" +
 	"\vwaiting_for\x18\x04 \x03(\x03R\n" +
-	"waitingFor\"\xe4\x01\n" +
+	"waitingFor\"S\n" +
+	"\x0fWaitTaskRequest\x12&\n" +
+	"\x03ref\x18\x01 \x01(\v2\x14.taskgrid.v1.TaskRefR\x03ref\x12\x18\n" +
+	"\atimeout\x18\x02 \x01(\x01R\atimeout\"q\n" +
+	"\x10WaitTaskResponse\x12\x12\n" +
+	"\x04done\x18\x01 \x01(\bR\x04done\x12%\n" +
+	"\x04task\x18\x02 \x01(\v2\x11.taskgrid.v1.TaskR\x04task\x12\"\n" +
+	"\x03run\x18\x03 \x01(\v2\x10.taskgrid.v1.RunR\x03run\"\xa5\x02\n" +
+	"\fTaskSelector\x12(\n" +
+	"\x04refs\x18\x01 \x03(\v2\x14.taskgrid.v1.TaskRefR\x04refs\x123\n" +
+	"\bstatuses\x18\x02 \x03(\x0e2\x17.taskgrid.v1.TaskStatusR\bstatuses\x12\x1d\n" +
+	"\n" +
+	"group_name\x18\x03 \x01(\tR\tgroupName\x12#\n" +
+	"\rfunction_name\x18\x04 \x01(\tR\ffunctionName\x12\x1b\n" +
+	"\ttask_name\x18\x05 \x01(\tR\btaskName\x12C\n" +
+	"\x0ffinished_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0efinishedBefore\x12\x10\n" +
+	"\x03all\x18\a \x01(\bR\x03all\"m\n" +
+	"\x13RequeueTasksRequest\x121\n" +
+	"\x06select\x18\x01 \x01(\v2\x19.taskgrid.v1.TaskSelectorR\x06select\x12#\n" +
+	"\rkeep_counters\x18\x02 \x01(\bR\fkeepCounters\"e\n" +
+	"\x16SetTasksEnabledRequest\x121\n" +
+	"\x06select\x18\x01 \x01(\v2\x19.taskgrid.v1.TaskSelectorR\x06select\x12\x18\n" +
+	"\aenabled\x18\x02 \x01(\bR\aenabled\"\xa3\x01\n" +
+	"\x11UpdateTaskRequest\x12&\n" +
+	"\x03ref\x18\x01 \x01(\v2\x14.taskgrid.v1.TaskRefR\x03ref\x12)\n" +
+	"\x04task\x18\x02 \x01(\v2\x15.taskgrid.v1.TaskSpecR\x04task\x12;\n" +
+	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\"\xbb\x01\n" +
+	"\x12UpdateTaskResponse\x12%\n" +
+	"\x04task\x18\x01 \x01(\v2\x11.taskgrid.v1.TaskR\x04task\x12C\n" +
+	"\x06errors\x18\x02 \x03(\v2+.taskgrid.v1.UpdateTaskResponse.ErrorsEntryR\x06errors\x1a9\n" +
+	"\vErrorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\x12DeleteTasksRequest\x121\n" +
+	"\x06select\x18\x01 \x01(\v2\x19.taskgrid.v1.TaskSelectorR\x06select\"G\n" +
+	"\x14TasksChangedResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x12\x19\n" +
+	"\btask_ids\x18\x02 \x03(\x03R\ataskIds\"\xe4\x01\n" +
 	"\x10ListTasksRequest\x123\n" +
 	"\bstatuses\x18\x01 \x03(\x0e2\x17.taskgrid.v1.TaskStatusR\bstatuses\x12\x1d\n" +
 	"\n" +
@@ -1163,7 +1731,7 @@ const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\tTaskEvent\x12'\n" +
 	"\x04task\x18\x01 \x01(\v2\x11.taskgrid.v1.TaskH\x00R\x04task\x122\n" +
 	"\x06output\x18\x02 \x01(\v2\x18.taskgrid.v1.OutputChunkH\x00R\x06outputB\a\n" +
-	"\x05event2\x94\x04\n" +
+	"\x05event2\xaf\a\n" +
 	"\rClientService\x12J\n" +
 	"\tQueueTask\x12\x1d.taskgrid.v1.QueueTaskRequest\x1a\x1e.taskgrid.v1.QueueTaskResponse\x12M\n" +
 	"\n" +
@@ -1172,7 +1740,13 @@ const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\aGetTask\x12\x1b.taskgrid.v1.GetTaskRequest\x1a\x1c.taskgrid.v1.GetTaskResponse\x12J\n" +
 	"\tListTasks\x12\x1d.taskgrid.v1.ListTasksRequest\x1a\x1e.taskgrid.v1.ListTasksResponse\x12G\n" +
 	"\bStopTask\x12\x1c.taskgrid.v1.StopTaskRequest\x1a\x1d.taskgrid.v1.StopTaskResponse\x12D\n" +
-	"\tWatchTask\x12\x1d.taskgrid.v1.WatchTaskRequest\x1a\x16.taskgrid.v1.TaskEvent0\x01B1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3"
+	"\tWatchTask\x12\x1d.taskgrid.v1.WatchTaskRequest\x1a\x16.taskgrid.v1.TaskEvent0\x01\x12G\n" +
+	"\bWaitTask\x12\x1c.taskgrid.v1.WaitTaskRequest\x1a\x1d.taskgrid.v1.WaitTaskResponse\x12S\n" +
+	"\fRequeueTasks\x12 .taskgrid.v1.RequeueTasksRequest\x1a!.taskgrid.v1.TasksChangedResponse\x12Y\n" +
+	"\x0fSetTasksEnabled\x12#.taskgrid.v1.SetTasksEnabledRequest\x1a!.taskgrid.v1.TasksChangedResponse\x12M\n" +
+	"\n" +
+	"UpdateTask\x12\x1e.taskgrid.v1.UpdateTaskRequest\x1a\x1f.taskgrid.v1.UpdateTaskResponse\x12Q\n" +
+	"\vDeleteTasks\x12\x1f.taskgrid.v1.DeleteTasksRequest\x1a!.taskgrid.v1.TasksChangedResponseB1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3"
 
 var (
 	file_taskgrid_v1_client_proto_rawDescOnce sync.Once
@@ -1186,75 +1760,111 @@ func file_taskgrid_v1_client_proto_rawDescGZIP() []byte {
 	return file_taskgrid_v1_client_proto_rawDescData
 }
 
-var file_taskgrid_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_taskgrid_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_taskgrid_v1_client_proto_goTypes = []any{
-	(*TaskRef)(nil),            // 0: taskgrid.v1.TaskRef
-	(*QueueTaskRequest)(nil),   // 1: taskgrid.v1.QueueTaskRequest
-	(*QueueTaskResponse)(nil),  // 2: taskgrid.v1.QueueTaskResponse
-	(*QueueTasksRequest)(nil),  // 3: taskgrid.v1.QueueTasksRequest
-	(*QueueTasksResponse)(nil), // 4: taskgrid.v1.QueueTasksResponse
-	(*JobRef)(nil),             // 5: taskgrid.v1.JobRef
-	(*JobEdge)(nil),            // 6: taskgrid.v1.JobEdge
-	(*QueueJobRequest)(nil),    // 7: taskgrid.v1.QueueJobRequest
-	(*JobLayer)(nil),           // 8: taskgrid.v1.JobLayer
-	(*QueueJobResponse)(nil),   // 9: taskgrid.v1.QueueJobResponse
-	(*GetTaskRequest)(nil),     // 10: taskgrid.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),    // 11: taskgrid.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),   // 12: taskgrid.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),  // 13: taskgrid.v1.ListTasksResponse
-	(*StopTaskRequest)(nil),    // 14: taskgrid.v1.StopTaskRequest
-	(*StopTaskResponse)(nil),   // 15: taskgrid.v1.StopTaskResponse
-	(*WatchTaskRequest)(nil),   // 16: taskgrid.v1.WatchTaskRequest
-	(*TaskEvent)(nil),          // 17: taskgrid.v1.TaskEvent
-	nil,                        // 18: taskgrid.v1.QueueTaskResponse.ErrorsEntry
-	nil,                        // 19: taskgrid.v1.QueueJobResponse.ErrorsEntry
-	(*TaskSpec)(nil),           // 20: taskgrid.v1.TaskSpec
-	(*Task)(nil),               // 21: taskgrid.v1.Task
-	(*Run)(nil),                // 22: taskgrid.v1.Run
-	(TaskStatus)(0),            // 23: taskgrid.v1.TaskStatus
-	(*OutputChunk)(nil),        // 24: taskgrid.v1.OutputChunk
+	(*TaskRef)(nil),                // 0: taskgrid.v1.TaskRef
+	(*QueueTaskRequest)(nil),       // 1: taskgrid.v1.QueueTaskRequest
+	(*QueueTaskResponse)(nil),      // 2: taskgrid.v1.QueueTaskResponse
+	(*QueueTasksRequest)(nil),      // 3: taskgrid.v1.QueueTasksRequest
+	(*QueueTasksResponse)(nil),     // 4: taskgrid.v1.QueueTasksResponse
+	(*JobRef)(nil),                 // 5: taskgrid.v1.JobRef
+	(*JobEdge)(nil),                // 6: taskgrid.v1.JobEdge
+	(*QueueJobRequest)(nil),        // 7: taskgrid.v1.QueueJobRequest
+	(*JobLayer)(nil),               // 8: taskgrid.v1.JobLayer
+	(*QueueJobResponse)(nil),       // 9: taskgrid.v1.QueueJobResponse
+	(*GetTaskRequest)(nil),         // 10: taskgrid.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),        // 11: taskgrid.v1.GetTaskResponse
+	(*WaitTaskRequest)(nil),        // 12: taskgrid.v1.WaitTaskRequest
+	(*WaitTaskResponse)(nil),       // 13: taskgrid.v1.WaitTaskResponse
+	(*TaskSelector)(nil),           // 14: taskgrid.v1.TaskSelector
+	(*RequeueTasksRequest)(nil),    // 15: taskgrid.v1.RequeueTasksRequest
+	(*SetTasksEnabledRequest)(nil), // 16: taskgrid.v1.SetTasksEnabledRequest
+	(*UpdateTaskRequest)(nil),      // 17: taskgrid.v1.UpdateTaskRequest
+	(*UpdateTaskResponse)(nil),     // 18: taskgrid.v1.UpdateTaskResponse
+	(*DeleteTasksRequest)(nil),     // 19: taskgrid.v1.DeleteTasksRequest
+	(*TasksChangedResponse)(nil),   // 20: taskgrid.v1.TasksChangedResponse
+	(*ListTasksRequest)(nil),       // 21: taskgrid.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),      // 22: taskgrid.v1.ListTasksResponse
+	(*StopTaskRequest)(nil),        // 23: taskgrid.v1.StopTaskRequest
+	(*StopTaskResponse)(nil),       // 24: taskgrid.v1.StopTaskResponse
+	(*WatchTaskRequest)(nil),       // 25: taskgrid.v1.WatchTaskRequest
+	(*TaskEvent)(nil),              // 26: taskgrid.v1.TaskEvent
+	nil,                            // 27: taskgrid.v1.QueueTaskResponse.ErrorsEntry
+	nil,                            // 28: taskgrid.v1.QueueJobResponse.ErrorsEntry
+	nil,                            // 29: taskgrid.v1.UpdateTaskResponse.ErrorsEntry
+	(*TaskSpec)(nil),               // 30: taskgrid.v1.TaskSpec
+	(*Task)(nil),                   // 31: taskgrid.v1.Task
+	(*Run)(nil),                    // 32: taskgrid.v1.Run
+	(TaskStatus)(0),                // 33: taskgrid.v1.TaskStatus
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 35: google.protobuf.FieldMask
+	(*OutputChunk)(nil),            // 36: taskgrid.v1.OutputChunk
 }
 var file_taskgrid_v1_client_proto_depIdxs = []int32{
-	20, // 0: taskgrid.v1.QueueTaskRequest.task:type_name -> taskgrid.v1.TaskSpec
-	18, // 1: taskgrid.v1.QueueTaskResponse.errors:type_name -> taskgrid.v1.QueueTaskResponse.ErrorsEntry
-	20, // 2: taskgrid.v1.QueueTasksRequest.tasks:type_name -> taskgrid.v1.TaskSpec
+	30, // 0: taskgrid.v1.QueueTaskRequest.task:type_name -> taskgrid.v1.TaskSpec
+	27, // 1: taskgrid.v1.QueueTaskResponse.errors:type_name -> taskgrid.v1.QueueTaskResponse.ErrorsEntry
+	30, // 2: taskgrid.v1.QueueTasksRequest.tasks:type_name -> taskgrid.v1.TaskSpec
 	2,  // 3: taskgrid.v1.QueueTasksResponse.results:type_name -> taskgrid.v1.QueueTaskResponse
 	5,  // 4: taskgrid.v1.JobEdge.task:type_name -> taskgrid.v1.JobRef
 	5,  // 5: taskgrid.v1.JobEdge.waits_for:type_name -> taskgrid.v1.JobRef
-	20, // 6: taskgrid.v1.QueueJobRequest.tasks:type_name -> taskgrid.v1.TaskSpec
+	30, // 6: taskgrid.v1.QueueJobRequest.tasks:type_name -> taskgrid.v1.TaskSpec
 	6,  // 7: taskgrid.v1.QueueJobRequest.edges:type_name -> taskgrid.v1.JobEdge
 	2,  // 8: taskgrid.v1.QueueJobResponse.results:type_name -> taskgrid.v1.QueueTaskResponse
-	19, // 9: taskgrid.v1.QueueJobResponse.errors:type_name -> taskgrid.v1.QueueJobResponse.ErrorsEntry
+	28, // 9: taskgrid.v1.QueueJobResponse.errors:type_name -> taskgrid.v1.QueueJobResponse.ErrorsEntry
 	8,  // 10: taskgrid.v1.QueueJobResponse.layers:type_name -> taskgrid.v1.JobLayer
 	0,  // 11: taskgrid.v1.GetTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	21, // 12: taskgrid.v1.GetTaskResponse.task:type_name -> taskgrid.v1.Task
-	22, // 13: taskgrid.v1.GetTaskResponse.runs:type_name -> taskgrid.v1.Run
-	23, // 14: taskgrid.v1.ListTasksRequest.statuses:type_name -> taskgrid.v1.TaskStatus
-	21, // 15: taskgrid.v1.ListTasksResponse.tasks:type_name -> taskgrid.v1.Task
-	0,  // 16: taskgrid.v1.StopTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	23, // 17: taskgrid.v1.StopTaskResponse.status:type_name -> taskgrid.v1.TaskStatus
-	0,  // 18: taskgrid.v1.WatchTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	21, // 19: taskgrid.v1.TaskEvent.task:type_name -> taskgrid.v1.Task
-	24, // 20: taskgrid.v1.TaskEvent.output:type_name -> taskgrid.v1.OutputChunk
-	1,  // 21: taskgrid.v1.ClientService.QueueTask:input_type -> taskgrid.v1.QueueTaskRequest
-	3,  // 22: taskgrid.v1.ClientService.QueueTasks:input_type -> taskgrid.v1.QueueTasksRequest
-	7,  // 23: taskgrid.v1.ClientService.QueueJob:input_type -> taskgrid.v1.QueueJobRequest
-	10, // 24: taskgrid.v1.ClientService.GetTask:input_type -> taskgrid.v1.GetTaskRequest
-	12, // 25: taskgrid.v1.ClientService.ListTasks:input_type -> taskgrid.v1.ListTasksRequest
-	14, // 26: taskgrid.v1.ClientService.StopTask:input_type -> taskgrid.v1.StopTaskRequest
-	16, // 27: taskgrid.v1.ClientService.WatchTask:input_type -> taskgrid.v1.WatchTaskRequest
-	2,  // 28: taskgrid.v1.ClientService.QueueTask:output_type -> taskgrid.v1.QueueTaskResponse
-	4,  // 29: taskgrid.v1.ClientService.QueueTasks:output_type -> taskgrid.v1.QueueTasksResponse
-	9,  // 30: taskgrid.v1.ClientService.QueueJob:output_type -> taskgrid.v1.QueueJobResponse
-	11, // 31: taskgrid.v1.ClientService.GetTask:output_type -> taskgrid.v1.GetTaskResponse
-	13, // 32: taskgrid.v1.ClientService.ListTasks:output_type -> taskgrid.v1.ListTasksResponse
-	15, // 33: taskgrid.v1.ClientService.StopTask:output_type -> taskgrid.v1.StopTaskResponse
-	17, // 34: taskgrid.v1.ClientService.WatchTask:output_type -> taskgrid.v1.TaskEvent
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	31, // 12: taskgrid.v1.GetTaskResponse.task:type_name -> taskgrid.v1.Task
+	32, // 13: taskgrid.v1.GetTaskResponse.runs:type_name -> taskgrid.v1.Run
+	0,  // 14: taskgrid.v1.WaitTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
+	31, // 15: taskgrid.v1.WaitTaskResponse.task:type_name -> taskgrid.v1.Task
+	32, // 16: taskgrid.v1.WaitTaskResponse.run:type_name -> taskgrid.v1.Run
+	0,  // 17: taskgrid.v1.TaskSelector.refs:type_name -> taskgrid.v1.TaskRef
+	33, // 18: taskgrid.v1.TaskSelector.statuses:type_name -> taskgrid.v1.TaskStatus
+	34, // 19: taskgrid.v1.TaskSelector.finished_before:type_name -> google.protobuf.Timestamp
+	14, // 20: taskgrid.v1.RequeueTasksRequest.select:type_name -> taskgrid.v1.TaskSelector
+	14, // 21: taskgrid.v1.SetTasksEnabledRequest.select:type_name -> taskgrid.v1.TaskSelector
+	0,  // 22: taskgrid.v1.UpdateTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
+	30, // 23: taskgrid.v1.UpdateTaskRequest.task:type_name -> taskgrid.v1.TaskSpec
+	35, // 24: taskgrid.v1.UpdateTaskRequest.update_mask:type_name -> google.protobuf.FieldMask
+	31, // 25: taskgrid.v1.UpdateTaskResponse.task:type_name -> taskgrid.v1.Task
+	29, // 26: taskgrid.v1.UpdateTaskResponse.errors:type_name -> taskgrid.v1.UpdateTaskResponse.ErrorsEntry
+	14, // 27: taskgrid.v1.DeleteTasksRequest.select:type_name -> taskgrid.v1.TaskSelector
+	33, // 28: taskgrid.v1.ListTasksRequest.statuses:type_name -> taskgrid.v1.TaskStatus
+	31, // 29: taskgrid.v1.ListTasksResponse.tasks:type_name -> taskgrid.v1.Task
+	0,  // 30: taskgrid.v1.StopTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
+	33, // 31: taskgrid.v1.StopTaskResponse.status:type_name -> taskgrid.v1.TaskStatus
+	0,  // 32: taskgrid.v1.WatchTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
+	31, // 33: taskgrid.v1.TaskEvent.task:type_name -> taskgrid.v1.Task
+	36, // 34: taskgrid.v1.TaskEvent.output:type_name -> taskgrid.v1.OutputChunk
+	1,  // 35: taskgrid.v1.ClientService.QueueTask:input_type -> taskgrid.v1.QueueTaskRequest
+	3,  // 36: taskgrid.v1.ClientService.QueueTasks:input_type -> taskgrid.v1.QueueTasksRequest
+	7,  // 37: taskgrid.v1.ClientService.QueueJob:input_type -> taskgrid.v1.QueueJobRequest
+	10, // 38: taskgrid.v1.ClientService.GetTask:input_type -> taskgrid.v1.GetTaskRequest
+	21, // 39: taskgrid.v1.ClientService.ListTasks:input_type -> taskgrid.v1.ListTasksRequest
+	23, // 40: taskgrid.v1.ClientService.StopTask:input_type -> taskgrid.v1.StopTaskRequest
+	25, // 41: taskgrid.v1.ClientService.WatchTask:input_type -> taskgrid.v1.WatchTaskRequest
+	12, // 42: taskgrid.v1.ClientService.WaitTask:input_type -> taskgrid.v1.WaitTaskRequest
+	15, // 43: taskgrid.v1.ClientService.RequeueTasks:input_type -> taskgrid.v1.RequeueTasksRequest
+	16, // 44: taskgrid.v1.ClientService.SetTasksEnabled:input_type -> taskgrid.v1.SetTasksEnabledRequest
+	17, // 45: taskgrid.v1.ClientService.UpdateTask:input_type -> taskgrid.v1.UpdateTaskRequest
+	19, // 46: taskgrid.v1.ClientService.DeleteTasks:input_type -> taskgrid.v1.DeleteTasksRequest
+	2,  // 47: taskgrid.v1.ClientService.QueueTask:output_type -> taskgrid.v1.QueueTaskResponse
+	4,  // 48: taskgrid.v1.ClientService.QueueTasks:output_type -> taskgrid.v1.QueueTasksResponse
+	9,  // 49: taskgrid.v1.ClientService.QueueJob:output_type -> taskgrid.v1.QueueJobResponse
+	11, // 50: taskgrid.v1.ClientService.GetTask:output_type -> taskgrid.v1.GetTaskResponse
+	22, // 51: taskgrid.v1.ClientService.ListTasks:output_type -> taskgrid.v1.ListTasksResponse
+	24, // 52: taskgrid.v1.ClientService.StopTask:output_type -> taskgrid.v1.StopTaskResponse
+	26, // 53: taskgrid.v1.ClientService.WatchTask:output_type -> taskgrid.v1.TaskEvent
+	13, // 54: taskgrid.v1.ClientService.WaitTask:output_type -> taskgrid.v1.WaitTaskResponse
+	20, // 55: taskgrid.v1.ClientService.RequeueTasks:output_type -> taskgrid.v1.TasksChangedResponse
+	20, // 56: taskgrid.v1.ClientService.SetTasksEnabled:output_type -> taskgrid.v1.TasksChangedResponse
+	18, // 57: taskgrid.v1.ClientService.UpdateTask:output_type -> taskgrid.v1.UpdateTaskResponse
+	20, // 58: taskgrid.v1.ClientService.DeleteTasks:output_type -> taskgrid.v1.TasksChangedResponse
+	47, // [47:59] is the sub-list for method output_type
+	35, // [35:47] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_taskgrid_v1_client_proto_init() }
@@ -1271,7 +1881,7 @@ func file_taskgrid_v1_client_proto_init() {
 		(*JobRef_Index)(nil),
 		(*JobRef_TaskId)(nil),
 	}
-	file_taskgrid_v1_client_proto_msgTypes[17].OneofWrappers = []any{
+	file_taskgrid_v1_client_proto_msgTypes[26].OneofWrappers = []any{
 		(*TaskEvent_Task)(nil),
 		(*TaskEvent_Output)(nil),
 	}
@@ -1281,7 +1891,7 @@ func file_taskgrid_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskgrid_v1_client_proto_rawDesc), len(file_taskgrid_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,13 +21,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClientService_QueueTask_FullMethodName  = "/taskgrid.v1.ClientService/QueueTask"
-	ClientService_QueueTasks_FullMethodName = "/taskgrid.v1.ClientService/QueueTasks"
-	ClientService_QueueJob_FullMethodName   = "/taskgrid.v1.ClientService/QueueJob"
-	ClientService_GetTask_FullMethodName    = "/taskgrid.v1.ClientService/GetTask"
-	ClientService_ListTasks_FullMethodName  = "/taskgrid.v1.ClientService/ListTasks"
-	ClientService_StopTask_FullMethodName   = "/taskgrid.v1.ClientService/StopTask"
-	ClientService_WatchTask_FullMethodName  = "/taskgrid.v1.ClientService/WatchTask"
+	ClientService_QueueTask_FullMethodName       = "/taskgrid.v1.ClientService/QueueTask"
+	ClientService_QueueTasks_FullMethodName      = "/taskgrid.v1.ClientService/QueueTasks"
+	ClientService_QueueJob_FullMethodName        = "/taskgrid.v1.ClientService/QueueJob"
+	ClientService_GetTask_FullMethodName         = "/taskgrid.v1.ClientService/GetTask"
+	ClientService_ListTasks_FullMethodName       = "/taskgrid.v1.ClientService/ListTasks"
+	ClientService_StopTask_FullMethodName        = "/taskgrid.v1.ClientService/StopTask"
+	ClientService_WatchTask_FullMethodName       = "/taskgrid.v1.ClientService/WatchTask"
+	ClientService_WaitTask_FullMethodName        = "/taskgrid.v1.ClientService/WaitTask"
+	ClientService_RequeueTasks_FullMethodName    = "/taskgrid.v1.ClientService/RequeueTasks"
+	ClientService_SetTasksEnabled_FullMethodName = "/taskgrid.v1.ClientService/SetTasksEnabled"
+	ClientService_UpdateTask_FullMethodName      = "/taskgrid.v1.ClientService/UpdateTask"
+	ClientService_DeleteTasks_FullMethodName     = "/taskgrid.v1.ClientService/DeleteTasks"
 )
 
 // ClientServiceClient is the client API for ClientService service.
@@ -51,6 +56,18 @@ type ClientServiceClient interface {
 	StopTask(ctx context.Context, in *StopTaskRequest, opts ...grpc.CallOption) (*StopTaskResponse, error)
 	// The task's status changes and output, from the start, until it ends.
 	WatchTask(ctx context.Context, in *WatchTaskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TaskEvent], error)
+	// Wait until the task ends (COMPLETED, FAILED, TIMEOUT, STOPPED or EXPIRED)
+	// or `timeout` passes, then answer the task with its latest run. A waiting
+	// call costs the coordinator no database work. NOT_FOUND if absent.
+	WaitTask(ctx context.Context, in *WaitTaskRequest, opts ...grpc.CallOption) (*WaitTaskResponse, error)
+	// Queue finished tasks (COMPLETED, FAILED, TIMEOUT, STOPPED, EXPIRED) again.
+	RequeueTasks(ctx context.Context, in *RequeueTasksRequest, opts ...grpc.CallOption) (*TasksChangedResponse, error)
+	// Enable or disable QUEUED tasks (a disabled task is never leased).
+	SetTasksEnabled(ctx context.Context, in *SetTasksEnabledRequest, opts ...grpc.CallOption) (*TasksChangedResponse, error)
+	// Change the editable fields of one QUEUED task (`update_mask` names them).
+	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error)
+	// Delete finished tasks with their runs and output.
+	DeleteTasks(ctx context.Context, in *DeleteTasksRequest, opts ...grpc.CallOption) (*TasksChangedResponse, error)
 }
 
 type clientServiceClient struct {
@@ -140,6 +157,56 @@ func (c *clientServiceClient) WatchTask(ctx context.Context, in *WatchTaskReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ClientService_WatchTaskClient = grpc.ServerStreamingClient[TaskEvent]
 
+func (c *clientServiceClient) WaitTask(ctx context.Context, in *WaitTaskRequest, opts ...grpc.CallOption) (*WaitTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitTaskResponse)
+	err := c.cc.Invoke(ctx, ClientService_WaitTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) RequeueTasks(ctx context.Context, in *RequeueTasksRequest, opts ...grpc.CallOption) (*TasksChangedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TasksChangedResponse)
+	err := c.cc.Invoke(ctx, ClientService_RequeueTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) SetTasksEnabled(ctx context.Context, in *SetTasksEnabledRequest, opts ...grpc.CallOption) (*TasksChangedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TasksChangedResponse)
+	err := c.cc.Invoke(ctx, ClientService_SetTasksEnabled_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateTaskResponse)
+	err := c.cc.Invoke(ctx, ClientService_UpdateTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) DeleteTasks(ctx context.Context, in *DeleteTasksRequest, opts ...grpc.CallOption) (*TasksChangedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TasksChangedResponse)
+	err := c.cc.Invoke(ctx, ClientService_DeleteTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClientServiceServer is the server API for ClientService service.
 // All implementations must embed UnimplementedClientServiceServer
 // for forward compatibility.
@@ -161,6 +228,18 @@ type ClientServiceServer interface {
 	StopTask(context.Context, *StopTaskRequest) (*StopTaskResponse, error)
 	// The task's status changes and output, from the start, until it ends.
 	WatchTask(*WatchTaskRequest, grpc.ServerStreamingServer[TaskEvent]) error
+	// Wait until the task ends (COMPLETED, FAILED, TIMEOUT, STOPPED or EXPIRED)
+	// or `timeout` passes, then answer the task with its latest run. A waiting
+	// call costs the coordinator no database work. NOT_FOUND if absent.
+	WaitTask(context.Context, *WaitTaskRequest) (*WaitTaskResponse, error)
+	// Queue finished tasks (COMPLETED, FAILED, TIMEOUT, STOPPED, EXPIRED) again.
+	RequeueTasks(context.Context, *RequeueTasksRequest) (*TasksChangedResponse, error)
+	// Enable or disable QUEUED tasks (a disabled task is never leased).
+	SetTasksEnabled(context.Context, *SetTasksEnabledRequest) (*TasksChangedResponse, error)
+	// Change the editable fields of one QUEUED task (`update_mask` names them).
+	UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error)
+	// Delete finished tasks with their runs and output.
+	DeleteTasks(context.Context, *DeleteTasksRequest) (*TasksChangedResponse, error)
 	mustEmbedUnimplementedClientServiceServer()
 }
 
@@ -191,6 +270,21 @@ func (UnimplementedClientServiceServer) StopTask(context.Context, *StopTaskReque
 }
 func (UnimplementedClientServiceServer) WatchTask(*WatchTaskRequest, grpc.ServerStreamingServer[TaskEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchTask not implemented")
+}
+func (UnimplementedClientServiceServer) WaitTask(context.Context, *WaitTaskRequest) (*WaitTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitTask not implemented")
+}
+func (UnimplementedClientServiceServer) RequeueTasks(context.Context, *RequeueTasksRequest) (*TasksChangedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequeueTasks not implemented")
+}
+func (UnimplementedClientServiceServer) SetTasksEnabled(context.Context, *SetTasksEnabledRequest) (*TasksChangedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetTasksEnabled not implemented")
+}
+func (UnimplementedClientServiceServer) UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateTask not implemented")
+}
+func (UnimplementedClientServiceServer) DeleteTasks(context.Context, *DeleteTasksRequest) (*TasksChangedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteTasks not implemented")
 }
 func (UnimplementedClientServiceServer) mustEmbedUnimplementedClientServiceServer() {}
 func (UnimplementedClientServiceServer) testEmbeddedByValue()                       {}
@@ -332,6 +426,96 @@ func _ClientService_WatchTask_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ClientService_WatchTaskServer = grpc.ServerStreamingServer[TaskEvent]
 
+func _ClientService_WaitTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).WaitTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_WaitTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).WaitTask(ctx, req.(*WaitTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_RequeueTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequeueTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).RequeueTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_RequeueTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).RequeueTasks(ctx, req.(*RequeueTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_SetTasksEnabled_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetTasksEnabledRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).SetTasksEnabled(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_SetTasksEnabled_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).SetTasksEnabled(ctx, req.(*SetTasksEnabledRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_UpdateTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).UpdateTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_UpdateTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).UpdateTask(ctx, req.(*UpdateTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_DeleteTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).DeleteTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_DeleteTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).DeleteTasks(ctx, req.(*DeleteTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClientService_ServiceDesc is the grpc.ServiceDesc for ClientService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -362,6 +546,26 @@ var ClientService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StopTask",
 			Handler:    _ClientService_StopTask_Handler,
+		},
+		{
+			MethodName: "WaitTask",
+			Handler:    _ClientService_WaitTask_Handler,
+		},
+		{
+			MethodName: "RequeueTasks",
+			Handler:    _ClientService_RequeueTasks_Handler,
+		},
+		{
+			MethodName: "SetTasksEnabled",
+			Handler:    _ClientService_SetTasksEnabled_Handler,
+		},
+		{
+			MethodName: "UpdateTask",
+			Handler:    _ClientService_UpdateTask_Handler,
+		},
+		{
+			MethodName: "DeleteTasks",
+			Handler:    _ClientService_DeleteTasks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -16,6 +16,7 @@ package taskgridv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -285,9 +286,12 @@ func (x *Command) GetCwd() string {
 }
 
 // What a client asks to queue. Unset optional fields take the web2py
-// defaults (see docs); `raw_fields` carries values the client could not
-// type (unknown names, wrong types) so the coordinator can report them as
-// field errors instead of the client guessing.
+// defaults (see docs).
+//
+// Arguments travel in either of two forms: `args`/`vars` as JSON text (exact:
+// integers stay integers of any size), or `args_value`/`vars_value` as
+// protobuf JSON values (natural from generated clients and grpcurl, but numbers
+// are doubles). Give one form per field, not both.
 type TaskSpec struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	FunctionName   string                 `protobuf:"bytes,1,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
@@ -315,12 +319,13 @@ type TaskSpec struct {
 	// failed run started (web2py). Set: due retry_delay seconds after the failure,
 	// multiplied by retry_backoff for each further consecutive failure, capped at
 	// retry_delay_max, spread by +/- retry_jitter (a fraction, 0..1).
-	RetryDelay    *float64          `protobuf:"fixed64,22,opt,name=retry_delay,json=retryDelay,proto3,oneof" json:"retry_delay,omitempty"`
-	RetryBackoff  *float64          `protobuf:"fixed64,23,opt,name=retry_backoff,json=retryBackoff,proto3,oneof" json:"retry_backoff,omitempty"`                                                          // >= 1; default 1 (fixed delay)
-	RetryDelayMax *float64          `protobuf:"fixed64,24,opt,name=retry_delay_max,json=retryDelayMax,proto3,oneof" json:"retry_delay_max,omitempty"`                                                     // seconds; default: no cap
-	RetryJitter   *float64          `protobuf:"fixed64,25,opt,name=retry_jitter,json=retryJitter,proto3,oneof" json:"retry_jitter,omitempty"`                                                             // 0..1; default 0
-	Command       *Command          `protobuf:"bytes,26,opt,name=command,proto3" json:"command,omitempty"`                                                                                                // a command task (function_name "@command" or empty)
-	RawFields     map[string]string `protobuf:"bytes,30,rep,name=raw_fields,json=rawFields,proto3" json:"raw_fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // field name -> JSON text of the value
+	RetryDelay    *float64            `protobuf:"fixed64,22,opt,name=retry_delay,json=retryDelay,proto3,oneof" json:"retry_delay,omitempty"`
+	RetryBackoff  *float64            `protobuf:"fixed64,23,opt,name=retry_backoff,json=retryBackoff,proto3,oneof" json:"retry_backoff,omitempty"`      // >= 1; default 1 (fixed delay)
+	RetryDelayMax *float64            `protobuf:"fixed64,24,opt,name=retry_delay_max,json=retryDelayMax,proto3,oneof" json:"retry_delay_max,omitempty"` // seconds; default: no cap
+	RetryJitter   *float64            `protobuf:"fixed64,25,opt,name=retry_jitter,json=retryJitter,proto3,oneof" json:"retry_jitter,omitempty"`         // 0..1; default 0
+	Command       *Command            `protobuf:"bytes,26,opt,name=command,proto3" json:"command,omitempty"`                                            // a command task (function_name "@command" or empty)
+	ArgsValue     *structpb.ListValue `protobuf:"bytes,27,opt,name=args_value,json=argsValue,proto3" json:"args_value,omitempty"`                       // instead of args
+	VarsValue     *structpb.Struct    `protobuf:"bytes,28,opt,name=vars_value,json=varsValue,proto3" json:"vars_value,omitempty"`                       // instead of vars
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -537,9 +542,16 @@ func (x *TaskSpec) GetCommand() *Command {
 	return nil
 }
 
-func (x *TaskSpec) GetRawFields() map[string]string {
+func (x *TaskSpec) GetArgsValue() *structpb.ListValue {
 	if x != nil {
-		return x.RawFields
+		return x.ArgsValue
+	}
+	return nil
+}
+
+func (x *TaskSpec) GetVarsValue() *structpb.Struct {
+	if x != nil {
+		return x.VarsValue
 	}
 	return nil
 }
@@ -583,8 +595,12 @@ type Task struct {
 	BroadcastParent    int64                  `protobuf:"varint,34,opt,name=broadcast_parent,json=broadcastParent,proto3" json:"broadcast_parent,omitempty"`     // the broadcast task this one was fanned out from, 0 if none
 	TargetWorkerName   string                 `protobuf:"bytes,35,opt,name=target_worker_name,json=targetWorkerName,proto3" json:"target_worker_name,omitempty"` // only this worker may lease it (broadcast children)
 	Command            *Command               `protobuf:"bytes,36,opt,name=command,proto3" json:"command,omitempty"`                                             // set for command tasks
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	ArgsValue          *structpb.ListValue    `protobuf:"bytes,37,opt,name=args_value,json=argsValue,proto3" json:"args_value,omitempty"`                        // args as a protobuf value
+	VarsValue          *structpb.Struct       `protobuf:"bytes,38,opt,name=vars_value,json=varsValue,proto3" json:"vars_value,omitempty"`                        // vars as a protobuf value
+	// when the task ended (COMPLETED, FAILED, TIMEOUT, STOPPED or EXPIRED); unset otherwise
+	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,39,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -869,6 +885,27 @@ func (x *Task) GetCommand() *Command {
 	return nil
 }
 
+func (x *Task) GetArgsValue() *structpb.ListValue {
+	if x != nil {
+		return x.ArgsValue
+	}
+	return nil
+}
+
+func (x *Task) GetVarsValue() *structpb.Struct {
+	if x != nil {
+		return x.VarsValue
+	}
+	return nil
+}
+
+func (x *Task) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
 // One execution attempt (scheduler_run).
 type Run struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -882,6 +919,7 @@ type Run struct {
 	RunResult     *string                `protobuf:"bytes,8,opt,name=run_result,json=runResult,proto3,oneof" json:"run_result,omitempty"` // JSON text; absent when none
 	Traceback     string                 `protobuf:"bytes,9,opt,name=traceback,proto3" json:"traceback,omitempty"`
 	WorkerName    string                 `protobuf:"bytes,10,opt,name=worker_name,json=workerName,proto3" json:"worker_name,omitempty"`
+	ResultValue   *structpb.Value        `protobuf:"bytes,11,opt,name=result_value,json=resultValue,proto3" json:"result_value,omitempty"` // run_result as a protobuf value; unset when none
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -984,6 +1022,13 @@ func (x *Run) GetWorkerName() string {
 		return x.WorkerName
 	}
 	return ""
+}
+
+func (x *Run) GetResultValue() *structpb.Value {
+	if x != nil {
+		return x.ResultValue
+	}
+	return nil
 }
 
 // A slice of a run's captured stdout/stderr. `seq` starts at 1 for each
@@ -1296,7 +1341,7 @@ var File_taskgrid_v1_common_proto protoreflect.FileDescriptor
 
 const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x18taskgrid/v1/common.proto\x12\vtaskgrid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n" +
+	"\x18taskgrid/v1/common.proto\x12\vtaskgrid.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n" +
 	"\aCommand\x12\x1e\n" +
 	"\n" +
 	"executable\x18\x01 \x01(\tR\n" +
@@ -1306,7 +1351,7 @@ const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\x03cwd\x18\x04 \x01(\tR\x03cwd\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\v\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa1\v\n" +
 	"\bTaskSpec\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12 \n" +
 	"\ttask_name\x18\x02 \x01(\tH\x00R\btaskName\x88\x01\x01\x12\"\n" +
@@ -1339,12 +1384,11 @@ const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\rretry_backoff\x18\x17 \x01(\x01H\x12R\fretryBackoff\x88\x01\x01\x12+\n" +
 	"\x0fretry_delay_max\x18\x18 \x01(\x01H\x13R\rretryDelayMax\x88\x01\x01\x12&\n" +
 	"\fretry_jitter\x18\x19 \x01(\x01H\x14R\vretryJitter\x88\x01\x01\x12.\n" +
-	"\acommand\x18\x1a \x01(\v2\x14.taskgrid.v1.CommandR\acommand\x12C\n" +
+	"\acommand\x18\x1a \x01(\v2\x14.taskgrid.v1.CommandR\acommand\x129\n" +
 	"\n" +
-	"raw_fields\x18\x1e \x03(\v2$.taskgrid.v1.TaskSpec.RawFieldsEntryR\trawFields\x1a<\n" +
-	"\x0eRawFieldsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
+	"args_value\x18\x1b \x01(\v2\x1a.google.protobuf.ListValueR\targsValue\x126\n" +
+	"\n" +
+	"vars_value\x18\x1c \x01(\v2\x17.google.protobuf.StructR\tvarsValueB\f\n" +
 	"\n" +
 	"_task_nameB\r\n" +
 	"\v_group_nameB\a\n" +
@@ -1371,8 +1415,8 @@ const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\f_retry_delayB\x10\n" +
 	"\x0e_retry_backoffB\x12\n" +
 	"\x10_retry_delay_maxB\x0f\n" +
-	"\r_retry_jitter\"\x92\n" +
-	"\n" +
+	"\r_retry_jitterJ\x04\b\x1e\x10\x1fR\n" +
+	"raw_fields\"\xc2\v\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1b\n" +
@@ -1415,7 +1459,13 @@ const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\fretry_jitter\x18! \x01(\x01R\vretryJitter\x12)\n" +
 	"\x10broadcast_parent\x18\" \x01(\x03R\x0fbroadcastParent\x12,\n" +
 	"\x12target_worker_name\x18# \x01(\tR\x10targetWorkerName\x12.\n" +
-	"\acommand\x18$ \x01(\v2\x14.taskgrid.v1.CommandR\acommand\"\xfd\x02\n" +
+	"\acommand\x18$ \x01(\v2\x14.taskgrid.v1.CommandR\acommand\x129\n" +
+	"\n" +
+	"args_value\x18% \x01(\v2\x1a.google.protobuf.ListValueR\targsValue\x126\n" +
+	"\n" +
+	"vars_value\x18& \x01(\v2\x17.google.protobuf.StructR\tvarsValue\x12;\n" +
+	"\vfinished_at\x18' \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\"\xb8\x03\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\x03R\x06taskId\x12\x18\n" +
@@ -1431,7 +1481,8 @@ const file_taskgrid_v1_common_proto_rawDesc = "" +
 	"\ttraceback\x18\t \x01(\tR\ttraceback\x12\x1f\n" +
 	"\vworker_name\x18\n" +
 	" \x01(\tR\n" +
-	"workerNameB\r\n" +
+	"workerName\x129\n" +
+	"\fresult_value\x18\v \x01(\v2\x16.google.protobuf.ValueR\vresultValueB\r\n" +
 	"\v_run_result\"\x93\x01\n" +
 	"\vOutputChunk\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\x03R\x06taskId\x12\x18\n" +
@@ -1501,7 +1552,7 @@ func file_taskgrid_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_taskgrid_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_taskgrid_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_taskgrid_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_taskgrid_v1_common_proto_goTypes = []any{
 	(TaskStatus)(0),               // 0: taskgrid.v1.TaskStatus
 	(RunStatus)(0),                // 1: taskgrid.v1.RunStatus
@@ -1514,33 +1565,40 @@ var file_taskgrid_v1_common_proto_goTypes = []any{
 	(*Worker)(nil),                // 8: taskgrid.v1.Worker
 	(*LeaseRef)(nil),              // 9: taskgrid.v1.LeaseRef
 	nil,                           // 10: taskgrid.v1.Command.EnvEntry
-	nil,                           // 11: taskgrid.v1.TaskSpec.RawFieldsEntry
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*structpb.ListValue)(nil),    // 12: google.protobuf.ListValue
+	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
+	(*structpb.Value)(nil),        // 14: google.protobuf.Value
 }
 var file_taskgrid_v1_common_proto_depIdxs = []int32{
 	10, // 0: taskgrid.v1.Command.env:type_name -> taskgrid.v1.Command.EnvEntry
-	12, // 1: taskgrid.v1.TaskSpec.start_time:type_name -> google.protobuf.Timestamp
-	12, // 2: taskgrid.v1.TaskSpec.next_run_time:type_name -> google.protobuf.Timestamp
-	12, // 3: taskgrid.v1.TaskSpec.stop_time:type_name -> google.protobuf.Timestamp
+	11, // 1: taskgrid.v1.TaskSpec.start_time:type_name -> google.protobuf.Timestamp
+	11, // 2: taskgrid.v1.TaskSpec.next_run_time:type_name -> google.protobuf.Timestamp
+	11, // 3: taskgrid.v1.TaskSpec.stop_time:type_name -> google.protobuf.Timestamp
 	3,  // 4: taskgrid.v1.TaskSpec.command:type_name -> taskgrid.v1.Command
-	11, // 5: taskgrid.v1.TaskSpec.raw_fields:type_name -> taskgrid.v1.TaskSpec.RawFieldsEntry
-	0,  // 6: taskgrid.v1.Task.status:type_name -> taskgrid.v1.TaskStatus
-	12, // 7: taskgrid.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	12, // 8: taskgrid.v1.Task.next_run_time:type_name -> google.protobuf.Timestamp
-	12, // 9: taskgrid.v1.Task.stop_time:type_name -> google.protobuf.Timestamp
-	12, // 10: taskgrid.v1.Task.last_run_time:type_name -> google.protobuf.Timestamp
-	3,  // 11: taskgrid.v1.Task.command:type_name -> taskgrid.v1.Command
-	1,  // 12: taskgrid.v1.Run.status:type_name -> taskgrid.v1.RunStatus
-	12, // 13: taskgrid.v1.Run.start_time:type_name -> google.protobuf.Timestamp
-	12, // 14: taskgrid.v1.Run.stop_time:type_name -> google.protobuf.Timestamp
-	2,  // 15: taskgrid.v1.Worker.status:type_name -> taskgrid.v1.WorkerStatus
-	12, // 16: taskgrid.v1.Worker.first_heartbeat:type_name -> google.protobuf.Timestamp
-	12, // 17: taskgrid.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	12, // 5: taskgrid.v1.TaskSpec.args_value:type_name -> google.protobuf.ListValue
+	13, // 6: taskgrid.v1.TaskSpec.vars_value:type_name -> google.protobuf.Struct
+	0,  // 7: taskgrid.v1.Task.status:type_name -> taskgrid.v1.TaskStatus
+	11, // 8: taskgrid.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	11, // 9: taskgrid.v1.Task.next_run_time:type_name -> google.protobuf.Timestamp
+	11, // 10: taskgrid.v1.Task.stop_time:type_name -> google.protobuf.Timestamp
+	11, // 11: taskgrid.v1.Task.last_run_time:type_name -> google.protobuf.Timestamp
+	3,  // 12: taskgrid.v1.Task.command:type_name -> taskgrid.v1.Command
+	12, // 13: taskgrid.v1.Task.args_value:type_name -> google.protobuf.ListValue
+	13, // 14: taskgrid.v1.Task.vars_value:type_name -> google.protobuf.Struct
+	11, // 15: taskgrid.v1.Task.finished_at:type_name -> google.protobuf.Timestamp
+	1,  // 16: taskgrid.v1.Run.status:type_name -> taskgrid.v1.RunStatus
+	11, // 17: taskgrid.v1.Run.start_time:type_name -> google.protobuf.Timestamp
+	11, // 18: taskgrid.v1.Run.stop_time:type_name -> google.protobuf.Timestamp
+	14, // 19: taskgrid.v1.Run.result_value:type_name -> google.protobuf.Value
+	2,  // 20: taskgrid.v1.Worker.status:type_name -> taskgrid.v1.WorkerStatus
+	11, // 21: taskgrid.v1.Worker.first_heartbeat:type_name -> google.protobuf.Timestamp
+	11, // 22: taskgrid.v1.Worker.last_heartbeat:type_name -> google.protobuf.Timestamp
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_taskgrid_v1_common_proto_init() }
@@ -1556,7 +1614,7 @@ func file_taskgrid_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskgrid_v1_common_proto_rawDesc), len(file_taskgrid_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   9,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
