@@ -188,7 +188,12 @@ def run_lines(run: RunRecord, with_output: bool) -> list[str]:
 
 def output_lines(run: RunRecord) -> list[str]:
     """A run's output and traceback, indented under titles (``status --output``)."""
-    return _block("output", run.run_output) + _block("traceback", run.traceback)
+    return _block("output", run.run_output) + traceback_lines(run)
+
+
+def traceback_lines(run: RunRecord) -> list[str]:
+    """A run's traceback, indented under a title; nothing when it has none."""
+    return _block("traceback", run.traceback)
 
 
 def _block(title: str, text: str) -> list[str]:

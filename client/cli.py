@@ -272,8 +272,8 @@ def _cmd_wait(s: Scheduler, ns: argparse.Namespace, io: _Io) -> int:
         io.document({"task": task, "run": run, "result": record.result, "exit_code": code})
         return code
     lines = fmt.summary_lines(task, run)
-    if run is not None and run.traceback:
-        lines += fmt.output_lines(dataclasses.replace(run, run_output=""))
+    if run is not None:
+        lines += fmt.traceback_lines(run)
     io.lines(lines)
     return code
 

@@ -20,6 +20,8 @@ from tests.support.wait import wait_until
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
 CLI_TIMEOUT_S = 30.0
 TAIL_TIMEOUT_S = 30.0
+#: Between the two lines of the `progress` task: well above the worker's ~1 s output sync.
+PROGRESS_PAUSE_S = 3.0
 
 
 def taskgrid(*args, address=None, env=None, timeout=CLI_TIMEOUT_S):
@@ -209,7 +211,8 @@ def _tail_on_a_pty(addr, task_id, start):
 
 def test_clear_on_a_terminal_rewrites_only_the_progress_line(coordinator, client,
                                                              start_worker):
-    r = client.queue_task("progress", pargs=[2.0])  # "50%", then "!clear!100%"
+    # "50%", then "!clear!100%" seconds later: two chunks (output is sent about every second)
+    r = client.queue_task("progress", pargs=[PROGRESS_PAUSE_S])
     code, screen = _tail_on_a_pty(coordinator.address, r.id, lambda: start_worker("w1"))
     assert code == 0
     # the terminal turns "\n" into "\r\n"; the progress line above is erased and rewritten
@@ -218,7 +221,7 @@ def test_clear_on_a_terminal_rewrites_only_the_progress_line(coordinator, client
 
 
 def test_clear_off_a_terminal_prints_plainly(coordinator, client, start_worker):
-    r = client.queue_task("progress", pargs=[2.0])
+    r = client.queue_task("progress", pargs=[PROGRESS_PAUSE_S])
     tail = subprocess.Popen(
         [sys.executable, "-m", "taskgrid", "tail", str(r.id), "--coordinator",
          coordinator.address],
