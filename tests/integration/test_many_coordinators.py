@@ -331,6 +331,24 @@ def test_tail_through_one_coordinator_a_task_run_through_another(start_many, sta
     assert chunks_while_running >= 2, "output must arrive while the task runs, not at the end"
 
 
+def test_wait_through_one_coordinator_a_task_run_through_another(start_many, start_worker,
+                                                                 stubs_of):
+    """The waiter on B is answered by A's notification, not by B's 5 s safety poll."""
+    a, b = start_many(2)
+    start_worker("runner", coordinator=a, heartbeat=HEARTBEAT)
+    sa_, sb = stubs_of(a), stubs_of(b)
+    task_id = queue(sa_, "sleep_for", args="[1.5]").id
+    wait_until(lambda: status_of(sa_, task_id) == "RUNNING", timeout=15, desc="running on A")
+    wait_until(lambda: b.list_workers(), timeout=15, desc="B sees the worker of A")
+    reply = sb.client.WaitTask(client_pb2.WaitTaskRequest(
+        ref=client_pb2.TaskRef(id=task_id), timeout=30), timeout=40)
+    answered = time.time()
+    assert reply.done and reply.task.status == common_pb2.TASK_STATUS_COMPLETED
+    assert reply.run.run_result == "1.5"
+    lag = answered - reply.task.finished_at.ToDatetime().timestamp()
+    assert lag < 2.5, f"answered {lag:.2f} s after the task ended: by the poll, not a note"
+
+
 def woken_by_notification(parked_on: CoordinatorProcess, stubs: Stubs, queued_on: Stubs,
                           name: str) -> float:
     """Park a Lease on one coordinator, queue a task through another; the seconds it took.
