@@ -15,7 +15,6 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TASKS = ROOT / "examples" / "demo_tasks.py"
-TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
 
 
 def taskgrid(*args: str) -> list[str]:
@@ -86,11 +85,19 @@ def main() -> int:
         subprocess.run(taskgrid("tail", str(queued["progress (sync_output=1, !clear!)"].id),
                                 "--coordinator", address), check=False)
 
-        deadline = time.monotonic() + 60
-        while any(s.task_status(r.id).status not in TERMINAL for r in queued.values()):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)  # a demo waiting for its tasks, not a test
+        for r in queued.values():  # the coordinator answers each wait when its task ends
+            s.wait(r.id, timeout=60)
+
+        fail_id = str(queued["fail (retry_failed=1)"].id)
+        banner(f"taskgrid wait {fail_id} (exit code 10: it ended FAILED)")
+        done = subprocess.run(taskgrid("wait", fail_id, "--coordinator", address), check=False)
+        print(f"exit code {done.returncode}")
+        banner("requeue every FAILED task by filter, then wait for it again")
+        subprocess.run(taskgrid("requeue", "--status", "FAILED", "--coordinator", address),
+                       check=False)
+        again = subprocess.run(taskgrid("wait", fail_id, "--timeout", "60", "--coordinator",
+                                        address), check=False)
+        print(f"exit code {again.returncode}")
 
         banner("all tasks (taskgrid tasks)")
         subprocess.run(taskgrid("tasks", "--coordinator", address), check=False)
@@ -106,7 +113,8 @@ def main() -> int:
         subprocess.run(taskgrid("status", str(queued["fail (retry_failed=1)"].id), "--output",
                                 "--coordinator", address), check=False)
         ok = [s.task_status(r.id).status for r in queued.values()] == [
-            "COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "TIMEOUT"]
+            "COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "TIMEOUT"] and (
+            done.returncode, again.returncode, len(s.runs(int(fail_id)))) == (10, 10, 4)
         banner("done" if ok else "some tasks did not end as expected")
         s.close()
         return 0 if ok else 1

@@ -68,7 +68,7 @@ def test_queue_rejects_bad_values_with_exit_2(coordinator, client):
     assert doc["id"] is None and doc["uuid"] is None and set(doc["errors"]) == {"vars"}
 
     assert client.list_tasks() == []
-    assert run_json(addr, "tasks") == []
+    assert run_json(addr, "tasks")["tasks"] == []
 
 
 def test_queue_json_then_status_and_tasks(coordinator, client, start_worker):
@@ -94,10 +94,10 @@ def test_queue_json_then_status_and_tasks(coordinator, client, start_worker):
     assert any(line.split() == ["result:", "2"] for line in lines), proc.stdout
     assert "    line 0" in lines and "    line 1" in lines, proc.stdout
 
-    listed = run_json(addr, "tasks")
+    listed = run_json(addr, "tasks")["tasks"]
     assert [t["id"] for t in listed] == [printed.id, doc["id"]]  # newest first
     assert [t["function_name"] for t in listed] == ["print_lines", "add"]
-    only_add = run_json(addr, "tasks", "--function", "add")
+    only_add = run_json(addr, "tasks", "--function", "add")["tasks"]
     assert [t["id"] for t in only_add] == [doc["id"]]
 
 
