@@ -57,6 +57,9 @@ SILENT_AFTER_BEATS = 1.5
 #: they retry with a backoff of up to 5 s while it is away, and must not be declared dead
 #: (their runs redone) merely for having backed off
 RECONNECT_GRACE_S = 10.0
+#: how far behind the heartbeats a row of another coordinator's worker may be (they are
+#: written each node beat, cluster.NODE_BEAT_S): ListWorkers allows it on top of dead_after
+ROW_HEARTBEAT_LAG_S = 1.0
 
 
 def _hash(token: str) -> str:
@@ -102,6 +105,8 @@ class LiveWorker:
     #: (a node beat's rows read before then must not undo either)
     since: float = 0.0
     status_set: float = 0.0
+    #: the status its last answer (Register, Lease, Heartbeat) told it; None: not told yet
+    told: WorkerStatus | None = None
 
     @property
     def runs(self) -> tuple[tuple[str, str], ...]:
@@ -191,17 +196,50 @@ class Registry:
         """Names of live workers -> their ids."""
         return {w.name: w.id for w in self.by_id.values() if w.alive}
 
+    def seems_alive(self, alive: bool, last_heartbeat: dt.datetime, heartbeat_s: float,
+                    lag_s: float = 0.0) -> bool:
+        """What ListWorkers says of a worker: alive, and heard from within its dead_after.
+
+        The row (or session) alone is not enough: after a restart every row still
+        marked alive is kept alive for dead_after plus RECONNECT_GRACE_S, for its
+        worker to come back, and only then declared dead (its runs taken back); a
+        worker gone for longer than dead_after is not shown alive meanwhile.
+        """
+        if not alive:
+            return False
+        silent = (self.rt.clock.now() - last_heartbeat).total_seconds()
+        return silent <= self.rt.config.dead_after_s(heartbeat_s) + lag_s
+
+    def session_alive(self, w: LiveWorker) -> bool:
+        """`seems_alive` of a session of this node.
+
+        A session heard from since this process started is alive until the reaper
+        declares it dead (its next pass after dead_after); one loaded at a restart and
+        not heard from since is judged by its row's last heartbeat, since the reaper
+        gives it dead_after plus RECONNECT_GRACE_S.
+        """
+        if w.heard:
+            return w.alive
+        return self.seems_alive(w.alive, w.last_heartbeat, w.heartbeat_s)
+
+    def row_alive(self, row: Row) -> bool:
+        """`seems_alive` of a stored row (another coordinator's worker, or a dead one)."""
+        return self.seems_alive(bool(row["alive"]), row["last_heartbeat"], row["heartbeat"],
+                                ROW_HEARTBEAT_LAG_S)
+
     async def listing(self, include_dead: bool
                       ) -> tuple[list[LiveWorker], list[Row], dict[str, list[int]]]:
         """Live workers of this node (memory) and the rows of the others.
 
         Returns (sessions here, other rows, task ids leased by the workers of those
         rows). Rows of other coordinators' live workers come on PostgreSQL; rows of
-        dead workers when asked.
+        dead workers when asked. Without `include_dead`, sessions and rows that do not
+        `seems_alive` (silent for longer than dead_after, e.g. after a restart) are
+        left out; with it they are listed, and the caller reports them not alive.
         """
         live = [w for w in self.by_id.values() if w.alive]
         if not include_dead and self.rt.store.is_sqlite:
-            return live, [], {}
+            return [w for w in live if self.session_alive(w)], [], {}
 
         def read(tx: Tx) -> tuple[list[Row], list[Row]]:
             leased = tx.leased_tasks() if not self.rt.store.is_sqlite else []
@@ -213,7 +251,11 @@ class Registry:
         held: dict[str, list[int]] = {}
         for t in leased:
             held.setdefault(t["assigned_worker_name"], []).append(t["id"])
-        return live, [r for r in rows if r["worker_name"] not in names], held
+        others = [r for r in rows if r["worker_name"] not in names]
+        if not include_dead:
+            live = [w for w in live if self.session_alive(w)]
+            others = [r for r in others if self.row_alive(r)]
+        return live, others, held
 
     def by_name(self, name: str) -> LiveWorker | None:
         """The live worker of that name, if any."""
@@ -460,6 +502,36 @@ class Registry:
                     ",".join(name for _, name in changed))
         self.rt.signal.fire()
         return [name for _, name in changed]
+
+    async def hold_while_disabled(self, w: LiveWorker, timeout_s: float) -> float:
+        """Keep a DISABLED worker's Lease call open; returns the seconds it waited.
+
+        A worker that knows it is DISABLED (its last answer said so) still long-polls
+        Lease, and the call waits here until its status changes (`resume`, TERMINATE,
+        KILL: `set_status` wakes it through `notify`), a run of it is to be stopped, the
+        session ends, or `timeout_s` passes. So `resume` reaches it as fast as `disable`
+        does, not at its next heartbeat. A worker not yet told (its Lease crossed the
+        `disable`) is answered at once, to learn it.
+        """
+        started = time.monotonic()
+        deadline = started + max(0.0, min(timeout_s, self.rt.config.max_lease_wait_s))
+        loop = asyncio.get_running_loop()
+        while (w.alive and w.status is WorkerStatus.DISABLED
+               and w.told is WorkerStatus.DISABLED and not self.rt.leases.untold_stops(w.id)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            future: asyncio.Future[bool] = loop.create_future()
+            w.parked = future
+            logger.debug("lease held while disabled worker=%s", w.name)
+            try:
+                await asyncio.wait_for(future, remaining)
+            except TimeoutError:
+                break
+            finally:
+                if w.parked is future:
+                    w.parked = None
+        return time.monotonic() - started
 
     def dead(self, now_mono: float | None = None) -> list[LiveWorker]:
         """Live sessions silent for longer than their dead_after."""

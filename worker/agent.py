@@ -7,7 +7,9 @@ generated stubs. It runs a runner.Pool and three loops, each a `*_once` step
 inside a thin loop:
 
 - the calling thread (`run`): register, then long-poll Lease for exactly
-  the free slots (wait_s = heartbeat) and submit what comes back;
+  the free slots (wait_s = heartbeat) and submit what comes back; while
+  DISABLED too (the coordinator holds that call until the worker is resumed),
+  so that `resume` reaches it at once, not at its next heartbeat;
 - a heartbeat thread: Heartbeat every `heartbeat` seconds with every held
   lease and the RSS; it never waits on a task, so a hung task cannot stop it.
   A lease is held (``_held``) from the Lease answer until its report is
@@ -172,6 +174,10 @@ class Agent(DeliveryMixin):
         self._heartbeat = config.heartbeat
         self._empty_runs = 0
         self._hold_until = 0.0  # Lease answers at once while a stop is pending: pause leasing
+        # DISABLED: Lease is long-polled all the same, so the coordinator can answer it the
+        # moment the worker is resumed; a coordinator that answers such a Lease at once
+        # (older ones) is asked again only after a heartbeat instead (`_disabled_poll`).
+        self._quiet_until = 0.0
         self._dropped: set[LeaseKey] = set()  # unfinished runs whose outcome must not be reported
         self._unfinished: set[LeaseKey] = set()  # submitted runs whose outcome is not queued yet
         # Leases this worker holds, from the Lease answer until the report is acknowledged
@@ -277,7 +283,9 @@ class Agent(DeliveryMixin):
                     if self._carrying:  # no Lease is coming: the reporter sends them
                         self._carrying = False
                         self._reporter.wake()
-                    hold = self._hold_until - time.monotonic()
+                    wake_at = max(self._hold_until, self._quiet_until
+                                  if self._status == _S.WORKER_STATUS_DISABLED else 0.0)
+                    hold = wake_at - time.monotonic()
                     self._cond.wait(hold if hold > 0 else None)
                     continue
             ok = self.register_once() if self._session is None else self.lease_once()
@@ -294,10 +302,17 @@ class Agent(DeliveryMixin):
                         self._cond.wait(delay)
 
     def _may_lease(self) -> bool:
+        """Caller holds the lock: whether the main loop calls Lease now.
+
+        A DISABLED worker calls it too (it leases nothing): the coordinator holds the
+        call open until the worker is resumed, so `resume` reaches it at once.
+        """
+        now = time.monotonic()
         return (
             not self._leaving
-            and self._status == _S.WORKER_STATUS_ACTIVE
-            and time.monotonic() >= self._hold_until
+            and (self._status == _S.WORKER_STATUS_ACTIVE
+                 or (self._status == _S.WORKER_STATUS_DISABLED and now >= self._quiet_until))
+            and now >= self._hold_until
             and self._pool.free_slots() > 0
         )
 
@@ -420,9 +435,11 @@ class Agent(DeliveryMixin):
                 self._carrying and calling) else []
             self._carrying = False
             self._lease_in_flight = calling  # runs ending from now on go by Report
+            disabled = self._status == _S.WORKER_STATUS_DISABLED
         self._reporter.wake()  # it may have left reports to this call
         if session is None or free <= 0:
             return True
+        sent = time.monotonic()
         request = worker_pb2.LeaseRequest(
             session=session, max_tasks=free, wait_s=self._heartbeat, prefetch=False,
             reports=[report_to_pb(result) for result in carried],
@@ -447,6 +464,8 @@ class Agent(DeliveryMixin):
         self._apply_status(response.status)
         self._apply_stops(response.stop)
         with self._cond:
+            if disabled:
+                self._disabled_poll(response, time.monotonic() - sent)
             if generation != self._generation:
                 return True  # the session was lost meanwhile, and these leases with it
             unwanted = [lease.ref for lease in response.leases] if self._leaving else []
@@ -461,6 +480,20 @@ class Agent(DeliveryMixin):
             logger.info("leases handed back while leaving leases=%s",
                         describe_leases(lease_keys(unwanted)))  # fmt: skip
         return True
+
+    def _disabled_poll(self, response: worker_pb2.LeaseResponse, took: float) -> None:
+        """Caller holds the lock: after a Lease sent while DISABLED, when to send the next.
+
+        A coordinator holds such a call until the worker's status changes (or a stop
+        comes, or wait_s passes). One that answered at once, still DISABLED, with
+        nothing to say, does not (an older one): ask again only after a heartbeat,
+        whose answer brings `resume` as before, rather than spin.
+        """
+        quick = took < self._heartbeat / 2
+        if (quick and response.status == _S.WORKER_STATUS_DISABLED and not response.leases
+                and not response.stop):
+            self._quiet_until = time.monotonic() + self._heartbeat
+            logger.debug("DISABLED Lease answered at once: polling at heartbeats")
 
     def carrying(self) -> bool:
         """True while the main loop prepares a Lease that will carry finished runs.

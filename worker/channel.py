@@ -54,6 +54,8 @@ class ChannelSecurity:
     """PEM CA bundle; None with tls: the system's roots."""
     private_key: bytes | None = field(default=None, repr=False)
     certificate_chain: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None
+    """The name to check the coordinator's certificate against (None: the host dialed)."""
 
 
 def _read_pem(path: str | None, what: str) -> bytes | None:
@@ -75,13 +77,15 @@ def load_security(
     ca: str | None = None,
     cert: str | None = None,
     key: str | None = None,
+    server_name: str | None = None,
     insecure: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> ChannelSecurity:
     """Settle the worker's security settings from its flags and the environment.
 
     Each of token, ca, cert and key falls back to its ``TASKGRID_*`` variable
-    when not given; TLS is on with `tls` or when any PEM file is named.
+    when not given; TLS is on with `tls`, when any PEM file is named, or with
+    `server_name` (the name the coordinator's certificate is checked against).
     `target` is the coordinator address list (`split_addresses`).
 
     Raises:
@@ -97,7 +101,7 @@ def load_security(
     ca = ca or env.get(ENV_TLS_CA) or None
     cert = cert or env.get(ENV_TLS_CERT) or None
     key = key or env.get(ENV_TLS_KEY) or None
-    tls = tls or bool(ca or cert or key)
+    tls = tls or bool(ca or cert or key or server_name)
     if token and (not token.isascii() or not token.isprintable()
                   or any(c.isspace() for c in token)):
         raise ValueError("the token must be printable ASCII without spaces")
@@ -110,6 +114,7 @@ def load_security(
     return ChannelSecurity(
         token=token or None, tls=tls, root_certificates=_read_pem(ca, "CA"),
         private_key=_read_pem(key, "key"), certificate_chain=_read_pem(cert, "certificate"),
+        server_name=server_name or None,
     )  # fmt: skip
 
 
@@ -147,11 +152,14 @@ def open_channel(
     """A channel to `address` with these settings (TLS and token as configured).
 
     An address expanded from a DNS name keeps the name as the channel's
-    authority, so TLS checks the coordinator's certificate against the name.
+    authority, so TLS checks the coordinator's certificate against the name;
+    ``--tls-server-name`` (`ChannelSecurity.server_name`) overrides the name checked.
     """
     options = list(options)
     if address.authority:
         options.append(("grpc.default_authority", address.authority))
+    if security.tls and security.server_name:
+        options.append(("grpc.ssl_target_name_override", security.server_name))
     if security.tls:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=security.root_certificates,

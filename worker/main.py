@@ -18,7 +18,8 @@ file: command line > environment > config file > defaults (taskgrid/settings.py,
 docs/configuration.md). --log-format json writes one JSON object per log line
 (taskgrid/logs.py).
 
-Security flags (--token, --tls, --tls-ca, --tls-cert, --tls-key, --insecure)
+Security flags (--token, --tls, --tls-ca, --tls-cert, --tls-key, --tls-server-name,
+--insecure)
 fall back to TASKGRID_TOKEN and TASKGRID_TLS_{CA,CERT,KEY}; unusable ones
 (a token bound for another machine in plain text, a certificate without its
 key, an unreadable file) end the worker with exit code 2 before it starts.
@@ -31,6 +32,12 @@ therefore runs none, and does not even declare the ``command`` capability,
 unless started with --allow-commands; --allow-executable (repeatable,
 implies --allow-commands) narrows it to the listed programs. With commands
 allowed, --tasks may be left out: the worker then runs command tasks only.
+A worker that could run nothing (no --tasks, commands not allowed) refuses to
+start: one line on stderr, exit code 2.
+
+The flags shared with the Go worker (worker/go) have the same names, meanings
+and defaults; tests/integration/test_worker_ergonomics.py compares the two
+--help outputs.
 """
 
 from __future__ import annotations
@@ -148,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"client certificate for mTLS (default ${ENV_TLS_CERT})")
     security.add_argument("--tls-key", default=None, metavar="PEM",
                           help=f"private key of --tls-cert (default ${ENV_TLS_KEY})")
+    security.add_argument("--tls-server-name", default=None, metavar="NAME",
+                          help="name to check the coordinator's certificate against instead of "
+                               "the host dialed (implies --tls)")
     security.add_argument("--insecure", action="store_true",
                           help="allow sending the token in plain text to another machine")
     return parser  # fmt: skip
@@ -197,11 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = settings.parse(parser, "worker", argv)
     if args.tasks is None and not (args.allow_commands or args.executables):
-        parser.error("--tasks is required unless command tasks are allowed (--allow-commands)")
+        # one line on stderr, exit 2 (settings.parse's parser.error), before anything starts
+        parser.error("nothing to run: --tasks is required unless command tasks are allowed "
+                     "(--allow-commands or --allow-executable PATH)")
     logs.setup(args.log_level, args.log_format)
     try:
         security = load_security(args.coordinator, token=args.token, tls=args.tls,
                                  ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+                                 server_name=args.tls_server_name,
                                  insecure=args.insecure)  # fmt: skip
     except ValueError as error:
         logger.error("%s", error)

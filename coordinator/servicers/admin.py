@@ -19,11 +19,24 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @status.unary
     async def ListWorkers(self, request: admin_pb2.ListWorkersRequest,
                           context: grpc.aio.ServicerContext) -> admin_pb2.ListWorkersResponse:
-        """Sessions here from memory; other coordinators' and dead workers from the rows."""
-        live, rows, held = await self.rt.registry.listing(request.include_dead)
-        return admin_pb2.ListWorkersResponse(
-            workers=[convert.live_worker_to_proto(w) for w in live]
-            + [convert.worker_row_to_proto(r, held.get(r["worker_name"], [])) for r in rows])
+        """Sessions here from memory; other coordinators' and dead workers from the rows.
+
+        `alive` is the row's word and a heartbeat within dead_after (`Registry.seems_alive`):
+        after a restart, a worker gone for longer than that is not shown alive while the
+        reaper still waits for it to come back.
+        """
+        registry = self.rt.registry
+        live, rows, held = await registry.listing(request.include_dead)
+        workers = []
+        for w in live:
+            msg = convert.live_worker_to_proto(w)
+            msg.alive = registry.session_alive(w)
+            workers.append(msg)
+        for r in rows:
+            msg = convert.worker_row_to_proto(r, held.get(r["worker_name"], []))
+            msg.alive = registry.row_alive(r)
+            workers.append(msg)
+        return admin_pb2.ListWorkersResponse(workers=workers)
 
     @status.unary
     async def SetWorkerStatus(self, request: admin_pb2.SetWorkerStatusRequest,

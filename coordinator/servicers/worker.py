@@ -9,7 +9,7 @@ import grpc
 
 from taskgrid.coordinator import leasing, output, runs, sessions
 from taskgrid.coordinator.errors import InvalidRequestError, UnknownWorkerError
-from taskgrid.coordinator.lifecycle import RunStatus
+from taskgrid.coordinator.lifecycle import RunStatus, WorkerStatus
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
 from taskgrid.coordinator.workers import LiveWorker
@@ -88,6 +88,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 "heartbeat": request.heartbeat}
         self.rt.cluster.check_serving()
         w, token = await self.rt.registry.register(spec)
+        w.told = w.status
         return worker_pb2.RegisterResponse(
             session=worker_pb2.WorkerSession(worker_id=w.id, session_token=token),
             heartbeat=w.heartbeat_s, status=convert.worker_status(w.status),
@@ -96,14 +97,27 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     @status.unary
     async def Lease(self, request: worker_pb2.LeaseRequest,
                     context: grpc.aio.ServicerContext) -> worker_pb2.LeaseResponse:
-        """Apply the finished runs it carries, then lease due tasks, long-polling up to wait_s."""
+        """Apply the finished runs it carries, then lease due tasks, long-polling up to wait_s.
+
+        A DISABLED worker that knows it is long-polls too: its call is held open (its
+        reports applied first) until it is resumed or told something else, so `resume`
+        reaches it at once (`Registry.hold_while_disabled`).
+        """
         w = await self._session(request.session)
         if request.max_tasks < 0 or not request.wait_s >= 0:
             raise InvalidRequestError("max_tasks" if request.max_tasks < 0 else "wait_s",
                                       "must not be negative")
         outcomes = [_outcome(r) for r in request.reports]
+        wait_s, reported = request.wait_s, []
+        if w.status is WorkerStatus.DISABLED and w.told is WorkerStatus.DISABLED and wait_s > 0:
+            if outcomes:
+                reported = await runs.report(self.rt, w, outcomes)
+                outcomes = []
+            wait_s = max(0.0, wait_s - await self.rt.registry.hold_while_disabled(w, wait_s))
         answer, stale = await leasing.report_and_lease(
-            self.rt, w, outcomes, request.max_tasks or 1, request.wait_s, request.prefetch)
+            self.rt, w, outcomes, request.max_tasks or 1, wait_s, request.prefetch)
+        stale = [*reported, *stale]
+        w.told = answer.status
         if answer.leases:
             sessions.hand_back_if_undelivered(self.rt, w, context, [g.ref for g in answer.leases])
         return worker_pb2.LeaseResponse(
@@ -128,6 +142,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         beat = await sessions.heartbeat(self.rt, w, convert.refs(request.running),
                                         max(0, request.rss_bytes), request.draining,
                                         request.leaving)
+        w.told = w.status
         return worker_pb2.HeartbeatResponse(status=convert.worker_status(w.status),
                                             stop=convert.ref_msgs(beat.stop),
                                             heartbeat=w.heartbeat_s,

@@ -6,6 +6,7 @@
 //
 //   - the calling goroutine (Run): register, then long-poll Lease for
 //     exactly the free slots (wait_s = heartbeat) and start what comes back;
+//     while DISABLED too, so that resume reaches it at once;
 //   - the heartbeat goroutine: Heartbeat every `heartbeat` seconds with every
 //     held lease and the RSS; it never waits on a task, so a hung task
 //     cannot stop it;
@@ -119,6 +120,7 @@ type Agent struct {
 	heartbeat    time.Duration
 	emptyRuns    int
 	holdUntil    time.Time               // Lease answers at once while a stop is pending: pause
+	quietUntil   time.Time               // DISABLED: no Lease before then (disabledPollLocked)
 	dropped      map[runner.Key]bool     // runs whose outcome must never be reported
 	unfinished   map[runner.Key]bool     // submitted runs whose outcome is not queued yet
 	toRelease    map[runner.Key]struct{} // leases received while leaving, to hand back
@@ -287,7 +289,11 @@ func (a *Agent) mainLoop() {
 			continue
 		}
 		if a.session != nil && len(a.toRelease) == 0 && !a.mayLeaseLocked() {
-			hold := time.Until(a.holdUntil)
+			wakeAt := a.holdUntil
+			if a.status == pb.WorkerStatus_WORKER_STATUS_DISABLED && a.quietUntil.After(wakeAt) {
+				wakeAt = a.quietUntil
+			}
+			hold := time.Until(wakeAt)
 			if hold <= 0 {
 				hold = -1
 			}
@@ -318,9 +324,27 @@ func (a *Agent) mainLoop() {
 	}
 }
 
+// mayLeaseLocked says whether the main loop calls Lease now. A DISABLED worker
+// calls it too (it leases nothing): the coordinator holds the call open until the
+// worker is resumed, so resume reaches it at once.
 func (a *Agent) mayLeaseLocked() bool {
-	return a.leaving == "" && a.status == pb.WorkerStatus_WORKER_STATUS_ACTIVE &&
-		!time.Now().Before(a.holdUntil) && a.pool.FreeSlots() > 0
+	now := time.Now()
+	wanted := a.status == pb.WorkerStatus_WORKER_STATUS_ACTIVE ||
+		(a.status == pb.WorkerStatus_WORKER_STATUS_DISABLED && !now.Before(a.quietUntil))
+	return a.leaving == "" && wanted && !now.Before(a.holdUntil) && a.pool.FreeSlots() > 0
+}
+
+// disabledPollLocked runs after a Lease sent while DISABLED. A coordinator holds
+// such a call until the worker's status changes (or a stop comes, or wait_s
+// passes); one that answered at once, still DISABLED, with nothing to say, does
+// not (an older one): ask again only after a heartbeat, whose answer brings
+// resume as before, rather than spin.
+func (a *Agent) disabledPollLocked(response *pb.LeaseResponse, took time.Duration) {
+	if took < a.heartbeat/2 && response.GetStatus() == pb.WorkerStatus_WORKER_STATUS_DISABLED &&
+		len(response.GetLeases()) == 0 && len(response.GetStop()) == 0 {
+		a.quietUntil = time.Now().Add(a.heartbeat)
+		a.log.Debug("DISABLED Lease answered at once: polling at heartbeats")
+	}
 }
 
 // leaseOnce makes one long-poll Lease for the free slots; false when the call failed.
@@ -330,6 +354,7 @@ func (a *Agent) leaseOnce() bool {
 	free := a.pool.FreeSlots()
 	wasBusy := len(a.pool.ActiveKeys()) > 0
 	interval := a.heartbeat
+	disabled := a.status == pb.WorkerStatus_WORKER_STATUS_DISABLED
 	a.mu.Unlock()
 	if session == nil || free <= 0 {
 		return true
@@ -338,6 +363,7 @@ func (a *Agent) leaseOnce() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), interval+DefaultRPCTimeout)
 	defer cancel()
 	var trailer metadataMD
+	sent := time.Now()
 	response, err := a.rpc.Lease(ctx, request, grpc.Trailer(&trailer))
 	if err != nil {
 		return a.failed("Lease", err, generation, trailer)
@@ -348,6 +374,9 @@ func (a *Agent) leaseOnce() bool {
 	a.applyStops(response.GetStop())
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if disabled {
+		a.disabledPollLocked(response, time.Since(sent))
+	}
 	if generation != a.generation {
 		return true // the session was lost meanwhile, and these leases with it
 	}

@@ -585,6 +585,31 @@ func TestMaxEmptyRunsEndsAnIdleWorker(t *testing.T) {
 	}
 }
 
+func TestADisabledWorkerPollsLeaseAtHeartbeatsWhenTheCoordinatorAnswersAtOnce(t *testing.T) {
+	// A DISABLED worker long-polls Lease so that resume reaches it at once; a coordinator
+	// that answers that call at once (an older one) must not make it spin.
+	f := startFake(t)
+	f.with(func() { f.status, f.disabledAtOnce = pb.WorkerStatus_WORKER_STATUS_DISABLED, true })
+	_, _, logs := startAgentWith(t, f, handlers(newGate()), nil)
+	count := func() (beats, leases int) {
+		f.with(func() { beats, leases = len(f.heartbeats), f.leaseCalls })
+		return
+	}
+	f.waitUntil(t, "a DISABLED Lease answered at once", func() bool {
+		return len(logs.matching("DISABLED Lease answered at once")) > 0
+	})
+	beats0, leases0 := count()
+	f.waitUntil(t, "five more heartbeats", func() bool { beats, _ := count(); return beats >= beats0+5 })
+	beats, leases := count()
+	// about one Lease per heartbeat (0.2 s); a spinning worker would send hundreds
+	if leases-leases0 > 2*(beats-beats0)+2 {
+		t.Fatalf("%d Lease calls during %d heartbeats while DISABLED", leases-leases0, beats-beats0)
+	}
+	f.with(func() { f.status = pb.WorkerStatus_WORKER_STATUS_ACTIVE })
+	key := f.offer(7, "add", `[2, 3]`)
+	f.waitUntil(t, "the task run after resume", func() bool { return f.report(key) != nil })
+}
+
 func TestStaleKeysParsesTheTrailer(t *testing.T) {
 	md := metadata.Pairs(StaleLeasesKey, "3:1, 4:2,bad,5:x")
 	got := staleKeys(md)

@@ -24,7 +24,7 @@ import (
 // set; it never appears in a log line (Security hides it when printed).
 type Security struct {
 	Token      string
-	TLS        bool   // TLS with the system's roots (implied by the file options)
+	TLS        bool   // TLS with the system's roots (implied by the file options and ServerName)
 	CAFile     string // PEM CA bundle that signed the coordinator's certificate
 	CertFile   string // PEM client certificate chain (mTLS), with KeyFile
 	KeyFile    string
@@ -39,7 +39,7 @@ func (s Security) String() string {
 }
 
 func (s Security) usesTLS() bool {
-	return s.TLS || s.CAFile != "" || s.CertFile != "" || s.KeyFile != ""
+	return s.TLS || s.CAFile != "" || s.CertFile != "" || s.KeyFile != "" || s.ServerName != ""
 }
 
 // DialOptions checks the settings against target and reads the PEM files

@@ -57,8 +57,12 @@ type fakeCoordinator struct {
 	nameRefusal []time.Time         // when each ALREADY_EXISTS was sent
 	down        bool                // every call answers UNAVAILABLE
 	hangBeats   bool                // heartbeats get no answer (until the caller gives up)
+	leaseCalls  int                 // Lease calls received
 	sessions    []*pb.WorkerSession // the session of every call that passed the check
 	changed     chan struct{}
+	// disabledAtOnce: a Lease of a DISABLED worker is answered at once, as coordinators
+	// did before they held it open until resume
+	disabledAtOnce bool
 }
 
 func startFake(t *testing.T) *fakeCoordinator {
@@ -168,11 +172,19 @@ func (f *fakeCoordinator) Register(_ context.Context, req *pb.RegisterRequest) (
 
 func (f *fakeCoordinator) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.LeaseResponse, error) {
 	deadline := time.Now().Add(seconds(req.GetWaitS()))
+	f.mu.Lock()
+	f.leaseCalls++
+	f.mu.Unlock()
+	defer f.notify()
 	for {
 		f.mu.Lock()
 		if err := f.session(ctx, req.GetSession()); err != nil {
 			f.mu.Unlock()
 			return nil, err
+		}
+		if f.disabledAtOnce && f.status == pb.WorkerStatus_WORKER_STATUS_DISABLED {
+			f.mu.Unlock()
+			return &pb.LeaseResponse{Status: pb.WorkerStatus_WORKER_STATUS_DISABLED}, nil
 		}
 		if len(f.pending) > 0 || !time.Now().Before(deadline) {
 			n := min(int(req.GetMaxTasks()), len(f.pending))

@@ -34,6 +34,12 @@ const (
 // DefaultConcurrency is how many tasks run at once unless --concurrency says otherwise.
 const DefaultConcurrency = 1
 
+// NothingToRun is the one line (after "taskgrid-worker: ") with which a worker that could
+// run no task refuses to start, exit code ExitUsage: no handler is registered and command
+// tasks are not allowed. The Python worker refuses the same way without --tasks.
+const NothingToRun = "nothing to run: no handlers are registered (worker.Register) and command tasks " +
+	"are not allowed (--allow-commands or --allow-executable PATH)"
+
 // Main runs the worker with os.Args and the registered handlers, then exits
 // with its exit code. It is the only place that installs signal handlers:
 // a first SIGTERM or SIGINT drains the worker like TERMINATE (no more
@@ -94,9 +100,9 @@ func parseEnv(args []string, stderr io.Writer, getenv func(string) (string, bool
 		return nil, fmt.Errorf("%s--max-empty-runs must be at least 0", where("max-empty-runs"))
 	case o.killGrace < 0:
 		return nil, fmt.Errorf("%s--kill-grace must be at least 0", where("kill-grace"))
-	case len(o.executables) > 0 && !o.allowCommands:
-		return nil, errors.New("--allow-executable needs --allow-commands")
 	}
+	// --allow-executable implies --allow-commands, as in the Python worker.
+	o.allowCommands = o.allowCommands || len(o.executables) > 0
 	if _, err := parseLevel(o.logLevel); err != nil {
 		return nil, fmt.Errorf("%s%v", where("log-level"), err)
 	}
@@ -111,28 +117,30 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("taskgrid-worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, ConfigFlag, "",
-		"read settings from the [worker] table of TOML file `PATH`, keys named like the flags (default $"+EnvConfig+
-			"; see docs/configuration.md)")
+		"TOML file of settings, its [worker] table, keys named like the flags (`PATH`; also $"+EnvConfig+
+			"); see docs/configuration.md")
 	fs.StringVar(&o.coordinator, "coordinator", agent.DefaultCoordinator,
 		"coordinator address (`HOST:PORT`), or several separated by commas, failed over in order; "+
 			"a name stands for all its DNS records")
 	fs.Var(&o.groups, "group", "`group` to take tasks from; repeatable (default main)")
 	fs.StringVar(&o.name, "name", "", "unique worker name (default hostname#pid)")
-	fs.Float64Var(&o.heartbeat, "heartbeat", agent.DefaultHeartbeat.Seconds(), "`seconds` between heartbeats")
-	fs.IntVar(&o.concurrency, "concurrency", DefaultConcurrency, "tasks run at once")
+	fs.Float64Var(&o.heartbeat, "heartbeat", agent.DefaultHeartbeat.Seconds(), "`SECONDS` between heartbeats")
+	fs.IntVar(&o.concurrency, "concurrency", DefaultConcurrency, "tasks run at once (`N`)")
 	fs.IntVar(&o.maxEmptyRuns, "max-empty-runs", 0, "exit after `N` consecutive empty lease calls while idle (0: never)")
 	fs.Float64Var(&o.killGrace, "kill-grace", runner.DefaultKillGrace.Seconds(),
-		"`seconds` between SIGTERM and SIGKILL on timeout or stop (for handlers: how long a cancelled one may take)")
-	fs.StringVar(&o.token, "token", "", "bearer token of role worker (default $"+EnvToken+"; prefer it: a command line is visible to other users)")
+		"`SECONDS` between SIGTERM and SIGKILL on timeout or stop (for handlers: how long a cancelled one may take)")
+	fs.StringVar(&o.token, "token", "", "bearer `TOKEN` of role worker (default $"+EnvToken+"; prefer it: a command line is visible to other users)")
 	fs.BoolVar(&o.useTLS, "tls", false, "use TLS, trusting the system's root CAs (implied by --tls-*)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "`PEM` CA bundle that signed the coordinator (default $"+EnvTLSCA+")")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "`PEM` client certificate for mTLS (default $"+EnvTLSCert+")")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "`PEM` private key of --tls-cert (default $"+EnvTLSKey+")")
-	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to check the coordinator's certificate against")
+	fs.StringVar(&o.tlsServerName, "tls-server-name", "",
+		"`NAME` to check the coordinator's certificate against instead of the host dialed (implies --tls)")
 	fs.BoolVar(&o.insecure, "insecure", false, "allow sending the token in plain text to another machine")
 	fs.BoolVar(&o.allowCommands, "allow-commands", false,
-		"run command tasks (any executable, as this worker's user; see --allow-executable)")
-	fs.Var(&o.executables, "allow-executable", "with --allow-commands: only run this executable (`PATH` or name in PATH); repeatable")
+		"run command tasks: any program, as this worker's user (see --allow-executable)")
+	fs.Var(&o.executables, "allow-executable",
+		"run command tasks of this program only (a `PATH`, or a name looked up in PATH now); repeatable; implies --allow-commands")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "",
 		"serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any free; docs/metrics.md)")
 	fs.StringVar(&o.logLevel, "log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -173,12 +181,21 @@ func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Se
 // Run runs the worker with command-line args and the registered handlers,
 // logging to stderr; it returns the exit code.
 func Run(args []string, stderr io.Writer) int {
+	return run(args, stderr, Handlers())
+}
+
+// run is Run with these handlers.
+func run(args []string, stderr io.Writer, handlers map[string]runner.Handler) int {
 	o, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
 		_, _ = fmt.Fprintln(stderr, "taskgrid-worker:", err)
+		return ExitUsage
+	}
+	if len(handlers) == 0 && !o.allowCommands {
+		_, _ = fmt.Fprintln(stderr, "taskgrid-worker: "+NothingToRun)
 		return ExitUsage
 	}
 	level, _ := parseLevel(o.logLevel)
@@ -213,7 +230,7 @@ func Run(args []string, stderr io.Writer) int {
 		},
 		GroupNames: o.groups, WorkerName: name, Heartbeat: seconds(o.heartbeat),
 		MaxEmptyRuns: o.maxEmptyRuns, Concurrency: o.concurrency, KillGrace: seconds(o.killGrace),
-		Handlers: Handlers(), Commands: commands, Logger: logger, MetricsListen: o.metricsListen,
+		Handlers: handlers, Commands: commands, Logger: logger, MetricsListen: o.metricsListen,
 	})
 	if err != nil {
 		logger.Error("cannot start the worker", "error", err)

@@ -30,7 +30,7 @@ func TestMetricsListenFlagAndEnvironment(t *testing.T) {
 
 func TestRunRefusesABadMetricsAddress(t *testing.T) {
 	var stderr bytes.Buffer
-	code := Run([]string{"--metrics-listen", "no-port"}, &stderr)
+	code := Run([]string{"--metrics-listen", "no-port", "--allow-commands"}, &stderr)
 	if code != ExitUsage || !strings.Contains(stderr.String(), "--metrics-listen") {
 		t.Fatalf("code %d, stderr %q", code, stderr.String())
 	}

@@ -54,7 +54,7 @@ func TestFlags(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"--heartbeat", "0"}, {"--concurrency", "0"}, {"--kill-grace", "-1"},
-		{"--allow-executable", "/bin/sh"}, {"--log-level", "loud"}, {"extra"},
+		{"--log-level", "loud"}, {"extra"},
 	} {
 		if _, err := parse(bad, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
@@ -64,7 +64,7 @@ func TestFlags(t *testing.T) {
 
 func TestRunRefusesAPlainTextTokenToAnotherMachine(t *testing.T) {
 	var stderr bytes.Buffer
-	code := Run([]string{"--coordinator", "10.9.8.7:50051", "--token", "s3cret"}, &stderr)
+	code := Run([]string{"--coordinator", "10.9.8.7:50051", "--token", "s3cret", "--allow-commands"}, &stderr)
 	if code != ExitUsage || strings.Contains(stderr.String(), "s3cret") ||
 		!strings.Contains(stderr.String(), "plain text") {
 		t.Fatalf("code %d, stderr %q", code, stderr.String())
@@ -73,8 +73,44 @@ func TestRunRefusesAPlainTextTokenToAnotherMachine(t *testing.T) {
 
 func TestRunRefusesABadCoordinatorList(t *testing.T) {
 	var stderr bytes.Buffer
-	code := Run([]string{"--coordinator", "10.9.8.7:50051,,10.9.8.8:50051"}, &stderr)
+	code := Run([]string{"--coordinator", "10.9.8.7:50051,,10.9.8.8:50051", "--allow-commands"}, &stderr)
 	if code != ExitUsage || !strings.Contains(stderr.String(), "empty address") {
 		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestAllowExecutableImpliesAllowCommands(t *testing.T) {
+	o, err := parse([]string{"--allow-executable", "/bin/sh"}, io.Discard)
+	if err != nil || !o.allowCommands || len(o.executables) != 1 {
+		t.Fatalf("parsed %+v, %v", o, err)
+	}
+	if o, err = parse(nil, io.Discard); err != nil || o.allowCommands {
+		t.Fatalf("commands allowed by default: %+v, %v", o, err)
+	}
+}
+
+func TestRunRefusesAWorkerThatCanRunNothing(t *testing.T) {
+	var stderr bytes.Buffer
+	code := run([]string{"--coordinator", "127.0.0.1:1"}, &stderr, nil)
+	if code != ExitUsage || stderr.String() != "taskgrid-worker: "+NothingToRun+"\n" {
+		t.Fatalf("code %d, stderr %q", code, stderr.String())
+	}
+	noop := func(context.Context, []any, map[string]any) (any, error) { return nil, nil }
+	// with a handler, or with commands allowed, it gets past that check (and stops at the
+	// next one here: a token in plain text to another machine)
+	for _, c := range []struct {
+		args     []string
+		handlers map[string]Handler
+	}{
+		{nil, map[string]Handler{"noop": noop}},
+		{[]string{"--allow-commands"}, nil},
+		{[]string{"--allow-executable", "/bin/sh"}, nil},
+	} {
+		stderr.Reset()
+		args := append([]string{"--coordinator", "10.9.8.7:50051", "--token", "s3cret"}, c.args...)
+		if code := run(args, &stderr, c.handlers); code != ExitUsage ||
+			!strings.Contains(stderr.String(), "plain text") {
+			t.Fatalf("%v: code %d, stderr %q", c.args, code, stderr.String())
+		}
 	}
 }
