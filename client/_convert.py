@@ -5,8 +5,10 @@ and ``_requests``, which builds the requests) that reads message classes;
 `jobgraph` goes through it too. Each record has a ``*_from_proto`` /
 ``*_to_proto`` pair, round-trip tested; ``queue_result_from_proto`` and
 ``job_answer_from_proto`` read the answers to ``queue_task`` and `JobGraph`'s
-one call. Building requests from user arguments (``queue_task`` keywords,
-``command=`` values, task references) belongs to ``_requests``, not here.
+one call, and `spec_field_error` words the field errors the client finds itself
+(from the ``TaskSpec`` and ``Task`` descriptors). Building requests from user
+arguments (``queue_task`` keywords, ``command=`` values, task references)
+belongs to ``_requests``, not here.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from taskgrid.v1 import common_pb2
+from taskgrid.v1 import client_pb2, common_pb2
 
 from .errors import ProtocolError
 from .records import (
@@ -117,6 +120,63 @@ def _decode_json(text: str, default: Any, kind: type) -> Any:
     return value
 
 
+# --- field errors the client finds itself ---------------------------------------------------
+
+#: What a TaskSpec field of each kind holds: the coordinator's wording for such errors
+#: when the client still sent it the values it could not type (protocol 1.0 to 1.2).
+_KIND_MESSAGES = {
+    "str": "must be a string", "json": "must be JSON text", "bool": "must be a boolean",
+    "time": "must be a timestamp", "int": "must be an integer", "float": "must be a number",
+    "command": "must be a command: executable, args, env, cwd",
+    "list": "not a queue_task keyword: give pargs (or args= as JSON text)",
+    "struct": "not a queue_task keyword: give pvars (or vars= as JSON text)",
+}
+_SCALAR_KINDS = {
+    FieldDescriptor.TYPE_STRING: "str", FieldDescriptor.TYPE_BOOL: "bool",
+    FieldDescriptor.TYPE_INT64: "int", FieldDescriptor.TYPE_INT32: "int",
+    FieldDescriptor.TYPE_DOUBLE: "float", FieldDescriptor.TYPE_FLOAT: "float",
+}
+_MESSAGE_KINDS = {
+    "google.protobuf.Timestamp": "time", "taskgrid.v1.Command": "command",
+    "google.protobuf.ListValue": "list", "google.protobuf.Struct": "struct",
+}
+#: args and vars are strings on the wire, JSON text in meaning
+_JSON_TEXT_FIELDS = frozenset({"args", "vars"})
+#: scheduler_task columns that no message carries, read-only as web2py has them
+_READ_ONLY_COLUMNS = frozenset({"application_name", "created_at"})
+
+
+def _field_kind(field: FieldDescriptor) -> str:
+    if field.name in _JSON_TEXT_FIELDS:
+        return "json"
+    if field.message_type is not None:
+        return _MESSAGE_KINDS.get(field.message_type.full_name, "")
+    return _SCALAR_KINDS.get(field.type, "")
+
+
+#: The fields a client may set (TaskSpec's), by kind; and those the scheduler owns
+#: (Task's that TaskSpec lacks, e.g. status and times_run).
+WRITABLE: Mapping[str, str] = {
+    f.name: _field_kind(f) for f in common_pb2.TaskSpec.DESCRIPTOR.fields
+}
+READ_ONLY = (
+    frozenset(f.name for f in common_pb2.Task.DESCRIPTOR.fields) - set(WRITABLE)
+) | _READ_ONLY_COLUMNS
+
+
+def spec_field_error(name: str) -> str:
+    """The field error for a ``queue_task`` keyword the client could not put in a TaskSpec.
+
+    A read-only name (set by the scheduler), an unknown one, or a writable field
+    given a value of the wrong type (worded by the field's kind).
+    """
+    if name in READ_ONLY:
+        return "read-only field: set by the scheduler"
+    if name not in WRITABLE:
+        return "unknown field"
+    return _KIND_MESSAGES.get(WRITABLE[name], "not a queue_task keyword")
+
+
 # --- commands ------------------------------------------------------------------------------
 
 
@@ -182,6 +242,7 @@ def task_from_proto(message: Any) -> TaskRecord:
         broadcast_parent=int(m.broadcast_parent),
         target_worker_name=str(m.target_worker_name),
         command=command_from_proto(m.command) if m.HasField("command") else None,
+        finished_at=_time_from(m, "finished_at"),
     )
 
 
@@ -221,7 +282,7 @@ def task_to_proto(record: TaskRecord) -> Any:
         broadcast_parent=r.broadcast_parent,
         target_worker_name=r.target_worker_name,
     )
-    for name in ("start_time", "next_run_time", "stop_time", "last_run_time"):
+    for name in ("start_time", "next_run_time", "stop_time", "last_run_time", "finished_at"):
         _time_to(message, name, getattr(r, name))
     if r.command is not None:
         message.command.CopyFrom(command_to_proto(r.command))
@@ -347,11 +408,14 @@ def queue_result_from_proto(
 ) -> QueueResult:
     """``QueueTaskResponse`` -> `QueueResult`, ids as None when nothing was queued.
 
-    ``client_errors`` are the few messages the client wrote itself (values JSON
-    cannot encode); they replace the coordinator's wording for those fields.
+    ``client_errors`` are the field errors the client found itself (see
+    `_requests.task_spec_from_call`); with any, the spec is never sent, and
+    ``message`` is None or an empty response. They join the coordinator's errors.
     """
+    if message is None:
+        message = client_pb2.QueueTaskResponse()
     errors = {str(k): str(v) for k, v in message.errors.items()}
-    if errors and client_errors:
+    if client_errors:
         errors.update(client_errors)
     if errors or not message.id:
         return QueueResult(id=None, uuid=None, errors=errors)
@@ -369,14 +433,18 @@ def job_answer_from_proto(
     (nothing was written) and the layers are empty.
 
     Args:
-        message: The response.
+        message: The response; None when the job was not sent because the
+            client found field errors itself.
         client_errors: Per task, in request order, the errors the client
-            wrote itself (see `_requests.task_spec_from_call`).
+            found itself (see `_requests.task_spec_from_call`).
 
     Raises:
         ProtocolError: The answer does not match the request.
     """
     n_tasks = len(client_errors)
+    if message is None:
+        message = client_pb2.QueueJobResponse(
+            results=[client_pb2.QueueTaskResponse() for _ in client_errors])
     if len(message.results) not in (0, n_tasks):
         raise ProtocolError(f"QueueJob answered {len(message.results)} results for {n_tasks} tasks")
     results = [

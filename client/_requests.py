@@ -7,25 +7,26 @@ references (`task_ref_to_proto`) and `JobGraph`'s ``QueueJobRequest``
 (`queue_job_request`). Answers and records are read back by ``_convert``; this
 module never reads a response and never makes a call.
 
-queue_task never raises on bad field values, and the client never judges
-them: a value that fits its typed TaskSpec field goes there, and anything
-else (unknown or read-only names, wrong types) goes into
-``TaskSpec.raw_fields`` as JSON text so the coordinator reports it in
-``errors`` with the same wording for every client language.
+queue_task never raises on bad field values: a value that fits its typed
+TaskSpec field goes there, and anything else (unknown or read-only names,
+wrong types, values JSON cannot encode) is a field error the client words
+itself (`_convert.spec_field_error`, the coordinator's wording of protocol 1.0
+to 1.2, when the client sent such values in ``TaskSpec.raw_fields``); a spec
+with such errors is never sent. The values of typed fields (ranges, names,
+JSON text) are judged by the coordinator.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import reprlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 from taskgrid.v1 import client_pb2, common_pb2
 
-from ._convert import as_utc, command_to_proto
+from ._convert import as_utc, command_to_proto, spec_field_error
 from .records import CommandSpec
 
 #: TaskSpec fields a queue_task keyword may fill directly, by the Python type they hold.
@@ -55,39 +56,6 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: i-th task of the same request, ``("task_id", id)`` for a task that exists already.
 JobNode: TypeAlias = tuple[Literal["index", "task_id"], int]
 
-# --- values --------------------------------------------------------------------------------
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
-
-
-def safe_repr(value: Any) -> str:
-    """``repr(value)``, abbreviated when that raises (nesting too deep, a failing __repr__)."""
-    try:
-        return repr(value)
-    except Exception:  # RecursionError included
-        pass
-    try:
-        return _REPR.repr(value)
-    except Exception:
-        return f"<{type(value).__name__} object>"
-
-
-def encode_raw(value: Any) -> str:
-    """JSON text for a value the client could not type, for ``raw_fields``.
-
-    Objects JSON cannot hold are written as their ``repr`` so the
-    coordinator can still name the field and show what was passed. Never
-    raises: a value nested too deeply or holding itself is sent as its
-    abbreviated repr.
-    """
-    try:
-        return json.dumps(value, default=safe_repr)
-    except (TypeError, ValueError, RecursionError):
-        return json.dumps(safe_repr(value))
-
-
 # --- commands ------------------------------------------------------------------------------
 
 
@@ -101,8 +69,7 @@ def command_from_value(value: Any) -> CommandSpec | None:
     Accepted: a `CommandSpec`, or a mapping with a string ``executable`` and
     optionally ``args`` (list or tuple of strings), ``env`` (mapping of
     strings to strings) and ``cwd`` (string); None stands for a missing
-    optional key. Anything else goes to ``raw_fields`` for the coordinator to
-    word the error.
+    optional key. Anything else is a ``command`` field error.
     """
     if isinstance(value, CommandSpec):
         value = {"executable": value.executable, "args": value.args, "env": value.env,
@@ -126,9 +93,9 @@ def command_from_argv(argv: Any, env: Any = None, cwd: Any = None) -> Any:
     """``queue_command``'s arguments as a ``command=`` value (argv[0] is the executable).
 
     A well-formed call gives a `CommandSpec`; otherwise the mapping given is
-    returned as is, so `task_spec_from_call` sends it to ``raw_fields`` and the
-    coordinator reports ``command`` (an empty argv gives an empty executable,
-    which the coordinator rejects by name).
+    returned as is, so `task_spec_from_call` reports a ``command`` field error
+    (an empty argv gives an empty executable, which the coordinator rejects by
+    name).
     """
     if isinstance(argv, list | tuple):
         given = {"executable": argv[0] if argv else "", "args": list(argv[1:]), "env": env,
@@ -200,16 +167,13 @@ def _json_field(
         if isinstance(given, str):
             setattr(spec, name, given)
         else:
-            spec.raw_fields[name] = encode_raw(given)
+            errors[name] = spec_field_error(name)
         return
     if python_value is None:
         return
     try:
         setattr(spec, name, json.dumps(python_value, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
-        # Sent as a JSON string (never a list or object) so the coordinator rejects the
-        # field too and nothing is queued; the client's message says why.
-        spec.raw_fields[name] = json.dumps(safe_repr(python_value))
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         errors[name] = f"cannot be encoded as JSON: {why}"
 
@@ -220,15 +184,16 @@ def task_spec_from_call(
     """Build the ``TaskSpec`` for ``queue_task(function, pargs, pvars, **kwargs)``.
 
     Returns:
-        The spec, and the field errors the client had to write itself (only
-        for values JSON cannot encode; everything else is judged by the
-        coordinator from ``raw_fields``).
+        The spec, and the field errors the client found itself: values it
+        could not put in the spec (unknown or read-only names, values of the
+        wrong type, values JSON cannot encode). With any, the spec must not be
+        sent: the caller answers them as a refused queue call.
     """
     spec = common_pb2.TaskSpec()
     errors: dict[str, str] = {}
     name = _function_name(function)
     if name is None:
-        spec.raw_fields["function_name"] = encode_raw(function)
+        errors["function_name"] = spec_field_error("function_name")
     else:
         spec.function_name = name
     rest = dict(kwargs)
@@ -240,14 +205,14 @@ def task_spec_from_call(
         if command is not None:
             spec.command.CopyFrom(command_to_proto(command))
         elif given is not None:
-            spec.raw_fields["command"] = encode_raw(given)
+            errors["command"] = spec_field_error("command")
     for key, value in rest.items():
         known = key in _SPEC_TYPED_FIELDS
         if known and (value is None or (key in _FALSY_MEANS_DEFAULT and not value)):
             continue  # the coordinator applies the default
         typed = _fits(key, value) if known else None
         if typed is None:
-            spec.raw_fields[key] = encode_raw(value)
+            errors[key] = spec_field_error(key)
         elif key in SPEC_TIME_FIELDS:
             getattr(spec, key).FromDatetime(typed)
         else:

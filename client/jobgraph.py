@@ -222,7 +222,9 @@ class JobGraph:
         """
         self._check_open()
         request = _requests.queue_job_request(self.job_name, self._specs, self._edges)
-        response = self.scheduler._queue_job(request)
+        # Values a spec cannot hold: nothing is sent (the job is refused as if answered).
+        refused = any(self._client_errors)
+        response = None if refused else self.scheduler._queue_job(request)
         self._validated = True
         results, errors, layers = _convert.job_answer_from_proto(response, self._client_errors)
         self.errors = errors

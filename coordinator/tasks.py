@@ -55,7 +55,7 @@ def validated(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[str,
     """Check every task of a request: (rows, answers) or (None, answers with errors)."""
     now = rt.clock.now()
     limit = rt.config.max_args_bytes
-    checked = [validate_task(fields, raw, now, limit) for fields, raw in specs]
+    checked = [validate_task(fields, found, now, limit) for fields, found in specs]
     errors = [dict(errs) for _, errs in checked]
     rows = [row for row, _ in checked]
     counts = Counter(r["uuid"] for r in rows if r is not None)
@@ -74,7 +74,7 @@ async def queue(rt: Runtime, specs: Sequence[tuple[Mapping[str, Any], Mapping[st
 
     Args:
         rt: the coordinator runtime.
-        specs: per task, (typed fields the client set, raw fields it could not type).
+        specs: per task, (typed fields the client set, field errors found reading them).
         source: the caller's connection (its gRPC peer), to tell producers apart.
         trace: the traceparent of the queueing call's span, kept with each task.
     """

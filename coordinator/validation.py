@@ -35,26 +35,6 @@ INT64 = 2**63 - 1
 #: the function name of command tasks; workers with the "command" capability offer it
 COMMAND_FUNCTION = "@command"
 
-#: field -> (kind, default). Fields a client may set.
-WRITABLE: Mapping[str, str] = {
-    "function_name": "str", "task_name": "str", "group_name": "str", "uuid": "str",
-    "args": "json", "vars": "json", "enabled": "bool", "start_time": "time",
-    "next_run_time": "time", "stop_time": "time", "repeats": "int", "retry_failed": "int",
-    "period": "int", "prevent_drift": "bool", "cronline": "str", "timeout": "int",
-    "sync_output": "int", "immediate": "bool", "broadcast": "bool", "priority": "int",
-    "discard_results": "bool", "retry_delay": "float", "retry_backoff": "float",
-    "retry_delay_max": "float", "retry_jitter": "float", "command": "command",
-}
-#: Columns the scheduler owns: naming one in queue_task is an error (web2py: writable=False).
-READ_ONLY = frozenset({
-    "id", "status", "times_run", "times_failed", "last_run_time", "assigned_worker_name",
-    "application_name", "attempt", "lost_count", "stop_requested", "created_at",
-})
-_KIND_MESSAGES = {
-    "str": "must be a string", "json": "must be JSON text", "bool": "must be a boolean",
-    "time": "must be a timestamp", "int": "must be an integer", "float": "must be a number",
-    "command": "must be a command: executable, args, env, cwd",
-}
 #: field -> (minimum, maximum) for integers
 _RANGES: Mapping[str, tuple[int, int]] = {
     "repeats": (0, INT64), "retry_failed": (-1, INT64), "period": (0, MAX_SECONDS),
@@ -109,16 +89,6 @@ def _json_of(kind: type, text: str, what: str) -> tuple[Any, str | None]:
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
         return None, deep
     return value, None
-
-
-def _check_raw(raw: Mapping[str, str], errors: dict[str, str]) -> None:
-    for name in raw:
-        if name in READ_ONLY:
-            errors[name] = "read-only field: set by the scheduler"
-        elif name not in WRITABLE:
-            errors[name] = "unknown field"
-        else:
-            errors[name] = _KIND_MESSAGES[WRITABLE[name]]
 
 
 def _check_command(f: Mapping[str, Any], errors: dict[str, str]) -> None:
@@ -217,14 +187,15 @@ def _check_retry(f: Mapping[str, Any], errors: dict[str, str]) -> None:
 
 
 def validate_task(
-    fields: Mapping[str, Any], raw: Mapping[str, str], now: dt.datetime,
+    fields: Mapping[str, Any], found: Mapping[str, str], now: dt.datetime,
     max_args_bytes: int | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """Check one queue_task request and build the row to insert.
 
     Args:
         fields: the typed fields the client set (absent = default); times are aware UTC.
-        raw: values the client could not type, by field name (always errors).
+        found: field errors found while reading the request (e.g. args given both as
+            JSON text and as args_value), reported with the rest.
         now: the coordinator's current time (default start_time).
         max_args_bytes: the largest args plus vars JSON text accepted (None: no limit).
 
@@ -232,7 +203,6 @@ def validate_task(
         (row, {}) when valid, else (None, {field: message}).
     """
     errors: dict[str, str] = {}
-    _check_raw(raw, errors)
     for key, value in fields.items():
         if isinstance(value, str) and "\x00" in value:
             errors[key] = "must not contain NUL characters"
@@ -256,6 +226,7 @@ def validate_task(
     if fields.get("broadcast") and period == 0 and not cronline:
         errors["broadcast"] = "needs a period > 0 or a cronline"
     _check_retry(fields, errors)
+    errors.update(found)  # e.g. "give args or args_value, not both" over its text's verdict
     if errors:
         return None, errors
     start_time = fields.get("start_time", now)

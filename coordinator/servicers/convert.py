@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from taskgrid.coordinator.errors import InvalidRequestError
 from taskgrid.coordinator.lifecycle import RunStatus, WorkerStatus
+from taskgrid.coordinator.validation import MAX_JSON_DEPTH, json_depth
 from taskgrid.v1 import client_pb2, common_pb2, worker_pb2
 
 if TYPE_CHECKING:
@@ -31,6 +34,17 @@ _TASK_SCALARS = (
     "lost_count", "stop_requested", "retry_delay", "retry_backoff", "retry_delay_max",
     "retry_jitter", "broadcast_parent", "target_worker_name",
 )
+#: Integers a double holds exactly. protobuf values carry numbers as doubles, so an
+#: integer beyond this must travel as JSON text (args/vars/run_result), never as a value.
+EXACT_INT = 2**53
+#: JSON text longer than this gets no protobuf value in answers (args_value, vars_value,
+#: result_value stay unset; the text fields carry it): a value can take 5.5 times the bytes
+#: of its text (11 for each `1,`), and answers must stay under the message limit.
+VALUE_MAX_TEXT = 64 * 1024
+#: JSON nested deeper than this gets no protobuf value in answers either: each level is two
+#: messages deep (Value, ListValue or Struct), and protobuf decoders refuse messages nested
+#: past 100 (Python's, C++'s), which would make the whole answer unreadable.
+VALUE_MAX_DEPTH = 32
 
 
 def ts(value: dt.datetime | None) -> Timestamp | None:
@@ -47,9 +61,19 @@ def from_ts(value: Timestamp) -> dt.datetime:
     return value.ToDatetime(tzinfo=dt.UTC)
 
 
+#: a decoded args_value/vars_value, or None and why it is no JSON a worker can take
+_Decoded = tuple[Any, str | None]
+
+
 def spec_fields(spec: common_pb2.TaskSpec) -> tuple[dict[str, Any], dict[str, str]]:
-    """The fields a client set in a TaskSpec, and its raw (untyped) fields."""
+    """The fields a client set in a TaskSpec, and the field errors found reading them.
+
+    args_value/vars_value become the same JSON text as args/vars (which the rest of the
+    coordinator stores and checks, size and depth included); their errors, and giving
+    both forms of one field, are keyed by the text field's name ("args", "vars").
+    """
     fields: dict[str, Any] = {"function_name": spec.function_name}
+    errors: dict[str, str] = {}
     for name in _OPTIONAL_SCALARS:
         if spec.HasField(name):
             fields[name] = getattr(spec, name)
@@ -64,7 +88,155 @@ def spec_fields(spec: common_pb2.TaskSpec) -> tuple[dict[str, Any], dict[str, st
             except (ValueError, OverflowError) as exc:
                 raise InvalidRequestError(f"task.{name}", f"not a valid timestamp ({exc})") \
                     from exc
-    return fields, dict(spec.raw_fields)
+    if spec.HasField("args_value"):
+        _value_field(fields, errors, "args", _from_list(spec.args_value, 1))
+    if spec.HasField("vars_value"):
+        _value_field(fields, errors, "vars", _from_struct(spec.vars_value, 1))
+    return fields, errors
+
+
+def _value_field(fields: dict[str, Any], errors: dict[str, str], name: str,
+                 decode: _Decoded) -> None:
+    """Store a decoded args_value/vars_value as field `name`'s JSON text, or an error."""
+    if name in fields:
+        errors[name] = f"give {name} or {name}_value, not both"
+        return
+    value, problem = decode
+    if problem is not None:
+        errors[name] = f"{name}_value: {problem}"
+        return
+    # Python's own JSON layout, as the Python client writes args and vars; a Struct's keys
+    # have no order, so they are sorted for one text per value.
+    fields[name] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+class _BadValue(ValueError):
+    """A protobuf value that is no JSON a worker can take."""
+
+
+def _from_value(v: struct_pb2.Value, depth: int) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "number_value":
+        n = v.number_value
+        if not math.isfinite(n):
+            raise _BadValue("numbers must be finite")
+        # Integral doubles are ints again, so add(1, 2) gets ints, not 1.0 and 2.0. Past
+        # EXACT_INT a double is no exact integer: such numbers must use the JSON text form.
+        return int(n) if n.is_integer() and -EXACT_INT <= n <= EXACT_INT else n
+    if kind == "string_value":
+        return v.string_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "list_value":
+        return _list_items(v.list_value, depth + 1)
+    if kind == "struct_value":
+        return _struct_items(v.struct_value, depth + 1)
+    return None  # null_value, or no kind set
+
+
+def _list_items(lv: struct_pb2.ListValue, depth: int) -> list[Any]:
+    if depth > MAX_JSON_DEPTH:  # before Python's recursion limit; validation's wording
+        raise _BadValue(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return [_from_value(v, depth) for v in lv.values]
+
+
+def _struct_items(s: struct_pb2.Struct, depth: int) -> dict[str, Any]:
+    if depth > MAX_JSON_DEPTH:
+        raise _BadValue(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return {k: _from_value(v, depth) for k, v in s.fields.items()}
+
+
+def _from_list(lv: struct_pb2.ListValue, depth: int) -> _Decoded:
+    try:
+        return _list_items(lv, depth), None
+    except _BadValue as exc:
+        return None, str(exc)
+
+
+def _from_struct(s: struct_pb2.Struct, depth: int) -> _Decoded:
+    try:
+        return _struct_items(s, depth), None
+    except _BadValue as exc:
+        return None, str(exc)
+
+
+class _Unrepresentable(Exception):
+    """Stored JSON no protobuf value holds exactly (a huge integer, NaN), or too big or deep."""
+
+
+_INF = math.inf
+
+
+def _put(v: struct_pb2.Value, x: Any) -> None:
+    """Set Value `v` to the decoded JSON `x` (hot: every ListTasks row goes through here)."""
+    t = type(x)
+    if t is str:
+        v.string_value = x
+    elif t is int:
+        if not -EXACT_INT <= x <= EXACT_INT:
+            raise _Unrepresentable
+        v.number_value = x
+    elif t is float:
+        if x != x or x == _INF or x == -_INF:
+            raise _Unrepresentable
+        v.number_value = x
+    elif t is bool:
+        v.bool_value = x
+    elif x is None:
+        v.null_value = struct_pb2.NULL_VALUE
+    elif t is list:
+        _put_list(v.list_value, x)
+    else:
+        _put_struct(v.struct_value, x)
+
+
+def _put_list(lv: struct_pb2.ListValue, items: list[Any]) -> None:
+    lv.SetInParent()
+    add = lv.values.add
+    for item in items:
+        _put(add(), item)
+
+
+def _put_struct(s: struct_pb2.Struct, items: dict[str, Any]) -> None:
+    s.SetInParent()
+    fields = s.fields
+    for key, item in items.items():
+        _put(fields[key], item)
+
+
+def _decoded(text: str | None) -> Any:
+    """Stored JSON text decoded for a protobuf value; _Unrepresentable when it cannot be."""
+    if not text or len(text) > VALUE_MAX_TEXT:
+        raise _Unrepresentable
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _Unrepresentable from None
+    if text.count("[") + text.count("{") > VALUE_MAX_DEPTH and json_depth(value) > \
+            VALUE_MAX_DEPTH:
+        raise _Unrepresentable
+    return value
+
+
+def _set_value_field(msg: Any, name: str, text: str | None, kind: type) -> None:
+    """Fill msg.<name> (a ListValue, Struct or Value) from stored JSON text; never raises.
+
+    Left unset when no such value holds the JSON exactly (a huge integer, not JSON).
+    """
+    try:
+        value = _decoded(text)
+        if kind is list:
+            if type(value) is not list:
+                raise _Unrepresentable
+            _put_list(getattr(msg, name), value)
+        elif kind is dict:
+            if type(value) is not dict:
+                raise _Unrepresentable
+            _put_struct(getattr(msg, name), value)
+        else:
+            _put(getattr(msg, name), value)
+    except (_Unrepresentable, RecursionError):
+        msg.ClearField(name)
 
 
 def task_ref(ref: client_pb2.TaskRef) -> tuple[int | None, str | None]:
@@ -112,8 +284,19 @@ def task_to_proto(row: Mapping[str, Any]) -> common_pb2.Task:
     for name in ("start_time", "next_run_time", "stop_time", "last_run_time"):
         if row[name] is not None:
             getattr(msg, name).CopyFrom(ts(row[name]))
+    if row.get("finished_at") is not None:
+        msg.finished_at.CopyFrom(ts(row["finished_at"]))
     if row.get("command"):
         msg.command.CopyFrom(command_to_proto(row["command"]))
+    # The common defaults cost no decoding.
+    if row["args"] == "[]":
+        msg.args_value.SetInParent()
+    else:
+        _set_value_field(msg, "args_value", row["args"], list)
+    if row["vars"] == "{}":
+        msg.vars_value.SetInParent()
+    else:
+        _set_value_field(msg, "vars_value", row["vars"], dict)
     return msg
 
 
@@ -135,6 +318,7 @@ def run_to_proto(row: Mapping[str, Any]) -> common_pb2.Run:
         msg.stop_time.CopyFrom(ts(row["stop_time"]))
     if row["run_result"] is not None:
         msg.run_result = row["run_result"]
+        _set_value_field(msg, "result_value", row["run_result"], object)
     return msg
 
 
@@ -145,9 +329,16 @@ FIT_MARKER = "[taskgrid: {n} bytes cut here: the answer must fit the message lim
 def fit_runs(reply: client_pb2.GetTaskResponse, budget: int) -> bool:
     """Cut run output, then tracebacks, oldest run first, until the reply fits `budget` bytes.
 
-    Each cut keeps the text's end (the latest output) behind a marker saying how much was
-    cut. Returns False when it still does not fit (results are JSON and never cut).
+    First the protobuf copies of JSON text go (result_value, oldest run first, then the
+    task's args_value and vars_value): the text fields still say it all. Each cut keeps
+    the text's end (the latest output) behind a marker saying how much was cut. Returns
+    False when it still does not fit (results are JSON and never cut).
     """
+    copies = [(run, "result_value") for run in reply.runs]
+    for holder, name in [*copies, (reply.task, "args_value"), (reply.task, "vars_value")]:
+        if reply.ByteSize() <= budget:
+            return True
+        holder.ClearField(name)
     for name in ("run_output", "traceback"):
         for run in reply.runs:
             excess = reply.ByteSize() - budget

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import strategies as st
@@ -164,6 +165,28 @@ _BAD_JSON = ("", "[", "]", "[1,]", "[1 2]", "[NaN]", "[Infinity]", "[-Infinity]"
              '{"a":1,}', "{1: 2}", "null", "1", '"[]"', "[]" * 2, "[[]", "[{}]", '{"": []}')
 
 
+#: what JSON text cannot say but a protobuf value can (refused), and numbers near a double's
+#: integer precision
+_ODD_NUMBERS = (math.nan, math.inf, -math.inf, 2.0**53, 2.0**53 + 2, 1e300, -0.0, 0.5)
+value_items = weighted((6, json_values), (1, st.sampled_from(_ODD_NUMBERS)))
+#: strings that make args or vars just under or over the coordinator's --max-args-bytes
+big_values = st.sampled_from([MAX_ARGS_BYTES - 100, MAX_ARGS_BYTES + 1]).map(lambda n: "y" * n)
+
+
+def list_value(items: list[Any]) -> struct_pb2.ListValue:
+    """A protobuf ListValue of these JSON values (args_value)."""
+    value = struct_pb2.ListValue()
+    value.extend(items)
+    return value
+
+
+def struct_value(items: dict[str, Any]) -> struct_pb2.Struct:
+    """A protobuf Struct of these JSON values (vars_value)."""
+    value = struct_pb2.Struct()
+    value.update(items)
+    return value
+
+
 def nested(n: int, kind: str) -> str:
     """JSON text nested n levels deep (a list or an object at the outside)."""
     if kind == "list":
@@ -294,11 +317,10 @@ OVERRIDES: dict[str, st.SearchStrategy[Any]] = {
     "TaskSpec.args": json_text(list),
     "TaskSpec.vars": json_text(dict),
     "TaskSpec.cronline": cronlines,
-    "TaskSpec.raw_fields": st.dictionaries(
-        weighted((3, st.sampled_from(["status", "id", "attempt", "times_run", "bogus", "timeout",
-                                      "args", "vars", "command", "start_time", "uuid", ""])),
-                 (1, strings)), weighted((2, json_values.map(json.dumps)), (1, strings)),
-        max_size=3),
+    "TaskSpec.args_value": st.lists(value_items, max_size=4).map(list_value) | big_values.map(
+        lambda text: list_value([text])),
+    "TaskSpec.vars_value": st.dictionaries(safe_text, value_items, max_size=4).map(
+        struct_value) | big_values.map(lambda text: struct_value({"k": text})),
     "TaskRef": st.deferred(task_ref),
     "JobRef": weighted((3, st.integers(-2, 6).map(lambda i: client_pb2.JobRef(index=i))),
                        (1, integers(-2**31, 2**31 - 1).map(lambda i: client_pb2.JobRef(index=i))),

@@ -10,6 +10,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from taskgrid.v1 import admin_pb2, client_pb2, common_pb2, worker_pb2
 from tests.support.rpc import FakeWorker, connect, get, queue, status_of
@@ -258,12 +259,14 @@ def test_malformed_queue_and_list_requests(stubs):
 def test_validation_errors_write_nothing(stubs):
     reply = stubs.client.QueueTasks(client_pb2.QueueTasksRequest(tasks=[
         common_pb2.TaskSpec(function_name="add"),
-        common_pb2.TaskSpec(function_name="add", timeout=0, args="{}",
-                            raw_fields={"status": '"COMPLETED"', "bogus": "1"}),
+        common_pb2.TaskSpec(function_name="add", timeout=0, args="{}", vars="{}",
+                            vars_value=struct_pb2.Struct(fields={"a": struct_pb2.Value(
+                                number_value=1)})),
     ]))
     assert reply.results[0].id == 0 and dict(reply.results[0].errors) == {}
     errors = dict(reply.results[1].errors)
-    assert set(errors) == {"timeout", "args", "status", "bogus"}
+    assert set(errors) == {"timeout", "args", "vars"}
+    assert errors["vars"] == "give vars or vars_value, not both"
     listed = stubs.client.ListTasks(client_pb2.ListTasksRequest())
     assert list(listed.tasks) == []
     ok = queue(stubs, "add", uuid="u-1")

@@ -252,8 +252,10 @@ def spec_for(function: Any = "add", pargs: Any = None, pvars: Any = None, **kwar
     return spec
 
 
-def raw(spec: Any) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in spec.raw_fields.items()}
+def errors_for(function: Any = "add", pargs: Any = None, pvars: Any = None,
+               **kwargs: Any) -> dict[str, str]:
+    """The field errors the client finds itself in a queue_task call (nothing is sent)."""
+    return _requests.task_spec_from_call(function, pargs, pvars, kwargs)[1]
 
 
 def test_spec_field_tables_cover_the_task_spec_exactly() -> None:
@@ -262,7 +264,8 @@ def test_spec_field_tables_cover_the_task_spec_exactly() -> None:
         | _requests.SPEC_FLOAT_FIELDS | _requests.SPEC_TIME_FIELDS
     )
     proto = {f.name for f in common_pb2.TaskSpec.DESCRIPTOR.fields}
-    assert typed | {"function_name", "args", "vars", "raw_fields", "command"} == proto
+    assert typed | {"function_name", "args", "vars", "command", "args_value",
+                    "vars_value"} == proto
 
 
 def test_typed_kwargs_fill_typed_fields() -> None:
@@ -282,7 +285,6 @@ def test_typed_kwargs_fill_typed_fields() -> None:
     assert spec.HasField("broadcast") and not spec.broadcast
     assert spec.start_time.ToDatetime(tzinfo=UTC) == T0
     assert spec.stop_time.ToDatetime(tzinfo=UTC) == T0 + timedelta(hours=1)
-    assert dict(spec.raw_fields) == {}
 
 
 def test_unset_kwargs_leave_fields_unset_for_coordinator_defaults() -> None:
@@ -296,7 +298,6 @@ def test_none_values_mean_default() -> None:
     spec = spec_for("add", uuid=None, task_name=None, start_time=None, stop_time=None,
                     cronline=None, timeout=None)
     assert not any(spec.HasField(n) for n in ("uuid", "task_name", "start_time", "timeout"))
-    assert dict(spec.raw_fields) == {}
 
 
 def test_falsy_uuid_and_task_name_mean_default_as_in_web2py() -> None:
@@ -323,10 +324,8 @@ def test_function_may_be_anything_with_a_name() -> None:
     assert spec_for(TaskRecord).function_name == "TaskRecord"
 
 
-def test_function_without_a_name_goes_to_raw_fields() -> None:
-    spec = spec_for(42)
-    assert spec.function_name == ""
-    assert raw(spec) == {"function_name": 42}
+def test_function_without_a_name_is_a_client_error() -> None:
+    assert errors_for(42) == {"function_name": "must be a string"}
 
 
 def test_args_and_vars_json_strings_take_precedence_when_truthy() -> None:
@@ -341,85 +340,101 @@ def test_args_strings_are_passed_unjudged() -> None:
     assert spec.args == "{not json"
 
 
-def test_non_string_args_kwarg_goes_to_raw_fields() -> None:
-    spec = spec_for("add", args=[1, 2], vars={"a": 1})
+def test_non_string_args_kwarg_is_a_client_error() -> None:
+    spec, errors = _requests.task_spec_from_call("add", None, None, {"args": [1, 2],
+                                                                     "vars": {"a": 1}})
     assert not spec.HasField("args") and not spec.HasField("vars")
-    assert raw(spec) == {"args": [1, 2], "vars": {"a": 1}}
+    assert errors == {"args": "must be JSON text", "vars": "must be JSON text"}
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("args_value", "not a queue_task keyword: give pargs (or args= as JSON text)"),
+    ("vars_value", "not a queue_task keyword: give pvars (or vars= as JSON text)"),
+])
+def test_protobuf_value_fields_are_not_queue_task_keywords(name: str, message: str) -> None:
+    assert errors_for(**{name: [1]}) == {name: message}
 
 
 def test_wrongly_shaped_pargs_are_dumped_for_the_coordinator_to_judge() -> None:
     spec = spec_for("add", pargs={"a": 1}, pvars=[1, 2])
     assert json.loads(spec.args) == {"a": 1} and json.loads(spec.vars) == [1, 2]
-    assert dict(spec.raw_fields) == {}
 
 
 @pytest.mark.parametrize("pargs", [[object()], [math.nan], [{1, 2}]])
-def test_unencodable_pargs_are_a_client_error_and_raw_field(pargs: Any) -> None:
+def test_unencodable_pargs_are_a_client_error(pargs: Any) -> None:
     spec, errors = _requests.task_spec_from_call("add", pargs, None, {})
     assert set(errors) == {"args"} and errors["args"].startswith("cannot be encoded as JSON")
     assert not spec.HasField("args")
-    assert isinstance(raw(spec)["args"], str)  # a JSON string, never a list: not queueable
 
 
 def test_unencodable_pvars_are_a_client_error() -> None:
     spec, errors = _requests.task_spec_from_call("add", None, {"when": datetime.now()}, {})
-    assert set(errors) == {"vars"}
-    assert isinstance(raw(spec)["vars"], str)
+    assert set(errors) == {"vars"} and not spec.HasField("vars")
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["status", "times_run", "times_failed", "last_run_time", "assigned_worker_name",
-     "application_name", "id", "attempt", "lost_count", "stop_requested", "function_name",
-     "raw_fields", "no_such_field"],
+    ("name", "message"),
+    [*((n, "read-only field: set by the scheduler") for n in (
+        "status", "times_run", "times_failed", "last_run_time", "assigned_worker_name",
+        "application_name", "id", "attempt", "lost_count", "stop_requested", "created_at",
+        "broadcast_parent", "target_worker_name", "finished_at")),
+     ("function_name", "must be a string"),  # the function is queue_task's first argument
+     ("raw_fields", "unknown field"), ("no_such_field", "unknown field")],
 )
-def test_unknown_and_read_only_kwargs_go_to_raw_fields(name: str) -> None:
-    spec = spec_for("add", **{name: "QUEUED"})
-    assert raw(spec) == {name: "QUEUED"}
+def test_unknown_and_read_only_kwargs_are_client_errors(name: str, message: str) -> None:
+    assert errors_for(**{name: "QUEUED"}) == {name: message}
 
 
-def test_read_only_kwargs_go_to_raw_fields_even_when_none() -> None:
-    assert raw(spec_for("add", status=None)) == {"status": None}
+def test_read_only_kwargs_are_errors_even_when_none() -> None:
+    assert errors_for(status=None) == {"status": "read-only field: set by the scheduler"}
+
+
+def test_client_errors_word_fields_as_the_coordinator_did() -> None:
+    # The wording of protocol 1.0 to 1.2, when the coordinator judged raw_fields.
+    assert _convert.spec_field_error("status") == "read-only field: set by the scheduler"
+    assert _convert.spec_field_error("nope") == "unknown field"
+    assert _convert.spec_field_error("timeout") == "must be an integer"
+    assert _convert.spec_field_error("retry_delay") == "must be a number"
+    assert _convert.spec_field_error("start_time") == "must be a timestamp"
+    assert _convert.spec_field_error("enabled") == "must be a boolean"
+    assert _convert.spec_field_error("uuid") == "must be a string"
+    assert _convert.spec_field_error("vars") == "must be JSON text"
+    assert _convert.spec_field_error("command") == (
+        "must be a command: executable, args, env, cwd")
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "expected_raw"),
+    ("name", "value", "message"),
     [
-        ("timeout", "abc", "abc"),
-        ("timeout", "30", "30"),
-        ("timeout", 2.5, 2.5),
-        ("timeout", True, True),
-        ("timeout", 2**63, 2**63),
-        ("repeats", [1], [1]),
-        ("enabled", "yes", "yes"),
-        ("enabled", 1, 1),
-        ("group_name", 5, 5),
-        ("cronline", 0, 0),
-        ("start_time", "2030-01-01 00:00:00", "2030-01-01 00:00:00"),
-        ("stop_time", 1700000000, 1700000000),
+        ("timeout", "abc", "must be an integer"),
+        ("timeout", "30", "must be an integer"),
+        ("timeout", 2.5, "must be an integer"),
+        ("timeout", True, "must be an integer"),
+        ("timeout", 2**63, "must be an integer"),
+        ("repeats", [1], "must be an integer"),
+        ("enabled", "yes", "must be a boolean"),
+        ("enabled", 1, "must be a boolean"),
+        ("group_name", 5, "must be a string"),
+        ("cronline", 0, "must be a string"),
+        ("start_time", "2030-01-01 00:00:00", "must be a timestamp"),
+        ("stop_time", 1700000000, "must be a timestamp"),
     ],
 )
-def test_values_of_the_wrong_type_go_to_raw_fields(
-    name: str, value: Any, expected_raw: Any
-) -> None:
-    spec = spec_for("add", **{name: value})
+def test_values_of_the_wrong_type_are_client_errors(name: str, value: Any, message: str) -> None:
+    spec, errors = _requests.task_spec_from_call("add", None, None, {name: value})
     assert not spec.HasField(name)
-    assert raw(spec) == {name: expected_raw}
+    assert errors == {name: message}
 
 
 def test_integral_floats_fit_integer_fields() -> None:
-    spec = spec_for("add", timeout=30.0)
-    assert spec.timeout == 30 and dict(spec.raw_fields) == {}
+    assert spec_for("add", timeout=30.0).timeout == 30
 
 
-def test_unjsonable_raw_values_are_sent_as_their_repr() -> None:
-    marker = object()
-    spec = spec_for("add", extra=marker)
-    assert raw(spec) == {"extra": repr(marker)}
+def test_unknown_kwargs_are_errors_whatever_their_value() -> None:
     loop: list[Any] = []
     loop.append(loop)
-    spec = spec_for("add", extra=loop)
-    assert raw(spec) == {"extra": repr(loop)}
+    for value in (object(), loop):
+        assert errors_for(extra=value) == {"extra": "unknown field"}
 
 
 # -- RPC errors -------------------------------------------------------------------------------
@@ -572,12 +587,12 @@ def test_runs_and_explain(scheduler: Scheduler) -> None:
 
 
 def test_queue_task_never_raises_on_bad_values(scheduler: Scheduler) -> None:
-    stub = FakeStub(QueueTask=lambda r: client_pb2.QueueTaskResponse(
-        errors={k: "invalid" for k in r.task.raw_fields}
-    ))
+    stub = FakeStub()
     scheduler._tasks = stub
     result = scheduler.queue_task("add", timeout="abc", status="QUEUED")
-    assert result == QueueResult(None, None, {"timeout": "invalid", "status": "invalid"})
+    assert result == QueueResult(None, None, {"timeout": "must be an integer",
+                                               "status": "read-only field: set by the scheduler"})
+    assert stub.requests == []  # the client's own errors: nothing was sent
     with pytest.raises(TypeError):
         scheduler.queue_task()  # type: ignore[call-arg]
 
@@ -606,6 +621,20 @@ def test_queue_tasks_is_all_or_nothing(scheduler: Scheduler) -> None:
     with pytest.raises(TypeError):
         scheduler.queue_tasks([{"pargs": [1]}])
     assert scheduler.queue_tasks([]) == []
+
+
+def test_queue_tasks_with_client_errors_sends_nothing(scheduler: Scheduler) -> None:
+    stub = FakeStub()
+    scheduler._tasks = stub
+    results = scheduler.queue_tasks([
+        {"function": "add", "pargs": [1, 2]},
+        {"function": "add", "timeout": "soon", "bogus": 1},
+    ])
+    assert results == [
+        QueueResult(None, None, {}),
+        QueueResult(None, None, {"timeout": "must be an integer", "bogus": "unknown field"}),
+    ]
+    assert stub.requests == []
 
 
 def test_list_tasks_pages_until_the_limit(scheduler: Scheduler) -> None:
@@ -705,7 +734,6 @@ def test_retry_delay_kwargs_fill_the_float_fields() -> None:
                     retry_jitter=0.25)
     assert (spec.retry_delay, spec.retry_backoff, spec.retry_delay_max, spec.retry_jitter) == (
         2.5, 2.0, 60.0, 0.25)
-    assert dict(spec.raw_fields) == {}
     assert not spec_for("add").HasField("retry_delay")
     assert not spec_for("add", retry_delay=None).HasField("retry_delay")
 
@@ -717,27 +745,20 @@ def test_zero_and_negative_delays_are_sent_for_the_coordinator_to_judge() -> Non
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "expected_raw"),
-    [
-        ("retry_delay", "5", "5"),
-        ("retry_delay", True, True),
-        ("retry_backoff", [2], [2]),
-        ("retry_delay_max", 10**400, 10**400),
-        ("retry_jitter", {"x": 1}, {"x": 1}),
-    ],
+    ("name", "value"),
+    [("retry_delay", "5"), ("retry_delay", True), ("retry_backoff", [2]),
+     ("retry_delay_max", 10**400), ("retry_jitter", {"x": 1})],
 )
-def test_retry_values_of_the_wrong_type_go_to_raw_fields(
-    name: str, value: Any, expected_raw: Any
-) -> None:
-    spec = spec_for("add", **{name: value})
+def test_retry_values_of_the_wrong_type_are_client_errors(name: str, value: Any) -> None:
+    spec, errors = _requests.task_spec_from_call("add", None, None, {name: value})
     assert not spec.HasField(name)
-    assert raw(spec) == {name: expected_raw}
+    assert errors == {name: "must be a number"}
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_non_finite_delays_go_to_raw_fields(value: float) -> None:
-    spec = spec_for("add", retry_delay=value)
-    assert not spec.HasField("retry_delay") and set(spec.raw_fields) == {"retry_delay"}
+def test_non_finite_delays_are_client_errors(value: float) -> None:
+    spec, errors = _requests.task_spec_from_call("add", None, None, {"retry_delay": value})
+    assert not spec.HasField("retry_delay") and errors == {"retry_delay": "must be a number"}
 
 
 def test_new_task_fields_reach_the_record() -> None:
@@ -755,8 +776,11 @@ def test_new_task_fields_reach_the_record() -> None:
 
 
 def test_task_record_covers_every_task_field() -> None:
+    # args_value and vars_value are protobuf copies of args and vars, which the record holds
+    # decoded exactly (JSON text keeps integers of any size); finished_at is not read yet.
     proto = {f.name for f in common_pb2.Task.DESCRIPTOR.fields}
-    assert {f.name for f in dataclasses.fields(TaskRecord)} == proto
+    record = {f.name for f in dataclasses.fields(TaskRecord)}
+    assert record | {"args_value", "vars_value", "finished_at"} == proto
 
 
 # -- waiting_for ----------------------------------------------------------------------------
@@ -867,20 +891,16 @@ def test_job_graph_failure_returns_none_and_keys_errors(scheduler: Scheduler) ->
 
 
 def test_job_graph_client_written_errors_are_keyed_by_task(scheduler: Scheduler) -> None:
-    def answer(request: Any) -> Any:
-        raw_names = request.tasks[1].raw_fields
-        return client_pb2.QueueJobResponse(results=[
-            client_pb2.QueueTaskResponse(id=0),
-            client_pb2.QueueTaskResponse(errors={k: "invalid" for k in raw_names}),
-        ])
-
-    scheduler._tasks = FakeStub(QueueJob=answer)
+    stub = FakeStub()
+    scheduler._tasks = stub
     job = JobGraph(scheduler)
-    job.queue_task("add")
+    a = job.queue_task("add")
     job.queue_task("add", pargs=[object()], bogus=1)
-    assert job.validate() is None
+    assert job.validate() is None and job.validated
     assert set(job.errors) == {"tasks[1].args", "tasks[1].bogus"}
     assert job.errors["tasks[1].args"].startswith("cannot be encoded as JSON")
+    assert job.errors["tasks[1].bogus"] == "unknown field"
+    assert stub.requests == [] and a.id is None  # nothing was sent
 
 
 def test_job_graph_graph_errors_without_results(scheduler: Scheduler) -> None:
@@ -998,7 +1018,7 @@ def test_a_command_without_cwd_has_none() -> None:
 ])
 def test_command_kwarg_fills_the_spec(value: Any) -> None:
     spec = spec_for("@command", command=value)
-    assert spec.function_name == "@command" and dict(spec.raw_fields) == {}
+    assert spec.function_name == "@command"
     assert spec.command == common_pb2.Command(executable="ls", args=["-l"], env={"K": "V"},
                                               cwd="/tmp")
 
@@ -1015,9 +1035,10 @@ def test_command_kwarg_optional_keys() -> None:
     {"executable": "ls", "env": ["K=V"]}, {"executable": "ls", "cwd": 5},
     {"executable": "ls", "shell": True},
 ])
-def test_misshapen_commands_go_to_raw_fields(value: Any) -> None:
-    spec = spec_for("@command", command=value)
-    assert not spec.HasField("command") and raw(spec) == {"command": value}
+def test_misshapen_commands_are_client_errors(value: Any) -> None:
+    spec, errors = _requests.task_spec_from_call("@command", None, None, {"command": value})
+    assert not spec.HasField("command")
+    assert errors == {"command": "must be a command: executable, args, env, cwd"}
 
 
 def test_queue_command_builds_the_command_task(scheduler: Scheduler) -> None:
@@ -1028,29 +1049,25 @@ def test_queue_command_builds_the_command_task(scheduler: Scheduler) -> None:
     assert result == QueueResult(5, "u5")
     spec = stub.requests[0][1].task
     assert spec.function_name == "@command" and spec.timeout == 5 and spec.retry_failed == 2
-    assert spec.group_name == "g" and dict(spec.raw_fields) == {}
+    assert spec.group_name == "g"
     assert spec.command == common_pb2.Command(executable="/bin/echo", args=["a b", "c"],
                                               env={"K": "V"}, cwd="/srv")
     scheduler.queue_command(("true",))
     assert stub.requests[1][1].task.command == common_pb2.Command(executable="true")
 
 
-@pytest.mark.parametrize(("argv", "env", "expected_raw"), [
-    ("ls -l", None, {"argv": "ls -l", "env": None, "cwd": None}),
-    (["ls", 3], None, {"executable": "ls", "args": [3], "env": None, "cwd": None}),
-    (["ls"], {"K": 1}, {"executable": "ls", "args": [], "env": {"K": 1}, "cwd": None}),
-])
+@pytest.mark.parametrize(("argv", "env"), [("ls -l", None), (["ls", 3], None),
+                                           (["ls"], {"K": 1})])
 def test_queue_command_never_raises_on_bad_values(
-    scheduler: Scheduler, argv: Any, env: Any, expected_raw: Any
+    scheduler: Scheduler, argv: Any, env: Any
 ) -> None:
-    stub = FakeStub(QueueTask=lambda r: client_pb2.QueueTaskResponse(
-        errors={k: "must be a command: executable, args, env, cwd" for k in r.task.raw_fields}
-    ))
+    stub = FakeStub()
     scheduler._tasks = stub
     result = scheduler.queue_command(argv, env=env, timeout="soon")
-    assert result.id is None and set(result.errors) == {"command", "timeout"}
-    spec = stub.requests[0][1].task
-    assert not spec.HasField("command") and raw(spec)["command"] == expected_raw
+    assert result == QueueResult(None, None, {
+        "command": "must be a command: executable, args, env, cwd",
+        "timeout": "must be an integer"})
+    assert stub.requests == []
 
 
 def test_queue_command_with_an_empty_argv_leaves_the_verdict_to_the_coordinator(
@@ -1094,41 +1111,39 @@ def test_deeply_nested_args_are_errors_not_a_recursion_error(where: str) -> None
     given: dict[str, Any] = {"pargs": None, "pvars": None}
     kwargs: dict[str, Any] = {}
     if where == "args":
-        kwargs["args"] = deep  # not a JSON string: sent as a raw field
+        kwargs["args"] = deep  # not a JSON string: a client error
     else:
         given[where] = deep if where == "pargs" else {"a": deep}
     spec, errors = _requests.task_spec_from_call("add", given["pargs"], given["pvars"], kwargs)
     field = {"pargs": "args", "pvars": "vars", "args": "args"}[where]
-    assert field in spec.raw_fields and isinstance(json.loads(spec.raw_fields[field]), str)
-    if where != "args":
+    assert not spec.HasField(field)
+    if where == "args":
+        assert errors == {"args": "must be JSON text"}
+    else:
         assert errors == {field: "cannot be encoded as JSON: nested too deeply"}
 
 
-def test_raw_values_nested_too_deeply_or_holding_themselves_are_encoded() -> None:
-    circular: list[Any] = [1]
-    circular.append(circular)
-    for value in (_deep_list(100_000), circular, {"k": _deep_list(5000)}):
-        spec = spec_for("add", bogus=value)
-        assert isinstance(json.loads(spec.raw_fields["bogus"]), str)
-
-
-def test_a_repr_that_raises_still_encodes() -> None:
+def test_bad_values_nested_too_deeply_or_holding_themselves_are_plain_errors() -> None:
     class Odd:
         def __repr__(self) -> str:
             raise RuntimeError("no")
 
-    assert json.loads(_requests.encode_raw(Odd())).startswith("<Odd ")
+    circular: list[Any] = [1]
+    circular.append(circular)
+    for value in (_deep_list(100_000), circular, {"k": _deep_list(5000)}, Odd()):
+        assert errors_for(bogus=value, timeout=value) == {
+            "bogus": "unknown field", "timeout": "must be an integer"}
 
 
 @pytest.mark.parametrize("when", [
     datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
     datetime(9999, 12, 31, 23, 0, tzinfo=timezone(-timedelta(hours=5))),
 ])
-def test_a_time_outside_the_utc_calendar_goes_to_raw_fields_not_an_overflow(
+def test_a_time_outside_the_utc_calendar_is_a_client_error_not_an_overflow(
     when: datetime,
 ) -> None:
-    spec = spec_for("add", start_time=when)
-    assert not spec.HasField("start_time") and set(spec.raw_fields) == {"start_time"}
+    spec, errors = _requests.task_spec_from_call("add", None, None, {"start_time": when})
+    assert not spec.HasField("start_time") and errors == {"start_time": "must be a timestamp"}
 
 
 def test_a_deeply_nested_stored_result_or_args_is_read_without_raising() -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 
 import pytest
+from google.protobuf import struct_pb2
 
+from taskgrid.coordinator.servicers import convert
 from taskgrid.coordinator.validation import validate_task
+from taskgrid.v1 import common_pb2
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -52,12 +57,96 @@ def test_empty_function_name_is_an_error():
     assert "function_name" in errors
 
 
-def test_raw_fields_are_reported_by_kind():
-    _, errors = validate_task({"function_name": "f"},
-                              {"status": '"X"', "nope": "1", "timeout": '"abc"'}, NOW)
-    assert errors["status"].startswith("read-only")
-    assert errors["nope"] == "unknown field"
-    assert errors["timeout"] == "must be an integer"
+# -- args_value / vars_value: the protobuf forms of args and vars (TaskSpec has no raw_fields)
+
+
+def _checked(**spec):
+    fields, found = convert.spec_fields(common_pb2.TaskSpec(function_name="add", **spec))
+    return validate_task(fields, found, NOW, max_args_bytes=1000)
+
+
+def _list(*items):
+    value = struct_pb2.ListValue()
+    value.extend(items)
+    return value
+
+
+def _struct(**items):
+    value = struct_pb2.Struct()
+    value.update(items)
+    return value
+
+
+def test_errors_found_reading_the_request_are_reported_with_the_rest():
+    _, errors = validate_task({"function_name": "f", "timeout": 0, "args": "[1,"},
+                              {"args": "give args or args_value, not both"}, NOW)
+    assert errors == {"timeout": "must be greater than or equal to 1",
+                      "args": "give args or args_value, not both"}
+
+
+def test_args_value_becomes_the_json_text_with_integral_numbers_as_ints():
+    row, errors = _checked(args_value=_list(1, 2.0, 2.5, "x", None, True, [3.0], {"k": -4.0}),
+                           vars_value=_struct(a=1, b={"c": [1.5]}))
+    assert errors == {}
+    assert row["args"] == '[1, 2, 2.5, "x", null, true, [3], {"k": -4}]'
+    assert json.loads(row["vars"]) == {"a": 1, "b": {"c": [1.5]}}
+    assert type(json.loads(row["vars"])["a"]) is int
+
+
+def test_empty_values_are_empty_args_and_vars():
+    args = struct_pb2.ListValue()
+    spec = common_pb2.TaskSpec(function_name="add", vars_value=struct_pb2.Struct())
+    spec.args_value.CopyFrom(args)
+    row, errors = validate_task(*convert.spec_fields(spec), NOW)
+    assert errors == {} and (row["args"], row["vars"]) == ("[]", "{}")
+
+
+def test_integers_beyond_two_to_the_53_stay_doubles():
+    # a double is no exact integer there: such numbers must use the JSON text form
+    row, _ = _checked(args_value=_list(2.0**53, 2.0**60, 1e300))
+    assert json.loads(row["args"]) == [2**53, 2.0**60, 1e300]
+    assert [type(v) for v in json.loads(row["args"])] == [int, float, float]
+
+
+@pytest.mark.parametrize("field", ["args", "vars"])
+def test_both_forms_of_one_field_are_a_field_error(field):
+    value = {"args_value": _list(1)} if field == "args" else {"vars_value": _struct(a=1)}
+    row, errors = _checked(**{field: "[1]" if field == "args" else '{"a": 1}'}, **value)
+    assert row is None and errors == {field: f"give {field} or {field}_value, not both"}
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_in_values_are_field_errors(number):
+    row, errors = _checked(args_value=_list(1, [number]))
+    assert row is None and errors == {"args": "args_value: numbers must be finite"}
+    _, errors = _checked(vars_value=_struct(a=number))
+    assert errors == {"vars": "vars_value: numbers must be finite"}
+
+
+def test_nested_values_decode_and_the_depth_guard_names_the_field():
+    # protobuf itself refuses messages nested about 50 JSON levels deep; the guard stops the
+    # decoder before Python's recursion limit whatever protobuf allows
+    value = struct_pb2.ListValue()
+    for _ in range(40):
+        outer = struct_pb2.ListValue()
+        outer.values.add().list_value.CopyFrom(value)
+        value = outer
+    row, errors = _checked(args_value=value)
+    assert errors == {} and row["args"] == _nested(41)
+    assert convert._from_list(_list([1]), 100) == (None, "nested more than 100 levels deep")
+    assert convert._from_list(_list(1), 100) == ([1], None)
+
+
+def test_the_args_size_limit_counts_values_as_their_json_text():
+    _, errors = _checked(args_value=_list("x" * 600), vars_value=_struct(k="y" * 600))
+    assert set(errors) == {"args"} and "--max-args-bytes" in errors["args"]
+    row, errors = _checked(args_value=_list("x" * 400), vars_value=_struct(k="y" * 400))
+    assert errors == {} and row is not None
+
+
+def test_nul_characters_in_values_are_escaped_as_in_json_text():
+    row, errors = _checked(args_value=_list("a\x00b"))
+    assert errors == {} and json.loads(row["args"]) == ["a\x00b"]
 
 
 def test_nul_characters_are_field_errors():
