@@ -8,17 +8,18 @@ Usage: .venv/bin/python bench/compare.py [--tasks N] [--rounds R] [--only SYSTEM
 
 Workload: N trivial tasks, 2 worker processes, one producer, all on this machine (loopback).
 Systems: taskgrid on SQLite and on PostgreSQL (coordinator + 2 workers x C slots), Celery 5
-with a Redis broker and no result backend in its two pools (prefork: one worker with 2
-children; solo: two worker processes), Huey with SqliteHuey and a consumer of 2 worker
-processes (`-k process -w 2`), and the gRPC floor (bench/peers/floor_server.py: QueueTask
-answered by the same grpcio with no work behind it). Phases (each on fresh processes, so the
-coordinator's shutdown counters belong to one phase): burn-down with batch enqueue, burn-down
-with one enqueue call per task, queue-to-start latency of single tasks with idle gaps, 50
-concurrent producers, and (taskgrid and the floor only) the same producers with no worker,
-for the cost of a QueueTask call alone. Rounds are interleaved (round r runs every system
-once, the order rotated by r) and every figure printed is the median over rounds.
-bench/README.md says what each figure means; bench/peers/ holds the task modules, the client
-driver and the process handling.
+with a Redis broker and no result backend (a Redis one in the round-trip phase only) in its two
+pools (prefork: one worker with 2 children; solo: two worker processes), Huey with SqliteHuey
+and a consumer of 2 worker processes (`-k process -w 2`), and the gRPC floor
+(bench/peers/floor_server.py: QueueTask answered by the same grpcio with no work behind it).
+Phases (each on fresh processes, so the coordinator's shutdown counters belong to one phase):
+burn-down with batch enqueue, burn-down with one enqueue call per task, queue-to-start latency
+of single tasks with idle gaps, 50 concurrent producers, (taskgrid and the floor only) the same
+producers with no worker, for the cost of a QueueTask call alone, and the round trip of one
+task (queue it, then block on the system's own result call) with the same idle gaps as the
+latency phase. Rounds are interleaved (round r runs every system once, the order rotated by r)
+and every figure printed is the median over rounds. bench/README.md says what each figure
+means; bench/peers/ holds the task modules, the client driver and the process handling.
 
 First run: makes the peers' venv (bench/peers/.venv, from bench/peers/requirements.txt),
 installs Debian's redis-server with apt-get when it is missing (as root), and finds the
@@ -59,14 +60,17 @@ REQUIREMENTS = HERE / "peers" / "requirements.txt"
 STAMP = systems.PEERS_VENV / ".compare-requirements.sha256"
 
 PHASES: dict[str, list[str]] = {
-    "taskgrid": ["burn_batch", "burn_single", "latency", "producers", "enqueue_only"],
+    "taskgrid": ["burn_batch", "burn_single", "latency", "producers", "enqueue_only",
+                 "roundtrip"],
     "taskgrid-pg": ["burn_batch"],
-    "celery-prefork": ["burn_batch", "burn_single", "latency", "producers"],
-    "celery-solo": ["burn_batch", "burn_single", "latency", "producers"],
-    "huey": ["burn_batch", "burn_single", "latency", "producers"],
+    "celery-prefork": ["burn_batch", "burn_single", "latency", "producers", "roundtrip"],
+    "celery-solo": ["burn_batch", "burn_single", "latency", "producers", "roundtrip"],
+    "huey": ["burn_batch", "burn_single", "latency", "producers", "roundtrip"],
     "grpc-floor": ["enqueue_only"],
 }
-ALL_PHASES = ("burn_batch", "burn_single", "latency", "producers", "enqueue_only")
+ALL_PHASES = ("burn_batch", "burn_single", "latency", "producers", "enqueue_only", "roundtrip")
+#: round trips the driver makes before GO (bench/peers/driver.py ROUNDTRIP_WARMUP)
+ROUNDTRIP_WARMUP = 5
 PEERS = ("celery-prefork", "celery-solo", "huey")
 CELERY = ("celery-prefork", "celery-solo")
 #: RPCs only the bench makes (its wait for the workers to register), left out of the counts.
@@ -137,6 +141,7 @@ def tasks_queued(phase: str, cfg: dict[str, Any]) -> int:
     warm = 20
     return {"burn_batch": warm + cfg["n"], "burn_single": warm + cfg["n"],
             "latency": warm + cfg["samples"],
+            "roundtrip": warm + ROUNDTRIP_WARMUP + cfg["samples"],
             "producers": warm + cfg["producers"] + cfg["n"],
             "enqueue_only": cfg["producers"] + cfg["n"]}[phase]
 
@@ -241,6 +246,13 @@ def figures(phase: str, r: dict[str, Any], args: argparse.Namespace) -> dict[str
         if s:
             out.update(p50=percentile(s, 50), p95=percentile(s, 95), p99=percentile(s, 99),
                        max=max(s), lost=r["lost"])
+    elif phase == "roundtrip":
+        s, k = r["samples_ms"], max(1, len(r["samples_ms"]))
+        out.update(lost=r["lost"], wrong=r["wrong"], coord_us=r["coord_cpu_s"] / k * 1e6,
+                   server_us=r["server_cpu_s"] / k * 1e6, client_us=r["driver_cpu_s"] / k * 1e6)
+        if s:  # round trips/s: one client's back-to-back rate at these times (gaps left out)
+            out.update(p50=percentile(s, 50), p99=percentile(s, 99), max=max(s),
+                       rt_per_s=len(s) / (sum(s) / 1000.0))
     else:
         d = r["durations_ms"]
         out.update(calls_per_s=r["calls_per_s"], call_p50=percentile(d, 50),
@@ -250,7 +262,7 @@ def figures(phase: str, r: dict[str, Any], args: argparse.Namespace) -> dict[str
                        coord_us=r["coord_cpu_s"] / n * 1e6, server_us=r["server_cpu_s"] / n * 1e6)
         else:
             out.update(coord_us_per_call=r["coord_cpu_s"] / r["calls"] * 1e6)
-    if phase != "latency":
+    if phase not in ("latency", "roundtrip"):
         out["client_us"] = r["driver_cpu_s"] / n * 1e6
     out["foreign_cores"] = r["foreign_cores"]
     c = r.get("counters") or {}
@@ -287,6 +299,9 @@ ROWS = [  # (phase, figure, label, higher is better, decimals)
     ("producers", "call_p50", "50 producers: enqueue call p50 (ms)", False, 2),
     ("producers", "call_p99", "50 producers: enqueue call p99 (ms)", False, 2),
     ("producers", "e2e_rate", "50 producers: tasks/s, first call to last completion", True, 0),
+    ("roundtrip", "p50", "round trip, queue one + wait for its result, p50 (ms)", False, 2),
+    ("roundtrip", "p99", "round trip, queue one + wait for its result, p99 (ms)", False, 2),
+    ("roundtrip", "rt_per_s", "round trips/s (1 / mean round trip)", True, 0),
     ("burn_batch", "server_us", "CPU of all server processes per task, batch burn-down (us)",
      False, 0),
     ("burn_batch", "client_us", "producer CPU per task, batch burn-down (us)", False, 0),
@@ -335,7 +350,8 @@ def report(m: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
                f"wall {info['wall']}")
     out.append(f"taskgrid measured: {info.get('code', 'not run')}; bench at {info['commit']}")
     out.append(f"workload: {args.tasks} trivial tasks per burn-down (batches of {args.batch}), "
-               f"{args.samples} latency samples with {args.gap_s * 1000:.0f} ms idle gaps, "
+               f"{args.samples} latency (and round-trip) samples with "
+               f"{args.gap_s * 1000:.0f} ms idle gaps, "
                f"{args.producers} producers in {args.producer_procs} processes; "
                f"taskgrid workers 2 x {args.tg_concurrency} slots; figures are medians of "
                f"rounds")
@@ -417,8 +433,10 @@ def report(m: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
     out.append(table(["target", "goal", "measured", "result"], targets(m)))
     errors = [f"  {s} {p} round {i + 1}: {r['error']}" for s, ph in raw.items()
               for p, rs in ph.items() for i, r in enumerate(rs) if "error" in r]
-    lost = [f"  {s} latency: {int(f['lost'])} lost samples (median)" for s in present
-            if (f := m.get(s, {}).get("latency")) and f.get("lost")]
+    lost = [f"  {s} {p}: {int(f['lost'])} lost samples (median)" for s in present
+            for p in ("latency", "roundtrip") if (f := m.get(s, {}).get(p)) and f.get("lost")]
+    lost += [f"  {s} roundtrip: {int(f['wrong'])} wrong results (median)" for s in present
+             if (f := m.get(s, {}).get("roundtrip")) and f.get("wrong")]
     errs = [f"  {s} {p}: {int(f['errors'])} failed enqueue calls (median)" for s in present
             for p in ("producers", "enqueue_only") if (f := m.get(s, {}).get(p)) and
             f.get("errors")]
@@ -483,8 +501,10 @@ def parse_args() -> argparse.Namespace:
                    help=f"run only this system (repeatable): {', '.join(systems.SYSTEMS)}")
     p.add_argument("--phase", action="append", choices=ALL_PHASES,
                    help="run only this phase (repeatable)")
-    p.add_argument("--samples", type=int, default=200, help="latency samples per round")
-    p.add_argument("--gap-s", type=float, default=0.05, help="idle gap before each sample")
+    p.add_argument("--samples", type=int, default=200,
+                   help="latency samples, and round trips, per round")
+    p.add_argument("--gap-s", type=float, default=0.05,
+                   help="idle gap before each latency sample and each round trip")
     p.add_argument("--producers", type=int, default=50)
     p.add_argument("--producer-procs", type=int, default=5,
                    help="processes the producers are spread over (threads within)")
@@ -567,7 +587,8 @@ def main() -> int:
                     brief = r.get("error") or " ".join(
                         f"{k}={v:.4g}" for k, v in f.items()
                         if k in ("rate", "p50", "p99", "calls_per_s", "call_p99", "coord_us",
-                                 "coord_us_per_call", "e2e_rate", "foreign_cores"))
+                                 "coord_us_per_call", "e2e_rate", "foreign_cores", "rt_per_s",
+                                 "lost", "wrong"))
                     log(f"round {rnd + 1}/{args.rounds} {system:14} {phase:12} "
                         f"{time.monotonic() - t0:5.1f} s  {brief}")
     finally:

@@ -4,7 +4,8 @@
     python bench/peers/driver.py --produce CONFIG_JSON   (one producer process, internal)
 
 The same code measures every system, through a small adapter per system (`Taskgrid`, `Celery`,
-`Huey`: enqueue one, enqueue a batch, enqueue a latency probe, count completions). Protocol
+`Huey`: enqueue one, enqueue a batch, enqueue a latency probe, count completions, queue one
+task and wait for its result). Protocol
 with compare.py: the driver warms the system up, prints `READY`, waits for `GO` on stdin (so
 compare.py can read the servers' CPU counters at that instant), runs the phase and prints one
 line `RESULT {json}`. Every wait is bounded by the config's `timeout_s`.
@@ -21,6 +22,12 @@ Phases:
   whole burst and each call's duration; then wait for the tasks to complete.
 - `enqueue_only`: the same burst with no worker running (taskgrid only: the coordinator's
   cost of a QueueTask call alone).
+- `roundtrip`: `samples` times, `gap_s` of idle first (as in `latency`), queue one `add(i, 1)`
+  and block on the system's own way of getting a result (taskgrid `Scheduler.result`, Celery
+  `AsyncResult.get` on its Redis result backend, Huey `Result.get(blocking=True)`); each round
+  trip is perf_counter from just before the enqueue call to the result in hand, and the value
+  is checked (i + 1). A timed-out or failed wait is `lost`, a wrong value `wrong`; neither is a
+  sample.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 POLL_S = 0.02
 WARMUP_TASKS = 20
 SAMPLE_TIMEOUT_S = 5.0
+ROUNDTRIP_WARMUP = 5  # round trips before GO: the result path's connections are made
 
 
 class Timeout(Exception):
@@ -87,6 +95,12 @@ class Taskgrid:
         if r.errors:
             raise RuntimeError(f"queue_task: {r.errors}")
 
+    def roundtrip(self, i: int, timeout_s: float) -> Any:
+        r = self.s.queue_task("add", pargs=[i, 1])
+        if r.errors:
+            raise RuntimeError(f"queue_task: {r.errors}")
+        return self.s.result(r.id, timeout=timeout_s)  # WaitTask: answered when the task ends
+
     def done(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(self._count).scalar_one())
@@ -129,6 +143,11 @@ class Celery(_RedisCounted):
     def probe(self, i: int, port: int) -> None:
         self.tasks.lat.delay(i, port)
 
+    def roundtrip(self, i: int, timeout_s: float) -> Any:
+        # the Redis result backend (COMPARE_CELERY_RESULTS, roundtrip phase only): delay()
+        # subscribes to the task's result channel, get() waits for its message
+        return self.tasks.add.delay(i, 1).get(timeout=timeout_s)
+
 
 class Huey(_RedisCounted):
     def __init__(self, cfg: dict[str, Any], counting: bool = True) -> None:
@@ -151,6 +170,10 @@ class Huey(_RedisCounted):
 
     def probe(self, i: int, port: int) -> None:
         self.tasks.lat(i, port)
+
+    def roundtrip(self, i: int, timeout_s: float) -> Any:
+        # SqliteHuey's wait_result polls the result table (50 ms first, then x1.15 each time)
+        return self.tasks.add(i, 1).get(blocking=True, timeout=timeout_s)
 
     def durability(self) -> str:
         """The pragmas of a connection made as the consumer's are (same module, same file)."""
@@ -238,6 +261,39 @@ def latency(client: Any, cfg: dict[str, Any]) -> dict[str, Any]:
                 break
     sock.close()
     return {"samples_ms": samples, "lost": lost}
+
+
+def roundtrip(client: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    warm_up(client, cfg)
+    for k in range(ROUNDTRIP_WARMUP):
+        i = -1000 - k
+        if client.roundtrip(i, cfg["timeout_s"]) != i + 1:
+            raise RuntimeError("roundtrip warm-up: wrong result")
+    samples: list[float] = []
+    lost = wrong = 0
+    failures: dict[str, int] = {}
+    await_go()
+    phase_deadline = time.monotonic() + cfg["timeout_s"]
+    for i in range(cfg["samples"]):
+        if time.monotonic() > phase_deadline:
+            lost += cfg["samples"] - i
+            break
+        time.sleep(cfg["gap_s"])  # the same idle gap as the latency phase
+        t0 = time.perf_counter()
+        try:
+            value = client.roundtrip(i, SAMPLE_TIMEOUT_S)
+        except Exception as exc:  # a timeout or a failed task: counted, the phase goes on
+            lost += 1
+            name = type(exc).__name__
+            failures[name] = failures.get(name, 0) + 1
+            continue
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        if value != i + 1:
+            wrong += 1
+            continue
+        samples.append(elapsed_ms)
+    return {"samples_ms": samples, "lost": lost, "wrong": wrong, "failures": failures,
+            "warmup_roundtrips": ROUNDTRIP_WARMUP}
 
 
 def producers(kind: str, client: Any, cfg: dict[str, Any], drain: bool) -> dict[str, Any]:
@@ -348,6 +404,8 @@ def main() -> None:
             result = burn(client, cfg, batched=phase == "burn_batch")
         elif phase == "latency":
             result = latency(client, cfg)
+        elif phase == "roundtrip":
+            result = roundtrip(client, cfg)
         elif phase == "producers":
             result = producers(kind, client, cfg, drain=True)
         elif phase == "enqueue_only":

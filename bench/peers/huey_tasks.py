@@ -4,7 +4,8 @@
 setting (it sets no `synchronous` pragma, so SQLite's default FULL applies: the WAL is
 fsynced on every commit) and "off" passes `fsync=False` (synchronous=OFF). A task that returns
 None stores no result, so `noop` counts itself in the bench's Redis (one INCR), as the Celery
-one does.
+one does. `add` returns a value, which Huey stores in the same SQLite file (its result
+store, on by default) for the round-trip phase's `result.get(blocking=True)`.
 """
 
 from __future__ import annotations
@@ -48,3 +49,8 @@ def lat(i: int, port: int) -> None:
     if _udp is None:
         _udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     _udp.sendto(f"{i} {started!r}".encode(), ("127.0.0.1", port))
+
+
+@huey.task()
+def add(i: int, j: int) -> int:
+    return i + j

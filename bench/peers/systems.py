@@ -315,6 +315,8 @@ def start(system: str, phase: str, folder: Path, *, redis: Redis | None,
             redis.flush()
             env = dict(os.environ, COMPARE_REDIS_URL=redis.url, PYTHONPATH=str(REPO),
                        COMPARE_HUEY_DB=str(folder / "huey.sqlite"), COMPARE_HUEY_FSYNC=huey_fsync)
+            if phase == "roundtrip":  # Celery's Redis result backend, for this phase only
+                env["COMPARE_CELERY_RESULTS"] = "1"
             run.env = env
             run.config["redis_url"] = redis.url
             celery = [str(PEERS_VENV / "bin" / "celery"), "-A", "bench.peers.celery_tasks",

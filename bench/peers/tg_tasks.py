@@ -22,4 +22,9 @@ def lat(i: int, port: int) -> None:
     _udp.sendto(f"{i} {started!r}".encode(), ("127.0.0.1", port))
 
 
-tasks = {"noop": noop, "lat": lat}
+def add(i: int, j: int) -> int:
+    """The round-trip phase's task: the client waits for its result (stored with the run)."""
+    return i + j
+
+
+tasks = {"noop": noop, "lat": lat, "add": add}
