@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 #: ids a response lists at most (the count is always exact)
 MAX_IDS = 1000
+#: tasks one call may name by reference (all of them in one transaction)
+MAX_REFS = 1000
 
 Ref = int | str  # an id or a uuid
 

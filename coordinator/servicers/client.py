@@ -189,6 +189,9 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
 
     def _selector(self, sel: client_pb2.TaskSelector,
                   context: grpc.aio.ServicerContext) -> housekeeping.Selector:
+        if len(sel.refs) > housekeeping.MAX_REFS:
+            raise InvalidRequestError("select.refs", f"at most {housekeeping.MAX_REFS} tasks "
+                                      "by reference per call; use a filter for more")
         refs: list[housekeeping.Ref] = []
         for i, ref in enumerate(sel.refs):
             try:

@@ -161,6 +161,7 @@ def test_selectors_are_checked_and_bad_input_changes_nothing(coordinator, client
             client_pb2.TaskSelector(refs=[client_pb2.TaskRef()]),
             client_pb2.TaskSelector(statuses=[99]),
             client_pb2.TaskSelector(group_name="a\x00b"),
+            client_pb2.TaskSelector(refs=[client_pb2.TaskRef(id=i + 1) for i in range(1001)]),
         ]
         for sel in cases:
             with pytest.raises(grpc.RpcError) as info:
