@@ -302,6 +302,8 @@ ROWS = [  # (phase, figure, label, higher is better, decimals)
     ("roundtrip", "p50", "round trip, queue one + wait for its result, p50 (ms)", False, 2),
     ("roundtrip", "p99", "round trip, queue one + wait for its result, p99 (ms)", False, 2),
     ("roundtrip", "rt_per_s", "round trips/s (1 / mean round trip)", True, 0),
+    ("roundtrip", "server_us", "CPU of all server processes per round trip, gaps included (us)",
+     False, 0),
     ("burn_batch", "server_us", "CPU of all server processes per task, batch burn-down (us)",
      False, 0),
     ("burn_batch", "client_us", "producer CPU per task, batch burn-down (us)", False, 0),
