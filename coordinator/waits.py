@@ -1,7 +1,7 @@
 """WaitTask: answer when a task ends, at no database cost while it waits.
 
 A waiter subscribes to the task's feed (events.TaskFeed, without output) and
-reads the task once, then sleeps until an event says the task moved to a
+reads the task once (twice when named by uuid), then sleeps until an event says the task moved to a
 terminal status, or that it must look again (a notification from another
 coordinator, a listener reconnect, a deletion). Status events for a
 non-terminal move (a repeat queued again, a retry) cost nothing.
@@ -33,16 +33,21 @@ WAIT_POLL_S = 5.0
 
 
 async def wait(rt: Runtime, ref: tasks.Ref, timeout_s: float) -> tuple[bool, tasks.TaskView]:
-    """(ended, the task with its latest run) once it ends or `timeout_s` has passed."""
-    view = await tasks.get(rt, ref, all_runs=False)
-    if view.task["status"] in TERMINAL_TASK_STATUSES or timeout_s <= 0:
-        return view.task["status"] in TERMINAL_TASK_STATUSES, view
-    task_id = view.task["id"]
+    """(ended, the task with its latest run) once it ends or `timeout_s` has passed.
+
+    By id, the waiter subscribes first and reads once; by uuid it reads once to learn
+    the id, and again after subscribing, so an end in between is never missed.
+    """
+    task_id = ref[0]
+    if task_id is None:
+        view = await tasks.get(rt, ref, all_runs=False)
+        if view.task["status"] in TERMINAL_TASK_STATUSES or timeout_s <= 0:
+            return view.task["status"] in TERMINAL_TASK_STATUSES, view
+        task_id = view.task["id"]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     queue = rt.feed.subscribe(task_id, output=False)
     try:
-        # Read again now that events are caught: the task may have ended in between.
         view = await tasks.get(rt, (task_id, None), all_runs=False)
         while view.task["status"] not in TERMINAL_TASK_STATUSES:
             event = await _next(queue, deadline - loop.time())

@@ -55,11 +55,12 @@ class WorkerMetrics:
     def finished(self, result: RunResult) -> None:
         """A run ended (any outcome)."""
         task = result.task
-        self.runs.labels(task.function_name, result.outcome.value).inc()
         with self._lock:
             began = self._started.pop(task.key, None)
         if began is not None:
             self.run_seconds.labels(task.function_name).observe(time.monotonic() - began)
+        # Counted after the duration: a scrape that sees the run counted sees its duration too.
+        self.runs.labels(task.function_name, result.outcome.value).inc()
 
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT, port 0 picks one); returns the port."""

@@ -179,8 +179,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         left = context.time_remaining()
         if not timeout:
             timeout = waits.DEFAULT_WAIT_S if left is None else min(left, waits.MAX_WAIT_S)
-        if left is not None:
-            timeout = min(timeout, max(0.0, left - 0.05))  # answer before the deadline
+        if left is not None:  # answer before the deadline, with room for the way back
+            timeout = min(timeout, max(0.0, left - min(0.5, max(0.05, 0.2 * left))))
         done, view = await waits.wait(self.rt, convert.task_ref(request.ref), timeout)
         reply = client_pb2.WaitTaskResponse(done=done, task=convert.task_to_proto(view.task))
         if view.runs:

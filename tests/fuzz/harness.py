@@ -48,7 +48,7 @@ DOCUMENTED = frozenset({Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAI
                         Code.ALREADY_EXISTS, Code.OUT_OF_RANGE, Code.PERMISSION_DENIED,
                         Code.UNAUTHENTICATED, Code.ABORTED})
 #: Calls that may wait (long-poll, stream): they get a short deadline, which may expire.
-LONG_POLLS = {("worker", "Lease"), ("client", "WatchTask")}
+LONG_POLLS = {("worker", "Lease"), ("client", "WatchTask"), ("client", "WaitTask")}
 CALL_TIMEOUT_S = 20.0
 LONG_POLL_TIMEOUT_S = 0.5
 #: an InvalidRequestError's details: "field: message", the field a dotted/indexed path
