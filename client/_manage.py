@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -24,7 +24,17 @@ from .errors import (
     TaskStoppedError,
     TaskTimedOutError,
 )
-from .records import ChangedResult, TaskStatus, TaskStatusResult, UpdateResult, decode_result
+from .records import (
+    ChangedResult,
+    JobView,
+    MinuteCount,
+    StatsResult,
+    StatusCount,
+    TaskStatus,
+    TaskStatusResult,
+    UpdateResult,
+    decode_result,
+)
 
 #: the longest one WaitTask call waits; longer waits call again
 WAIT_SLICE_S = 60.0
@@ -160,3 +170,26 @@ def updated(response: Any) -> UpdateResult:
     if response.errors:
         return UpdateResult(task=None, errors=dict(response.errors))
     return UpdateResult(task=_convert.task_from_proto(response.task))
+
+
+def stats(response: Any) -> StatsResult:
+    """A GetStatsResponse -> StatsResult."""
+    return StatsResult(
+        counts=tuple(StatusCount(_convert.task_status_from_proto(c.status), str(c.group_name),
+                                 int(c.count)) for c in response.counts),
+        last_hour=tuple(MinuteCount(m.minute.ToDatetime(tzinfo=UTC), int(m.completed),
+                                    int(m.failed), int(m.other)) for m in response.last_hour),
+        oldest_due=(_convert.task_from_proto(response.oldest_due)
+                    if response.HasField("oldest_due") else None),
+        computed_at=(response.computed_at.ToDatetime(tzinfo=UTC)
+                     if response.HasField("computed_at") else None))
+
+
+def job(response: Any) -> JobView:
+    """A GetJobResponse -> JobView."""
+    met = list(response.edge_met) + [False] * (len(response.edges) - len(response.edge_met))
+    return JobView(
+        job_name=str(response.job_name),
+        tasks=tuple(_convert.task_from_proto(t) for t in response.tasks),
+        edges=tuple((int(e.task.task_id), int(e.waits_for.task_id), bool(m))
+                    for e, m in zip(response.edges, met, strict=True)))

@@ -304,6 +304,51 @@ class UpdateResult:
     """Field name -> message; empty on success."""
 
 
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    """How many tasks of one group are in one status."""
+
+    status: TaskStatus
+    group_name: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCount:
+    """Tasks that ended in one minute, by how they ended."""
+
+    minute: datetime
+    """The minute's start (UTC)."""
+    completed: int
+    failed: int
+    """FAILED or TIMEOUT."""
+    other: int
+    """STOPPED or EXPIRED."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatsResult:
+    """What ``stats`` answers (the coordinator shares one answer for 2 s)."""
+
+    counts: tuple[StatusCount, ...]
+    last_hour: tuple[MinuteCount, ...]
+    """60 minutes, oldest first, the current one last."""
+    oldest_due: TaskRecord | None
+    """The enabled QUEUED task due longest ago, or None."""
+    computed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What ``get_job`` answers: a job graph's tasks and edges."""
+
+    job_name: str
+    tasks: tuple[TaskRecord, ...]
+    """Every task with an edge, by id."""
+    edges: tuple[tuple[int, int, bool], ...]
+    """(task id, id of the task it waits for, met: that one COMPLETED for good)."""
+
+
 TaskEvent: TypeAlias = TaskRecord | OutputChunk
 """One event of `Scheduler.watch`: a task snapshot or a piece of output."""
 

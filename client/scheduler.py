@@ -34,8 +34,10 @@ from ._channel import TlsConfig
 from .errors import NotFoundError, ProtocolError, WaitTimeoutError
 from .records import (
     ChangedResult,
+    JobView,
     QueueResult,
     RunRecord,
+    StatsResult,
     TaskEvent,
     TaskRecord,
     TaskStatus,
@@ -423,8 +425,13 @@ class Scheduler:
         function_name: str | None = None,
         task_name: str | None = None,
         limit: int | None = 100,
+        *,
+        uuid: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        oldest_first: bool = False,
     ) -> list[TaskRecord]:
-        """Tasks matching every given filter, newest first.
+        """Tasks matching every given filter, newest first (or oldest first).
 
         Args:
             status: One status or several; None for any.
@@ -432,6 +439,10 @@ class Scheduler:
             function_name: Only this function.
             task_name: Only this task name.
             limit: At most this many tasks; None for all of them.
+            uuid: Only the task with this uuid.
+            created_after: Only tasks queued at or after this time.
+            created_before: Only tasks queued before this time.
+            oldest_first: By id ascending instead of newest first.
 
         Raises:
             ValueError: A status name is not a `TaskStatus`.
@@ -447,7 +458,12 @@ class Scheduler:
             group_name=group_name or "",
             function_name=function_name or "",
             task_name=task_name or "",
+            uuid=uuid or "",
+            oldest_first=oldest_first,
         )
+        for name, value in (("created_after", created_after), ("created_before", created_before)):
+            if value is not None:
+                getattr(request, name).FromDatetime(_convert.as_utc(value))
         tasks: list[TaskRecord] = []
         while limit is None or len(tasks) < limit:
             want = _MAX_PAGE_SIZE if limit is None else limit - len(tasks)
@@ -548,6 +564,30 @@ class Scheduler:
             NotFoundError: No such task.
         """
         return _manage.result_of(self.wait(ref, timeout))
+
+    def stats(self) -> StatsResult:
+        """Counts by status and group, ends per minute over the last hour, the oldest due task."""
+        response = self._unary(lambda stubs: stubs.tasks.GetStats(
+            client_pb2.GetStatsRequest(), timeout=self.timeout_s))
+        return _manage.stats(response)
+
+    def get_job(self, job_name: str | None = None, *, task: TaskRef | None = None) -> JobView:
+        """A job graph (`JobGraph`): by its name, or by one of its tasks' id.
+
+        Raises:
+            NotFoundError: No such job, or the task is in no job.
+        """
+        if (job_name is None) == (task is None):
+            raise TypeError("give a job_name or task=, not both")
+        request = client_pb2.GetJobRequest()
+        if job_name is not None:
+            request.job_name = job_name
+        elif isinstance(task, int) and not isinstance(task, bool):
+            request.task_id = task
+        else:
+            raise TypeError("task= is a task id (int)")
+        return _manage.job(self._unary(
+            lambda stubs: stubs.tasks.GetJob(request, timeout=self.timeout_s)))
 
     # --- housekeeping --------------------------------------------------------------------
 

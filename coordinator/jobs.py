@@ -14,10 +14,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from taskgrid.coordinator.errors import DuplicateUuidError
+from taskgrid.coordinator.errors import DuplicateUuidError, TaskNotFoundError
 from taskgrid.coordinator.lifecycle import TaskStatus
 from taskgrid.coordinator.runtime import Runtime
-from taskgrid.coordinator.store import Tx
+from taskgrid.coordinator.store import Row, Tx
 from taskgrid.coordinator.tasks import Queued, validated
 
 logger = logging.getLogger(__name__)
@@ -112,3 +112,27 @@ async def queue_job(
     layers, _ = layers_of(n, [(t[1], w[1]) for t, w in edges if w[0] == "index"])
     return JobAnswer([Queued(id=i, uuid=r["uuid"]) for i, r in zip(ids, rows, strict=True)],
                      {}, [[ids[i] for i in layer] for layer in layers])
+
+
+#: a GetJob answer lists at most this many edges, and the tasks they name
+MAX_JOB_EDGES = 5000
+MAX_JOB_TASKS = 1000
+
+
+async def get_job(rt: Runtime, job_name: str | None, task_id: int | None
+                  ) -> tuple[str, list[Row], list[Row]]:
+    """(job name, its tasks by id, its edges) by name or by one of its tasks."""
+    def read(tx: Tx) -> tuple[str | None, list[Row], list[Row]]:
+        name = job_name if job_name is not None else tx.job_of(int(task_id or 0))
+        if name is None:
+            return None, [], []
+        edges = tx.job_edges(name, MAX_JOB_EDGES)
+        ids = sorted({e["task_parent"] for e in edges} | {e["task_child"] for e in edges})
+        found = tx.tasks_by_ids(ids[:MAX_JOB_TASKS])
+        return name, [found[i] for i in sorted(found)], edges
+
+    name, rows, edges = await rt.store.run(read)
+    if name is None or not edges:
+        what = f"job {job_name!r}" if job_name is not None else f"a job with task {task_id}"
+        raise TaskNotFoundError(f"no {what}")
+    return name, rows, edges

@@ -122,6 +122,8 @@ deps = sa.Table(
     sa.Column("can_visit", sa.Boolean, nullable=False),
     sa.Index("ix_scheduler_task_deps_parent", "task_parent", "can_visit"),
     sa.Index("ix_scheduler_task_deps_child", "task_child"),
+    # 0008: a job's edges by its name (GetJob)
+    sa.Index("ix_scheduler_task_deps_job", "job_name"),
 )
 
 worker = sa.Table(

@@ -213,6 +213,20 @@ class Tx(RunRows, WorkerRows):
                                              d.can_visit.is_(False)).order_by(d.task_child)
         return list(self.conn.execute(stmt).scalars())
 
+    def job_of(self, task_id: int) -> str | None:
+        """The name of a job this task is an edge of, or None."""
+        d = schema.deps.c
+        stmt = sa.select(d.job_name).where(
+            sa.or_(d.task_parent == task_id, d.task_child == task_id)).limit(1)
+        return self.conn.execute(stmt).scalar()
+
+    def job_edges(self, job_name: str, limit: int) -> list[Row]:
+        """A job's edges (task_parent waits for task_child; can_visit once met), by id."""
+        d = schema.deps.c
+        stmt = (sa.select(d.task_parent, d.task_child, d.can_visit)
+                .where(d.job_name == job_name).order_by(d.id).limit(limit))
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
     def release_dependents(self, task_ids: Sequence[int]) -> int:
         """Mark edges waiting on these (now COMPLETED for good) tasks as met."""
         if not task_ids:
@@ -318,17 +332,56 @@ class Tx(RunRows, WorkerRows):
 
     def list_tasks(
         self, statuses: Sequence[str], filters: Mapping[str, str], before_id: int | None,
-        limit: int,
+        limit: int, created: tuple[Any, Any] = (None, None), oldest_first: bool = False,
     ) -> list[Row]:
-        """Tasks matching the filters, newest first, keyset-paged by id."""
+        """Tasks matching the filters, newest (or oldest) first, keyset-paged by id.
+
+        `before_id` is the page token: ids below it (above it when `oldest_first`).
+        `created` is a [from, to) range of created_at, either end open when None.
+        """
         t = schema.task.c
         conds: list[Any] = [getattr(t, k) == v for k, v in filters.items() if v]
         if statuses:
             conds.append(t.status.in_(statuses))
         if before_id is not None:
-            conds.append(t.id < before_id)
-        stmt = sa.select(schema.task).where(*conds).order_by(t.id.desc()).limit(limit)
+            conds.append(t.id > before_id if oldest_first else t.id < before_id)
+        if created[0] is not None:
+            conds.append(t.created_at >= to_db(created[0]))
+        if created[1] is not None:
+            conds.append(t.created_at < to_db(created[1]))
+        order = t.id.asc() if oldest_first else t.id.desc()
+        stmt = sa.select(schema.task).where(*conds).order_by(order).limit(limit)
         return [row_of(r, TASK_TIMES) for r in self.conn.execute(stmt).mappings()]
+
+    def count_by_status_and_group(self) -> list[tuple[str, str, int]]:
+        """(status, group_name, count) of every status and group that has tasks."""
+        t = schema.task.c
+        stmt = sa.select(t.status, t.group_name, sa.func.count()).group_by(
+            t.status, t.group_name)
+        return [(str(a), str(b), int(c)) for a, b, c in self.conn.execute(stmt)]
+
+    def ended_per_minute(self, since: Any) -> list[tuple[str, str, int]]:
+        """("YYYY-MM-DD HH:MM" in UTC, status, count) of tasks ended at or after `since`.
+
+        Counted in the database (one row per minute and status), on the finished_at index.
+        """
+        t = schema.task.c
+        if self.is_postgres:
+            minute: Any = sa.func.to_char(t.finished_at, "YYYY-MM-DD HH24:MI")
+        else:  # SQLite stores naive UTC datetimes as ISO text
+            minute = sa.func.substr(t.finished_at, 1, 16)
+        stmt = (sa.select(minute, t.status, sa.func.count())
+                .where(t.finished_at >= to_db(since)).group_by(minute, t.status))
+        return [(str(m), str(st), int(n)) for m, st, n in self.conn.execute(stmt)]
+
+    def oldest_due_task(self, now: Any) -> Row | None:
+        """The enabled QUEUED task due longest ago, or None."""
+        t = schema.task.c
+        stmt = (sa.select(schema.task).where(
+            t.status == TaskStatus.QUEUED.value, t.enabled.is_(True),
+            t.next_run_time <= to_db(now)).order_by(t.next_run_time, t.id).limit(1))
+        r = self.conn.execute(stmt).mappings().first()
+        return row_of(r, TASK_TIMES) if r else None
 
     def select_tasks(self, refs: Sequence[int | str], statuses: Sequence[str],
                      filters: Mapping[str, str], finished_before: Any, limit: int,

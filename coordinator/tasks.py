@@ -171,11 +171,13 @@ def waiting_reason(rt: Runtime, task: Row) -> str:
 
 
 async def list_tasks(rt: Runtime, statuses: Sequence[str], filters: Mapping[str, str],
-                     page_size: int, page_token: str) -> tuple[list[Row], str]:
-    """A page of tasks, newest first, and the token of the next page ('' at the end)."""
+                     page_size: int, page_token: str, created: tuple[Any, Any] = (None, None),
+                     oldest_first: bool = False) -> tuple[list[Row], str]:
+    """A page of tasks, newest (or oldest) first, and the next page's token ('' at the end)."""
     limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     before = int(page_token) if page_token else None
-    rows = await rt.store.run(lambda tx: tx.list_tasks(statuses, filters, before, limit + 1))
+    rows = await rt.store.run(lambda tx: tx.list_tasks(statuses, filters, before, limit + 1,
+                                                       created, oldest_first))
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, str(rows[-1]["id"]) if more else ""

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from taskgrid import tracing
-from taskgrid.coordinator import auth, housekeeping, jobs, tasks, waits, watch
+from taskgrid.coordinator import auth, housekeeping, jobs, stats, tasks, waits, watch
 from taskgrid.coordinator.errors import InvalidRequestError, PermissionDeniedError
 from taskgrid.coordinator.runtime import Runtime
 from taskgrid.coordinator.servicers import convert, status
@@ -56,6 +56,7 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._stats = stats.StatsCache()
 
     @status.unary
     async def QueueTask(self, request: client_pb2.QueueTaskRequest,
@@ -133,12 +134,14 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         statuses = [convert.status_name(s, common_pb2.TaskStatus, "TASK_STATUS_",
                                         f"statuses[{i}]") for i, s in enumerate(request.statuses)]
         filters = {"group_name": request.group_name, "function_name": request.function_name,
-                   "task_name": request.task_name}
+                   "task_name": request.task_name, "uuid": request.uuid}
         for key, value in filters.items():
             if "\x00" in value:
                 raise InvalidRequestError(key, "must not contain NUL characters")
+        created = tuple(self._time(request, name) for name in ("created_after",
+                                                                "created_before"))
         rows, token = await tasks.list_tasks(self.rt, statuses, filters, request.page_size,
-                                             page_token)
+                                             page_token, created, request.oldest_first)
         # A page ends early rather than exceed the message limit (tasks with big args).
         page: list[Any] = []
         budget = self._reply_budget()
@@ -150,6 +153,50 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
                 break
             page.append(task)
         return client_pb2.ListTasksResponse(tasks=page, next_page_token=token)
+
+    @staticmethod
+    def _time(request: Any, name: str) -> Any:
+        if not request.HasField(name):
+            return None
+        try:
+            return convert.from_ts(getattr(request, name))
+        except (ValueError, OverflowError) as exc:
+            raise InvalidRequestError(name, "not a valid timestamp") from exc
+
+    @status.unary
+    async def GetStats(self, request: client_pb2.GetStatsRequest,
+                       context: grpc.aio.ServicerContext) -> client_pb2.GetStatsResponse:
+        """Counts for dashboards (shared for stats.CACHE_S)."""
+        got = await self._stats.get(self.rt)
+        reply = client_pb2.GetStatsResponse(
+            counts=[client_pb2.StatusCount(status=convert.task_status(st), group_name=g,
+                                           count=n) for st, g, n in got.counts],
+            last_hour=[client_pb2.MinuteCount(minute=convert.ts(m.start), completed=m.completed,
+                                              failed=m.failed, other=m.other)
+                       for m in got.last_hour],
+            computed_at=convert.ts(got.computed_at))
+        if got.oldest_due is not None:
+            reply.oldest_due.CopyFrom(convert.task_to_proto(got.oldest_due))
+        return reply
+
+    @status.unary
+    async def GetJob(self, request: client_pb2.GetJobRequest,
+                     context: grpc.aio.ServicerContext) -> client_pb2.GetJobResponse:
+        """A job graph's tasks and edges."""
+        which = request.WhichOneof("job")
+        if which is None:
+            raise InvalidRequestError("job", "give a job_name or a task_id")
+        if which == "job_name" and ("\x00" in request.job_name or not request.job_name):
+            raise InvalidRequestError("job_name", "must be a non-empty name, no NUL")
+        name, rows, edges = await jobs.get_job(
+            self.rt, request.job_name if which == "job_name" else None,
+            request.task_id if which == "task_id" else None)
+        ref = client_pb2.JobRef
+        return client_pb2.GetJobResponse(
+            job_name=name, tasks=[convert.task_to_proto(r) for r in rows],
+            edges=[client_pb2.JobEdge(task=ref(task_id=e["task_parent"]),
+                                      waits_for=ref(task_id=e["task_child"])) for e in edges],
+            edge_met=[bool(e["can_visit"]) for e in edges])
 
     @status.unary
     async def StopTask(self, request: client_pb2.StopTaskRequest,

@@ -19,7 +19,8 @@ EXPECTED_ALL = {
     # records and statuses
     "TaskRecord", "RunRecord", "WorkerRecord", "OutputChunk", "QueueResult", "TaskStatusResult",
     "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus", "CommandSpec", "ChangedResult",
-    "UpdateResult",
+    "UpdateResult", "StatsResult", "StatusCount", "MinuteCount",
+    "JobView",
     # errors
     "TaskgridError", "NotFoundError", "InvalidArgumentError", "AlreadyExistsError",
     "FailedPreconditionError", "AbortedError", "PermissionDeniedError", "UnauthenticatedError",
@@ -33,7 +34,7 @@ EXPECTED_SCHEDULER_METHODS = {
     "queue_task", "queue_command", "queue_tasks", "task_status", "stop_task", "resume",
     "disable", "terminate", "kill", "get_workers", "runs", "explain", "waiting_for",
     "list_tasks", "watch", "close", "wait", "result", "requeue", "enable_tasks",
-    "disable_tasks", "update_task", "delete_tasks",
+    "disable_tasks", "update_task", "delete_tasks", "stats", "get_job",
 }
 
 EXPECTED_JOBGRAPH_MEMBERS = {
@@ -44,7 +45,8 @@ EXPECTED_JOBTASK_MEMBERS = {"job", "index", "function_name", "id", "uuid"}
 RECORDS = [
     client.TaskRecord, client.RunRecord, client.WorkerRecord, client.OutputChunk,
     client.QueueResult, client.TaskStatusResult, client.CommandSpec, client.ChangedResult,
-    client.UpdateResult,
+    client.UpdateResult, client.StatsResult, client.StatusCount, client.MinuteCount,
+    client.JobView,
 ]
 
 FORBIDDEN = ("_pb2", "grpc", "protobuf")
@@ -123,7 +125,8 @@ def test_tls_config_is_a_frozen_dataclass_of_paths() -> None:
         ("kill", ["self", "group_names", "worker_name"]),
         ("runs", ["self", "ref"]),
         ("queue_tasks", ["self", "tasks"]),
-        ("list_tasks", ["self", "status", "group_name", "function_name", "task_name", "limit"]),
+        ("list_tasks", ["self", "status", "group_name", "function_name", "task_name", "limit",
+                        "uuid", "created_after", "created_before", "oldest_first"]),
         ("watch", ["self", "ref"]),
         ("explain", ["self", "ref"]),
         ("waiting_for", ["self", "ref"]),

@@ -215,20 +215,86 @@ class TasksChangedResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ..., task_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("statuses", "group_name", "function_name", "task_name", "page_size", "page_token")
+    __slots__ = ("statuses", "group_name", "function_name", "task_name", "page_size", "page_token", "uuid", "created_after", "created_before", "oldest_first")
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     statuses: _containers.RepeatedScalarFieldContainer[_common_pb2.TaskStatus]
     group_name: str
     function_name: str
     task_name: str
     page_size: int
     page_token: str
-    def __init__(self, statuses: _Optional[_Iterable[_Union[_common_pb2.TaskStatus, str]]] = ..., group_name: _Optional[str] = ..., function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    uuid: str
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    oldest_first: bool
+    def __init__(self, statuses: _Optional[_Iterable[_Union[_common_pb2.TaskStatus, str]]] = ..., group_name: _Optional[str] = ..., function_name: _Optional[str] = ..., task_name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., uuid: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., oldest_first: _Optional[bool] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_name", "task_id")
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    job_name: str
+    task_id: int
+    def __init__(self, job_name: _Optional[str] = ..., task_id: _Optional[int] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job_name", "tasks", "edges", "edge_met")
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    EDGE_MET_FIELD_NUMBER: _ClassVar[int]
+    job_name: str
+    tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]
+    edges: _containers.RepeatedCompositeFieldContainer[JobEdge]
+    edge_met: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, job_name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.Task, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[JobEdge, _Mapping]]] = ..., edge_met: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusCount(_message.Message):
+    __slots__ = ("status", "group_name", "count")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    status: _common_pb2.TaskStatus
+    group_name: str
+    count: int
+    def __init__(self, status: _Optional[_Union[_common_pb2.TaskStatus, str]] = ..., group_name: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class MinuteCount(_message.Message):
+    __slots__ = ("minute", "completed", "failed", "other")
+    MINUTE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    minute: _timestamp_pb2.Timestamp
+    completed: int
+    failed: int
+    other: int
+    def __init__(self, minute: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., other: _Optional[int] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("counts", "last_hour", "oldest_due", "computed_at")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HOUR_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_DUE_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_AT_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedCompositeFieldContainer[StatusCount]
+    last_hour: _containers.RepeatedCompositeFieldContainer[MinuteCount]
+    oldest_due: _common_pb2.Task
+    computed_at: _timestamp_pb2.Timestamp
+    def __init__(self, counts: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., last_hour: _Optional[_Iterable[_Union[MinuteCount, _Mapping]]] = ..., oldest_due: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
     __slots__ = ("tasks", "next_page_token")

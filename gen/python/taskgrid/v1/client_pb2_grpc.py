@@ -94,6 +94,16 @@ class ClientServiceStub:
                 request_serializer=taskgrid_dot_v1_dot_client__pb2.DeleteTasksRequest.SerializeToString,
                 response_deserializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/taskgrid.v1.ClientService/GetStats',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/taskgrid.v1.ClientService/GetJob',
+                request_serializer=taskgrid_dot_v1_dot_client__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=taskgrid_dot_v1_dot_client__pb2.GetJobResponse.FromString,
+                _registered_method=True)
 
 
 class ClientServiceServicer:
@@ -193,6 +203,23 @@ class ClientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Counts for dashboards: tasks by status and group, tasks ended per minute over
+        the last hour, the oldest due task. Computed at most every 2 s and shared by
+        every caller meanwhile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """A job graph: its tasks and edges, by job name or by one of its tasks. NOT_FOUND
+        when no job has that name or the task is in no job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +282,16 @@ def add_ClientServiceServicer_to_server(servicer, server):
                     servicer.DeleteTasks,
                     request_deserializer=taskgrid_dot_v1_dot_client__pb2.DeleteTasksRequest.FromString,
                     response_serializer=taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.GetStatsRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=taskgrid_dot_v1_dot_client__pb2.GetJobRequest.FromString,
+                    response_serializer=taskgrid_dot_v1_dot_client__pb2.GetJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -581,6 +618,60 @@ class ClientService:
             '/taskgrid.v1.ClientService/DeleteTasks',
             taskgrid_dot_v1_dot_client__pb2.DeleteTasksRequest.SerializeToString,
             taskgrid_dot_v1_dot_client__pb2.TasksChangedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/GetStats',
+            taskgrid_dot_v1_dot_client__pb2.GetStatsRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgrid.v1.ClientService/GetJob',
+            taskgrid_dot_v1_dot_client__pb2.GetJobRequest.SerializeToString,
+            taskgrid_dot_v1_dot_client__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1258,8 +1258,12 @@ type ListTasksRequest struct {
 	GroupName     string                 `protobuf:"bytes,2,opt,name=group_name,json=groupName,proto3" json:"group_name,omitempty"`
 	FunctionName  string                 `protobuf:"bytes,3,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
 	TaskName      string                 `protobuf:"bytes,4,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
-	PageSize      int32                  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`   // default 100, at most 1000
-	PageToken     string                 `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"` // from the previous page
+	PageSize      int32                  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`               // default 100, at most 1000
+	PageToken     string                 `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`             // from the previous page
+	Uuid          string                 `protobuf:"bytes,7,opt,name=uuid,proto3" json:"uuid,omitempty"`                                        // only the task with this uuid
+	CreatedAfter  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`    // queued at or after this time
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"` // queued before this time
+	OldestFirst   bool                   `protobuf:"varint,10,opt,name=oldest_first,json=oldestFirst,proto3" json:"oldest_first,omitempty"`     // by id ascending instead of newest first
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1336,6 +1340,418 @@ func (x *ListTasksRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListTasksRequest) GetUuid() string {
+	if x != nil {
+		return x.Uuid
+	}
+	return ""
+}
+
+func (x *ListTasksRequest) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *ListTasksRequest) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+func (x *ListTasksRequest) GetOldestFirst() bool {
+	if x != nil {
+		return x.OldestFirst
+	}
+	return false
+}
+
+type GetJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Job:
+	//
+	//	*GetJobRequest_JobName
+	//	*GetJobRequest_TaskId
+	Job           isGetJobRequest_Job `protobuf_oneof:"job"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobRequest) Reset() {
+	*x = GetJobRequest{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobRequest) ProtoMessage() {}
+
+func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
+func (*GetJobRequest) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetJobRequest) GetJob() isGetJobRequest_Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *GetJobRequest) GetJobName() string {
+	if x != nil {
+		if x, ok := x.Job.(*GetJobRequest_JobName); ok {
+			return x.JobName
+		}
+	}
+	return ""
+}
+
+func (x *GetJobRequest) GetTaskId() int64 {
+	if x != nil {
+		if x, ok := x.Job.(*GetJobRequest_TaskId); ok {
+			return x.TaskId
+		}
+	}
+	return 0
+}
+
+type isGetJobRequest_Job interface {
+	isGetJobRequest_Job()
+}
+
+type GetJobRequest_JobName struct {
+	JobName string `protobuf:"bytes,1,opt,name=job_name,json=jobName,proto3,oneof"`
+}
+
+type GetJobRequest_TaskId struct {
+	TaskId int64 `protobuf:"varint,2,opt,name=task_id,json=taskId,proto3,oneof"`
+}
+
+func (*GetJobRequest_JobName) isGetJobRequest_Job() {}
+
+func (*GetJobRequest_TaskId) isGetJobRequest_Job() {}
+
+type GetJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobName       string                 `protobuf:"bytes,1,opt,name=job_name,json=jobName,proto3" json:"job_name,omitempty"`
+	Tasks         []*Task                `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`                            // every task with an edge, by id (at most 1000)
+	Edges         []*JobEdge             `protobuf:"bytes,3,rep,name=edges,proto3" json:"edges,omitempty"`                            // JobRef.task_id on both ends (at most 5000)
+	EdgeMet       []bool                 `protobuf:"varint,4,rep,packed,name=edge_met,json=edgeMet,proto3" json:"edge_met,omitempty"` // per edge: its prerequisite COMPLETED for good
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobResponse) Reset() {
+	*x = GetJobResponse{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobResponse) ProtoMessage() {}
+
+func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
+func (*GetJobResponse) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetJobResponse) GetJobName() string {
+	if x != nil {
+		return x.JobName
+	}
+	return ""
+}
+
+func (x *GetJobResponse) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *GetJobResponse) GetEdges() []*JobEdge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *GetJobResponse) GetEdgeMet() []bool {
+	if x != nil {
+		return x.EdgeMet
+	}
+	return nil
+}
+
+type GetStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsRequest) Reset() {
+	*x = GetStatsRequest{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsRequest) ProtoMessage() {}
+
+func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetStatsRequest) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{24}
+}
+
+// How many tasks of one group are in one status.
+type StatusCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        TaskStatus             `protobuf:"varint,1,opt,name=status,proto3,enum=taskgrid.v1.TaskStatus" json:"status,omitempty"`
+	GroupName     string                 `protobuf:"bytes,2,opt,name=group_name,json=groupName,proto3" json:"group_name,omitempty"`
+	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusCount) Reset() {
+	*x = StatusCount{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusCount) ProtoMessage() {}
+
+func (x *StatusCount) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusCount.ProtoReflect.Descriptor instead.
+func (*StatusCount) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *StatusCount) GetStatus() TaskStatus {
+	if x != nil {
+		return x.Status
+	}
+	return TaskStatus_TASK_STATUS_UNSPECIFIED
+}
+
+func (x *StatusCount) GetGroupName() string {
+	if x != nil {
+		return x.GroupName
+	}
+	return ""
+}
+
+func (x *StatusCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// Tasks that ended in one minute, by how they ended.
+type MinuteCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Minute        *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=minute,proto3" json:"minute,omitempty"` // its start
+	Completed     int64                  `protobuf:"varint,2,opt,name=completed,proto3" json:"completed,omitempty"`
+	Failed        int64                  `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"` // FAILED or TIMEOUT
+	Other         int64                  `protobuf:"varint,4,opt,name=other,proto3" json:"other,omitempty"`   // STOPPED or EXPIRED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MinuteCount) Reset() {
+	*x = MinuteCount{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MinuteCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MinuteCount) ProtoMessage() {}
+
+func (x *MinuteCount) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MinuteCount.ProtoReflect.Descriptor instead.
+func (*MinuteCount) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *MinuteCount) GetMinute() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Minute
+	}
+	return nil
+}
+
+func (x *MinuteCount) GetCompleted() int64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *MinuteCount) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *MinuteCount) GetOther() int64 {
+	if x != nil {
+		return x.Other
+	}
+	return 0
+}
+
+type GetStatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Counts        []*StatusCount         `protobuf:"bytes,1,rep,name=counts,proto3" json:"counts,omitempty"`
+	LastHour      []*MinuteCount         `protobuf:"bytes,2,rep,name=last_hour,json=lastHour,proto3" json:"last_hour,omitempty"`    // 60 minutes, oldest first, the current one last
+	OldestDue     *Task                  `protobuf:"bytes,3,opt,name=oldest_due,json=oldestDue,proto3" json:"oldest_due,omitempty"` // QUEUED, enabled, due longest ago; unset if none
+	ComputedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=computed_at,json=computedAt,proto3" json:"computed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsResponse) Reset() {
+	*x = GetStatsResponse{}
+	mi := &file_taskgrid_v1_client_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsResponse) ProtoMessage() {}
+
+func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskgrid_v1_client_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetStatsResponse) Descriptor() ([]byte, []int) {
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetStatsResponse) GetCounts() []*StatusCount {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetLastHour() []*MinuteCount {
+	if x != nil {
+		return x.LastHour
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetOldestDue() *Task {
+	if x != nil {
+		return x.OldestDue
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetComputedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputedAt
+	}
+	return nil
+}
+
 type ListTasksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tasks         []*Task                `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
@@ -1346,7 +1762,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[22]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1774,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[22]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1787,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{22}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -1397,7 +1813,7 @@ type StopTaskRequest struct {
 
 func (x *StopTaskRequest) Reset() {
 	*x = StopTaskRequest{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[23]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1825,7 @@ func (x *StopTaskRequest) String() string {
 func (*StopTaskRequest) ProtoMessage() {}
 
 func (x *StopTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[23]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1838,7 @@ func (x *StopTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopTaskRequest.ProtoReflect.Descriptor instead.
 func (*StopTaskRequest) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StopTaskRequest) GetRef() *TaskRef {
@@ -1443,7 +1859,7 @@ type StopTaskResponse struct {
 
 func (x *StopTaskResponse) Reset() {
 	*x = StopTaskResponse{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[24]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1871,7 @@ func (x *StopTaskResponse) String() string {
 func (*StopTaskResponse) ProtoMessage() {}
 
 func (x *StopTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[24]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1884,7 @@ func (x *StopTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopTaskResponse.ProtoReflect.Descriptor instead.
 func (*StopTaskResponse) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StopTaskResponse) GetStopped() bool {
@@ -1501,7 +1917,7 @@ type WatchTaskRequest struct {
 
 func (x *WatchTaskRequest) Reset() {
 	*x = WatchTaskRequest{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[25]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1929,7 @@ func (x *WatchTaskRequest) String() string {
 func (*WatchTaskRequest) ProtoMessage() {}
 
 func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[25]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1942,7 @@ func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
 func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchTaskRequest) GetRef() *TaskRef {
@@ -1550,7 +1966,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_taskgrid_v1_client_proto_msgTypes[26]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1978,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_taskgrid_v1_client_proto_msgTypes[26]
+	mi := &file_taskgrid_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1991,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_taskgrid_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TaskEvent) GetEvent() isTaskEvent_Event {
@@ -1707,7 +2123,7 @@ const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\x06select\x18\x01 \x01(\v2\x19.taskgrid.v1.TaskSelectorR\x06select\"G\n" +
 	"\x14TasksChangedResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12\x19\n" +
-	"\btask_ids\x18\x02 \x03(\x03R\ataskIds\"\xe4\x01\n" +
+	"\btask_ids\x18\x02 \x03(\x03R\ataskIds\"\x9f\x03\n" +
 	"\x10ListTasksRequest\x123\n" +
 	"\bstatuses\x18\x01 \x03(\x0e2\x17.taskgrid.v1.TaskStatusR\bstatuses\x12\x1d\n" +
 	"\n" +
@@ -1716,7 +2132,39 @@ const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\ttask_name\x18\x04 \x01(\tR\btaskName\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tR\tpageToken\"d\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12\x12\n" +
+	"\x04uuid\x18\a \x01(\tR\x04uuid\x12?\n" +
+	"\rcreated_after\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12!\n" +
+	"\foldest_first\x18\n" +
+	" \x01(\bR\voldestFirst\"N\n" +
+	"\rGetJobRequest\x12\x1b\n" +
+	"\bjob_name\x18\x01 \x01(\tH\x00R\ajobName\x12\x19\n" +
+	"\atask_id\x18\x02 \x01(\x03H\x00R\x06taskIdB\x05\n" +
+	"\x03job\"\x9b\x01\n" +
+	"\x0eGetJobResponse\x12\x19\n" +
+	"\bjob_name\x18\x01 \x01(\tR\ajobName\x12'\n" +
+	"\x05tasks\x18\x02 \x03(\v2\x11.taskgrid.v1.TaskR\x05tasks\x12*\n" +
+	"\x05edges\x18\x03 \x03(\v2\x14.taskgrid.v1.JobEdgeR\x05edges\x12\x19\n" +
+	"\bedge_met\x18\x04 \x03(\bR\aedgeMet\"\x11\n" +
+	"\x0fGetStatsRequest\"s\n" +
+	"\vStatusCount\x12/\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x17.taskgrid.v1.TaskStatusR\x06status\x12\x1d\n" +
+	"\n" +
+	"group_name\x18\x02 \x01(\tR\tgroupName\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\x8d\x01\n" +
+	"\vMinuteCount\x122\n" +
+	"\x06minute\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06minute\x12\x1c\n" +
+	"\tcompleted\x18\x02 \x01(\x03R\tcompleted\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\x03R\x06failed\x12\x14\n" +
+	"\x05other\x18\x04 \x01(\x03R\x05other\"\xea\x01\n" +
+	"\x10GetStatsResponse\x120\n" +
+	"\x06counts\x18\x01 \x03(\v2\x18.taskgrid.v1.StatusCountR\x06counts\x125\n" +
+	"\tlast_hour\x18\x02 \x03(\v2\x18.taskgrid.v1.MinuteCountR\blastHour\x120\n" +
+	"\n" +
+	"oldest_due\x18\x03 \x01(\v2\x11.taskgrid.v1.TaskR\toldestDue\x12;\n" +
+	"\vcomputed_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"computedAt\"d\n" +
 	"\x11ListTasksResponse\x12'\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x11.taskgrid.v1.TaskR\x05tasks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"9\n" +
@@ -1731,7 +2179,7 @@ const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\tTaskEvent\x12'\n" +
 	"\x04task\x18\x01 \x01(\v2\x11.taskgrid.v1.TaskH\x00R\x04task\x122\n" +
 	"\x06output\x18\x02 \x01(\v2\x18.taskgrid.v1.OutputChunkH\x00R\x06outputB\a\n" +
-	"\x05event2\xaf\a\n" +
+	"\x05event2\xbb\b\n" +
 	"\rClientService\x12J\n" +
 	"\tQueueTask\x12\x1d.taskgrid.v1.QueueTaskRequest\x1a\x1e.taskgrid.v1.QueueTaskResponse\x12M\n" +
 	"\n" +
@@ -1746,7 +2194,9 @@ const file_taskgrid_v1_client_proto_rawDesc = "" +
 	"\x0fSetTasksEnabled\x12#.taskgrid.v1.SetTasksEnabledRequest\x1a!.taskgrid.v1.TasksChangedResponse\x12M\n" +
 	"\n" +
 	"UpdateTask\x12\x1e.taskgrid.v1.UpdateTaskRequest\x1a\x1f.taskgrid.v1.UpdateTaskResponse\x12Q\n" +
-	"\vDeleteTasks\x12\x1f.taskgrid.v1.DeleteTasksRequest\x1a!.taskgrid.v1.TasksChangedResponseB1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3"
+	"\vDeleteTasks\x12\x1f.taskgrid.v1.DeleteTasksRequest\x1a!.taskgrid.v1.TasksChangedResponse\x12G\n" +
+	"\bGetStats\x12\x1c.taskgrid.v1.GetStatsRequest\x1a\x1d.taskgrid.v1.GetStatsResponse\x12A\n" +
+	"\x06GetJob\x12\x1a.taskgrid.v1.GetJobRequest\x1a\x1b.taskgrid.v1.GetJobResponseB1Z/taskgrid.local/worker/gen/taskgridv1;taskgridv1b\x06proto3"
 
 var (
 	file_taskgrid_v1_client_proto_rawDescOnce sync.Once
@@ -1760,7 +2210,7 @@ func file_taskgrid_v1_client_proto_rawDescGZIP() []byte {
 	return file_taskgrid_v1_client_proto_rawDescData
 }
 
-var file_taskgrid_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_taskgrid_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_taskgrid_v1_client_proto_goTypes = []any{
 	(*TaskRef)(nil),                // 0: taskgrid.v1.TaskRef
 	(*QueueTaskRequest)(nil),       // 1: taskgrid.v1.QueueTaskRequest
@@ -1784,87 +2234,107 @@ var file_taskgrid_v1_client_proto_goTypes = []any{
 	(*DeleteTasksRequest)(nil),     // 19: taskgrid.v1.DeleteTasksRequest
 	(*TasksChangedResponse)(nil),   // 20: taskgrid.v1.TasksChangedResponse
 	(*ListTasksRequest)(nil),       // 21: taskgrid.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),      // 22: taskgrid.v1.ListTasksResponse
-	(*StopTaskRequest)(nil),        // 23: taskgrid.v1.StopTaskRequest
-	(*StopTaskResponse)(nil),       // 24: taskgrid.v1.StopTaskResponse
-	(*WatchTaskRequest)(nil),       // 25: taskgrid.v1.WatchTaskRequest
-	(*TaskEvent)(nil),              // 26: taskgrid.v1.TaskEvent
-	nil,                            // 27: taskgrid.v1.QueueTaskResponse.ErrorsEntry
-	nil,                            // 28: taskgrid.v1.QueueJobResponse.ErrorsEntry
-	nil,                            // 29: taskgrid.v1.UpdateTaskResponse.ErrorsEntry
-	(*TaskSpec)(nil),               // 30: taskgrid.v1.TaskSpec
-	(*Task)(nil),                   // 31: taskgrid.v1.Task
-	(*Run)(nil),                    // 32: taskgrid.v1.Run
-	(TaskStatus)(0),                // 33: taskgrid.v1.TaskStatus
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 35: google.protobuf.FieldMask
-	(*OutputChunk)(nil),            // 36: taskgrid.v1.OutputChunk
+	(*GetJobRequest)(nil),          // 22: taskgrid.v1.GetJobRequest
+	(*GetJobResponse)(nil),         // 23: taskgrid.v1.GetJobResponse
+	(*GetStatsRequest)(nil),        // 24: taskgrid.v1.GetStatsRequest
+	(*StatusCount)(nil),            // 25: taskgrid.v1.StatusCount
+	(*MinuteCount)(nil),            // 26: taskgrid.v1.MinuteCount
+	(*GetStatsResponse)(nil),       // 27: taskgrid.v1.GetStatsResponse
+	(*ListTasksResponse)(nil),      // 28: taskgrid.v1.ListTasksResponse
+	(*StopTaskRequest)(nil),        // 29: taskgrid.v1.StopTaskRequest
+	(*StopTaskResponse)(nil),       // 30: taskgrid.v1.StopTaskResponse
+	(*WatchTaskRequest)(nil),       // 31: taskgrid.v1.WatchTaskRequest
+	(*TaskEvent)(nil),              // 32: taskgrid.v1.TaskEvent
+	nil,                            // 33: taskgrid.v1.QueueTaskResponse.ErrorsEntry
+	nil,                            // 34: taskgrid.v1.QueueJobResponse.ErrorsEntry
+	nil,                            // 35: taskgrid.v1.UpdateTaskResponse.ErrorsEntry
+	(*TaskSpec)(nil),               // 36: taskgrid.v1.TaskSpec
+	(*Task)(nil),                   // 37: taskgrid.v1.Task
+	(*Run)(nil),                    // 38: taskgrid.v1.Run
+	(TaskStatus)(0),                // 39: taskgrid.v1.TaskStatus
+	(*timestamppb.Timestamp)(nil),  // 40: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 41: google.protobuf.FieldMask
+	(*OutputChunk)(nil),            // 42: taskgrid.v1.OutputChunk
 }
 var file_taskgrid_v1_client_proto_depIdxs = []int32{
-	30, // 0: taskgrid.v1.QueueTaskRequest.task:type_name -> taskgrid.v1.TaskSpec
-	27, // 1: taskgrid.v1.QueueTaskResponse.errors:type_name -> taskgrid.v1.QueueTaskResponse.ErrorsEntry
-	30, // 2: taskgrid.v1.QueueTasksRequest.tasks:type_name -> taskgrid.v1.TaskSpec
+	36, // 0: taskgrid.v1.QueueTaskRequest.task:type_name -> taskgrid.v1.TaskSpec
+	33, // 1: taskgrid.v1.QueueTaskResponse.errors:type_name -> taskgrid.v1.QueueTaskResponse.ErrorsEntry
+	36, // 2: taskgrid.v1.QueueTasksRequest.tasks:type_name -> taskgrid.v1.TaskSpec
 	2,  // 3: taskgrid.v1.QueueTasksResponse.results:type_name -> taskgrid.v1.QueueTaskResponse
 	5,  // 4: taskgrid.v1.JobEdge.task:type_name -> taskgrid.v1.JobRef
 	5,  // 5: taskgrid.v1.JobEdge.waits_for:type_name -> taskgrid.v1.JobRef
-	30, // 6: taskgrid.v1.QueueJobRequest.tasks:type_name -> taskgrid.v1.TaskSpec
+	36, // 6: taskgrid.v1.QueueJobRequest.tasks:type_name -> taskgrid.v1.TaskSpec
 	6,  // 7: taskgrid.v1.QueueJobRequest.edges:type_name -> taskgrid.v1.JobEdge
 	2,  // 8: taskgrid.v1.QueueJobResponse.results:type_name -> taskgrid.v1.QueueTaskResponse
-	28, // 9: taskgrid.v1.QueueJobResponse.errors:type_name -> taskgrid.v1.QueueJobResponse.ErrorsEntry
+	34, // 9: taskgrid.v1.QueueJobResponse.errors:type_name -> taskgrid.v1.QueueJobResponse.ErrorsEntry
 	8,  // 10: taskgrid.v1.QueueJobResponse.layers:type_name -> taskgrid.v1.JobLayer
 	0,  // 11: taskgrid.v1.GetTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	31, // 12: taskgrid.v1.GetTaskResponse.task:type_name -> taskgrid.v1.Task
-	32, // 13: taskgrid.v1.GetTaskResponse.runs:type_name -> taskgrid.v1.Run
+	37, // 12: taskgrid.v1.GetTaskResponse.task:type_name -> taskgrid.v1.Task
+	38, // 13: taskgrid.v1.GetTaskResponse.runs:type_name -> taskgrid.v1.Run
 	0,  // 14: taskgrid.v1.WaitTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	31, // 15: taskgrid.v1.WaitTaskResponse.task:type_name -> taskgrid.v1.Task
-	32, // 16: taskgrid.v1.WaitTaskResponse.run:type_name -> taskgrid.v1.Run
+	37, // 15: taskgrid.v1.WaitTaskResponse.task:type_name -> taskgrid.v1.Task
+	38, // 16: taskgrid.v1.WaitTaskResponse.run:type_name -> taskgrid.v1.Run
 	0,  // 17: taskgrid.v1.TaskSelector.refs:type_name -> taskgrid.v1.TaskRef
-	33, // 18: taskgrid.v1.TaskSelector.statuses:type_name -> taskgrid.v1.TaskStatus
-	34, // 19: taskgrid.v1.TaskSelector.finished_before:type_name -> google.protobuf.Timestamp
+	39, // 18: taskgrid.v1.TaskSelector.statuses:type_name -> taskgrid.v1.TaskStatus
+	40, // 19: taskgrid.v1.TaskSelector.finished_before:type_name -> google.protobuf.Timestamp
 	14, // 20: taskgrid.v1.RequeueTasksRequest.select:type_name -> taskgrid.v1.TaskSelector
 	14, // 21: taskgrid.v1.SetTasksEnabledRequest.select:type_name -> taskgrid.v1.TaskSelector
 	0,  // 22: taskgrid.v1.UpdateTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	30, // 23: taskgrid.v1.UpdateTaskRequest.task:type_name -> taskgrid.v1.TaskSpec
-	35, // 24: taskgrid.v1.UpdateTaskRequest.update_mask:type_name -> google.protobuf.FieldMask
-	31, // 25: taskgrid.v1.UpdateTaskResponse.task:type_name -> taskgrid.v1.Task
-	29, // 26: taskgrid.v1.UpdateTaskResponse.errors:type_name -> taskgrid.v1.UpdateTaskResponse.ErrorsEntry
+	36, // 23: taskgrid.v1.UpdateTaskRequest.task:type_name -> taskgrid.v1.TaskSpec
+	41, // 24: taskgrid.v1.UpdateTaskRequest.update_mask:type_name -> google.protobuf.FieldMask
+	37, // 25: taskgrid.v1.UpdateTaskResponse.task:type_name -> taskgrid.v1.Task
+	35, // 26: taskgrid.v1.UpdateTaskResponse.errors:type_name -> taskgrid.v1.UpdateTaskResponse.ErrorsEntry
 	14, // 27: taskgrid.v1.DeleteTasksRequest.select:type_name -> taskgrid.v1.TaskSelector
-	33, // 28: taskgrid.v1.ListTasksRequest.statuses:type_name -> taskgrid.v1.TaskStatus
-	31, // 29: taskgrid.v1.ListTasksResponse.tasks:type_name -> taskgrid.v1.Task
-	0,  // 30: taskgrid.v1.StopTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	33, // 31: taskgrid.v1.StopTaskResponse.status:type_name -> taskgrid.v1.TaskStatus
-	0,  // 32: taskgrid.v1.WatchTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
-	31, // 33: taskgrid.v1.TaskEvent.task:type_name -> taskgrid.v1.Task
-	36, // 34: taskgrid.v1.TaskEvent.output:type_name -> taskgrid.v1.OutputChunk
-	1,  // 35: taskgrid.v1.ClientService.QueueTask:input_type -> taskgrid.v1.QueueTaskRequest
-	3,  // 36: taskgrid.v1.ClientService.QueueTasks:input_type -> taskgrid.v1.QueueTasksRequest
-	7,  // 37: taskgrid.v1.ClientService.QueueJob:input_type -> taskgrid.v1.QueueJobRequest
-	10, // 38: taskgrid.v1.ClientService.GetTask:input_type -> taskgrid.v1.GetTaskRequest
-	21, // 39: taskgrid.v1.ClientService.ListTasks:input_type -> taskgrid.v1.ListTasksRequest
-	23, // 40: taskgrid.v1.ClientService.StopTask:input_type -> taskgrid.v1.StopTaskRequest
-	25, // 41: taskgrid.v1.ClientService.WatchTask:input_type -> taskgrid.v1.WatchTaskRequest
-	12, // 42: taskgrid.v1.ClientService.WaitTask:input_type -> taskgrid.v1.WaitTaskRequest
-	15, // 43: taskgrid.v1.ClientService.RequeueTasks:input_type -> taskgrid.v1.RequeueTasksRequest
-	16, // 44: taskgrid.v1.ClientService.SetTasksEnabled:input_type -> taskgrid.v1.SetTasksEnabledRequest
-	17, // 45: taskgrid.v1.ClientService.UpdateTask:input_type -> taskgrid.v1.UpdateTaskRequest
-	19, // 46: taskgrid.v1.ClientService.DeleteTasks:input_type -> taskgrid.v1.DeleteTasksRequest
-	2,  // 47: taskgrid.v1.ClientService.QueueTask:output_type -> taskgrid.v1.QueueTaskResponse
-	4,  // 48: taskgrid.v1.ClientService.QueueTasks:output_type -> taskgrid.v1.QueueTasksResponse
-	9,  // 49: taskgrid.v1.ClientService.QueueJob:output_type -> taskgrid.v1.QueueJobResponse
-	11, // 50: taskgrid.v1.ClientService.GetTask:output_type -> taskgrid.v1.GetTaskResponse
-	22, // 51: taskgrid.v1.ClientService.ListTasks:output_type -> taskgrid.v1.ListTasksResponse
-	24, // 52: taskgrid.v1.ClientService.StopTask:output_type -> taskgrid.v1.StopTaskResponse
-	26, // 53: taskgrid.v1.ClientService.WatchTask:output_type -> taskgrid.v1.TaskEvent
-	13, // 54: taskgrid.v1.ClientService.WaitTask:output_type -> taskgrid.v1.WaitTaskResponse
-	20, // 55: taskgrid.v1.ClientService.RequeueTasks:output_type -> taskgrid.v1.TasksChangedResponse
-	20, // 56: taskgrid.v1.ClientService.SetTasksEnabled:output_type -> taskgrid.v1.TasksChangedResponse
-	18, // 57: taskgrid.v1.ClientService.UpdateTask:output_type -> taskgrid.v1.UpdateTaskResponse
-	20, // 58: taskgrid.v1.ClientService.DeleteTasks:output_type -> taskgrid.v1.TasksChangedResponse
-	47, // [47:59] is the sub-list for method output_type
-	35, // [35:47] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	39, // 28: taskgrid.v1.ListTasksRequest.statuses:type_name -> taskgrid.v1.TaskStatus
+	40, // 29: taskgrid.v1.ListTasksRequest.created_after:type_name -> google.protobuf.Timestamp
+	40, // 30: taskgrid.v1.ListTasksRequest.created_before:type_name -> google.protobuf.Timestamp
+	37, // 31: taskgrid.v1.GetJobResponse.tasks:type_name -> taskgrid.v1.Task
+	6,  // 32: taskgrid.v1.GetJobResponse.edges:type_name -> taskgrid.v1.JobEdge
+	39, // 33: taskgrid.v1.StatusCount.status:type_name -> taskgrid.v1.TaskStatus
+	40, // 34: taskgrid.v1.MinuteCount.minute:type_name -> google.protobuf.Timestamp
+	25, // 35: taskgrid.v1.GetStatsResponse.counts:type_name -> taskgrid.v1.StatusCount
+	26, // 36: taskgrid.v1.GetStatsResponse.last_hour:type_name -> taskgrid.v1.MinuteCount
+	37, // 37: taskgrid.v1.GetStatsResponse.oldest_due:type_name -> taskgrid.v1.Task
+	40, // 38: taskgrid.v1.GetStatsResponse.computed_at:type_name -> google.protobuf.Timestamp
+	37, // 39: taskgrid.v1.ListTasksResponse.tasks:type_name -> taskgrid.v1.Task
+	0,  // 40: taskgrid.v1.StopTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
+	39, // 41: taskgrid.v1.StopTaskResponse.status:type_name -> taskgrid.v1.TaskStatus
+	0,  // 42: taskgrid.v1.WatchTaskRequest.ref:type_name -> taskgrid.v1.TaskRef
+	37, // 43: taskgrid.v1.TaskEvent.task:type_name -> taskgrid.v1.Task
+	42, // 44: taskgrid.v1.TaskEvent.output:type_name -> taskgrid.v1.OutputChunk
+	1,  // 45: taskgrid.v1.ClientService.QueueTask:input_type -> taskgrid.v1.QueueTaskRequest
+	3,  // 46: taskgrid.v1.ClientService.QueueTasks:input_type -> taskgrid.v1.QueueTasksRequest
+	7,  // 47: taskgrid.v1.ClientService.QueueJob:input_type -> taskgrid.v1.QueueJobRequest
+	10, // 48: taskgrid.v1.ClientService.GetTask:input_type -> taskgrid.v1.GetTaskRequest
+	21, // 49: taskgrid.v1.ClientService.ListTasks:input_type -> taskgrid.v1.ListTasksRequest
+	29, // 50: taskgrid.v1.ClientService.StopTask:input_type -> taskgrid.v1.StopTaskRequest
+	31, // 51: taskgrid.v1.ClientService.WatchTask:input_type -> taskgrid.v1.WatchTaskRequest
+	12, // 52: taskgrid.v1.ClientService.WaitTask:input_type -> taskgrid.v1.WaitTaskRequest
+	15, // 53: taskgrid.v1.ClientService.RequeueTasks:input_type -> taskgrid.v1.RequeueTasksRequest
+	16, // 54: taskgrid.v1.ClientService.SetTasksEnabled:input_type -> taskgrid.v1.SetTasksEnabledRequest
+	17, // 55: taskgrid.v1.ClientService.UpdateTask:input_type -> taskgrid.v1.UpdateTaskRequest
+	19, // 56: taskgrid.v1.ClientService.DeleteTasks:input_type -> taskgrid.v1.DeleteTasksRequest
+	24, // 57: taskgrid.v1.ClientService.GetStats:input_type -> taskgrid.v1.GetStatsRequest
+	22, // 58: taskgrid.v1.ClientService.GetJob:input_type -> taskgrid.v1.GetJobRequest
+	2,  // 59: taskgrid.v1.ClientService.QueueTask:output_type -> taskgrid.v1.QueueTaskResponse
+	4,  // 60: taskgrid.v1.ClientService.QueueTasks:output_type -> taskgrid.v1.QueueTasksResponse
+	9,  // 61: taskgrid.v1.ClientService.QueueJob:output_type -> taskgrid.v1.QueueJobResponse
+	11, // 62: taskgrid.v1.ClientService.GetTask:output_type -> taskgrid.v1.GetTaskResponse
+	28, // 63: taskgrid.v1.ClientService.ListTasks:output_type -> taskgrid.v1.ListTasksResponse
+	30, // 64: taskgrid.v1.ClientService.StopTask:output_type -> taskgrid.v1.StopTaskResponse
+	32, // 65: taskgrid.v1.ClientService.WatchTask:output_type -> taskgrid.v1.TaskEvent
+	13, // 66: taskgrid.v1.ClientService.WaitTask:output_type -> taskgrid.v1.WaitTaskResponse
+	20, // 67: taskgrid.v1.ClientService.RequeueTasks:output_type -> taskgrid.v1.TasksChangedResponse
+	20, // 68: taskgrid.v1.ClientService.SetTasksEnabled:output_type -> taskgrid.v1.TasksChangedResponse
+	18, // 69: taskgrid.v1.ClientService.UpdateTask:output_type -> taskgrid.v1.UpdateTaskResponse
+	20, // 70: taskgrid.v1.ClientService.DeleteTasks:output_type -> taskgrid.v1.TasksChangedResponse
+	27, // 71: taskgrid.v1.ClientService.GetStats:output_type -> taskgrid.v1.GetStatsResponse
+	23, // 72: taskgrid.v1.ClientService.GetJob:output_type -> taskgrid.v1.GetJobResponse
+	59, // [59:73] is the sub-list for method output_type
+	45, // [45:59] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_taskgrid_v1_client_proto_init() }
@@ -1881,7 +2351,11 @@ func file_taskgrid_v1_client_proto_init() {
 		(*JobRef_Index)(nil),
 		(*JobRef_TaskId)(nil),
 	}
-	file_taskgrid_v1_client_proto_msgTypes[26].OneofWrappers = []any{
+	file_taskgrid_v1_client_proto_msgTypes[22].OneofWrappers = []any{
+		(*GetJobRequest_JobName)(nil),
+		(*GetJobRequest_TaskId)(nil),
+	}
+	file_taskgrid_v1_client_proto_msgTypes[32].OneofWrappers = []any{
 		(*TaskEvent_Task)(nil),
 		(*TaskEvent_Output)(nil),
 	}
@@ -1891,7 +2365,7 @@ func file_taskgrid_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskgrid_v1_client_proto_rawDesc), len(file_taskgrid_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,8 @@ const (
 	ClientService_SetTasksEnabled_FullMethodName = "/taskgrid.v1.ClientService/SetTasksEnabled"
 	ClientService_UpdateTask_FullMethodName      = "/taskgrid.v1.ClientService/UpdateTask"
 	ClientService_DeleteTasks_FullMethodName     = "/taskgrid.v1.ClientService/DeleteTasks"
+	ClientService_GetStats_FullMethodName        = "/taskgrid.v1.ClientService/GetStats"
+	ClientService_GetJob_FullMethodName          = "/taskgrid.v1.ClientService/GetJob"
 )
 
 // ClientServiceClient is the client API for ClientService service.
@@ -68,6 +70,13 @@ type ClientServiceClient interface {
 	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error)
 	// Delete finished tasks with their runs and output.
 	DeleteTasks(ctx context.Context, in *DeleteTasksRequest, opts ...grpc.CallOption) (*TasksChangedResponse, error)
+	// Counts for dashboards: tasks by status and group, tasks ended per minute over
+	// the last hour, the oldest due task. Computed at most every 2 s and shared by
+	// every caller meanwhile.
+	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
+	// A job graph: its tasks and edges, by job name or by one of its tasks. NOT_FOUND
+	// when no job has that name or the task is in no job.
+	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
 }
 
 type clientServiceClient struct {
@@ -207,6 +216,26 @@ func (c *clientServiceClient) DeleteTasks(ctx context.Context, in *DeleteTasksRe
 	return out, nil
 }
 
+func (c *clientServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatsResponse)
+	err := c.cc.Invoke(ctx, ClientService_GetStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clientServiceClient) GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetJobResponse)
+	err := c.cc.Invoke(ctx, ClientService_GetJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClientServiceServer is the server API for ClientService service.
 // All implementations must embed UnimplementedClientServiceServer
 // for forward compatibility.
@@ -240,6 +269,13 @@ type ClientServiceServer interface {
 	UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error)
 	// Delete finished tasks with their runs and output.
 	DeleteTasks(context.Context, *DeleteTasksRequest) (*TasksChangedResponse, error)
+	// Counts for dashboards: tasks by status and group, tasks ended per minute over
+	// the last hour, the oldest due task. Computed at most every 2 s and shared by
+	// every caller meanwhile.
+	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
+	// A job graph: its tasks and edges, by job name or by one of its tasks. NOT_FOUND
+	// when no job has that name or the task is in no job.
+	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
 	mustEmbedUnimplementedClientServiceServer()
 }
 
@@ -285,6 +321,12 @@ func (UnimplementedClientServiceServer) UpdateTask(context.Context, *UpdateTaskR
 }
 func (UnimplementedClientServiceServer) DeleteTasks(context.Context, *DeleteTasksRequest) (*TasksChangedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteTasks not implemented")
+}
+func (UnimplementedClientServiceServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedClientServiceServer) GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetJob not implemented")
 }
 func (UnimplementedClientServiceServer) mustEmbedUnimplementedClientServiceServer() {}
 func (UnimplementedClientServiceServer) testEmbeddedByValue()                       {}
@@ -516,6 +558,42 @@ func _ClientService_DeleteTasks_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClientService_GetStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).GetStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_GetStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).GetStats(ctx, req.(*GetStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClientService_GetJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServiceServer).GetJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClientService_GetJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServiceServer).GetJob(ctx, req.(*GetJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClientService_ServiceDesc is the grpc.ServiceDesc for ClientService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -566,6 +644,14 @@ var ClientService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteTasks",
 			Handler:    _ClientService_DeleteTasks_Handler,
+		},
+		{
+			MethodName: "GetStats",
+			Handler:    _ClientService_GetStats_Handler,
+		},
+		{
+			MethodName: "GetJob",
+			Handler:    _ClientService_GetJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

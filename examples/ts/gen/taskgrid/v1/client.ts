@@ -234,6 +234,63 @@ export interface ListTasksRequest {
   pageSize: number;
   /** from the previous page */
   pageToken: string;
+  /** only the task with this uuid */
+  uuid: string;
+  /** queued at or after this time */
+  createdAfter:
+    | Date
+    | undefined;
+  /** queued before this time */
+  createdBefore:
+    | Date
+    | undefined;
+  /** by id ascending instead of newest first */
+  oldestFirst: boolean;
+}
+
+export interface GetJobRequest {
+  jobName?: string | undefined;
+  taskId?: number | undefined;
+}
+
+export interface GetJobResponse {
+  jobName: string;
+  /** every task with an edge, by id (at most 1000) */
+  tasks: Task[];
+  /** JobRef.task_id on both ends (at most 5000) */
+  edges: JobEdge[];
+  /** per edge: its prerequisite COMPLETED for good */
+  edgeMet: boolean[];
+}
+
+export interface GetStatsRequest {
+}
+
+/** How many tasks of one group are in one status. */
+export interface StatusCount {
+  status: TaskStatus;
+  groupName: string;
+  count: number;
+}
+
+/** Tasks that ended in one minute, by how they ended. */
+export interface MinuteCount {
+  /** its start */
+  minute: Date | undefined;
+  completed: number;
+  /** FAILED or TIMEOUT */
+  failed: number;
+  /** STOPPED or EXPIRED */
+  other: number;
+}
+
+export interface GetStatsResponse {
+  counts: StatusCount[];
+  /** 60 minutes, oldest first, the current one last */
+  lastHour: MinuteCount[];
+  /** QUEUED, enabled, due longest ago; unset if none */
+  oldestDue: Task | undefined;
+  computedAt: Date | undefined;
 }
 
 export interface ListTasksResponse {
@@ -2640,7 +2697,18 @@ export const TasksChangedResponse: MessageFns<TasksChangedResponse> = {
 };
 
 function createBaseListTasksRequest(): ListTasksRequest {
-  return { statuses: [], groupName: "", functionName: "", taskName: "", pageSize: 0, pageToken: "" };
+  return {
+    statuses: [],
+    groupName: "",
+    functionName: "",
+    taskName: "",
+    pageSize: 0,
+    pageToken: "",
+    uuid: "",
+    createdAfter: undefined,
+    createdBefore: undefined,
+    oldestFirst: false,
+  };
 }
 
 export const ListTasksRequest: MessageFns<ListTasksRequest> = {
@@ -2666,6 +2734,18 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(50).string(message.pageToken);
+    }
+    if (message.uuid !== "") {
+      writer.uint32(58).string(message.uuid);
+    }
+    if (message.createdAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAfter), writer.uint32(66).fork()).join();
+    }
+    if (message.createdBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdBefore), writer.uint32(74).fork()).join();
+    }
+    if (message.oldestFirst !== false) {
+      writer.uint32(80).bool(message.oldestFirst);
     }
     return writer;
   },
@@ -2741,6 +2821,38 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.uuid = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.createdAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.createdBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.oldestFirst = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2783,6 +2895,22 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      uuid: isSet(object.uuid) ? globalThis.String(object.uuid) : "",
+      createdAfter: isSet(object.createdAfter)
+        ? fromJsonTimestamp(object.createdAfter)
+        : isSet(object.created_after)
+        ? fromJsonTimestamp(object.created_after)
+        : undefined,
+      createdBefore: isSet(object.createdBefore)
+        ? fromJsonTimestamp(object.createdBefore)
+        : isSet(object.created_before)
+        ? fromJsonTimestamp(object.created_before)
+        : undefined,
+      oldestFirst: isSet(object.oldestFirst)
+        ? globalThis.Boolean(object.oldestFirst)
+        : isSet(object.oldest_first)
+        ? globalThis.Boolean(object.oldest_first)
+        : false,
     };
   },
 
@@ -2806,6 +2934,18 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.uuid !== "") {
+      obj.uuid = message.uuid;
+    }
+    if (message.createdAfter !== undefined) {
+      obj.createdAfter = message.createdAfter.toISOString();
+    }
+    if (message.createdBefore !== undefined) {
+      obj.createdBefore = message.createdBefore.toISOString();
+    }
+    if (message.oldestFirst !== false) {
+      obj.oldestFirst = message.oldestFirst;
+    }
     return obj;
   },
 
@@ -2820,6 +2960,647 @@ export const ListTasksRequest: MessageFns<ListTasksRequest> = {
     message.taskName = object.taskName ?? "";
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.uuid = object.uuid ?? "";
+    message.createdAfter = object.createdAfter ?? undefined;
+    message.createdBefore = object.createdBefore ?? undefined;
+    message.oldestFirst = object.oldestFirst ?? false;
+    return message;
+  },
+};
+
+function createBaseGetJobRequest(): GetJobRequest {
+  return { jobName: undefined, taskId: undefined };
+}
+
+export const GetJobRequest: MessageFns<GetJobRequest> = {
+  encode(message: GetJobRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobName !== undefined) {
+      writer.uint32(10).string(message.jobName);
+    }
+    if (message.taskId !== undefined) {
+      writer.uint32(16).int64(message.taskId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetJobRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetJobRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.taskId = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetJobRequest {
+    return {
+      jobName: isSet(object.jobName)
+        ? globalThis.String(object.jobName)
+        : isSet(object.job_name)
+        ? globalThis.String(object.job_name)
+        : undefined,
+      taskId: isSet(object.taskId)
+        ? globalThis.Number(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.Number(object.task_id)
+        : undefined,
+    };
+  },
+
+  toJSON(message: GetJobRequest): unknown {
+    const obj: any = {};
+    if (message.jobName !== undefined) {
+      obj.jobName = message.jobName;
+    }
+    if (message.taskId !== undefined) {
+      obj.taskId = Math.round(message.taskId);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetJobRequest>, I>>(base?: I): GetJobRequest {
+    return GetJobRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetJobRequest>, I>>(object: I): GetJobRequest {
+    const message = createBaseGetJobRequest();
+    message.jobName = object.jobName ?? undefined;
+    message.taskId = object.taskId ?? undefined;
+    return message;
+  },
+};
+
+function createBaseGetJobResponse(): GetJobResponse {
+  return { jobName: "", tasks: [], edges: [], edgeMet: [] };
+}
+
+export const GetJobResponse: MessageFns<GetJobResponse> = {
+  encode(message: GetJobResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobName !== "") {
+      writer.uint32(10).string(message.jobName);
+    }
+    for (const v of message.tasks) {
+      Task.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.edges) {
+      JobEdge.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.edgeMet.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.edgeMet) {
+        writer.bool(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetJobResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetJobResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tasks.push(Task.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.edges.push(JobEdge.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.edgeMet.push(reader.bool());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.edgeMet.push(reader.bool());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetJobResponse {
+    return {
+      jobName: isSet(object.jobName)
+        ? globalThis.String(object.jobName)
+        : isSet(object.job_name)
+        ? globalThis.String(object.job_name)
+        : "",
+      tasks: globalThis.Array.isArray(object?.tasks) ? object.tasks.map((e: any) => Task.fromJSON(e)) : [],
+      edges: globalThis.Array.isArray(object?.edges) ? object.edges.map((e: any) => JobEdge.fromJSON(e)) : [],
+      edgeMet: globalThis.Array.isArray(object?.edgeMet)
+        ? object.edgeMet.map((e: any) => globalThis.Boolean(e))
+        : globalThis.Array.isArray(object?.edge_met)
+        ? object.edge_met.map((e: any) => globalThis.Boolean(e))
+        : [],
+    };
+  },
+
+  toJSON(message: GetJobResponse): unknown {
+    const obj: any = {};
+    if (message.jobName !== "") {
+      obj.jobName = message.jobName;
+    }
+    if (message.tasks?.length) {
+      obj.tasks = message.tasks.map((e) => Task.toJSON(e));
+    }
+    if (message.edges?.length) {
+      obj.edges = message.edges.map((e) => JobEdge.toJSON(e));
+    }
+    if (message.edgeMet?.length) {
+      obj.edgeMet = message.edgeMet;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetJobResponse>, I>>(base?: I): GetJobResponse {
+    return GetJobResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetJobResponse>, I>>(object: I): GetJobResponse {
+    const message = createBaseGetJobResponse();
+    message.jobName = object.jobName ?? "";
+    message.tasks = object.tasks?.map((e) => Task.fromPartial(e)) || [];
+    message.edges = object.edges?.map((e) => JobEdge.fromPartial(e)) || [];
+    message.edgeMet = object.edgeMet?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGetStatsRequest(): GetStatsRequest {
+  return {};
+}
+
+export const GetStatsRequest: MessageFns<GetStatsRequest> = {
+  encode(_: GetStatsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetStatsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetStatsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetStatsRequest {
+    return {};
+  },
+
+  toJSON(_: GetStatsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetStatsRequest>, I>>(base?: I): GetStatsRequest {
+    return GetStatsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetStatsRequest>, I>>(_: I): GetStatsRequest {
+    const message = createBaseGetStatsRequest();
+    return message;
+  },
+};
+
+function createBaseStatusCount(): StatusCount {
+  return { status: 0, groupName: "", count: 0 };
+}
+
+export const StatusCount: MessageFns<StatusCount> = {
+  encode(message: StatusCount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== 0) {
+      writer.uint32(8).int32(message.status);
+    }
+    if (message.groupName !== "") {
+      writer.uint32(18).string(message.groupName);
+    }
+    if (message.count !== 0) {
+      writer.uint32(24).int64(message.count);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatusCount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatusCount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.groupName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.count = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StatusCount {
+    return {
+      status: isSet(object.status) ? taskStatusFromJSON(object.status) : 0,
+      groupName: isSet(object.groupName)
+        ? globalThis.String(object.groupName)
+        : isSet(object.group_name)
+        ? globalThis.String(object.group_name)
+        : "",
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+    };
+  },
+
+  toJSON(message: StatusCount): unknown {
+    const obj: any = {};
+    if (message.status !== 0) {
+      obj.status = taskStatusToJSON(message.status);
+    }
+    if (message.groupName !== "") {
+      obj.groupName = message.groupName;
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StatusCount>, I>>(base?: I): StatusCount {
+    return StatusCount.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StatusCount>, I>>(object: I): StatusCount {
+    const message = createBaseStatusCount();
+    message.status = object.status ?? 0;
+    message.groupName = object.groupName ?? "";
+    message.count = object.count ?? 0;
+    return message;
+  },
+};
+
+function createBaseMinuteCount(): MinuteCount {
+  return { minute: undefined, completed: 0, failed: 0, other: 0 };
+}
+
+export const MinuteCount: MessageFns<MinuteCount> = {
+  encode(message: MinuteCount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.minute !== undefined) {
+      Timestamp.encode(toTimestamp(message.minute), writer.uint32(10).fork()).join();
+    }
+    if (message.completed !== 0) {
+      writer.uint32(16).int64(message.completed);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(24).int64(message.failed);
+    }
+    if (message.other !== 0) {
+      writer.uint32(32).int64(message.other);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MinuteCount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMinuteCount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.minute = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.completed = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.failed = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.other = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MinuteCount {
+    return {
+      minute: isSet(object.minute) ? fromJsonTimestamp(object.minute) : undefined,
+      completed: isSet(object.completed) ? globalThis.Number(object.completed) : 0,
+      failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
+      other: isSet(object.other) ? globalThis.Number(object.other) : 0,
+    };
+  },
+
+  toJSON(message: MinuteCount): unknown {
+    const obj: any = {};
+    if (message.minute !== undefined) {
+      obj.minute = message.minute.toISOString();
+    }
+    if (message.completed !== 0) {
+      obj.completed = Math.round(message.completed);
+    }
+    if (message.failed !== 0) {
+      obj.failed = Math.round(message.failed);
+    }
+    if (message.other !== 0) {
+      obj.other = Math.round(message.other);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MinuteCount>, I>>(base?: I): MinuteCount {
+    return MinuteCount.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MinuteCount>, I>>(object: I): MinuteCount {
+    const message = createBaseMinuteCount();
+    message.minute = object.minute ?? undefined;
+    message.completed = object.completed ?? 0;
+    message.failed = object.failed ?? 0;
+    message.other = object.other ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetStatsResponse(): GetStatsResponse {
+  return { counts: [], lastHour: [], oldestDue: undefined, computedAt: undefined };
+}
+
+export const GetStatsResponse: MessageFns<GetStatsResponse> = {
+  encode(message: GetStatsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.counts) {
+      StatusCount.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.lastHour) {
+      MinuteCount.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.oldestDue !== undefined) {
+      Task.encode(message.oldestDue, writer.uint32(26).fork()).join();
+    }
+    if (message.computedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.computedAt), writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetStatsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetStatsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.counts.push(StatusCount.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.lastHour.push(MinuteCount.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.oldestDue = Task.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.computedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetStatsResponse {
+    return {
+      counts: globalThis.Array.isArray(object?.counts) ? object.counts.map((e: any) => StatusCount.fromJSON(e)) : [],
+      lastHour: globalThis.Array.isArray(object?.lastHour)
+        ? object.lastHour.map((e: any) => MinuteCount.fromJSON(e))
+        : globalThis.Array.isArray(object?.last_hour)
+        ? object.last_hour.map((e: any) => MinuteCount.fromJSON(e))
+        : [],
+      oldestDue: isSet(object.oldestDue)
+        ? Task.fromJSON(object.oldestDue)
+        : isSet(object.oldest_due)
+        ? Task.fromJSON(object.oldest_due)
+        : undefined,
+      computedAt: isSet(object.computedAt)
+        ? fromJsonTimestamp(object.computedAt)
+        : isSet(object.computed_at)
+        ? fromJsonTimestamp(object.computed_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: GetStatsResponse): unknown {
+    const obj: any = {};
+    if (message.counts?.length) {
+      obj.counts = message.counts.map((e) => StatusCount.toJSON(e));
+    }
+    if (message.lastHour?.length) {
+      obj.lastHour = message.lastHour.map((e) => MinuteCount.toJSON(e));
+    }
+    if (message.oldestDue !== undefined) {
+      obj.oldestDue = Task.toJSON(message.oldestDue);
+    }
+    if (message.computedAt !== undefined) {
+      obj.computedAt = message.computedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetStatsResponse>, I>>(base?: I): GetStatsResponse {
+    return GetStatsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetStatsResponse>, I>>(object: I): GetStatsResponse {
+    const message = createBaseGetStatsResponse();
+    message.counts = object.counts?.map((e) => StatusCount.fromPartial(e)) || [];
+    message.lastHour = object.lastHour?.map((e) => MinuteCount.fromPartial(e)) || [];
+    message.oldestDue = (object.oldestDue !== undefined && object.oldestDue !== null)
+      ? Task.fromPartial(object.oldestDue)
+      : undefined;
+    message.computedAt = object.computedAt ?? undefined;
     return message;
   },
 };
@@ -3372,6 +4153,33 @@ export const ClientServiceService = {
       Buffer.from(TasksChangedResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): TasksChangedResponse => TasksChangedResponse.decode(value),
   },
+  /**
+   * Counts for dashboards: tasks by status and group, tasks ended per minute over
+   * the last hour, the oldest due task. Computed at most every 2 s and shared by
+   * every caller meanwhile.
+   */
+  getStats: {
+    path: "/taskgrid.v1.ClientService/GetStats" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetStatsRequest): Buffer => Buffer.from(GetStatsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetStatsRequest => GetStatsRequest.decode(value),
+    responseSerialize: (value: GetStatsResponse): Buffer => Buffer.from(GetStatsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetStatsResponse => GetStatsResponse.decode(value),
+  },
+  /**
+   * A job graph: its tasks and edges, by job name or by one of its tasks. NOT_FOUND
+   * when no job has that name or the task is in no job.
+   */
+  getJob: {
+    path: "/taskgrid.v1.ClientService/GetJob" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetJobRequest): Buffer => Buffer.from(GetJobRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetJobRequest => GetJobRequest.decode(value),
+    responseSerialize: (value: GetJobResponse): Buffer => Buffer.from(GetJobResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetJobResponse => GetJobResponse.decode(value),
+  },
 } as const;
 
 export interface ClientServiceServer extends UntypedServiceImplementation {
@@ -3410,6 +4218,17 @@ export interface ClientServiceServer extends UntypedServiceImplementation {
   updateTask: handleUnaryCall<UpdateTaskRequest, UpdateTaskResponse>;
   /** Delete finished tasks with their runs and output. */
   deleteTasks: handleUnaryCall<DeleteTasksRequest, TasksChangedResponse>;
+  /**
+   * Counts for dashboards: tasks by status and group, tasks ended per minute over
+   * the last hour, the oldest due task. Computed at most every 2 s and shared by
+   * every caller meanwhile.
+   */
+  getStats: handleUnaryCall<GetStatsRequest, GetStatsResponse>;
+  /**
+   * A job graph: its tasks and edges, by job name or by one of its tasks. NOT_FOUND
+   * when no job has that name or the task is in no job.
+   */
+  getJob: handleUnaryCall<GetJobRequest, GetJobResponse>;
 }
 
 export interface ClientServiceClient extends Client {
@@ -3606,6 +4425,45 @@ export interface ClientServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: TasksChangedResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Counts for dashboards: tasks by status and group, tasks ended per minute over
+   * the last hour, the oldest due task. Computed at most every 2 s and shared by
+   * every caller meanwhile.
+   */
+  getStats(
+    request: GetStatsRequest,
+    callback: (error: ServiceError | null, response: GetStatsResponse) => void,
+  ): ClientUnaryCall;
+  getStats(
+    request: GetStatsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetStatsResponse) => void,
+  ): ClientUnaryCall;
+  getStats(
+    request: GetStatsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetStatsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A job graph: its tasks and edges, by job name or by one of its tasks. NOT_FOUND
+   * when no job has that name or the task is in no job.
+   */
+  getJob(
+    request: GetJobRequest,
+    callback: (error: ServiceError | null, response: GetJobResponse) => void,
+  ): ClientUnaryCall;
+  getJob(
+    request: GetJobRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetJobResponse) => void,
+  ): ClientUnaryCall;
+  getJob(
+    request: GetJobRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetJobResponse) => void,
   ): ClientUnaryCall;
 }
 
