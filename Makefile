@@ -51,6 +51,11 @@ lint: $(STAMP)
 deploy-tools: $(STAMP)
 	@BIN=$(BIN) deploy/ensure_tools.sh
 
+## Debian's Chromium for tests/browser (Playwright drives /usr/bin/chromium; no browser download).
+.PHONY: browser-tools
+browser-tools: $(STAMP)
+	@scripts/ensure_browser.sh
+
 ## PostgreSQL server binaries for the PostgreSQL half of the suite.
 postgres:
 	@scripts/ensure_postgres.sh
@@ -63,7 +68,7 @@ go:
 go-test: $(STAMP)
 	cd worker/go && $(GO) vet ./... && $(GO) test ./...
 
-test: check-protos lint postgres go go-test deploy-tools
+test: check-protos lint postgres go go-test deploy-tools browser-tools
 	$(BIN)/python -m pytest -q -n 3
 
 ## The chaos suite at full scale: 10,000 tasks per database under worker, coordinator and
