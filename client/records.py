@@ -339,6 +339,15 @@ class StatsResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskPage:
+    """What ``list_tasks_page`` answers: one page of tasks and the next page's token."""
+
+    tasks: tuple[TaskRecord, ...]
+    next_page_token: str
+    """Pass it back for the next page; empty on the last page."""
+
+
+@dataclass(frozen=True, slots=True)
 class JobView:
     """What ``get_job`` answers: a job graph's tasks and edges."""
 

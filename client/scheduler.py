@@ -39,6 +39,7 @@ from .records import (
     RunRecord,
     StatsResult,
     TaskEvent,
+    TaskPage,
     TaskRecord,
     TaskStatus,
     TaskStatusResult,
@@ -447,6 +448,52 @@ class Scheduler:
         Raises:
             ValueError: A status name is not a `TaskStatus`.
         """
+        request = self._list_request(status, group_name, function_name, task_name, uuid,
+                                     created_after, created_before, oldest_first)
+        tasks: list[TaskRecord] = []
+        while limit is None or len(tasks) < limit:
+            want = _MAX_PAGE_SIZE if limit is None else limit - len(tasks)
+            request.page_size = min(want, _MAX_PAGE_SIZE)
+            response = self._unary(
+                lambda stubs: stubs.tasks.ListTasks(request, timeout=self.timeout_s))
+            tasks.extend(_convert.task_from_proto(t) for t in response.tasks)
+            if not response.next_page_token or not response.tasks:
+                break
+            request.page_token = response.next_page_token
+        return tasks if limit is None else tasks[:limit]
+
+    def list_tasks_page(
+        self,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
+        group_name: str | None = None,
+        function_name: str | None = None,
+        task_name: str | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        page_token: str = "",
+        uuid: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        oldest_first: bool = False,
+    ) -> TaskPage:
+        """One page of `list_tasks` (one ListTasks call), and the token of the next one.
+
+        Pass ``page.next_page_token`` back as ``page_token`` for the next page; it is empty
+        on the last page. Paging is by id, so it stays fast however many tasks exist.
+        """
+        request = self._list_request(status, group_name, function_name, task_name, uuid,
+                                     created_after, created_before, oldest_first)
+        request.page_size = max(1, min(page_size, _MAX_PAGE_SIZE))
+        request.page_token = page_token
+        response = self._unary(
+            lambda stubs: stubs.tasks.ListTasks(request, timeout=self.timeout_s))
+        return TaskPage(tuple(_convert.task_from_proto(t) for t in response.tasks),
+                        str(response.next_page_token))
+
+    @staticmethod
+    def _list_request(status: Any, group_name: str | None, function_name: str | None,
+                      task_name: str | None, uuid: str | None, created_after: datetime | None,
+                      created_before: datetime | None, oldest_first: bool) -> Any:
         if status is None:
             statuses: list[TaskStatus | str] = []
         elif isinstance(status, str):
@@ -464,17 +511,7 @@ class Scheduler:
         for name, value in (("created_after", created_after), ("created_before", created_before)):
             if value is not None:
                 getattr(request, name).FromDatetime(_convert.as_utc(value))
-        tasks: list[TaskRecord] = []
-        while limit is None or len(tasks) < limit:
-            want = _MAX_PAGE_SIZE if limit is None else limit - len(tasks)
-            request.page_size = min(want, _MAX_PAGE_SIZE)
-            response = self._unary(
-                lambda stubs: stubs.tasks.ListTasks(request, timeout=self.timeout_s))
-            tasks.extend(_convert.task_from_proto(t) for t in response.tasks)
-            if not response.next_page_token or not response.tasks:
-                break
-            request.page_token = response.next_page_token
-        return tasks if limit is None else tasks[:limit]
+        return request
 
     def watch(self, ref: TaskRef) -> Iterator[TaskEvent]:
         """Follow a task: status snapshots and output chunks, from the start, until it ends.

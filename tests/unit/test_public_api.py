@@ -20,7 +20,7 @@ EXPECTED_ALL = {
     "TaskRecord", "RunRecord", "WorkerRecord", "OutputChunk", "QueueResult", "TaskStatusResult",
     "TaskEvent", "TaskStatus", "RunStatus", "WorkerStatus", "CommandSpec", "ChangedResult",
     "UpdateResult", "StatsResult", "StatusCount", "MinuteCount",
-    "JobView",
+    "JobView", "TaskPage",
     # errors
     "TaskgridError", "NotFoundError", "InvalidArgumentError", "AlreadyExistsError",
     "FailedPreconditionError", "AbortedError", "PermissionDeniedError", "UnauthenticatedError",
@@ -35,6 +35,7 @@ EXPECTED_SCHEDULER_METHODS = {
     "disable", "terminate", "kill", "get_workers", "runs", "explain", "waiting_for",
     "list_tasks", "watch", "close", "wait", "result", "requeue", "enable_tasks",
     "disable_tasks", "update_task", "delete_tasks", "stats", "get_job",
+    "list_tasks_page",
 }
 
 EXPECTED_JOBGRAPH_MEMBERS = {
@@ -46,7 +47,7 @@ RECORDS = [
     client.TaskRecord, client.RunRecord, client.WorkerRecord, client.OutputChunk,
     client.QueueResult, client.TaskStatusResult, client.CommandSpec, client.ChangedResult,
     client.UpdateResult, client.StatsResult, client.StatusCount, client.MinuteCount,
-    client.JobView,
+    client.JobView, client.TaskPage,
 ]
 
 FORBIDDEN = ("_pb2", "grpc", "protobuf")
