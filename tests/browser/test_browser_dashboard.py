@@ -1,0 +1,374 @@
+"""The dashboard's pages and actions in headless Chromium (issue 13 point 4).
+
+Real coordinator (SQLite), real workers running tests/support/sample_tasks.py, the dashboard
+as its own process; every page a test visits is saved as a full-page screenshot under
+test-artifacts/screenshots/ (see conftest.py). Waits are on conditions only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from taskgrid.client import JobGraph, Scheduler
+from tests.browser.conftest import SCREENSHOTS
+from tests.browser.pages import (
+    by_testid,
+    click_confirmed,
+    csrf_token,
+    form_of,
+    goto,
+    reload_until,
+    row_ids,
+    submit,
+    task_rows,
+)
+from tests.support.processes import Access
+from tests.support.wait import wait_until
+
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
+NAV = ("nav-overview", "nav-tasks", "nav-workers", "nav-queue")
+TOKENS = {"client": "client-token-0123456789", "worker": "worker-token-0123456789",
+          "admin": "admin-token-0123456789"}
+#: a group no worker serves: its tasks stay QUEUED
+NOBODY = "nobody"
+
+
+def status_of(client, task_id) -> str:
+    record = client.task_status(task_id)
+    return "" if record is None else str(record.status)
+
+
+def wait_status(client, task_id, wanted, timeout=20.0) -> None:
+    wanted = {wanted} if isinstance(wanted, str) else set(wanted)
+    wait_until(lambda: status_of(client, task_id) in wanted, timeout=timeout,
+               desc=f"task {task_id} in {sorted(wanted)}")
+
+
+def check_nav(page) -> None:
+    for name in NAV:
+        expect(by_testid(page, name)).to_have_count(1)
+
+
+def secured_setup(start_coordinator, start_worker, tmp_path, worker_name="w1"):
+    """A coordinator with client, worker and admin tokens, a worker, and an admin client."""
+    path = tmp_path / "tokens"
+    path.write_text("# role token\n" + "".join(f"{r} {t}\n" for r, t in TOKENS.items()))
+    coordinator = start_coordinator(extra_args=["--tokens-file", str(path)],
+                                    access=Access(token=TOKENS["admin"]))
+    worker = start_worker(worker_name, extra_args=["--token", TOKENS["worker"]])
+    return coordinator, worker, Scheduler(coordinator.address, token=TOKENS["admin"])
+
+
+def login(page, url, token, *, ok=True) -> None:
+    goto(page, f"{url}/login", "login")
+    page.fill('input[name="token"]', token)
+    submit(page.locator('form:has(input[name="token"])'))
+    main = page.locator("main")
+    if ok:
+        expect(main).not_to_have_attribute("data-page", "login")
+    else:
+        expect(main).to_have_attribute("data-page", "login")
+
+
+# -- 1. every page renders with real data ----------------------------------------------------------
+
+
+def test_pages_render_real_data(client, start_worker, dashboard, page, shot):
+    added = [client.queue_task("add", pargs=[i, 10]).id for i in (1, 2, 3)]
+    failed = client.queue_task("fail", pargs=["failing on purpose"]).id
+    waiting = client.queue_task("add", pargs=[0, 0], group_name=NOBODY).id
+    job = JobGraph(client, "outfit")
+    wear = {name: job.queue_task("echo", pargs=[name], task_name=name, group_name=NOBODY)
+            for name in ("socks", "shoes", "watch")}
+    job.add_deps(wear["shoes"], wear["socks"])  # the shoes go on after the socks
+    job.validate()
+    assert job.errors == {}
+    job_ids = {name: handle.id for name, handle in wear.items()}
+    everything = {*added, failed, waiting, *job_ids.values()}
+    start_worker("w1")
+    for task_id in (*added, failed):
+        wait_status(client, task_id, TERMINAL)
+    assert status_of(client, failed) == "FAILED"
+
+    # overview: the counts are the tasks queued and run
+    goto(page, f"{dashboard}/", "overview")
+    check_nav(page)
+    reload_until(page, by_testid(page, "count-COMPLETED"), "3")
+    expect(by_testid(page, "count-FAILED")).to_have_text("1")
+    expect(by_testid(page, "count-QUEUED")).to_have_text("4")
+    expect(by_testid(page, "counts-table")).to_be_visible()
+    expect(page.locator('svg[data-testid="throughput-chart"]')).to_be_visible()
+    expect(by_testid(page, "live-workers")).to_have_text("1")
+    expect(by_testid(page, "oldest-due")).to_be_visible()
+    shot(page, "overview")
+
+    # the task list shows them all; filtering by status narrows it
+    by_testid(page, "nav-tasks").click()
+    expect(page.locator("main")).to_have_attribute("data-page", "tasks")
+    check_nav(page)
+    expect(task_rows(page)).to_have_count(len(everything))
+    assert set(row_ids(page)) == everything
+    expect(page.locator(f'tr[data-task-id="{failed}"] td[data-col="status"]')).to_have_text(
+        "FAILED")
+    expect(page.locator(f'tr[data-task-id="{added[0]}"] td[data-col="status"]')).to_have_text(
+        "COMPLETED")
+    shot(page, "tasks")
+    filters = page.locator('form[data-testid="task-filters"]')
+    filters.locator('select[name="status"]').select_option("FAILED")
+    submit(filters)
+    expect(task_rows(page)).to_have_count(1)
+    assert row_ids(page) == [failed]
+    shot(page, "tasks-failed")
+    filters = page.locator('form[data-testid="task-filters"]')
+    filters.locator('select[name="status"]').select_option("COMPLETED")
+    filters.locator('[name="function"]').fill("add")
+    submit(filters)
+    expect(task_rows(page)).to_have_count(3)
+    assert set(row_ids(page)) == set(added)
+
+    # a task page: fields, and its run with the result
+    goto(page, f"{dashboard}/tasks/{added[0]}", "task")
+    check_nav(page)
+    expect(by_testid(page, "task-status")).to_have_text("COMPLETED")
+    fields = page.locator('dl[data-testid="task-fields"]')
+    expect(fields).to_contain_text("add")
+    expect(fields).to_contain_text(str(client.task_status(added[0]).uuid))
+    [run] = client.runs(added[0])
+    expect(page.locator("tr[data-run-id]")).to_have_count(1)
+    expect(page.locator(f'tr[data-run-id="{run.id}"]')).to_contain_text("11")  # add(1, 10)
+    shot(page, "task")
+    goto(page, f"{dashboard}/tasks/{failed}", "task")
+    expect(by_testid(page, "task-status")).to_have_text("FAILED")
+    expect(page.locator("main")).to_contain_text("failing on purpose")  # the traceback
+    shot(page, "task-failed")
+
+    # a job's task: what it waits for, its job's graph
+    goto(page, f"{dashboard}/tasks/{job_ids['shoes']}", "task")
+    expect(by_testid(page, "task-status")).to_have_text("QUEUED")
+    expect(by_testid(page, "waiting-for")).to_contain_text(str(job_ids["socks"]))
+    expect(by_testid(page, "waiting-reason")).not_to_be_empty()
+    shot(page, "task-waiting")
+    by_testid(page, "job-link").click()
+    expect(page.locator("main")).to_have_attribute("data-page", "job")
+    assert page.url.rstrip("/").endswith("/jobs/outfit"), page.url
+    check_nav(page)
+    graph = page.locator('svg[data-testid="job-graph"]')
+    expect(graph).to_be_visible()
+    expect(graph.locator("g[data-task-id]")).to_have_count(3)
+    for task_id in job_ids.values():
+        expect(graph.locator(f'g[data-task-id="{task_id}"]')).to_have_count(1)
+    shot(page, "job")
+
+    # the workers page lists the worker
+    by_testid(page, "nav-workers").click()
+    expect(page.locator("main")).to_have_attribute("data-page", "workers")
+    check_nav(page)
+    expect(page.locator('tr[data-worker="w1"] td[data-col="status"]')).to_have_text("ACTIVE")
+    shot(page, "workers")
+
+    # 50 tasks a page, and a link to the next while more exist
+    more = client.queue_tasks([{"function": "add", "pargs": [n, n], "group_name": NOBODY}
+                               for n in range(50)])
+    assert all(r.id for r in more), [r.errors for r in more if not r.id]
+    everything |= {r.id for r in more}
+    goto(page, f"{dashboard}/tasks", "tasks")
+    expect(task_rows(page)).to_have_count(50)
+    first = row_ids(page)
+    by_testid(page, "next-page").click()
+    expect(task_rows(page)).to_have_count(len(everything) - 50)
+    second = row_ids(page)
+    assert not set(first) & set(second) and set(first) | set(second) == everything
+    expect(by_testid(page, "next-page")).to_have_count(0)
+    shot(page, "tasks-page-2")
+
+
+# -- 2. live output and progress -------------------------------------------------------------------
+
+
+def test_live_output_and_progress(client, start_worker, dashboard, page, shot):
+    start_worker("w1")
+    task_id = client.queue_task("print_lines", pargs=[8, 0.5]).id
+    wait_status(client, task_id, "RUNNING")
+    goto(page, f"{dashboard}/tasks/{task_id}", "task")
+    output = page.locator('pre[data-testid="output"]')
+    expect(output).to_contain_text("line 0")
+    # the output came while the task runs: it has more lines to print yet
+    assert status_of(client, task_id) == "RUNNING"
+    expect(output).not_to_contain_text("line 7")
+    expect(by_testid(page, "task-status")).to_have_text("RUNNING")
+    shot(page, "task-running")
+    expect(output).to_contain_text("line 7", timeout=20_000)  # the stream goes on to the end
+    wait_status(client, task_id, "COMPLETED")
+    reload_until(page, by_testid(page, "task-status"), "COMPLETED")
+    shot(page, "task-completed")
+
+    # progress: the line after a !clear! ("50%", then "!clear!100%")
+    task_id = client.queue_task("progress", pargs=[2.0]).id
+    wait_status(client, task_id, "RUNNING")
+    goto(page, f"{dashboard}/tasks/{task_id}", "task")
+    expect(page.locator('pre[data-testid="output"]')).to_contain_text("50%")
+    shot(page, "progress-running")
+    reload_until(page, by_testid(page, "progress"), "100%", timeout_s=20.0)
+    shot(page, "progress")
+
+
+# -- 3. stop and kill, end to end ------------------------------------------------------------------
+
+
+def test_stop_button_stops_a_running_task(client, start_worker, dashboard, page, shot):
+    start_worker("w1")
+    task_id = client.queue_task("sleep_for", pargs=[60]).id
+    wait_status(client, task_id, "RUNNING")
+    goto(page, f"{dashboard}/tasks/{task_id}", "task")
+    expect(by_testid(page, "task-status")).to_have_text("RUNNING")
+    shot(page, "task-running")
+    click_confirmed(page, page.locator('button[data-action="stop"]'))
+    expect(by_testid(page, "flash")).to_be_visible()
+    shot(page, "task-stop-flash")
+    wait_status(client, task_id, "STOPPED", timeout=20.0)
+    reload_until(page, by_testid(page, "task-status"), "STOPPED")
+    shot(page, "task-stopped")
+
+
+def test_worker_buttons_disable_resume_kill(client, start_worker, dashboard, page, shot):
+    worker = start_worker("wk", groups=["g1"])
+    goto(page, f"{dashboard}/workers", "workers")
+    status = page.locator('tr[data-worker="wk"] td[data-col="status"]')
+    expect(status).to_have_text("ACTIVE")
+    shot(page, "workers")
+
+    click_confirmed(page, page.locator('form[data-group="g1"] button[data-action="disable"]'))
+    expect(by_testid(page, "flash")).to_be_visible()
+    reload_until(page, status, "DISABLED")
+    assert str(client.get_workers()["wk"].status) == "DISABLED"
+    shot(page, "workers-disabled")
+
+    click_confirmed(page, page.locator('form[data-worker="wk"] button[data-action="resume"]'))
+    expect(by_testid(page, "flash")).to_be_visible()
+    reload_until(page, status, "ACTIVE")
+
+    click_confirmed(page, page.locator('form[data-worker="wk"] button[data-action="kill"]'))
+    expect(by_testid(page, "flash")).to_be_visible()
+    expect(status).to_have_text("KILL")
+    shot(page, "workers-kill")
+    worker.wait(timeout=15.0)  # the worker process exits
+    assert not worker.is_alive()
+
+
+# -- 4. the queue form -----------------------------------------------------------------------------
+
+
+def test_queue_form_validation_and_submit(client, start_worker, dashboard, page, shot):
+    start_worker("w1")
+    goto(page, f"{dashboard}/", "overview")
+    by_testid(page, "nav-queue").click()
+    expect(page.locator("main")).to_have_attribute("data-page", "queue")
+    form = page.locator('form[data-testid="queue-form"]')
+    form.locator('[name="function"]').fill("add")
+    form.locator('[name="args"]').fill("not json")
+    form.locator('[name="timeout"]').fill("0")
+    submit(form)
+    expect(page.locator('.field-error[data-field="args"]')).to_be_visible()
+    expect(page.locator('.field-error[data-field="timeout"]')).to_be_visible()
+    expect(page.locator("main")).to_have_attribute("data-page", "queue")
+    shot(page, "queue-errors")
+    assert client.list_tasks() == []  # nothing was queued
+
+    form = page.locator('form[data-testid="queue-form"]')
+    form.locator('[name="function"]').fill("add")
+    form.locator('[name="args"]').fill("[2, 3]")
+    form.locator('[name="timeout"]').fill("60")
+    submit(form)
+    expect(page.locator("main")).to_have_attribute("data-page", "task")
+    match = re.search(r"/tasks/(\d+)", page.url)
+    assert match, page.url
+    task_id = int(match.group(1))
+    [task] = client.list_tasks()
+    assert task.id == task_id and task.function_name == "add" and task.args == [2, 3]
+    assert task.timeout == 60
+    wait_status(client, task_id, "COMPLETED")
+    reload_until(page, by_testid(page, "task-status"), "COMPLETED")
+    expect(page.locator("tr[data-run-id]")).to_contain_text("5")
+    shot(page, "queued-task")
+
+
+# -- 5. the client role sees but cannot act --------------------------------------------------------
+
+
+def test_client_role_cannot_act(start_coordinator, start_worker, start_dashboard, page,
+                                new_page, shot, tmp_path):
+    coordinator, worker, admin = secured_setup(start_coordinator, start_worker, tmp_path)
+    task_id = admin.queue_task("add", pargs=[1, 1], group_name=NOBODY).id
+    dash = start_dashboard(coordinator, token=TOKENS["admin"], require_login=True)
+
+    # before logging in, every page leads to the login form; a bad token stays there
+    goto(page, f"{dash.url}/tasks/{task_id}", "login")
+    shot(page, "login")
+    login(page, dash.url, "not-a-known-token-at-all", ok=False)
+
+    # the admin sees the buttons (another browser session)
+    as_admin = new_page()
+    login(as_admin, dash.url, TOKENS["admin"])
+    goto(as_admin, f"{dash.url}/tasks/{task_id}", "task")
+    expect(as_admin.locator('button[data-action="stop"]')).to_have_count(1)
+    stop = form_of(as_admin.locator('button[data-action="stop"]'))
+    shot(as_admin, "admin-task")
+    goto(as_admin, f"{dash.url}/workers", "workers")
+    kill = form_of(as_admin.locator('form[data-worker="w1"] button[data-action="kill"]'))
+    shot(as_admin, "admin-workers")
+
+    # the client sees every page, without a button
+    login(page, dash.url, TOKENS["client"])
+    for path, kind in (("/", "overview"), ("/tasks", "tasks"), (f"/tasks/{task_id}", "task"),
+                       ("/workers", "workers")):
+        goto(page, f"{dash.url}{path}", kind)
+        check_nav(page)
+        expect(page.locator("button[data-action]")).to_have_count(0)
+        shot(page, f"client-{kind}")
+    goto(page, f"{dash.url}/tasks", "tasks")
+    expect(page.locator(f'tr[data-task-id="{task_id}"]')).to_have_count(1)
+
+    # and its POSTs, with its own session's CSRF token, are refused
+    goto(page, f"{dash.url}/tasks/{task_id}", "task")
+    name, csrf = csrf_token(page)
+    for action, fields in (stop, kill):
+        assert name in fields, f"the admin's form to {action} has no {name} field: {fields}"
+        response = page.request.post(action, form={**fields, name: csrf}, max_redirects=0)
+        assert response.status == 403, f"POST {action} as client: {response.status}"
+    assert status_of(admin, task_id) == "QUEUED"
+    assert worker.is_alive() and str(admin.get_workers()["w1"].status) == "ACTIVE"
+
+
+# -- 6. a screenshot of every page -----------------------------------------------------------------
+
+
+def test_every_page_has_a_screenshot(request, start_coordinator, start_worker, start_dashboard,
+                                     page, shot, tmp_path):
+    coordinator, _, admin = secured_setup(start_coordinator, start_worker, tmp_path)
+    job = JobGraph(admin, "tour")
+    first = job.queue_task("add", pargs=[1, 2])
+    second = job.queue_task("add", pargs=[3, 4])
+    job.add_deps(second, first)
+    job.validate()
+    assert job.errors == {}
+    wait_status(admin, second.id, "COMPLETED")
+    dash = start_dashboard(coordinator, token=TOKENS["admin"], require_login=True)
+
+    goto(page, f"{dash.url}/login", "login")
+    shot(page, "login")
+    login(page, dash.url, TOKENS["admin"])
+    tour = {"overview": "/", "tasks": "/tasks", "task": f"/tasks/{second.id}",
+            "workers": "/workers", "job": "/jobs/tour", "queue": "/queue"}
+    for kind, path in tour.items():
+        goto(page, f"{dash.url}{path}", kind)
+        check_nav(page)
+        shot(page, kind)
+    test = request.node.name
+    for kind in ("login", *tour):
+        path: Path = SCREENSHOTS / f"{test}-{kind}.png"
+        assert path.is_file() and path.stat().st_size > 0, path
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+
