@@ -13,6 +13,7 @@ import sys
 _ROUTES = {
     "coordinator": "taskgrid.coordinator.main",
     "worker": "taskgrid.worker.main",
+    "dashboard": "taskgrid.dashboard.main",
 }
 
 
