@@ -7,6 +7,7 @@ clients only send them.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from .errors import (
     TaskFailedError,
     TaskStoppedError,
     TaskTimedOutError,
+    WaitTimeoutError,
 )
 from .records import (
     ChangedResult,
@@ -55,17 +57,41 @@ _ENDED: Mapping[TaskStatus, type[TaskEndedError]] = {
 }
 
 
-def wait_request(ref: object, slice_s: float) -> Any:
-    """One WaitTask request waiting at most `slice_s` seconds."""
-    return client_pb2.WaitTaskRequest(ref=_requests.task_ref_to_proto(ref),
-                                      timeout=max(0.0, min(slice_s, WAIT_SLICE_S)))
+class WaitLoop:
+    """The requests of one wait, and what each answer means (sync and asyncio clients).
 
+    ``while (record := loop.answer(send(loop.request()))) is None: pass``
+    """
 
-def check_timeout(timeout: float | None) -> None:
-    """A wait's timeout: None (for ever) or a number of seconds >= 0."""
-    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(
-            timeout, bool) or math.isnan(timeout) or timeout < 0):
-        raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+    def __init__(self, ref: object, timeout: float | None) -> None:
+        """Check `timeout` (None: for ever, else seconds >= 0) and start its clock."""
+        if timeout is not None and (not isinstance(timeout, int | float) or isinstance(
+                timeout, bool) or math.isnan(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+        self.ref = _requests.task_ref_to_proto(ref)
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def request(self) -> Any:
+        """The next WaitTask request: at most WAIT_SLICE_S, at most the time left."""
+        left = WAIT_SLICE_S if self.deadline is None else self.deadline - time.monotonic()
+        return client_pb2.WaitTaskRequest(ref=self.ref, timeout=min(max(left, 0.001),
+                                                                    WAIT_SLICE_S))
+
+    def answer(self, response: Any) -> TaskStatusResult | None:
+        """The final record, or None to ask again.
+
+        Raises:
+            WaitTimeoutError: the task has not ended and the time is up.
+        """
+        if response.done:
+            return waited(response)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            status = _convert.task_status_from_proto(response.task.status).value
+            ref = self.ref.id if self.ref.WhichOneof("ref") == "id" else self.ref.uuid
+            raise WaitTimeoutError(
+                f"task {ref} has not ended after {self.timeout:g} s (it is {status})")
+        return None
 
 
 def waited(response: Any) -> TaskStatusResult:

@@ -11,7 +11,6 @@ a resend cannot queue a task twice (a duplicate is then read back).
 from __future__ import annotations
 
 import logging
-import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -23,7 +22,7 @@ from taskgrid.v1 import client_pb2, client_pb2_grpc
 
 from . import _addresses, _channel, _convert, _manage, _requests
 from ._channel import TlsConfig
-from .errors import NotFoundError, UnavailableError, WaitTimeoutError
+from .errors import NotFoundError, UnavailableError
 from .records import QueueResult, TaskRecord, TaskStatusResult
 from .scheduler import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, TaskRef
 
@@ -138,18 +137,10 @@ class AsyncScheduler:
 
     async def wait(self, ref: TaskRef, timeout: float | None = None) -> TaskStatusResult:
         """Wait until the task ends (see `Scheduler.wait`)."""
-        _manage.check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = _manage.WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
-            request = _manage.wait_request(ref, max(left, 0.001))
-            response = await self._wait_once(request)
-            if response.done:
-                return _manage.waited(response)
-            if deadline is not None and time.monotonic() >= deadline:
-                status = _convert.task_status_from_proto(response.task.status).value
-                raise WaitTimeoutError(
-                    f"task {ref} has not ended after {timeout:g} s (it is {status})")
+        loop = _manage.WaitLoop(ref, timeout)
+        while (record := loop.answer(await self._wait_once(loop.request()))) is None:
+            pass
+        return record
 
     async def _wait_once(self, request: Any) -> Any:
         return await self._call(lambda stub: stub.WaitTask(

@@ -19,7 +19,6 @@ already queued).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -31,7 +30,7 @@ from taskgrid.v1 import admin_pb2, admin_pb2_grpc, client_pb2, client_pb2_grpc
 from . import _addresses, _channel, _convert, _failover, _manage, _requests, _resend
 from ._addresses import Address
 from ._channel import TlsConfig
-from .errors import NotFoundError, ProtocolError, WaitTimeoutError
+from .errors import NotFoundError, ProtocolError
 from .records import (
     ChangedResult,
     JobView,
@@ -572,18 +571,10 @@ class Scheduler:
             WaitTimeoutError: The task had not ended when ``timeout`` passed.
             NotFoundError: No such task.
         """
-        _manage.check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = _manage.WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
-            request = _manage.wait_request(ref, max(left, 0.001))
-            response = self._wait_once(request)
-            if response.done:
-                return _manage.waited(response)
-            if deadline is not None and time.monotonic() >= deadline:
-                status = _convert.task_status_from_proto(response.task.status).value
-                raise WaitTimeoutError(
-                    f"task {ref} has not ended after {timeout:g} s (it is {status})")
+        loop = _manage.WaitLoop(ref, timeout)
+        while (record := loop.answer(self._wait_once(loop.request()))) is None:
+            pass
+        return record
 
     def _wait_once(self, request: Any) -> Any:
         return self._unary(lambda stubs: stubs.tasks.WaitTask(
