@@ -94,7 +94,9 @@ def form_of(button: Any) -> tuple[str, dict[str, str]]:
     own name and value among them)."""
     expect(button).to_have_count(1)
     found = button.evaluate(
-        "b => ({action: b.form.action, fields: Object.fromEntries("
+        # getAttribute: a form's `.action` is its input named "action" when it has one
+        "b => ({action: new URL(b.form.getAttribute('action') || '', document.baseURI).href,"
+        " fields: Object.fromEntries("
         "[...new FormData(b.form, b)].map(([k, v]) => [k, String(v)]))})"
     )
     return str(found["action"]), {str(k): str(v) for k, v in found["fields"].items()}

@@ -34,6 +34,11 @@ TOKENS = {"client": "client-token-0123456789", "worker": "worker-token-012345678
           "admin": "admin-token-0123456789"}
 #: a group no worker serves: its tasks stay QUEUED
 NOBODY = "nobody"
+#: the buttons that act: on a task, on workers, queueing (the task list's filter and the logout
+#: buttons carry a data-action too, and any role has them)
+ACTIONS = ("stop", "requeue", "enable", "disable", "delete", "resume", "terminate", "kill",
+           "queue")
+ACTION_BUTTONS = ", ".join(f'button[data-action="{action}"]' for action in ACTIONS)
 
 
 def status_of(client, task_id) -> str:
@@ -62,6 +67,14 @@ def secured_setup(start_coordinator, start_worker, tmp_path, worker_name="w1"):
     return coordinator, worker, Scheduler(coordinator.address, token=TOKENS["admin"])
 
 
+def fill_queue_form(page, **values) -> None:
+    """Fill the queue form's named inputs and submit it."""
+    form = page.locator('form[data-testid="queue-form"]')
+    for name, value in values.items():
+        form.locator(f'[name="{name}"]').fill(value)
+    submit(form)
+
+
 def login(page, url, token, *, ok=True) -> None:
     goto(page, f"{url}/login", "login")
     page.fill('input[name="token"]', token)
@@ -84,6 +97,8 @@ def test_pages_render_real_data(client, start_worker, dashboard, page, shot):
     wear = {name: job.queue_task("echo", pargs=[name], task_name=name, group_name=NOBODY)
             for name in ("socks", "shoes", "watch")}
     job.add_deps(wear["shoes"], wear["socks"])  # the shoes go on after the socks
+    # a job knows its tasks by their edges (GetJob reads deps.job_name): each has one
+    job.add_deps(wear["watch"], wear["shoes"])
     job.validate()
     assert job.errors == {}
     job_ids = {name: handle.id for name, handle in wear.items()}
@@ -206,12 +221,16 @@ def test_live_output_and_progress(client, start_worker, dashboard, page, shot):
     shot(page, "task-completed")
 
     # progress: the line after a !clear! ("50%", then "!clear!100%")
-    task_id = client.queue_task("progress", pargs=[2.0]).id
+    task_id = client.queue_task("progress", pargs=[3.0]).id
     wait_status(client, task_id, "RUNNING")
     goto(page, f"{dashboard}/tasks/{task_id}", "task")
-    expect(page.locator('pre[data-testid="output"]')).to_contain_text("50%")
+    output = page.locator('pre[data-testid="output"]')
+    expect(output).to_contain_text("50%")
     shot(page, "progress-running")
-    reload_until(page, by_testid(page, "progress"), "100%", timeout_s=20.0)
+    # the page follows the stream: the cleared output's last line is the progress line
+    expect(by_testid(page, "progress")).to_have_text("100%", timeout=20_000)
+    expect(output).not_to_contain_text("50%")
+    expect(by_testid(page, "task-status")).to_have_text("COMPLETED", timeout=20_000)
     shot(page, "progress")
 
 
@@ -229,13 +248,20 @@ def test_stop_button_stops_a_running_task(client, start_worker, dashboard, page,
     expect(by_testid(page, "flash")).to_be_visible()
     shot(page, "task-stop-flash")
     wait_status(client, task_id, "STOPPED", timeout=20.0)
-    reload_until(page, by_testid(page, "task-status"), "STOPPED")
+    # the open page follows the task's status; a fresh one shows the ended run
+    expect(by_testid(page, "task-status")).to_have_text("STOPPED")
+    page.reload()
+    expect(by_testid(page, "task-status")).to_have_text("STOPPED")
+    expect(page.locator('tr[data-run-id] td[data-col="status"]')).to_have_text("STOPPED")
+    expect(page.locator('button[data-action="stop"]')).to_have_count(0)
+    expect(page.locator('button[data-action="requeue"]')).to_have_count(1)
     shot(page, "task-stopped")
 
 
 def test_worker_buttons_disable_resume_kill(client, start_worker, dashboard, page, shot):
     worker = start_worker("wk", groups=["g1"])
-    goto(page, f"{dashboard}/workers", "workers")
+    # dead workers listed too: a killed worker stays on the page, in status KILL, once it exits
+    goto(page, f"{dashboard}/workers?dead=1", "workers")
     status = page.locator('tr[data-worker="wk"] td[data-col="status"]')
     expect(status).to_have_text("ACTIVE")
     shot(page, "workers")
@@ -255,7 +281,8 @@ def test_worker_buttons_disable_resume_kill(client, start_worker, dashboard, pag
     expect(status).to_have_text("KILL")
     shot(page, "workers-kill")
     worker.wait(timeout=15.0)  # the worker process exits
-    assert not worker.is_alive()
+    page.reload()
+    expect(status).to_have_text("KILL")
 
 
 # -- 4. the queue form -----------------------------------------------------------------------------
@@ -266,23 +293,22 @@ def test_queue_form_validation_and_submit(client, start_worker, dashboard, page,
     goto(page, f"{dashboard}/", "overview")
     by_testid(page, "nav-queue").click()
     expect(page.locator("main")).to_have_attribute("data-page", "queue")
-    form = page.locator('form[data-testid="queue-form"]')
-    form.locator('[name="function"]').fill("add")
-    form.locator('[name="args"]').fill("not json")
-    form.locator('[name="timeout"]').fill("0")
-    submit(form)
+    # args that are not JSON: the dashboard's own check
+    fill_queue_form(page, function="add", args="not json", timeout="60")
     expect(page.locator('.field-error[data-field="args"]')).to_be_visible()
-    expect(page.locator('.field-error[data-field="timeout"]')).to_be_visible()
     expect(page.locator("main")).to_have_attribute("data-page", "queue")
-    shot(page, "queue-errors")
+    shot(page, "queue-error-args")
+    # a timeout of 0: the coordinator's validation, shown next to the field
+    fill_queue_form(page, function="add", args="[2, 3]", timeout="0")
+    expect(page.locator('.field-error[data-field="timeout"]')).to_be_visible()
+    expect(page.locator('.field-error[data-field="args"]')).to_have_count(0)
+    expect(page.locator("main")).to_have_attribute("data-page", "queue")
+    shot(page, "queue-error-timeout")
     assert client.list_tasks() == []  # nothing was queued
 
-    form = page.locator('form[data-testid="queue-form"]')
-    form.locator('[name="function"]').fill("add")
-    form.locator('[name="args"]').fill("[2, 3]")
-    form.locator('[name="timeout"]').fill("60")
-    submit(form)
+    fill_queue_form(page, function="add", args="[2, 3]", timeout="60")
     expect(page.locator("main")).to_have_attribute("data-page", "task")
+    expect(by_testid(page, "flash")).to_be_visible()
     match = re.search(r"/tasks/(\d+)", page.url)
     assert match, page.url
     task_id = int(match.group(1))
@@ -326,7 +352,7 @@ def test_client_role_cannot_act(start_coordinator, start_worker, start_dashboard
                        ("/workers", "workers")):
         goto(page, f"{dash.url}{path}", kind)
         check_nav(page)
-        expect(page.locator("button[data-action]")).to_have_count(0)
+        expect(page.locator(ACTION_BUTTONS)).to_have_count(0)
         shot(page, f"client-{kind}")
     goto(page, f"{dash.url}/tasks", "tasks")
     expect(page.locator(f'tr[data-task-id="{task_id}"]')).to_have_count(1)
