@@ -1,6 +1,7 @@
 """`make demo`: a coordinator on SQLite, two workers, sample tasks, their statuses and outputs.
 
-Everything runs in a temporary folder and is stopped at the end, even on Ctrl-C.
+The dashboard (`taskgrid dashboard`) runs beside them on a free port; its URL is printed
+first thing. Everything runs in a temporary folder and is stopped at the end, even on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ def start_coordinator(folder: pathlib.Path) -> tuple[subprocess.Popen[str], str]
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
+def start_dashboard(folder: pathlib.Path, address: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `taskgrid dashboard` on a free port against the demo coordinator; its URL."""
+    log = open(folder / "dashboard.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        taskgrid("dashboard", "--coordinator", address, "--listen", "127.0.0.1:0"),
+        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "dashboard listening on http://HOST:PORT"
+    if "listening on" not in line:
+        raise SystemExit(f"dashboard did not start; see {folder / 'dashboard.log'}")
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
 def main() -> int:
     """Run the demo; returns 0 when every sample task ended as expected."""
     from taskgrid.client import Scheduler
@@ -65,6 +79,9 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise SystemExit("workers did not register; see " + str(folder))
             time.sleep(0.1)  # polling a demo's readiness, not a test
+        dashboard, url = start_dashboard(folder, address)
+        procs.append(dashboard)
+        print(f"dashboard: {url} (open it while the demo runs)", flush=True)
         banner("workers")
         subprocess.run(taskgrid("workers", "--coordinator", address), check=False)
 
