@@ -58,6 +58,10 @@ HERE = Path(__file__).resolve().parent
 STATUSES = [s.value for s in TaskStatus]
 #: seconds between SSE comments that keep an idle event stream (and its proxies) open
 KEEPALIVE_S = 10.0
+#: event streams open at once (each holds a thread and a gRPC stream); more are refused (503)
+MAX_STREAMS = 200
+#: runs listed on a task page (the latest ones)
+MAX_RUNS_SHOWN = 100
 TASK_ACTIONS = ("stop", "requeue", "enable", "disable", "delete")
 WORKER_ACTIONS = ("disable", "resume", "terminate", "kill")
 #: queue form fields that are whole numbers
@@ -195,6 +199,16 @@ class Dashboard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.backend = settings.backend
+        #: one callback per open event stream that ends it (`end_streams`)
+        self._streams: set[Callable[[], None]] = set()
+
+    def end_streams(self) -> None:
+        """End every open event stream now (shutdown: browsers are told not to reconnect).
+
+        Safe to call from any thread, or from a signal handler.
+        """
+        for end in list(self._streams):
+            end()
 
     # -- plumbing --
 
@@ -327,8 +341,8 @@ class Dashboard:
         else:
             try:
                 role = await run_in_threadpool(self.backend.check_token, token)
-            except UnknownTokenError:
-                error = "unknown token"
+            except UnknownTokenError as exc:
+                error = str(exc)
             except TaskgridError as exc:
                 error, status_code = f"the coordinator could not check it: {exc.message}", 503
             else:
@@ -449,7 +463,8 @@ class Dashboard:
         return self.render(request, user, "task.html", "task", {
             "task": record, "fields": fields, "reason": found["reason"],
             "waiting_for": found["status"].waiting_for, "job": job, "job_url": job_url,
-            "runs": runs, "output": runs[-1].run_output if runs else "",
+            "runs": runs[-MAX_RUNS_SHOWN:], "older_runs": max(0, len(runs) - MAX_RUNS_SHOWN),
+            "output": runs[-1].run_output if runs else "",
             "actions": task_actions(record),
         })
 
@@ -462,6 +477,8 @@ class Dashboard:
         if user is None:
             return PlainTextResponse("log in first", 401)
         task_id = int(request.path_params["task_id"])
+        if len(self._streams) >= MAX_STREAMS:
+            return PlainTextResponse("too many live views open; reload later", 503)
         watcher = await run_in_threadpool(self.backend.new_client, None)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -485,7 +502,11 @@ class Dashboard:
 
         threading.Thread(target=pump, name=f"dashboard-watch-{task_id}", daemon=True).start()
 
+        def end() -> None:
+            put(("end", None))
+
         async def stream() -> AsyncIterator[str]:
+            self._streams.add(end)
             try:
                 yield "retry: 3000\n\n"
                 while True:
@@ -503,8 +524,9 @@ class Dashboard:
                         yield "event: end\ndata: {}\n\n"
                         return
             finally:
+                self._streams.discard(end)
                 done.set()
-                await run_in_threadpool(watcher.close)
+                watcher.close()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-store",
@@ -726,4 +748,6 @@ def create_app(settings: Settings) -> Starlette:
                    session_cookie="taskgrid_dashboard", same_site="strict",
                    https_only=settings.https_cookie, max_age=12 * 3600),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.end_streams = d.end_streams
+    return app

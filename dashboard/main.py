@@ -14,6 +14,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from taskgrid.client import TlsConfig
 from taskgrid.client.scheduler import DEFAULT_TARGET
@@ -136,7 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "required" if require_login else "not required (loopback)")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.state.end_streams()  # open event streams would hold the shutdown up
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     print(f"dashboard listening on http://{shown}:{bound}", flush=True)
     try:
         server.run(sockets=[sock])
