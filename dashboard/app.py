@@ -35,6 +35,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskgrid.client import (
+    InvalidArgumentError,
     JobView,
     NotFoundError,
     OutputChunk,
@@ -258,6 +259,8 @@ class Dashboard:
             status_code = 503
         elif isinstance(exc, PermissionDeniedError | UnauthenticatedError):
             status_code = 403
+        elif isinstance(exc, InvalidArgumentError):
+            status_code = 400
         message = exc.message if isinstance(exc, TaskgridError) else str(exc)
         return self.render(request, user, "error.html", "error",
                            {"message": message, "code": getattr(exc, "code", None)},
@@ -406,24 +409,20 @@ class Dashboard:
                 except ValueError:
                     errors[key] = "not a date and time"
         oldest = values["order"] == "oldest"
-        token_key = "after" if oldest else "before"
-        after_id: int | None = None
-        if q.get(token_key, "").isdigit():
-            after_id = int(q[token_key])
+        token = q.get("page", "")
         filters = TaskFilters(status=status, group_name=values["group"] or None,
                               function_name=values["function"] or None,
                               task_name=values["name"] or None, uuid=values["uuid"] or None,
                               created_after=times["created_after"],
                               created_before=times["created_before"], oldest_first=oldest)
         reader = self.backend.client()
-        rows, more = await run_in_threadpool(list_page, reader, filters, after_id)
+        rows, next_token = await run_in_threadpool(list_page, reader, filters, token)
+        kept = [(k, v) for k, v in q.multi_items() if k != "page"]
         next_url = None
-        if more and rows:
-            kept = [(k, v) for k, v in q.multi_items() if k not in ("before", "after")]
-            next_url = "/tasks?" + urlencode([*kept, (token_key, str(rows[-1].id))])
+        if next_token:
+            next_url = "/tasks?" + urlencode([*kept, ("page", next_token)])
         first_url = None
-        if after_id is not None:
-            kept = [(k, v) for k, v in q.multi_items() if k not in ("before", "after")]
+        if token:
             first_url = "/tasks" + ("?" + urlencode(kept) if kept else "")
         return self.render(request, user, "tasks.html", "tasks", {
             "values": values, "errors": errors, "rows": rows, "next_url": next_url,

@@ -1,7 +1,5 @@
 """The coordinator as the dashboard sees it: `Scheduler` clients per token, a page of tasks.
 
-A page of tasks is the one call the public client does not offer in one piece.
-
 Every `Scheduler` here is synchronous; handlers call these functions through
 ``starlette.concurrency.run_in_threadpool``.
 """
@@ -13,7 +11,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from taskgrid.client import (
     PermissionDeniedError,
@@ -140,42 +137,16 @@ class TaskFilters:
     oldest_first: bool = False
 
 
-def list_page(client: Scheduler, filters: TaskFilters, after_id: int | None,
-              size: int = PAGE_SIZE) -> tuple[list[TaskRecord], bool]:
-    """One page of tasks in the list's order after task `after_id`, and whether more follow.
+def list_page(client: Scheduler, filters: TaskFilters, page_token: str = "",
+              size: int = PAGE_SIZE) -> tuple[list[TaskRecord], str]:
+    """One page of tasks in the list's order, and the next page's token ("" on the last).
 
-    Only ``size + 1`` tasks are ever asked for, so a page costs the same with a million
-    tasks. ``after_id`` is ListTasks' page token (ids below it, above it oldest first);
-    `Scheduler.list_tasks` has no parameter for it yet, so a continued page is sent through
-    the client's request machinery (the one private use of the client here).
+    One ListTasks call of `size` tasks, keyset-paged on the id: a page costs the same with a
+    million tasks.
     """
-    kwargs: dict[str, Any] = {
-        "status": filters.status, "group_name": filters.group_name,
-        "function_name": filters.function_name, "task_name": filters.task_name,
-        "uuid": filters.uuid, "created_after": filters.created_after,
-        "created_before": filters.created_before, "oldest_first": filters.oldest_first,
-    }
-    if after_id is None:
-        tasks = client.list_tasks(limit=size + 1, **kwargs)
-    else:
-        tasks = _list_after(client, after_id, size + 1, kwargs)
-    return tasks[:size], len(tasks) > size
-
-
-def _list_after(client: Scheduler, after_id: int, limit: int,
-                kwargs: dict[str, Any]) -> list[TaskRecord]:
-    from taskgrid.client import _convert
-    from taskgrid.v1 import client_pb2
-
-    status = kwargs["status"]
-    request = client_pb2.ListTasksRequest(
-        statuses=[_convert.task_status_to_proto(status)] if status else [],
-        group_name=kwargs["group_name"] or "", function_name=kwargs["function_name"] or "",
-        task_name=kwargs["task_name"] or "", uuid=kwargs["uuid"] or "",
-        oldest_first=kwargs["oldest_first"], page_size=limit, page_token=str(after_id))
-    for name in ("created_after", "created_before"):
-        if kwargs[name] is not None:
-            getattr(request, name).FromDatetime(_convert.as_utc(kwargs[name]))
-    response = client._unary(
-        lambda stubs: stubs.tasks.ListTasks(request, timeout=client.timeout_s))
-    return [_convert.task_from_proto(t) for t in response.tasks][:limit]
+    page = client.list_tasks_page(
+        filters.status, filters.group_name, filters.function_name, filters.task_name,
+        page_size=size, page_token=page_token, uuid=filters.uuid,
+        created_after=filters.created_after, created_before=filters.created_before,
+        oldest_first=filters.oldest_first)
+    return list(page.tasks), page.next_page_token

@@ -168,7 +168,7 @@ def test_queue_form_and_pages(coordinator, start_worker):
         assert http.get("/tasks/999999").status_code == 404
         assert http.get("/jobs/no-such-job").status_code == 404
 
-        # 50 tasks a page, continued from the last id shown
+        # 50 tasks a page, continued with ListTasks' page token
         client.queue_tasks([{"function": "add", "pargs": [n, n], "group_name": NOBODY}
                             for n in range(55)])
         first = http.get("/tasks?status=QUEUED")
@@ -180,6 +180,7 @@ def test_queue_form_and_pages(coordinator, start_worker):
         more = [int(i) for i in re.findall(r'<tr data-task-id="(\d+)"', second.text)]
         assert len(more) == 5 and max(more) < min(ids)
         assert 'data-testid="next-page"' not in second.text
+        assert http.get("/tasks?page=not-a-token").status_code == 400  # the coordinator's word
         oldest = http.get("/tasks?order=oldest&group=nobody")
         ids = [int(i) for i in re.findall(r'<tr data-task-id="(\d+)"', oldest.text)]
         assert ids == sorted(ids) and len(ids) == 50
