@@ -12,8 +12,9 @@ never used and does not work here: the browser is launched with
 ``executable_path=/usr/bin/chromium`` (``$TASKGRID_CHROMIUM`` overrides it). Without Chromium or
 Playwright these tests are skipped, with the reason.
 
-- `browser`: one Chromium per pytest process (session); `page`: a fresh context (no cookies)
-  and page per test, closed before the dashboard stops.
+- `browser`: one Chromium per test module (not per session: Playwright's sync API would keep
+  an event loop marked running for other modules' asyncio tests); `page`: a fresh context (no
+  cookies) and page per test, closed before the dashboard stops.
 - `start_dashboard(coordinator=None, *, token=None, require_login=False)` starts a dashboard
   and returns it (`.url`); `dashboard` is one on the test's coordinator with no login.
 - `shot(page, name)` saves a full-page screenshot to
@@ -167,9 +168,14 @@ def dashboard(
 # -- the browser ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Debian Chromium for this pytest process, driven by Playwright."""
+    """One headless Debian Chromium per test module, driven by Playwright.
+
+    Not per session: between its calls, Playwright's sync API leaves its event loop marked
+    as running in the thread, so a later test of another module in the same pytest process
+    (`make test` runs pytest-xdist) could not call asyncio.run(). Module scope ends it before
+    pytest moves to another module's test."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} not found: run `make browser-tools` (scripts/ensure_browser.sh)")
     args = list(CHROMIUM_ARGS)
