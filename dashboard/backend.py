@@ -78,7 +78,11 @@ class Backend:
                          timeout_s=self.timeout_s, insecure=self.insecure)
 
     def own_role(self) -> Role:
-        """The role of the dashboard's own token: ADMIN when there is none (asked once)."""
+        """The role of the dashboard's own token: ADMIN when there is none (asked once).
+
+        Raises:
+            UnauthenticatedError: the coordinator does not know it, or wants one.
+        """
         if self._own_role is None:
             self._own_role = self.role_of(self.client())
         return self._own_role
@@ -95,6 +99,8 @@ class Backend:
             raise UnknownTokenError(str(exc).replace(token, "<token>")) from None
         try:
             return self.role_of(probe)
+        except UnauthenticatedError:
+            raise UnknownTokenError("unknown token") from None
         finally:
             probe.close()
 
@@ -103,14 +109,12 @@ class Backend:
         """ADMIN if `client` may list workers, CLIENT if it is refused that only.
 
         Raises:
-            UnknownTokenError: the coordinator does not know the token.
+            UnauthenticatedError: the coordinator does not know the token (or wants one).
         """
         try:
             client.get_workers()
         except PermissionDeniedError:
             return Role.CLIENT
-        except UnauthenticatedError:
-            raise UnknownTokenError("unknown token") from None
         return Role.ADMIN
 
     def close(self) -> None:

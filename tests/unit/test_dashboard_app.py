@@ -79,6 +79,9 @@ def test_listen_and_helpers():
 def test_login_roles_and_csrf(secured):
     coordinator, admin = secured
     task_id = admin.queue_task("add", pargs=[1, 1], group_name=NOBODY).id
+    with app_client(coordinator.address) as http:  # no token of its own: a page says so
+        page = http.get("/")
+        assert page.status_code == 403 and 'data-page="error"' in page.text
     with app_client(coordinator.address, token=TOKENS["admin"], require_login=True) as http:
         # every page leads to the login form
         page = http.get(f"/tasks/{task_id}")
