@@ -143,6 +143,7 @@ def test_pages_render_real_data(client, start_worker, dashboard, page, shot):
     submit(filters)
     expect(task_rows(page)).to_have_count(3)
     assert set(row_ids(page)) == set(added)
+    shot(page, "tasks-completed-add")
 
     # a task page: fields, and its run with the result
     goto(page, f"{dashboard}/tasks/{added[0]}", "task")
@@ -275,6 +276,7 @@ def test_worker_buttons_disable_resume_kill(client, start_worker, dashboard, pag
     click_confirmed(page, page.locator('form[data-worker="wk"] button[data-action="resume"]'))
     expect(by_testid(page, "flash")).to_be_visible()
     reload_until(page, status, "ACTIVE")
+    shot(page, "workers-resumed")
 
     click_confirmed(page, page.locator('form[data-worker="wk"] button[data-action="kill"]'))
     expect(by_testid(page, "flash")).to_be_visible()
@@ -291,11 +293,12 @@ def test_worker_buttons_disable_resume_kill(client, start_worker, dashboard, pag
 def test_queue_form_validation_and_submit(client, start_worker, dashboard, page, shot):
     start_worker("w1")
     goto(page, f"{dashboard}/", "overview")
+    shot(page, "overview")
     by_testid(page, "nav-queue").click()
     expect(page.locator("main")).to_have_attribute("data-page", "queue")
     # args that are not JSON: the dashboard's own check
     fill_queue_form(page, function="add", args="not json", timeout="60")
-    expect(page.locator('.field-error[data-field="args"]')).to_be_visible()
+    expect(page.locator('.field-error[data-field="args"]')).to_contain_text("JSON")
     expect(page.locator("main")).to_have_attribute("data-page", "queue")
     shot(page, "queue-error-args")
     # a timeout of 0: the coordinator's validation, shown next to the field
@@ -334,6 +337,7 @@ def test_client_role_cannot_act(start_coordinator, start_worker, start_dashboard
     goto(page, f"{dash.url}/tasks/{task_id}", "login")
     shot(page, "login")
     login(page, dash.url, "not-a-known-token-at-all", ok=False)
+    shot(page, "login-refused")
 
     # the admin sees the buttons (another browser session)
     as_admin = new_page()
@@ -349,22 +353,25 @@ def test_client_role_cannot_act(start_coordinator, start_worker, start_dashboard
     # the client sees every page, without a button
     login(page, dash.url, TOKENS["client"])
     for path, kind in (("/", "overview"), ("/tasks", "tasks"), (f"/tasks/{task_id}", "task"),
-                       ("/workers", "workers")):
+                       ("/workers", "workers"), ("/queue", "queue")):
         goto(page, f"{dash.url}{path}", kind)
         check_nav(page)
         expect(page.locator(ACTION_BUTTONS)).to_have_count(0)
+        if kind == "tasks":
+            expect(page.locator(f'tr[data-task-id="{task_id}"]')).to_have_count(1)
+        if kind == "workers":
+            expect(page.locator('tr[data-worker="w1"]')).to_have_count(1)
         shot(page, f"client-{kind}")
-    goto(page, f"{dash.url}/tasks", "tasks")
-    expect(page.locator(f'tr[data-task-id="{task_id}"]')).to_have_count(1)
 
     # and its POSTs, with its own session's CSRF token, are refused
-    goto(page, f"{dash.url}/tasks/{task_id}", "task")
     name, csrf = csrf_token(page)
-    for action, fields in (stop, kill):
+    queue = (f"{dash.url}/queue", {"function": "add", "args": "[1, 1]", name: ""})
+    for action, fields in (stop, kill, queue):
         assert name in fields, f"the admin's form to {action} has no {name} field: {fields}"
         response = page.request.post(action, form={**fields, name: csrf}, max_redirects=0)
         assert response.status == 403, f"POST {action} as client: {response.status}"
     assert status_of(admin, task_id) == "QUEUED"
+    assert [t.id for t in admin.list_tasks()] == [task_id]  # nothing queued either
     assert worker.is_alive() and str(admin.get_workers()["w1"].status) == "ACTIVE"
 
 
