@@ -3,6 +3,7 @@ coordinator (SQLite only). The pages in a real browser are tests/browser's."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -23,6 +24,7 @@ TOKENS = {"client": "client-token-0123456789", "worker": "worker-token-012345678
           "admin": "admin-token-0123456789"}
 NOBODY = "nobody"  # a group no worker serves
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -56,6 +58,17 @@ def secured(start_coordinator, tmp_path):
     admin = Scheduler(coordinator.address, token=TOKENS["admin"])
     yield coordinator, admin
     admin.close()
+
+
+def test_the_dashboard_is_a_client_only():
+    """It reaches the coordinator through taskgrid.client's public API, never the database."""
+    for path in sorted((ROOT / "dashboard").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(("taskgrid.coordinator", "taskgrid.v1", "sqlalchemy",
+                                            "taskgrid.client._")), f"{path} imports {name}"
 
 
 def test_listen_and_helpers():
