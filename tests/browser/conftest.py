@@ -47,8 +47,6 @@ from tests.support.processes import (
     stop_all,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("TASKGRID_CHROMIUM", "/usr/bin/chromium")
 #: the one line the dashboard prints on stdout once it serves (with its newline)
 READY_LINE = re.compile(r"dashboard listening on (http://\S+:\d+)/?[ \t\r]*\n")
@@ -64,6 +62,7 @@ _DASHBOARDS = pytest.StashKey[list["DashboardProcess"]]()
 playwright_sync = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
 )
+from tests.browser.pages import SCREENSHOTS  # noqa: E402 (it needs playwright)
 
 
 @pytest.fixture

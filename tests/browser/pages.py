@@ -26,12 +26,13 @@ The contract the dashboard follows (selectors the tests use):
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import expect
 
-#: how long an expectation on a condition may take by default (ms)
-WAIT_MS = 10_000
+#: where screenshots go: test-artifacts/screenshots/<test>-<page>.png at the repository root
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
 def by_testid(page: Any, name: str) -> Any:
