@@ -73,6 +73,13 @@ def secured(start_coordinator, start_worker, tmp_path):
         admin.close()
 
 
+def act(page, button, action) -> None:
+    """Click an action's button, accept its confirm(), and wait for the flash message that
+    names the action (on the page the POST lands on)."""
+    click_confirmed(page, button)
+    expect(by_testid(page, "flash")).to_contain_text(re.compile(action, re.IGNORECASE))
+
+
 def fill_queue_form(page, **values) -> None:
     """Fill the queue form's named inputs and submit it."""
     form = page.locator('form[data-testid="queue-form"]')
@@ -253,8 +260,7 @@ def test_stop_button_stops_a_running_task(client, start_worker, dashboard, page,
     goto(page, f"{dashboard}/tasks/{task_id}", "task")
     expect(by_testid(page, "task-status")).to_have_text("RUNNING")
     shot(page, "task-running")
-    click_confirmed(page, page.locator('button[data-action="stop"]'))
-    expect(by_testid(page, "flash")).to_be_visible()
+    act(page, page.locator('button[data-action="stop"]'), "stop")
     shot(page, "task-stop-flash")
     wait_status(client, task_id, "STOPPED", timeout=20.0)
     # the open page follows the task's status; a fresh one shows the ended run
@@ -267,7 +273,7 @@ def test_stop_button_stops_a_running_task(client, start_worker, dashboard, page,
     shot(page, "task-stopped")
 
 
-def test_worker_buttons_disable_resume_kill(client, start_worker, dashboard, page, shot):
+def test_worker_buttons_disable_resume_kill_terminate(client, start_worker, dashboard, page, shot):
     worker = start_worker("wk", groups=["g1"])
     # dead workers listed too: a killed worker stays on the page, in status KILL, once it exits
     goto(page, f"{dashboard}/workers?dead=1", "workers")
@@ -275,24 +281,99 @@ def test_worker_buttons_disable_resume_kill(client, start_worker, dashboard, pag
     expect(status).to_have_text("ACTIVE")
     shot(page, "workers")
 
-    click_confirmed(page, page.locator('form[data-group="g1"] button[data-action="disable"]'))
-    expect(by_testid(page, "flash")).to_be_visible()
+    act(page, page.locator('form[data-group="g1"] button[data-action="disable"]'), "disable")
     reload_until(page, status, "DISABLED")
     assert str(client.get_workers()["wk"].status) == "DISABLED"
     shot(page, "workers-disabled")
 
-    click_confirmed(page, page.locator('form[data-worker="wk"] button[data-action="resume"]'))
-    expect(by_testid(page, "flash")).to_be_visible()
+    act(page, page.locator('form[data-worker="wk"] button[data-action="resume"]'), "resume")
     reload_until(page, status, "ACTIVE")
     shot(page, "workers-resumed")
 
-    click_confirmed(page, page.locator('form[data-worker="wk"] button[data-action="kill"]'))
-    expect(by_testid(page, "flash")).to_be_visible()
+    act(page, page.locator('form[data-worker="wk"] button[data-action="kill"]'), "kill")
     expect(status).to_have_text("KILL")
     shot(page, "workers-kill")
     worker.wait(timeout=15.0)  # the worker process exits
     page.reload()
     expect(status).to_have_text("KILL")
+
+    # terminate: the worker finishes and exits
+    other = start_worker("wt")
+    page.reload()
+    act(page, page.locator('form[data-worker="wt"] button[data-action="terminate"]'),
+        "terminate")
+    expect(page.locator('tr[data-worker="wt"] td[data-col="status"]')).to_have_text("TERMINATE")
+    other.wait(timeout=15.0)
+    shot(page, "workers-terminate")
+
+
+def test_task_buttons_disable_enable_stop_requeue_delete(client, dashboard, page, shot):
+    task_id = client.queue_task("add", pargs=[1, 2], group_name=NOBODY).id  # stays QUEUED
+    goto(page, f"{dashboard}/tasks/{task_id}", "task")
+    status = by_testid(page, "task-status")
+    enabled = page.locator('dl[data-testid="task-fields"] [data-field="enabled"]')
+    expect(status).to_have_text("QUEUED")
+    expect(enabled).to_have_text("True")
+    shot(page, "task-queued")
+
+    act(page, page.locator('button[data-action="disable"]'), "disable")
+    expect(enabled).to_have_text("False")
+    expect(page.locator('button[data-action="enable"]')).to_have_count(1)
+    assert client.task_status(task_id).enabled is False
+    shot(page, "task-disabled")
+    act(page, page.locator('button[data-action="enable"]'), "enable")
+    expect(enabled).to_have_text("True")
+
+    act(page, page.locator('button[data-action="stop"]'), "stop")
+    reload_until(page, status, "STOPPED")
+    assert status_of(client, task_id) == "STOPPED"
+    shot(page, "task-stopped")
+    act(page, page.locator('button[data-action="requeue"]'), "requeue")
+    reload_until(page, status, "QUEUED")
+    assert status_of(client, task_id) == "QUEUED"
+
+    act(page, page.locator('button[data-action="stop"]'), "stop")
+    reload_until(page, status, "STOPPED")
+    act(page, page.locator('button[data-action="delete"]'), "delete")
+    expect(page.locator("main")).to_have_attribute("data-page", "tasks")
+    expect(page.locator(f'tr[data-task-id="{task_id}"]')).to_have_count(0)
+    assert client.task_status(task_id) is None
+    shot(page, "tasks-after-delete")
+
+
+def test_task_list_filters(client, dashboard, page, shot):
+    a = client.queue_task("add", pargs=[1, 1], group_name="ga", task_name="alpha").id
+    b = client.queue_task("echo", pargs=["b"], group_name="gb", task_name="beta").id
+    c = client.queue_task("add", pargs=[2, 2], group_name="gb", task_name="gamma").id
+    uuid_b = client.task_status(b).uuid
+
+    def filtered(**values) -> list[int]:
+        goto(page, f"{dashboard}/tasks", "tasks")
+        form = page.locator('form[data-testid="task-filters"]')
+        for name, value in values.items():
+            field = form.locator(f'[name="{name}"]')
+            if name in ("status", "order"):
+                field.select_option(value)
+            else:
+                field.fill(value)
+        submit(form)
+        expect(page.locator("main")).to_have_attribute("data-page", "tasks")
+        page.wait_for_url(re.compile(r"/tasks\?"))
+        return row_ids(page)
+
+    assert filtered() == [c, b, a]  # newest first
+    shot(page, "tasks")
+    assert filtered(order="oldest") == [a, b, c]
+    assert filtered(group="gb") == [c, b]
+    assert filtered(function="add") == [c, a]
+    assert filtered(name="beta") == [b]
+    assert filtered(uuid=uuid_b) == [b]
+    shot(page, "tasks-by-uuid")
+    assert filtered(group="gb", function="add") == [c]
+    assert filtered(created_before="2000-01-01T00:00:00") == []
+    expect(page.locator("tr[data-task-id]")).to_have_count(0)
+    assert filtered(created_after="2000-01-01T00:00:00", order="oldest") == [a, b, c]
+    shot(page, "tasks-created-after")
 
 
 # -- 4. the queue form -----------------------------------------------------------------------------
