@@ -33,6 +33,7 @@ TARGETED_WORKER_COMMANDS = ("disable", "terminate", "kill")
 ROUTED_COMMANDS = {
     "coordinator": "serve the gRPC API over a database (taskgrid coordinator --help)",
     "worker": "run tasks leased from a coordinator (taskgrid worker --help)",
+    "dashboard": "serve the web dashboard of a coordinator (taskgrid dashboard --help)",
 }
 #: Subcommands that change tasks chosen by REFs or by filters -> (Scheduler method, what
 #: the answer says was done, one-line help).

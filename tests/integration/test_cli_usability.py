@@ -63,11 +63,11 @@ def test_help_lists_every_command_and_still_routes_the_servers():
     section = proc.stdout[proc.stdout.index("\n  COMMAND\n"):proc.stdout.index("\noptions:")]
     commands = [line.split()[0] for line in section.splitlines()
                 if line.startswith("    ") and not line.startswith("     ")]
-    assert commands[:2] == ["coordinator", "worker"]
+    assert commands[:3] == ["coordinator", "worker", "dashboard"]
     assert {"queue", "queue-command", "status", "tail", "wait", "stop", "tasks", "update",
             "requeue", "enable-task", "disable-task", "delete", "workers", "resume", "disable",
             "terminate", "kill", "completion"} <= set(commands)
-    for name in ("coordinator", "worker"):  # listed, and still their own programs
+    for name in ("coordinator", "worker", "dashboard"):  # listed, and their own programs
         proc = taskgrid(name, "--help")
         assert proc.returncode == 0 and proc.stdout.startswith(f"usage: taskgrid {name}")
 
