@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,10 @@ def start_dashboard(
         yield start
     finally:
         # an open event stream must not hold a dashboard past a short grace
-        stop_all(started, grace_s=3.0)
+        killed = stop_all(started, grace_s=3.0)
+        if killed:
+            warnings.warn(f"{', '.join(killed)} did not exit after SIGTERM and were SIGKILLed",
+                          stacklevel=1)
 
 
 @pytest.fixture
@@ -206,8 +210,11 @@ def page(browser: Any, start_dashboard: Callable[..., DashboardProcess]) -> Iter
 
 
 @pytest.fixture
-def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
-    """Factory of further pages, each in its own fresh context (another user's session)."""
+def new_page(
+    browser: Any, start_dashboard: Callable[..., DashboardProcess]
+) -> Iterator[Callable[[], Any]]:
+    """Factory of further pages, each in its own fresh context (another user's session),
+    closed before any dashboard stops."""
     contexts: list[Any] = []
 
     def make() -> Any:
