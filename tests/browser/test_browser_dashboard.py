@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from taskgrid.client import JobGraph, Scheduler
+from taskgrid.client import JobGraph, Scheduler, TaskStatus
 from tests.browser.pages import (
     SCREENSHOTS,
     by_testid,
@@ -125,8 +125,10 @@ def test_pages_render_real_data(client, start_worker, dashboard, page, shot):
     goto(page, f"{dashboard}/", "overview")
     check_nav(page)
     reload_until(page, by_testid(page, "count-COMPLETED"), "3")
-    expect(by_testid(page, "count-FAILED")).to_have_text("1")
-    expect(by_testid(page, "count-QUEUED")).to_have_text("4")
+    counts = {"QUEUED": 4, "COMPLETED": 3, "FAILED": 1}
+    for status in TaskStatus:  # one number for each status
+        expect(by_testid(page, f"count-{status.value}")).to_have_text(
+            str(counts.get(status.value, 0)))
     expect(by_testid(page, "counts-table")).to_be_visible()
     expect(page.locator('svg[data-testid="throughput-chart"]')).to_be_visible()
     expect(by_testid(page, "live-workers")).to_have_text("1")
