@@ -11,10 +11,10 @@ if [ -x "$CHROMIUM" ]; then
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Chromium for the browser tests (apt-get install chromium)"
-  install() {
+  install_chromium() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
   }
-  install || { apt-get update -qq && install; } \
+  install_chromium || { apt-get update -qq && install_chromium; } \
     || echo "could not install Chromium: the browser tests will be skipped"
 else
   echo "Chromium ($CHROMIUM) not found and cannot be installed here: the browser tests will be skipped"
