@@ -65,6 +65,8 @@ MAX_STREAMS = 200
 MAX_RUNS_SHOWN = 100
 TASK_ACTIONS = ("stop", "requeue", "enable", "disable", "delete")
 WORKER_ACTIONS = ("disable", "resume", "terminate", "kill")
+#: task fields whose 0 means "not set" (web2py's rule, or no cap), shown as "unset"
+_UNSET_WHEN_ZERO = frozenset({"retry_delay", "retry_delay_max"})
 #: queue form fields that are whole numbers
 QUEUE_INT_FIELDS = ("timeout", "repeats", "period", "retry_failed", "priority")
 #: queue_task's field names -> the queue form's
@@ -456,7 +458,8 @@ class Dashboard:
         if job is not None:
             job_url = (f"/jobs/{quote(job.job_name, safe='')}" if job.job_name
                        else f"/tasks/{task_id}/job")
-        fields = [(f.name, field_text(getattr(record, f.name)))
+        fields = [(f.name, "unset" if f.name in _UNSET_WHEN_ZERO and not getattr(
+                   record, f.name) else field_text(getattr(record, f.name)))
                   for f in dataclasses.fields(TaskRecord)]
         runs = found["runs"]
         return self.render(request, user, "task.html", "task", {
