@@ -35,8 +35,7 @@ TOKENS = {"client": "client-token-0123456789", "worker": "worker-token-012345678
           "admin": "admin-token-0123456789"}
 #: a group no worker serves: its tasks stay QUEUED
 NOBODY = "nobody"
-#: the buttons that act: on a task, on workers, queueing (the task list's filter and the logout
-#: buttons carry a data-action too, and any role has them)
+#: the buttons that act: on a task, on workers, queueing (only they carry a data-action)
 ACTIONS = ("stop", "requeue", "enable", "disable", "delete", "resume", "terminate", "kill",
            "queue")
 ACTION_BUTTONS = ", ".join(f'button[data-action="{action}"]' for action in ACTIONS)
@@ -446,7 +445,7 @@ def test_client_role_cannot_act(secured, start_dashboard, page, new_page, shot):
                        ("/workers", "workers"), ("/queue", "queue")):
         goto(page, f"{dash.url}{path}", kind)
         check_nav(page)
-        expect(page.locator(ACTION_BUTTONS)).to_have_count(0)
+        expect(page.locator("button[data-action]")).to_have_count(0)
         if kind == "tasks":
             expect(page.locator(f'tr[data-task-id="{task_id}"]')).to_have_count(1)
         if kind == "workers":

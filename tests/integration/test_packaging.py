@@ -29,7 +29,8 @@ PROJECT = PYPROJECT["project"]
 RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
 #: the dev extra's packages and their import names: nothing `make demo` runs may import them
 DEV_ONLY_MODULES = ["pytest", "_pytest", "hypothesis", "grpc_tools", "mypy", "mypy_protobuf",
-                    "cryptography", "yaml", "kubernetes_validate", "xdist", "opentelemetry"]
+                    "cryptography", "yaml", "kubernetes_validate", "xdist", "opentelemetry",
+                    "playwright", "httpx"]
 
 
 def _lower_bound(req: Requirement) -> Version:
