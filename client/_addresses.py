@@ -19,6 +19,8 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 
+from taskgrid.loopback import is_loopback_host
+
 logger = logging.getLogger(__name__)
 
 #: Target schemes gRPC resolves itself: an entry starting with one is dialed as it is.
@@ -202,15 +204,5 @@ def _is_loopback_entry(entry: str) -> bool:
         host = entry.rsplit(":", 1)[0]
     else:  # a bare host, or an IPv6 address without brackets or port
         host = entry
-    return _is_loopback_host(host)
-
-
-def _is_loopback_host(host: str) -> bool:
-    host = host.lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host)
 

@@ -15,7 +15,6 @@ import dataclasses
 import enum
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import pathlib
@@ -24,6 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
+
+from taskgrid.loopback import is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +108,7 @@ class Tokens:
 
 def is_loopback(listen: str) -> bool:
     """True when HOST:PORT binds only to this machine."""
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(listen.rsplit(":", 1)[0])
 
 
 def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str

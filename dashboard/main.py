@@ -7,7 +7,6 @@ http://HOST:PORT``; everything else goes to stderr.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import secrets
@@ -18,6 +17,7 @@ from types import FrameType
 
 from taskgrid.client import TlsConfig
 from taskgrid.client.scheduler import DEFAULT_TARGET
+from taskgrid.loopback import is_loopback_host
 
 from .backend import Backend
 
@@ -74,16 +74,6 @@ def split_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def is_loopback(host: str) -> bool:
-    """True for localhost and the loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port)."""
     family, kind, proto, _, address = socket.getaddrinfo(
@@ -117,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"taskgrid dashboard: {exc}", file=sys.stderr)
         return 2
-    require_login = args.require_login or not is_loopback(host)
+    require_login = args.require_login or not is_loopback_host(host)
     secret = args.session_secret or os.environ.get(ENV_SESSION_SECRET) or secrets.token_hex(32)
 
     import uvicorn

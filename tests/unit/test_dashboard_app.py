@@ -16,7 +16,8 @@ from starlette.testclient import TestClient  # noqa: E402
 from taskgrid.client import Scheduler  # noqa: E402
 from taskgrid.dashboard.app import Settings, create_app, js_string, parse_queue_form  # noqa: E402
 from taskgrid.dashboard.backend import Backend  # noqa: E402
-from taskgrid.dashboard.main import is_loopback, split_listen  # noqa: E402
+from taskgrid.dashboard.main import split_listen  # noqa: E402
+from taskgrid.loopback import is_loopback_host as is_loopback  # noqa: E402
 from tests.support.processes import Access  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
 
