@@ -218,19 +218,22 @@ def test_pages_render_real_data(client, start_worker, dashboard, page, shot):
 # -- 2. live output and progress -------------------------------------------------------------------
 
 
-def test_live_output_and_progress(client, start_worker, dashboard, page, shot):
+def test_live_output_and_progress(client, start_worker, dashboard, page, shot, state_dir):
     start_worker("w1")
-    task_id = client.queue_task("print_lines", pargs=[8, 0.5]).id
+    # The tasks wait on gate files this test writes: the page is open while they run,
+    # however slow the machine, and they end only when the test has seen what it needs.
+    task_id = client.queue_task("print_gated", pargs=["lines"]).id
     wait_status(client, task_id, "RUNNING")
     goto(page, f"{dashboard}/tasks/{task_id}", "task")
     output = page.locator('pre[data-testid="output"]')
     expect(output).to_contain_text("line 0")
-    # the output came while the task runs: it has more lines to print yet
+    # the output came while the task runs: it cannot end before the gate opens
     assert status_of(client, task_id) == "RUNNING"
-    expect(output).not_to_contain_text("line 7")
+    expect(output).not_to_contain_text("line 1")
     expect(by_testid(page, "task-status")).to_have_text("RUNNING")
     shot(page, "task-running")
-    expect(output).to_contain_text("line 7", timeout=20_000)  # the stream goes on to the end
+    (state_dir / "lines").write_text("open")
+    expect(output).to_contain_text("line 1", timeout=20_000)  # the stream goes on to the end
     wait_status(client, task_id, "COMPLETED")
     reload_until(page, by_testid(page, "task-status"), "COMPLETED")
     shot(page, "task-completed")
@@ -238,12 +241,13 @@ def test_live_output_and_progress(client, start_worker, dashboard, page, shot):
     # progress: the line after a !clear! ("50%", then "!clear!100%"), seen by a page open
     # before the clear (the output stored after it has no marker left: a page opened later
     # shows "100%" as output only)
-    task_id = client.queue_task("progress", pargs=[4.0]).id
+    task_id = client.queue_task("progress_gated", pargs=["progress"]).id
     wait_status(client, task_id, "RUNNING")
     goto(page, f"{dashboard}/tasks/{task_id}", "task")
     output = page.locator('pre[data-testid="output"]')
     expect(output).to_contain_text("50%")
     shot(page, "progress-running")
+    (state_dir / "progress").write_text("open")
     # the page follows the stream: the cleared output's last line is the progress line
     expect(by_testid(page, "progress")).to_have_text("100%", timeout=20_000)
     expect(output).not_to_contain_text("50%")

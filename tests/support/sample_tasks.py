@@ -56,6 +56,32 @@ def progress(delay: float = 0.0) -> int:
     return 1
 
 
+def _wait_for_file(name: str, timeout: float = 60.0) -> None:
+    """Block until the test creates `name` in $TASKGRID_TEST_STATE_DIR (a gate, not a delay)."""
+    path = os.path.join(os.environ[STATE_DIR_ENV], name)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test never opened the gate {name}")
+        time.sleep(0.02)  # polling a file the test writes
+
+
+def print_gated(gate: str) -> int:
+    """Print "line 0", wait for the test's gate file, then print "line 1": live until told."""
+    print("line 0", flush=True)
+    _wait_for_file(gate)
+    print("line 1", flush=True)
+    return 2
+
+
+def progress_gated(gate: str) -> int:
+    """web2py's demo4 with a gate: "50%", then (once the test says) "!clear!100%"."""
+    print("50%", flush=True)
+    _wait_for_file(gate)
+    print("!clear!100%", flush=True)
+    return 1
+
+
 def clear_many() -> None:
     """Several markers across lines and inside one line: the final output is "d\\n"."""
     print("a", flush=True)
