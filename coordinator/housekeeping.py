@@ -235,18 +235,21 @@ async def edit(rt: Runtime, ref: Ref, values: Mapping[str, Any]) -> Edited:
     return Edited(task, errors)
 
 
-async def purge(rt: Runtime, cutoff: dt.datetime) -> int:
-    """Delete tasks that ended before `cutoff`, BATCH per transaction (the maintenance loop)."""
+async def purge(rt: Runtime, cutoff: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """Delete tasks that ended before `cutoff`, BATCH per transaction (the maintenance loop).
+
+    Returns how many went, and when the oldest task left ended (read by the last batch).
+    """
     total = 0
     while True:
-        def batch(tx: Tx) -> int:
+        def batch(tx: Tx) -> tuple[int, Any]:
             ids = tx.finished_before(cutoff, BATCH)
             tx.delete_tasks(ids)
-            return len(ids)
-        n = await rt.store.run(batch)
+            return len(ids), tx.earliest_finished() if len(ids) < BATCH else None
+        n, oldest = await rt.store.run(batch)
         total += n
         if n < BATCH:
             break
     if total:
         logger.info("finished tasks purged count=%d before=%s", total, cutoff.isoformat())
-    return total
+    return total, oldest

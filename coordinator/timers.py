@@ -138,8 +138,8 @@ class Timers:
 
     async def _purge_tasks(self, now: dt.datetime) -> None:
         cutoff = now - dt.timedelta(seconds=self.rt.config.task_retention_s)
-        await housekeeping.purge(self.rt, cutoff)
-        self._plan_task_purge(await self.rt.store.run(lambda tx: tx.earliest_finished()))
+        _, oldest = await housekeeping.purge(self.rt, cutoff)
+        self._plan_task_purge(oldest)
 
     async def _purge(self, now: dt.datetime) -> None:
         cutoff = now - dt.timedelta(seconds=self.rt.config.worker_retention_s)

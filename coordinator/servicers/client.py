@@ -133,11 +133,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         page_token = _page_token(request.page_token)
         statuses = [convert.status_name(s, common_pb2.TaskStatus, "TASK_STATUS_",
                                         f"statuses[{i}]") for i, s in enumerate(request.statuses)]
-        filters = {"group_name": request.group_name, "function_name": request.function_name,
-                   "task_name": request.task_name, "uuid": request.uuid}
-        for key, value in filters.items():
-            if "\x00" in value:
-                raise InvalidRequestError(key, "must not contain NUL characters")
+        filters = {k: _filter_text(k, getattr(request, k))
+                   for k in ("group_name", "function_name", "task_name", "uuid")}
         created = tuple(self._time(request, name) for name in ("created_after",
                                                                 "created_before"))
         rows, token = await tasks.list_tasks(self.rt, statuses, filters, request.page_size,
@@ -155,13 +152,14 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         return client_pb2.ListTasksResponse(tasks=page, next_page_token=token)
 
     @staticmethod
-    def _time(request: Any, name: str) -> Any:
-        if not request.HasField(name):
+    def _time(message: Any, name: str, field: str = "") -> Any:
+        """An optional Timestamp field as a datetime (None when unset), or INVALID_ARGUMENT."""
+        if not message.HasField(name):
             return None
         try:
-            return convert.from_ts(getattr(request, name))
+            return convert.from_ts(getattr(message, name))
         except (ValueError, OverflowError) as exc:
-            raise InvalidRequestError(name, "not a valid timestamp") from exc
+            raise InvalidRequestError(field or name, "not a valid timestamp") from exc
 
     @status.unary
     async def GetStats(self, request: client_pb2.GetStatsRequest,
@@ -251,13 +249,7 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
                          for i, s in enumerate(sel.statuses))
         filters = {k: _filter_text(f"select.{k}", getattr(sel, k))
                    for k in ("group_name", "function_name", "task_name")}
-        before = None
-        if sel.HasField("finished_before"):
-            try:
-                before = convert.from_ts(sel.finished_before)
-            except (ValueError, OverflowError) as exc:
-                raise InvalidRequestError("select.finished_before", "not a valid timestamp") \
-                    from exc
+        before = self._time(sel, "finished_before", "select.finished_before")
         out = housekeeping.Selector(tuple(refs), statuses, filters, before, sel.all)
         out.check()
         if out.by_filter and auth.caller_role(

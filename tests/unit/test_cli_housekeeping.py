@@ -25,6 +25,7 @@ from taskgrid.client import (
 )
 from taskgrid.client._cli_parse import parse_duration
 from tests.unit.test_cli_parse import FakeScheduler, run, task
+from tests.unit.test_cli_parse import Harness as BaseHarness
 
 
 class Fake(FakeScheduler):
@@ -62,21 +63,11 @@ class Fake(FakeScheduler):
         return self._changed("delete_tasks", *refs, **kwargs)
 
 
-class Harness:
+class Harness(BaseHarness):
+    fake: Fake | None
+
     def __init__(self) -> None:
-        self.fake: Fake | None = None
-        self.setup: list[Any] = []
-
-    def factory(self, target: str) -> Fake:
-        self.fake = Fake(target)
-        for step in self.setup:
-            step(self.fake)
-        return self.fake
-
-    def run(self, *argv: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        code = cli.main(list(argv), scheduler_factory=self.factory, stdout=out, stderr=err)
-        return code, out.getvalue(), err.getvalue()
+        super().__init__(Fake)
 
     @property
     def calls(self) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:

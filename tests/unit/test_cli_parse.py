@@ -293,12 +293,15 @@ class FakeScheduler:
 
 
 class Harness:
-    def __init__(self) -> None:
+    """Runs cli.main against a fake Scheduler (of `fake_class`), set up by `setup` steps."""
+
+    def __init__(self, fake_class: type[FakeScheduler] = FakeScheduler) -> None:
+        self.fake_class = fake_class
         self.fake: FakeScheduler | None = None
         self.setup: list[Any] = []
 
     def factory(self, target: str) -> FakeScheduler:
-        self.fake = FakeScheduler(target)
+        self.fake = self.fake_class(target)
         for step in self.setup:
             step(self.fake)
         return self.fake
