@@ -431,7 +431,10 @@ def test_a_coordinator_cut_off_from_the_database_stops_serving(processes, pg_clu
             return False
 
         wait_until(refused, timeout=15, desc="A refusing calls once cut off")
-        wait_until(lambda: workers_by_name(b)["wanderer"].coordinator == node_of(b),
+        # While A is cut off the worker's row stops being refreshed, and ListWorkers leaves
+        # a row silent past dead_after out until the worker is heard through B.
+        wait_until(lambda: getattr(workers_by_name(b).get("wanderer"), "coordinator",
+                                   None) == node_of(b),
                    timeout=20, desc="the worker moved to B")
         wait_until(lambda: leader_row(pg_url)[0] == node_of(b), timeout=15,
                    desc="B leading: A cannot renew its lease while cut off")
