@@ -184,8 +184,11 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         which = request.WhichOneof("job")
         if which is None:
             raise InvalidRequestError("job", "give a job_name or a task_id")
-        if which == "job_name" and ("\x00" in request.job_name or not request.job_name):
-            raise InvalidRequestError("job_name", "must be a non-empty name, no NUL")
+        if which == "job_name" and ("\x00" in request.job_name or not request.job_name
+                                    or len(request.job_name) > MAX_JOB_NAME):
+            raise InvalidRequestError(
+                "job_name",
+                f"must be a non-empty name of at most {MAX_JOB_NAME} characters, no NUL")
         name, rows, edges = await jobs.get_job(
             self.rt, request.job_name if which == "job_name" else None,
             request.task_id if which == "task_id" else None)

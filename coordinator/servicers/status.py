@@ -34,6 +34,17 @@ CODES: dict[type[errors.TaskgridError], grpc.StatusCode] = {
 
 R = TypeVar("R")
 
+#: a status message travels percent-encoded in the grpc-message trailer, whose limit is
+#: 16 KiB; up to 12 bytes per character, so a message echoing a long input is cut to this
+MAX_MESSAGE_CHARS = 1000
+
+
+def clip(message: str) -> str:
+    """The message, cut so it always fits the trailer (else the caller sees RESOURCE_EXHAUSTED)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}… ({len(message) - MAX_MESSAGE_CHARS} characters cut)"
+
 
 def _code(exc: errors.TaskgridError) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
@@ -46,7 +57,7 @@ async def _abort(exc: Exception, context: grpc.aio.ServicerContext, method: str)
     if isinstance(exc, errors.TaskgridError):
         if isinstance(exc, errors.StoreUnavailableError):
             logger.warning("database unavailable method=%s %s", method, exc)
-        await context.abort(_code(exc), str(exc))
+        await context.abort(_code(exc), clip(str(exc)))
     error_id = uuid.uuid4().hex[:12]
     logger.exception("internal error method=%s error_id=%s", method, error_id)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")

@@ -173,6 +173,14 @@ def test_selectors_are_checked_and_bad_input_changes_nothing(coordinator, client
             stub.UpdateTask(request, timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "status" in info.value.details()
+        # 1,000 unknown 255-character uuids: the NOT_FOUND message names them, cut to fit the
+        # 16 KiB status trailer instead of failing as RESOURCE_EXHAUSTED
+        missing = [client_pb2.TaskRef(uuid=f"{i:04d}" + "é" * 251) for i in range(1000)]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.DeleteTasks(client_pb2.DeleteTasksRequest(
+                select=client_pb2.TaskSelector(refs=missing)), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "0000" in info.value.details() and "characters cut" in info.value.details()
     assert status(client, r.id) == "QUEUED"
 
 

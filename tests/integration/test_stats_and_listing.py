@@ -74,7 +74,8 @@ def test_get_job_by_name_or_by_task(coordinator, client):
         client.get_job(task=alone)
     with grpc.insecure_channel(coordinator.address) as channel:
         stub = client_pb2_grpc.ClientServiceStub(channel)
-        for bad in (client_pb2.GetJobRequest(), client_pb2.GetJobRequest(job_name="")):
+        for bad in (client_pb2.GetJobRequest(), client_pb2.GetJobRequest(job_name=""),
+                    client_pb2.GetJobRequest(job_name="x" * 65536)):
             with pytest.raises(grpc.RpcError) as info:
                 stub.GetJob(bad, timeout=10)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
