@@ -92,8 +92,10 @@ type Config struct {
 	Concurrency  int
 	KillGrace    time.Duration
 	Handlers     map[string]runner.Handler
-	Commands     *runner.CommandPolicy // nil: no command tasks, no "command" capability
-	Logger       *slog.Logger
+	// HandlerExecutable runs handlers out of process (runner.Config); "": on goroutines.
+	HandlerExecutable string
+	Commands          *runner.CommandPolicy // nil: no command tasks, no "command" capability
+	Logger            *slog.Logger
 	// MetricsListen is where Prometheus metrics are served (HOST:PORT, port 0
 	// picks a free one; metrics.go); "": nothing is collected or served. New
 	// binds it, Run serves it until the worker exits.
@@ -175,7 +177,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.pool = runner.New(runner.Config{
 		Handlers: cfg.Handlers, Concurrency: cfg.Concurrency, KillGrace: cfg.KillGrace,
-		Commands: cfg.Commands, Logger: cfg.Logger,
+		Commands: cfg.Commands, Logger: cfg.Logger, HandlerExecutable: cfg.HandlerExecutable,
 	}, a.onFinish)
 	a.reporter = newReporter(a)
 	if cfg.MetricsListen != "" {

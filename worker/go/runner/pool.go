@@ -24,6 +24,12 @@ type Config struct {
 	KillGrace   time.Duration
 	Commands    *CommandPolicy // nil: command tasks are refused
 	Logger      *slog.Logger
+	// HandlerExecutable, when set, runs handlers out of process: in one
+	// long-lived child per slot, this executable started with ChildEnv=1
+	// (the worker's own binary, whose main serves its handlers, ServeChild),
+	// so a handler that ignores its context can be killed. "": handlers run
+	// on goroutines of this process and are abandoned, not killed.
+	HandlerExecutable string
 }
 
 // Pool runs up to Concurrency tasks at once, each on its own goroutine.
@@ -34,10 +40,12 @@ type Pool struct {
 	onFinish func(Result)
 	log      *slog.Logger
 
-	mu      sync.Mutex
-	runs    map[Key]*run
-	closing bool
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	runs     map[Key]*run
+	slots    chan *slot   // free handler slots (HandlerExecutable only)
+	children map[int]bool // live handler processes; under mu
+	closing  bool
+	wg       sync.WaitGroup
 }
 
 type run struct {
@@ -57,7 +65,14 @@ func New(cfg Config, onFinish func(Result)) *Pool {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Pool{cfg: cfg, onFinish: onFinish, log: cfg.Logger, runs: map[Key]*run{}}
+	p := &Pool{cfg: cfg, onFinish: onFinish, log: cfg.Logger, runs: map[Key]*run{}, children: map[int]bool{}}
+	if cfg.HandlerExecutable != "" {
+		p.slots = make(chan *slot, cfg.Concurrency)
+		for range cfg.Concurrency {
+			p.slots <- &slot{}
+		}
+	}
+	return p
 }
 
 // ErrClosing is returned by Submit once Close was called.
@@ -144,7 +159,8 @@ func (p *Pool) Active() []Active {
 	return active
 }
 
-// ChildPids lists the processes of running command tasks (for RSS).
+// ChildPids lists the processes of running command tasks and the handler
+// processes (for RSS).
 func (p *Pool) ChildPids() []int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -154,17 +170,23 @@ func (p *Pool) ChildPids() []int {
 			pids = append(pids, r.pid)
 		}
 	}
+	for pid := range p.children {
+		pids = append(pids, pid)
+	}
 	return pids
 }
 
 // Close refuses new tasks, stops every run (STOPPED) and waits up to
-// timeout for them to end; false when some did not end in time.
+// timeout for them to end; false when some did not end in time. Then it
+// ends the idle handler processes.
 func (p *Pool) Close(timeout time.Duration) bool {
 	p.mu.Lock()
 	p.closing = true
 	p.mu.Unlock()
 	p.StopAll(Stopped)
-	return p.Wait(timeout)
+	ok := p.Wait(timeout)
+	p.closeChildren()
+	return ok
 }
 
 // Wait waits up to timeout for every run to end; false on timeout.
@@ -194,6 +216,8 @@ func (p *Pool) execute(r *run) {
 	var end ending
 	if r.task.Command != nil || r.task.FunctionName == CommandFunction {
 		end = p.runCommand(r)
+	} else if p.slots != nil {
+		end = p.runInChild(r)
 	} else {
 		end = p.runHandler(r)
 	}
@@ -221,25 +245,38 @@ func failed(format string, args ...any) ending {
 	return ending{outcome: Failed, traceback: fmt.Sprintf(format, args...)}
 }
 
-func (p *Pool) runHandler(r *run) ending {
-	name := r.task.FunctionName
-	handler := p.cfg.Handlers[name]
+// prepare finds the handler and decodes the task's args and vars; a
+// non-nil ending says why the run fails instead.
+func prepare(handlers map[string]Handler, name, argsText, varsText string) (Handler, []any, map[string]any, *ending) {
+	handler := handlers[name]
 	if handler == nil {
-		return failed("NameError: function %q is not registered in this worker", name)
+		end := failed("NameError: function %q is not registered in this worker", name)
+		return nil, nil, nil, &end
 	}
 	var args []any
-	if err := decodeJSON(r.task.Args, "[]", &args); err != nil {
-		return failed("cannot decode the task's args as a JSON list: %v", err)
+	if err := decodeJSON(argsText, "[]", &args); err != nil {
+		end := failed("cannot decode the task's args as a JSON list: %v", err)
+		return nil, nil, nil, &end
 	}
 	var vars map[string]any
-	if err := decodeJSON(r.task.Vars, "{}", &vars); err != nil {
-		return failed("cannot decode the task's vars as a JSON object: %v", err)
+	if err := decodeJSON(varsText, "{}", &vars); err != nil {
+		end := failed("cannot decode the task's vars as a JSON object: %v", err)
+		return nil, nil, nil, &end
 	}
 	if args == nil {
 		args = []any{}
 	}
 	if vars == nil {
 		vars = map[string]any{}
+	}
+	return handler, args, vars, nil
+}
+
+func (p *Pool) runHandler(r *run) ending {
+	name := r.task.FunctionName
+	handler, args, vars, bad := prepare(p.cfg.Handlers, name, r.task.Args, r.task.Vars)
+	if bad != nil {
+		return *bad
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -63,6 +63,7 @@ type options struct {
 	concurrency, maxEmptyRuns                    int
 	token, tlsCA, tlsCert, tlsKey, tlsServerName string
 	useTLS, insecure, allowCommands              bool
+	inProcessHandlers                            bool
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -141,6 +142,12 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 		"run command tasks: any program, as this worker's user (see --allow-executable)")
 	fs.Var(&o.executables, "allow-executable",
 		"run command tasks of this program only (a `PATH`, or a name looked up in PATH now); repeatable; implies --allow-commands")
+	fs.BoolVar(&o.inProcessHandlers, "in-process-handlers", false,
+		"run Go handlers on goroutines of the worker process instead of one child process per slot; "+
+			"limits: a handler that ignores its context keeps running after TIMEOUT or STOPPED while its slot "+
+			"takes other runs (so more than --concurrency may run, and a retry beside the old attempt), "+
+			"a panic outside the handler's goroutine or an os.Exit ends the worker, and only worker.Output(ctx) "+
+			"is captured (not os.Stdout, os.Stderr, log or subprocesses)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "",
 		"serve Prometheus metrics on http://`HOST:PORT`/metrics (port 0 = any free; docs/metrics.md)")
 	fs.StringVar(&o.logLevel, "log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
@@ -179,9 +186,24 @@ func orEnv(value, name string) string {
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 // Run runs the worker with command-line args and the registered handlers,
-// logging to stderr; it returns the exit code.
+// logging to stderr; it returns the exit code. In a handler process (the
+// worker's binary re-executed with runner.ChildEnv set, one per slot) it
+// serves the registered handlers to its parent worker instead: this is why
+// handlers must be registered before Main or Run is called.
 func Run(args []string, stderr io.Writer) int {
+	if os.Getenv(runner.ChildEnv) == "1" {
+		return runner.ServeChild(Handlers())
+	}
 	return run(args, stderr, Handlers())
+}
+
+// selfExecutable is the path that re-executes this binary: /proc/self/exe
+// still works when the file was replaced or removed since the start.
+func selfExecutable() (string, error) {
+	if _, err := os.Stat("/proc/self/exe"); err == nil {
+		return "/proc/self/exe", nil
+	}
+	return os.Executable()
 }
 
 // run is Run with these handlers.
@@ -217,6 +239,14 @@ func run(args []string, stderr io.Writer, handlers map[string]runner.Handler) in
 			return ExitUsage
 		}
 	}
+	handlerExecutable := ""
+	if len(handlers) > 0 && !o.inProcessHandlers {
+		if handlerExecutable, err = selfExecutable(); err != nil {
+			logger.Error("cannot find this binary to run handlers out of process (see --in-process-handlers)",
+				"error", err)
+			return ExitUsage
+		}
+	}
 	token := o.token
 	if token == "" {
 		token = os.Getenv(EnvToken)
@@ -230,7 +260,7 @@ func run(args []string, stderr io.Writer, handlers map[string]runner.Handler) in
 		},
 		GroupNames: o.groups, WorkerName: name, Heartbeat: seconds(o.heartbeat),
 		MaxEmptyRuns: o.maxEmptyRuns, Concurrency: o.concurrency, KillGrace: seconds(o.killGrace),
-		Handlers: handlers, Commands: commands, Logger: logger, MetricsListen: o.metricsListen,
+		Handlers: handlers, HandlerExecutable: handlerExecutable, Commands: commands, Logger: logger, MetricsListen: o.metricsListen,
 	})
 	if err != nil {
 		logger.Error("cannot start the worker", "error", err)
