@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # the runtime dependencies only (`make demo`); STAMP adds the dev extra (`make test`, `make lint`)
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 
-.PHONY: install demo test lint check-protos protos postgres bench clean go go-test chaos
+.PHONY: install demo test lint check-protos protos postgres bench clean go go-test chaos ts ts-test
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 $(STAMP): pyproject.toml
@@ -28,6 +28,7 @@ protos: $(STAMP)
 	PYTHON=$(BIN)/python scripts/gen_protos.sh
 	PYTHON=$(BIN)/python GO=$(GO) scripts/gen_protos.sh --go
 	PYTHON=$(BIN)/python scripts/gen_protos.sh --ts
+	PYTHON=$(BIN)/python scripts/gen_protos.sh --ts-worker
 
 ## Fail when the committed stubs differ from what protos/ generates.
 check-protos: $(STAMP)
@@ -40,6 +41,9 @@ check-protos: $(STAMP)
 	@tmp=$$(mktemp -d) && PYTHON=$(BIN)/python scripts/gen_protos.sh --ts $$tmp && \
 	  if diff -r $$tmp examples/ts/gen >/dev/null; then echo "protos: generated TypeScript stubs are current"; rm -rf $$tmp; \
 	  else diff -r $$tmp examples/ts/gen | head -20; rm -rf $$tmp; echo "protos: stale TypeScript stubs, run 'make protos'"; exit 1; fi
+	@tmp=$$(mktemp -d) && PYTHON=$(BIN)/python scripts/gen_protos.sh --ts-worker $$tmp && \
+	  if diff -r $$tmp worker/ts/gen >/dev/null; then echo "protos: generated TypeScript worker stubs are current"; rm -rf $$tmp; \
+	  else diff -r $$tmp worker/ts/gen | head -20; rm -rf $$tmp; echo "protos: stale TypeScript worker stubs, run 'make protos'"; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -68,7 +72,27 @@ go:
 go-test: $(STAMP)
 	cd worker/go && $(GO) vet ./... && $(GO) test ./...
 
-test: check-protos lint postgres go go-test deploy-tools browser-tools
+## The TypeScript worker (worker/ts): npm ci from its lockfile when node_modules is missing or
+## older than the lock, then tsc into worker/ts/dist; nothing is done when both are current.
+TS_DIR := worker/ts
+TS_MODULES := $(TS_DIR)/node_modules/.package-lock.json
+TS_BUILT := $(TS_DIR)/dist/.built
+TS_SOURCES := $(wildcard $(TS_DIR)/src/*.ts $(TS_DIR)/conformance/*.ts $(TS_DIR)/test/*.ts $(TS_DIR)/gen/*/*.ts $(TS_DIR)/gen/*/*/*.ts) $(TS_DIR)/tsconfig.json
+
+$(TS_MODULES): $(TS_DIR)/package-lock.json $(TS_DIR)/package.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TS_MODULES)
+
+$(TS_BUILT): $(TS_MODULES) $(TS_SOURCES)
+	cd $(TS_DIR) && rm -rf dist && node_modules/.bin/tsc -p tsconfig.json
+	touch $(TS_BUILT)
+
+ts: $(TS_BUILT)
+
+ts-test: $(TS_BUILT)
+	cd $(TS_DIR) && node --test dist/test/
+
+test: check-protos lint postgres go go-test ts ts-test deploy-tools browser-tools
 	$(BIN)/python -m pytest -q -n 3
 
 ## The chaos suite at full scale: 10,000 tasks per database under worker, coordinator and

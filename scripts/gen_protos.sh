@@ -3,6 +3,7 @@
 # Usage: scripts/gen_protos.sh [OUT_DIR]   (default: gen/python)
 #        scripts/gen_protos.sh --go [OUT_DIR]   (default: worker/go/gen/taskgridv1)
 #        scripts/gen_protos.sh --ts [OUT_DIR]   (default: examples/ts/gen)
+#        scripts/gen_protos.sh --ts-worker [OUT_DIR]   (default: worker/ts/gen)
 # The Go stubs use the same protoc (grpc_tools) with protoc-gen-go and
 # protoc-gen-go-grpc at the pinned versions below, installed with `go install`
 # into worker/go/bin/tools when missing, so every machine generates the same bytes.
@@ -43,9 +44,15 @@ fi
 # TypeScript (examples/ts): ts-proto, pinned in examples/ts/package-lock.json and installed
 # with `npm ci` into examples/ts/node_modules when missing (nothing global). The well-known
 # types (google/protobuf/*.proto) come from grpc_tools and are generated beside ours.
-if [ "${1:-}" = "--ts" ]; then
-  out="${2:-examples/ts/gen}"
-  ts="$PWD/examples/ts"
+# --ts-worker does the same for the TypeScript worker (worker/ts, its own lockfile).
+if [ "${1:-}" = "--ts" ] || [ "${1:-}" = "--ts-worker" ]; then
+  if [ "$1" = "--ts" ]; then
+    out="${2:-examples/ts/gen}"
+    ts="$PWD/examples/ts"
+  else
+    out="${2:-worker/ts/gen}"
+    ts="$PWD/worker/ts"
+  fi
   if [ ! -x "$ts/node_modules/.bin/protoc-gen-ts_proto" ] ||
      [ "$ts/package-lock.json" -nt "$ts/node_modules/.package-lock.json" ]; then
     command -v npm >/dev/null || { echo "$0 --ts: needs node and npm (Node 20 or later)" >&2; exit 1; }

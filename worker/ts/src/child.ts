@@ -1,0 +1,107 @@
+// The code inside a forked child: it loads the --tasks module once, then runs one
+// handler at a time as the pool asks over IPC. Its stdout and stderr are pipes the
+// pool reads (fd level: console.log, process.stdout.write and subprocesses alike).
+// It leaves as soon as its IPC channel closes (the worker died), taking its process
+// group with it. SIGTERM keeps Node's default (the child dies) unless a handler
+// installs its own listener.
+import { writeSync } from "node:fs";
+
+import { type Handler, loadHandlers, type TaskContext } from "./handlers";
+import type { DoneMessage, FromChild, RunMessage, ToChild } from "./protocol";
+import { sentinelOf } from "./sentinel";
+
+let controller: AbortController | null = null;
+
+function send(message: FromChild): void {
+  if (process.send) process.send(message);
+}
+
+function leave(): void {
+  try {
+    process.kill(-process.pid, "SIGKILL"); // our group: the child and what its handler started
+  } catch {
+    process.exit(1);
+  }
+}
+
+function writeAll(fd: number, data: Buffer): void {
+  let off = 0;
+  while (off < data.length) {
+    try {
+      off += writeSync(fd, data, off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EAGAIN") continue;
+      throw err;
+    }
+  }
+}
+
+function traceback(err: unknown): string {
+  if (err instanceof Error) return err.stack ?? `${err.name}: ${err.message}`;
+  try {
+    return `thrown: ${typeof err === "string" ? err : JSON.stringify(err)}`;
+  } catch {
+    return `thrown: ${String(err)}`;
+  }
+}
+
+function decode(text: string, empty: string, what: string, isList: boolean): unknown {
+  const value: unknown = JSON.parse(text === "" ? empty : text);
+  if (value === null) return isList ? [] : {};
+  if (isList ? !Array.isArray(value) : typeof value !== "object" || Array.isArray(value)) {
+    throw new TypeError(`the task's ${what} are not a JSON ${isList ? "list" : "object"}`);
+  }
+  return value;
+}
+
+async function run(handlers: Map<string, Handler>, msg: RunMessage): Promise<void> {
+  controller = new AbortController();
+  const done: DoneMessage = { type: "done", token: msg.token, ok: false };
+  try {
+    const handler = handlers.get(msg.functionName);
+    if (!handler) throw new ReferenceError(`function "${msg.functionName}" is not registered in this worker`);
+    const args = decode(msg.args, "[]", "args", true) as unknown[];
+    const vars = decode(msg.vars, "{}", "vars", false) as Record<string, unknown>;
+    const ctx: TaskContext = {
+      id: msg.id,
+      uuid: msg.uuid,
+      runId: msg.runId,
+      attempt: msg.attempt,
+      taskName: msg.taskName,
+      signal: controller.signal,
+    };
+    const value = await handler(args, vars, ctx);
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value);
+    } catch (err) {
+      throw new TypeError(`the result cannot be encoded as JSON: ${(err as Error).message}`);
+    }
+    done.ok = true;
+    done.result = text ?? "null";
+  } catch (err) {
+    done.traceback = traceback(err);
+  }
+  controller = null;
+  const sentinel = sentinelOf(msg.token);
+  writeAll(1, sentinel);
+  writeAll(2, sentinel);
+  send(done);
+}
+
+function main(): void {
+  process.on("disconnect", leave);
+  const tasks = process.argv[2];
+  const handlers = tasks ? loadHandlers(tasks) : new Map<string, Handler>();
+  let busy: Promise<void> = Promise.resolve();
+  process.on("message", (msg: ToChild) => {
+    if (msg.type === "abort") {
+      controller?.abort(new Error("the run was stopped"));
+    } else if (msg.type === "run") {
+      busy = busy.then(() => run(handlers, msg));
+    }
+  });
+  send({ type: "ready" });
+}
+
+main();
