@@ -1,8 +1,9 @@
 """The conformance handlers for the Python worker.
 
-The Go worker registers handlers of the same names (worker/go, cmd/taskgrid-worker-conformance)
-so that one scenario set (tests/conformance/test_conformance.py) runs against both. Each
-language also has one function only it offers: python_only here, go_only there.
+The Go and TypeScript workers register handlers of the same names (worker/go/conformance,
+worker/ts/conformance) so that one scenario set (tests/conformance/test_conformance.py) runs
+against all three. Each language also has one function only it offers: python_only here,
+go_only and ts_only there.
 """
 
 from __future__ import annotations
@@ -74,3 +75,24 @@ def write_stderr(text: str) -> None:
 def python_only() -> str:
     """Offered by the Python worker alone."""
     return "python"
+
+
+def stubborn(path: str, seconds: float) -> float:
+    """Ignore SIGTERM (and any stop) for `seconds`, appending "PID start T" then "PID tick T"
+    every 50 ms to `path`: only SIGKILL of the task's process ends it early."""
+    import os
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with open(path, "a") as marks:
+            marks.write(f"{os.getpid()} start {time.time()}\n")
+            marks.flush()
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                time.sleep(0.05)
+                marks.write(f"{os.getpid()} tick {time.time()}\n")
+                marks.flush()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return seconds

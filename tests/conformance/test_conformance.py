@@ -1,8 +1,10 @@
 """One scenario set every worker language must pass, run against each worker program.
 
-`lang` is "python" (taskgrid worker --tasks tests/conformance/handlers.py) or "go"
-(worker/go's taskgrid-worker-conformance binary, built on demand). Both register handlers
-of the same names; python_only and go_only exist in one language each.
+`lang` is "python" (taskgrid worker --tasks tests/conformance/handlers.py), "go"
+(worker/go's taskgrid-worker-conformance binary, built on demand) or "typescript"
+(worker/ts's taskgrid-worker-ts with worker/ts/conformance's handlers, built by `make ts`).
+All register handlers of the same names; python_only, go_only and ts_only exist in one
+language each. docs/protocol.md lists which scenario checks which of its rules.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import time
 import pytest
 
 from tests.conformance.launch import LANGS, worker_args
-from tests.support.processes import WorkerProcess
+from tests.support.certs import make_certs
+from tests.support.processes import Access, WorkerProcess
 from tests.support.wait import wait_until
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
@@ -155,20 +158,88 @@ def test_stale_report_after_a_pause_is_dropped(client, launch):
     assert runs[1].worker_name == "b" and client.task_status(r.id).times_run == 1
 
 
-def test_mixed_fleet_routes_by_function_and_commands_go_to_either(client, coordinator,
-                                                                    start_worker):
-    """One group, a Python and a Go worker: a function goes only to a worker offering it;
-    command tasks and shared functions go to either."""
-    start_worker("py", heartbeat=0.5, **worker_args("python", ["--allow-commands"]))
-    start_worker("go", heartbeat=0.5, **worker_args("go", ["--allow-commands"]))
-    py = [client.queue_task("python_only").id for _ in range(4)]
-    go = [client.queue_task("go_only").id for _ in range(4)]
-    shared = [client.queue_task("sleep_for", pargs=[0.3]).id for _ in range(8)]
-    commands = [client.queue_command(["/bin/sleep", "0.3"]).id for _ in range(8)]
-    assert {finished(client, t).run.worker_name for t in py} == {"py"}
-    assert {finished(client, t).run.worker_name for t in go} == {"go"}
-    assert {finished(client, t).run.worker_name for t in shared} == {"py", "go"}
-    assert {finished(client, t).run.worker_name for t in commands} == {"py", "go"}
+def test_mixed_fleet_routes_by_function_and_commands_go_to_any(client, coordinator,
+                                                                 start_worker):
+    """One group, a Python, a Go and a TypeScript worker: a function goes only to a worker
+    offering it; command tasks and shared functions go to any of them."""
+    only = {"python": "python_only", "go": "go_only", "typescript": "ts_only"}
+    for lang in LANGS:
+        start_worker(lang, heartbeat=0.5, **worker_args(lang, ["--allow-commands"]))
+    own = {lang: [client.queue_task(fn).id for _ in range(3)] for lang, fn in only.items()}
+    shared = [client.queue_task("sleep_for", pargs=[0.3]).id for _ in range(12)]
+    commands = [client.queue_command(["/bin/sleep", "0.3"]).id for _ in range(12)]
+    for lang, ids in own.items():
+        assert {finished(client, t).run.worker_name for t in ids} == {lang}
+    assert {finished(client, t).run.worker_name for t in shared} == set(LANGS)
+    assert {finished(client, t).run.worker_name for t in commands} == set(LANGS)
+    assert finished(client, own["typescript"][0]).result == "ts"
+
+
+def _marks(path):
+    """pid -> (first start, last mark) from a stubborn handler's file, in start order."""
+    seen: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines():
+        pid, _kind, at = line.split()
+        seen.setdefault(int(pid), []).append(float(at))
+    return sorted(((pid, min(ts), max(ts)) for pid, ts in seen.items()), key=lambda m: m[1])
+
+
+def _gone(pid):
+    """True once `pid` has exited (a zombie not reaped yet counts: it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_handler_that_ignores_cancellation_is_killed_and_its_retry_never_overlaps_it(
+        client, launch, tmp_path):
+    """The handler ignores SIGTERM and its stop signal: the timeout's SIGKILL after the grace
+    ends its process, and the retry starts in a new process only after that."""
+    launch("w1", "--concurrency", "1", "--kill-grace", "0.5")
+    path = tmp_path / "stubborn.marks"
+    # period 1: the retry (due one period after the first start) is due the moment it ends
+    r = client.queue_task("stubborn", pargs=[str(path), 30], timeout=1, retry_failed=1,
+                          period=1)
+    st = finished(client, r.id, timeout=40)
+    assert st.task.status == "TIMEOUT"
+    assert [x.status for x in client.runs(r.id)] == ["TIMEOUT", "TIMEOUT"]
+    marks = _marks(path)
+    assert len(marks) == 2, f"both attempts ran in one process: {marks}"
+    (first, start1, last1), (second, start2, last2) = marks
+    assert last1 < start2, "the retry started while the first attempt still ran"
+    assert last1 - start1 < 10 and last2 - start2 < 10  # killed, not left to run its 30 s
+    wait_until(lambda: _gone(first) and _gone(second), timeout=10, desc="both attempts gone")
+    size = path.stat().st_size
+    # still the only worker slot: the next task runs, and nothing wrote to the marks meanwhile
+    assert finished(client, client.queue_task("add", pargs=[1, 1]).id).result == 2
+    assert path.stat().st_size == size
+
+
+def test_concurrency_is_never_exceeded_and_held_leases_are_kept(client, launch, tmp_path):
+    """--concurrency 2: two runs at once, never three, each in its own process; runs longer
+    than two heartbeats are never taken back (every heartbeat lists every held lease)."""
+    launch("w1", "--concurrency", "2")
+    paths = [tmp_path / f"run{i}.marks" for i in range(6)]
+    ids = [client.queue_task("stubborn", pargs=[str(p), 1.2]).id for p in paths]
+    for t in ids:
+        st = finished(client, t)
+        assert st.task.status == "COMPLETED" and st.task.lost_count == 0
+        assert len(client.runs(t)) == 1
+    spans = [_marks(p)[0] for p in paths]
+    edges = sorted([(start, 1, pid) for pid, start, _ in spans]
+                   + [(end, -1, pid) for pid, _, end in spans])
+    now: list[int] = []
+    most = 0
+    for _at, delta, pid in edges:
+        if delta > 0:
+            assert pid not in now, "two runs at once in one process"
+            now.append(pid)
+        else:
+            now.remove(pid)
+        most = max(most, len(now))
+    assert most == 2
 
 
 def test_command_tasks(client, launch):
@@ -237,3 +308,36 @@ def test_a_worker_restarted_under_its_name_after_a_crash_gets_the_name_back(clie
     assert st.task.status == "COMPLETED" and b.is_alive()
     assert [run.status for run in client.runs(r.id)] == ["FAILED", "COMPLETED"]
     assert finished(client, client.queue_task("add", pargs=[2, 2]).id).result == 4
+
+
+def test_tls_and_a_worker_token(lang, start_coordinator, start_worker, tmp_path):
+    """Over TLS with tokens: a worker token works and never shows in the worker's log; a
+    client token is refused (PERMISSION_DENIED) and that worker never gets a lease."""
+    certs = make_certs(tmp_path / "certs")
+    tokens = {"worker": "conformance-worker-token-0123456789",
+              "client": "conformance-client-token-0123456789",
+              "admin": "conformance-admin-token-0123456789"}
+    path = tmp_path / "tokens"
+    path.write_text("".join(f"{role} {token}\n" for role, token in tokens.items()))
+    coord = start_coordinator(
+        extra_args=["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
+                    "--tokens-file", str(path)],
+        access=Access(ca=certs.ca, token=tokens["admin"]))
+    ca = ["--tls-ca", str(certs.ca)]
+    wrong = start_worker("wrong-role", ready=False, heartbeat=0.5,
+                         **worker_args(lang, [*ca, "--token", tokens["client"]]))
+    good = start_worker("good", heartbeat=0.5, env={"TASKGRID_TOKEN": tokens["worker"]},
+                        **worker_args(lang, ca))
+    from taskgrid.client import Scheduler, TlsConfig
+
+    with Scheduler(coord.address, token=tokens["client"], tls=TlsConfig(ca=certs.ca)) as s:
+        r = s.queue_task("add", pargs=[20, 22])
+        wait_until(lambda: s.task_status(r.id).status in TERMINAL, timeout=20, desc="add")
+        st = s.task_status(r.id, output=True)
+        assert st.task.status == "COMPLETED" and st.result == 42
+        assert st.run.worker_name == "good"
+    assert "wrong-role" not in {w.worker_name for w in coord.list_workers()}
+    for worker in (good, wrong):
+        log = worker.log_text().split("\n", 1)[-1]  # past the header line with the argv
+        for token in tokens.values():
+            assert token not in log, f"{worker.name} logged a token"
