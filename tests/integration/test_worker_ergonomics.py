@@ -35,7 +35,7 @@ PYTHON_ONLY = {
     "--tasks",    # the module or file of Python functions; Go handlers are compiled in
     "--tracing",  # OpenTelemetry spans (the Python tracing extra); the Go worker has none
 }
-GO_ONLY: set[str] = set()
+GO_ONLY: set[str] = {"--in-process-handlers"}
 
 
 def _go() -> str:

@@ -12,6 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"taskgrid.local/worker/worker"
@@ -37,6 +40,7 @@ func Handlers() map[string]worker.Handler {
 		"whoami":       whoami,
 		"write_stderr": writeStderr,
 		"go_only":      goOnly,
+		"stubborn":     stubborn,
 	}
 }
 
@@ -180,4 +184,40 @@ func writeStderr(ctx context.Context, args []any, vars map[string]any) (any, err
 // goOnly is offered by the Go worker alone.
 func goOnly(context.Context, []any, map[string]any) (any, error) {
 	return "go", nil
+}
+
+// stubborn ignores cancellation and SIGTERM, so only SIGKILL ends it early:
+// it appends "PID start T" to the file at path, then "PID tick T" every
+// 50 ms for seconds seconds (T in Unix seconds), and returns seconds.
+// SIGTERM is ignored only in a handler process (the default), whose
+// disposition the worker sets again before its next run; in-process it
+// would take the worker's own SIGTERM handling away.
+func stubborn(_ context.Context, args []any, vars map[string]any) (any, error) {
+	path, ok := param(args, vars, 0, "path", nil).(string)
+	if !ok {
+		return nil, errors.New("TypeError: path must be a string")
+	}
+	s, err := number(param(args, vars, 1, "seconds", nil), "seconds")
+	if err != nil {
+		return nil, err
+	}
+	if worker.InHandlerProcess() {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	now := func() float64 { return float64(time.Now().UnixNano()) / 1e9 }
+	if _, err := fmt.Fprintf(f, "%d start %f\n", os.Getpid(), now()); err != nil {
+		return nil, err
+	}
+	for end := time.Now().Add(seconds(s)); time.Now().Before(end); {
+		time.Sleep(min(50*time.Millisecond, time.Until(end)))
+		if _, err := fmt.Fprintf(f, "%d tick %f\n", os.Getpid(), now()); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }

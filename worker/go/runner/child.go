@@ -129,7 +129,7 @@ func (p *Pool) startChild() (*child, error) {
 	}
 	cmd := &exec.Cmd{
 		Path:        p.cfg.HandlerExecutable,
-		Args:        []string{childArg0()},
+		Args:        childArgs(),
 		Env:         mergeEnv(os.Environ(), map[string]string{ChildEnv: "1"}),
 		Stdout:      outW,
 		Stderr:      errW,
@@ -168,11 +168,13 @@ func (p *Pool) startChild() (*child, error) {
 	return c, nil
 }
 
-func childArg0() string {
+// childArgs is the worker's own command line: a main that reads its
+// arguments before worker.Main sees the same ones in the handler process.
+func childArgs() []string {
 	if len(os.Args) > 0 {
-		return os.Args[0]
+		return append([]string(nil), os.Args...)
 	}
-	return "taskgrid-worker"
+	return []string{"taskgrid-worker"}
 }
 
 func (c *child) route(from *os.File, to *router) {

@@ -14,7 +14,8 @@ import (
 )
 
 // DefaultKillGrace is the time between SIGTERM and SIGKILL when a command
-// is stopped or times out, and how long a cancelled handler may take to return.
+// or a handler process is stopped or times out, and how long a cancelled
+// in-process handler may take to return before it is abandoned.
 const DefaultKillGrace = 5 * time.Second
 
 // Config says what a Pool may run.
@@ -32,7 +33,8 @@ type Config struct {
 	HandlerExecutable string
 }
 
-// Pool runs up to Concurrency tasks at once, each on its own goroutine.
+// Pool runs up to Concurrency tasks at once, each on its own goroutine
+// (handlers in a handler process per slot when HandlerExecutable is set).
 // Every method is safe from any goroutine; onFinish is called once per run,
 // from that run's goroutine, after the run left the pool.
 type Pool struct {

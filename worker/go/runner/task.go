@@ -1,6 +1,6 @@
-// Package runner owns the runs: Go handler functions on goroutines and
-// command tasks as child processes, each with its captured output, its
-// timeout and its stop.
+// Package runner owns the runs: Go handler functions in handler processes
+// (child.go, serve.go) or on goroutines, and command tasks as child
+// processes, each with its captured output, its timeout and its stop.
 //
 // It knows nothing about gRPC: the agent turns leases into Tasks and
 // Results into reports. A run ends exactly once, through the callback
@@ -94,7 +94,8 @@ type Active struct {
 // Handler is a Go task function. args and vars are the task's JSON args
 // and vars decoded with encoding/json (numbers are float64). The returned
 // value is encoded with encoding/json as the run's result. The context is
-// cancelled on timeout and stop; Output(ctx) is where it prints.
+// cancelled on timeout and stop; Output(ctx) is where it prints (in a
+// handler process, fd 1).
 type Handler func(ctx context.Context, args []any, vars map[string]any) (any, error)
 
 // Info identifies the run in progress, as web2py's W2P_TASK did.

@@ -129,7 +129,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.concurrency, "concurrency", DefaultConcurrency, "tasks run at once (`N`)")
 	fs.IntVar(&o.maxEmptyRuns, "max-empty-runs", 0, "exit after `N` consecutive empty lease calls while idle (0: never)")
 	fs.Float64Var(&o.killGrace, "kill-grace", runner.DefaultKillGrace.Seconds(),
-		"`SECONDS` between SIGTERM and SIGKILL on timeout or stop (for handlers: how long a cancelled one may take)")
+		"`SECONDS` between SIGTERM and SIGKILL on timeout or stop, for commands and handler processes "+
+			"(with --in-process-handlers: how long a cancelled handler may take before it is abandoned)")
 	fs.StringVar(&o.token, "token", "", "bearer `TOKEN` of role worker (default $"+EnvToken+"; prefer it: a command line is visible to other users)")
 	fs.BoolVar(&o.useTLS, "tls", false, "use TLS, trusting the system's root CAs (implied by --tls-*)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "`PEM` CA bundle that signed the coordinator (default $"+EnvTLSCA+")")

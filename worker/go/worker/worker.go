@@ -8,20 +8,29 @@
 //		worker.Main()
 //	}
 //
-// A handler runs on a goroutine of the worker process. It prints to
-// Output(ctx), which is captured as the run's output (with web2py's
-// `!clear!` rule), and learns which run it is with Current(ctx). Timeouts
-// and stop commands cancel ctx; a handler should return soon after. Go
-// cannot kill a goroutine, so one that ignores its context is reported
-// TIMEOUT or STOPPED anyway after the kill grace and left running,
-// abandoned (its output dropped, its slot freed): work that must be killable
-// belongs in a command task (a child process) instead.
+// Handlers must be registered before Main (or Run): by default each runs
+// in a handler process, the worker's own binary re-executed (one long-lived
+// process per --concurrency slot), which looks the handler up by name. Its
+// fds 1 and 2 are the run's captured output (with web2py's `!clear!` rule):
+// Output(ctx), fmt.Println, the log package and subprocesses all land there.
+// Current(ctx) says which run it is. Timeouts and stop commands cancel ctx
+// (SIGTERM to the process group) and the process group is killed after the
+// kill grace, then replaced before the slot takes another run: a handler
+// that ignores its context cannot outlive its run.
+//
+// With --in-process-handlers handlers run on goroutines of the worker
+// instead. Go cannot kill a goroutine, so one that ignores its context is
+// reported TIMEOUT or STOPPED after the kill grace and left running,
+// abandoned (its output dropped, its slot freed); only Output(ctx) is
+// captured; a panic on another goroutine or an os.Exit ends the worker.
 //
 // Args and vars are the task's JSON decoded with encoding/json (numbers
 // are float64, objects map[string]any); the returned value is encoded with
 // encoding/json as the run's result, and one it cannot encode fails the
 // run. A returned error fails the run with its text as the traceback; a
-// panic fails it with the panic value and the goroutine's stack.
+// panic fails it with the panic value and the goroutine's stack; a handler
+// process that dies (os.Exit, a panic on another goroutine) fails the run
+// with its exit status and the last lines of its stderr.
 //
 // Nothing else of the worker's machinery (agent, runner, capture) is
 // needed to write handlers.
@@ -86,3 +95,8 @@ func Output(ctx context.Context) io.Writer { return runner.Output(ctx) }
 
 // Current returns the run a handler's context belongs to; false outside a run.
 func Current(ctx context.Context) (Info, bool) { return runner.Current(ctx) }
+
+// InHandlerProcess reports whether handlers run in a handler process (the
+// default) rather than in the worker (--in-process-handlers): only there may
+// a handler change process-wide state, such as signal dispositions, safely.
+func InHandlerProcess() bool { return runner.InHandlerProcess() }
