@@ -77,21 +77,24 @@ def completed(engine: sa.Engine) -> int:
             "SELECT count(*) FROM scheduler_task WHERE status = 'COMPLETED'")).scalar_one())
 
 
-def throughput(s: Scheduler, engine: sa.Engine, n: int, batch: int) -> float:
-    """Queue n tasks in batches; tasks/s until all completed."""
+def throughput(s: Scheduler, engine: sa.Engine, n: int, batch: int, function: str = "noop",
+               more: tuple[int, ...] = ()) -> float:
+    """Queue n tasks `function(j, *more)` in batches; tasks/s until all completed."""
     t0 = time.perf_counter()
     for i in range(0, n, batch):
-        s.queue_tasks([{"function": "noop", "pargs": [j]} for j in range(i, min(n, i + batch))])
+        s.queue_tasks([{"function": function, "pargs": [j, *more]}
+                       for j in range(i, min(n, i + batch))])
     while completed(engine) < n:
         time.sleep(0.02)  # measuring loop, not synchronisation
     return n / (time.perf_counter() - t0)
 
 
-def latency(s: Scheduler, trickle: int) -> list[float]:
+def latency(s: Scheduler, trickle: int, function: str = "noop", more: tuple[int, ...] = ()
+            ) -> list[float]:
     """Queue-to-start latency of single tasks on idle workers, in milliseconds."""
     out: list[float] = []
     for i in range(trickle):
-        r = s.queue_task("noop", pargs=[i])
+        r = s.queue_task(function, pargs=[i, *more])
         while (st := s.task_status(r.id, output=True)) is None or st.task.status != "COMPLETED":
             time.sleep(0.002)  # measuring loop
         assert st.run is not None and st.run.start_time and st.task.start_time

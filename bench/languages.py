@@ -1,0 +1,107 @@
+"""The same trivial task on Python, Go and TypeScript workers: tasks/s and queue-to-start p50.
+
+Usage: python bench/languages.py [--tasks N] [--trickle T] [--workers W] [--concurrency C]
+                                 [--langs python,go,typescript]
+
+For each language in turn, on a fresh SQLite coordinator: W workers of that language with C
+slots each (default 2 × 4), all offering the conformance handlers (tests/conformance), so the
+task is the same `add(j, 1)` everywhere. Throughput: N tasks queued in batches of 1,000,
+tasks/s from the first queue call to the last COMPLETED. Latency: T single tasks queued one
+at a time on idle workers; run.start_time - task.start_time, both stamped by the coordinator.
+The coordinator, the workers and this script share the machine, so the figures compare the
+languages with each other; they are not the coordinator's ceiling (bench/throughput.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import sqlalchemy as sa
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from throughput import latency, stop, taskgrid, throughput  # noqa: E402
+
+from taskgrid.client import Scheduler  # noqa: E402
+from tests.conformance.launch import HANDLERS, go_binary, ts_worker  # noqa: E402
+
+
+def worker_argv(lang: str) -> list[str]:
+    """The command that starts a `lang` worker with the conformance handlers."""
+    if lang == "python":
+        return taskgrid("worker", "--tasks", str(HANDLERS))
+    if lang == "go":
+        return [go_binary()]
+    if lang == "typescript":
+        return ts_worker()
+    raise SystemExit(f"unknown language {lang!r}")
+
+
+def run(lang: str, folder: pathlib.Path, args: argparse.Namespace) -> tuple[float, list[float]]:
+    """(tasks/s, sorted latencies in ms) of `lang` workers on a fresh coordinator."""
+    db_url = f"sqlite:///{folder / f'{lang}.sqlite'}"
+    coord_log = open(folder / f"{lang}-coordinator.log", "wb")  # noqa: SIM115
+    coord = subprocess.Popen(taskgrid("coordinator", "--db", db_url, "--listen", "127.0.0.1:0"),
+                             stdout=subprocess.PIPE, stderr=coord_log, start_new_session=True)
+    assert coord.stdout is not None
+    address = coord.stdout.readline().decode().rsplit(" ", 1)[1].strip()
+    procs = [coord]
+    try:
+        for i in range(args.workers):
+            log = open(folder / f"{lang}-worker{i}.log", "wb")  # noqa: SIM115
+            procs.append(subprocess.Popen(
+                [*worker_argv(lang), "--coordinator", address, "--name", f"{lang}-{i}",
+                 "--concurrency", str(args.concurrency), "--log-level", "WARNING"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        with Scheduler(address) as s:
+            while len([w for w in s.get_workers().values() if w.alive]) < args.workers:
+                time.sleep(0.05)  # start-up, not measured
+            engine = sa.create_engine(db_url)
+            rate = throughput(s, engine, args.tasks, 1000, "add", (1,))
+            lat = sorted(latency(s, args.trickle, "add", (1,)))
+            engine.dispose()
+        return rate, lat
+    finally:
+        stop(procs)
+
+
+def main() -> int:
+    """Run each language and print one line each, then a table for bench/RESULTS.md."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--tasks", type=int, default=5000)
+    p.add_argument("--trickle", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--langs", default="python,go,typescript")
+    args = p.parse_args()
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="taskgrid-langs-"))
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
+                         capture_output=True).stdout.strip()
+    print(f"languages at {rev}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{args.workers} workers x {args.concurrency} slots, {args.tasks} tasks, "
+          f"{args.trickle} single tasks, load {os.getloadavg()[0]:.2f}", flush=True)
+    rows = []
+    for lang in args.langs.split(","):
+        rate, lat = run(lang, folder, args)
+        p50 = statistics.median(lat)
+        p95 = lat[max(0, int(len(lat) * 0.95) - 1)]
+        rows.append((lang, rate, p50, p95))
+        print(f"{lang}: {rate:,.0f} tasks/s, queue-to-start p50 {p50:.2f} ms "
+              f"p95 {p95:.2f} ms", flush=True)
+    print("\n| worker | tasks/s | queue-to-start p50 (ms) | p95 (ms) |\n|---|---|---|---|")
+    for lang, rate, p50, p95 in rows:
+        print(f"| {lang} | {rate:,.0f} | {p50:.2f} | {p95:.2f} |")
+    print(f"(logs in {folder})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
