@@ -84,7 +84,7 @@ $(TS_MODULES): $(TS_DIR)/package-lock.json $(TS_DIR)/package.json
 	touch $(TS_MODULES)
 
 $(TS_BUILT): $(TS_MODULES) $(TS_SOURCES)
-	cd $(TS_DIR) && rm -rf dist && node_modules/.bin/tsc -p tsconfig.json
+	cd $(TS_DIR) && rm -rf dist && node_modules/.bin/tsc -p tsconfig.json && chmod +x dist/src/cli.js
 	touch $(TS_BUILT)
 
 ts: $(TS_BUILT)
