@@ -188,7 +188,12 @@ func (c *child) route(from *os.File, to *router) {
 // SIGKILL after the grace; the process is reaped before the slot is given
 // back, so the slot's next run never overlaps this one.
 func (p *Pool) runInChild(r *run) ending {
-	s := <-p.slots // never waits: a handler run holds one of Concurrency runs
+	var s *slot
+	select {
+	case s = <-p.slots: // at once unless more than Concurrency runs were submitted
+	case <-r.stop:
+		return ending{}
+	}
 	defer func() { p.slots <- s }()
 	if s.c != nil {
 		select {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +50,15 @@ func childHandlers() map[string]Handler {
 		}
 		time.Sleep(time.Hour)
 		return nil, nil
+	}
+	handlers["live"] = func(ctx context.Context, _ []any, _ map[string]any) (any, error) {
+		fmt.Print("first !clear!second")
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	handlers["ignore_term"] = func(context.Context, []any, map[string]any) (any, error) {
+		signal.Ignore(syscall.SIGTERM)
+		return os.Getpid(), nil
 	}
 	handlers["exit"] = func(context.Context, []any, map[string]any) (any, error) {
 		_, _ = fmt.Fprintln(os.Stderr, "bye")
@@ -169,6 +179,43 @@ func TestChildCooperativeStopIsPrompt(t *testing.T) {
 	}
 	if time.Since(start) > 2*time.Second {
 		t.Fatal("the cancelled handler did not end the process: it waited for the grace")
+	}
+}
+
+func TestChildOutputIsTakenLive(t *testing.T) {
+	h := childHarness(t, Config{Concurrency: 1, KillGrace: time.Second})
+	key := h.submit(Task{FunctionName: "live"})
+	var live []capture.Chunk
+	waitFor(t, "live output", 5*time.Second, func() bool {
+		for _, a := range h.pool.Active() {
+			live = append(live, a.Output.Take(false)...)
+		}
+		return capture.Join(live) == "second"
+	})
+	if !slices.ContainsFunc(live, func(c capture.Chunk) bool { return c.Clear }) {
+		t.Fatalf("no clear in %+v", live)
+	}
+	h.pool.Stop(key, Stopped)
+	if r := h.result(5 * time.Second); r.Outcome != Stopped || len(r.Output) != 0 {
+		t.Fatalf("got %+v", r)
+	}
+}
+
+func TestChildSIGTERMIsArmedAgainAfterAHandlerIgnoredIt(t *testing.T) {
+	h := childHarness(t, Config{Concurrency: 1, KillGrace: 10 * time.Second})
+	first := h.run(Task{FunctionName: "ignore_term"})
+	key := h.submit(Task{FunctionName: "wait"})
+	time.Sleep(100 * time.Millisecond) // let the request reach the handler
+	start := time.Now()
+	h.pool.Stop(key, Stopped)
+	if r := h.result(5 * time.Second); r.Outcome != Stopped {
+		t.Fatalf("got %+v", r)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatal("SIGTERM stayed ignored: the stop waited for the grace")
+	}
+	if r := h.run(Task{FunctionName: "pid"}); *r.Result == *first.Result {
+		t.Fatal("the stopped process was not replaced")
 	}
 }
 
