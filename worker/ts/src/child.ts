@@ -36,6 +36,18 @@ function writeAll(fd: number, data: Buffer): void {
   }
 }
 
+/** Writes the sentinel after whatever the stream still queues; straight to fd if the stream is broken. */
+function endStream(stream: NodeJS.WriteStream, fd: number, sentinel: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || !stream.writable) {
+      writeAll(fd, sentinel);
+      resolve();
+      return;
+    }
+    stream.write(sentinel, () => resolve());
+  });
+}
+
 function traceback(err: unknown): string {
   if (err instanceof Error) return err.stack ?? `${err.name}: ${err.message}`;
   try {
@@ -83,9 +95,9 @@ async function run(handlers: Map<string, Handler>, msg: RunMessage): Promise<voi
     done.traceback = traceback(err);
   }
   controller = null;
+  // Through the streams, not the fds: what the handler wrote may still be queued in them.
   const sentinel = sentinelOf(msg.token);
-  writeAll(1, sentinel);
-  writeAll(2, sentinel);
+  await Promise.all([endStream(process.stdout, 1, sentinel), endStream(process.stderr, 2, sentinel)]);
   send(done);
 }
 
