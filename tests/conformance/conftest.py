@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+# SQLite only: the suite checks workers, which see the same API whatever the coordinator
+# stores in; the coordinator's PostgreSQL paths are the integration suite's business.
+from tests.support.sqlite_only import db_url  # noqa: F401
+
 _TALLY: Counter[tuple[str, str]] = Counter()
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite only: the suite checks workers, which see the same API whatever the coordinator
-    stores in; the coordinator's PostgreSQL paths are the integration suite's business."""
-    return f"sqlite:///{tmp_path / 'taskgrid.sqlite'}"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.support.sqlite_only import db_url  # noqa: F401  (SQLite only)
 from tests.support.wait import wait_until
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}

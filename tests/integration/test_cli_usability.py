@@ -15,6 +15,7 @@ from importlib import metadata
 
 import pytest
 
+from tests.support.sqlite_only import db_url  # noqa: F401  (SQLite only)
 from tests.support.wait import wait_until
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+from tests.support.sqlite_only import db_url  # noqa: F401  (SQLite only)
 from tests.support.wait import wait_until
 
 SH = shutil.which("sh") or "/bin/sh"

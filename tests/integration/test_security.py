@@ -17,6 +17,7 @@ from taskgrid.v1 import (
     worker_pb2,
 )
 from tests.support.rpc import FakeWorker, Stubs, connect, get, queue, status_of
+from tests.support.sqlite_only import db_url  # noqa: F401  (SQLite only)
 
 TOKENS = {"client": "client-token-0123456789", "worker": "worker-token-0123456789",
           "admin": "admin-token-0123456789"}

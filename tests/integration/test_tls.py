@@ -32,6 +32,7 @@ from taskgrid.client import (
 from taskgrid.worker.channel import load_security
 from tests.support.certs import CertFiles, make_certs
 from tests.support.processes import Access
+from tests.support.sqlite_only import db_url  # noqa: F401  (SQLite only)
 from tests.support.wait import wait_until
 
 TOKENS = {"client": "client-token-tls-0123456789", "worker": "worker-token-tls-0123456789",
@@ -254,7 +255,7 @@ def hint_of(scheduler: Scheduler) -> str:
     return str(info.value)
 
 
-def test_tls_mistakes_name_their_likely_cause(start_coordinator, certs, tmp_path, db_url):
+def test_tls_mistakes_name_their_likely_cause(start_coordinator, certs, tmp_path, db_url):  # noqa: F811
     tls_only = start_coordinator(extra_args=tls_args(certs),
                                  access=Access(ca=certs.ca))
     second = (f"sqlite:///{tmp_path / 'second.sqlite'}" if db_url.startswith("sqlite")

@@ -18,6 +18,7 @@ from taskgrid.coordinator.servicers import convert
 from taskgrid.coordinator.validation import validate_task
 from taskgrid.v1 import client_pb2, common_pb2
 from tests.support.rpc import connect, get
+from tests.support.sqlite_only import db_url  # noqa: F401  (SQLite only)
 from tests.support.wait import wait_until
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from taskgrid.coordinator.workers import ROW_HEARTBEAT_LAG_S
+from tests.support.sqlite_only import db_url  # noqa: F401  (SQLite only)
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
