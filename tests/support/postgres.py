@@ -221,7 +221,8 @@ class PostgresCluster:
     def create_database(self, name: str | None = None) -> str:
         """Create an empty database (a random name when none is given) and return its name."""
         name = name or f"t_{uuid.uuid4().hex[:16]}"
-        self._admin_connection().execute(f'CREATE DATABASE "{name}"')
+        # FILE_COPY: 0.07 s instead of WAL_LOG's 0.33 s for the small template, per test
+        self._admin_connection().execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
         return name
 
     def drop_database(self, name: str) -> None:
