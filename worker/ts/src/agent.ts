@@ -25,6 +25,7 @@ import type { Logger } from "./log";
 import { Outbox } from "./outbox";
 import type { Pool } from "./pool";
 import { Reporter } from "./reporter";
+import { tlsHint } from "./tlshint";
 import { compareKeys, type Key, keyOf, Outcome, type Result, splitKey, type Task } from "./types";
 import { sleep, Waker } from "./wake";
 
@@ -48,6 +49,7 @@ export interface AgentConfig {
   functions: string[];
   commands: boolean;
   coordinator: string; // as given, for messages
+  security: { tls: boolean; clientCert: boolean }; // for the hints on connection failures
   log: Logger;
 }
 
@@ -363,8 +365,15 @@ export class Agent {
         case status.ALREADY_EXISTS:
           this.nameTaken(err);
           break;
-        default:
-          this.logFailure("Register", err);
+        default: {
+          const sec = this.cfg.security;
+          const hint = tlsHint(err.details ?? "", sec.tls, sec.clientCert);
+          if (hint && (err.code === status.UNAVAILABLE || err.code === status.UNKNOWN)) {
+            this.credentialsRejected(err, `a TLS setting, likely: ${hint}`);
+          } else {
+            this.logFailure("Register", err);
+          }
+        }
       }
       return false;
     }

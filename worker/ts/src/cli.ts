@@ -7,7 +7,7 @@
 // running tasks finish and are reported, exit 0); a second acts like KILL (running
 // tasks are stopped and reported STOPPED, exit 0).
 import { Agent } from "./agent";
-import { Coordinators } from "./channel";
+import { Coordinators, type Security, usesTLS } from "./channel";
 import { CommandPolicy } from "./command";
 import { parse, UsageError, usage } from "./config";
 import { loadHandlers } from "./handlers";
@@ -53,21 +53,18 @@ export async function main(argv: string[]): Promise<number> {
       return fail(`bad --allow-executable: ${(err as Error).message}`);
     }
   }
+  const security: Security = {
+    token: o.token,
+    tls: o.tls,
+    caFile: o.tlsCA,
+    certFile: o.tlsCert,
+    keyFile: o.tlsKey,
+    serverName: o.tlsServerName,
+    insecure: o.insecure,
+  };
   let rpc: Coordinators;
   try {
-    rpc = await Coordinators.create(
-      o.coordinator,
-      {
-        token: o.token,
-        tls: o.tls,
-        caFile: o.tlsCA,
-        certFile: o.tlsCert,
-        keyFile: o.tlsKey,
-        serverName: o.tlsServerName,
-        insecure: o.insecure,
-      },
-      log,
-    );
+    rpc = await Coordinators.create(o.coordinator, security, log);
   } catch (err) {
     return fail(`cannot start the worker: ${(err as Error).message}`);
   }
@@ -82,6 +79,7 @@ export async function main(argv: string[]): Promise<number> {
       functions,
       commands: commands !== null,
       coordinator: o.coordinator,
+      security: { tls: usesTLS(security), clientCert: o.tlsCert !== "" },
       log,
     },
     rpc,
