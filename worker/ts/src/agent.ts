@@ -31,6 +31,8 @@ import { sleep, Waker } from "./wake";
 
 export const VERSION = "0.1.0";
 export const RPC_TIMEOUT_MS = 10_000;
+/** How long a busy worker waits for more free slots (or more finished runs) before one call. */
+export const LEASE_GATHER_MS = 2;
 export const EXIT_FLUSH_MS = 10_000;
 export const AUTH_ATTEMPTS = 5;
 export const EXIT_REJECTED = 1;
@@ -253,6 +255,15 @@ export class Agent {
   }
 
   private async leaseOnce(): Promise<boolean> {
+    // Batching: with some slots still busy, wait a moment for them to free up, so one call
+    // asks for several tasks (a lone task on an idle worker is never delayed).
+    const gatherUntil = Date.now() + LEASE_GATHER_MS;
+    let waited = false;
+    while (this.pool.activeKeys().length > 0 && this.pool.freeSlots() < this.cfg.concurrency && Date.now() < gatherUntil) {
+      await this.wakeMain.wait(gatherUntil - Date.now());
+      waited = true;
+    }
+    if (waited && (!this.mayLease() || this.toRelease.size > 0)) return true;
     const session = this.session;
     const generation = this.generation;
     const free = this.pool.freeSlots();

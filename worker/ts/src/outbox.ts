@@ -76,6 +76,10 @@ export class Outbox {
     return !t || t.notBefore <= now;
   }
 
+  hasReports(): boolean {
+    return this.reports.size > 0;
+  }
+
   isEmpty(): boolean {
     return this.reports.size === 0 && this.chunks.size === 0 && this.inFlight.size === 0;
   }

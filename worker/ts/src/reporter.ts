@@ -8,7 +8,7 @@ import { type ServiceError, status } from "@grpc/grpc-js";
 
 import type { ReportResponse, SendOutputResponse } from "../gen/taskgrid/v1/worker";
 import type { Agent } from "./agent";
-import { isOutage, isRefusal, isSessionGone, keysOf, ref, staleKeys } from "./agent";
+import { isOutage, isRefusal, isSessionGone, keysOf, LEASE_GATHER_MS, ref, staleKeys } from "./agent";
 import { Backoff } from "./backoff";
 import type { OutputBatch } from "./outbox";
 import { type Key, Outcome, type Result, type Task } from "./types";
@@ -113,6 +113,11 @@ export class Reporter {
         if (this.a.stopping) return;
         await this.waker.wait(due === 0 ? -1 : Math.max(0, due - Date.now()));
         ({ due, ok } = this.nextDue());
+      }
+      // Gather the reports of runs ending close together into one call.
+      const gatherUntil = Date.now() + LEASE_GATHER_MS;
+      while (this.a.pool.activeKeys().length > 0 && this.a.outbox.hasReports() && Date.now() < gatherUntil) {
+        await this.waker.wait(gatherUntil - Date.now());
       }
       this.flushing = true;
       const delivered = await this.flushOnce();
