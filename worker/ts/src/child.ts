@@ -11,6 +11,8 @@ import type { DoneMessage, FromChild, RunMessage, ToChild } from "./protocol";
 import { sentinelOf } from "./sentinel";
 
 let controller: AbortController | null = null;
+let current: RunMessage | null = null; // the run in progress
+let crashed = false;
 
 function send(message: FromChild): void {
   if (process.send) process.send(message);
@@ -67,6 +69,8 @@ function decode(text: string, empty: string, what: string, isList: boolean): unk
 }
 
 async function run(handlers: Map<string, Handler>, msg: RunMessage): Promise<void> {
+  if (crashed) return;
+  current = msg;
   controller = new AbortController();
   const done: DoneMessage = { type: "done", token: msg.token, ok: false };
   try {
@@ -95,14 +99,39 @@ async function run(handlers: Map<string, Handler>, msg: RunMessage): Promise<voi
     done.traceback = traceback(err);
   }
   controller = null;
+  if (crashed) return; // crash() reported this run already
+  current = null;
+  await finishRun(msg.token, done);
+}
+
+async function finishRun(token: string, done: DoneMessage): Promise<void> {
   // Through the streams, not the fds: what the handler wrote may still be queued in them.
-  const sentinel = sentinelOf(msg.token);
+  const sentinel = sentinelOf(token);
   await Promise.all([endStream(process.stdout, 1, sentinel), endStream(process.stderr, 2, sentinel)]);
   send(done);
 }
 
+/**
+ * An error no handler caught (a throw in a timer, an unhandled rejection): the run in
+ * progress fails with it, and the child leaves, its state being unknown; the pool replaces it.
+ */
+function crash(err: unknown): void {
+  if (crashed) return;
+  crashed = true;
+  const msg = current;
+  const why = `uncaught in the task's child process: ${traceback(err)}`;
+  if (!msg) {
+    process.stderr.write(why + "\n");
+    process.exit(70);
+  }
+  const done: DoneMessage = { type: "done", token: msg.token, ok: false, traceback: why, exiting: true };
+  void finishRun(msg.token, done).then(() => setTimeout(() => process.exit(70), 100));
+}
+
 function main(): void {
   process.on("disconnect", leave);
+  process.on("uncaughtException", crash);
+  process.on("unhandledRejection", crash);
   const tasks = process.argv[2];
   const handlers = tasks ? loadHandlers(tasks) : new Map<string, Handler>();
   let busy: Promise<void> = Promise.resolve();

@@ -54,7 +54,8 @@ interface Run extends Active {
 interface Slot {
   index: number;
   child: ChildProcess | null;
-  ready: boolean;
+  ready: boolean; // may take a run now
+  started: boolean; // the current child said ready once (a later death is not a start failure)
   run: Run | null;
   scanners: [SentinelScanner, SentinelScanner];
   failures: number; // children that died before they were ready, in a row
@@ -117,6 +118,7 @@ export class Pool {
         index: i,
         child: null,
         ready: false,
+        started: false,
         run: null,
         scanners: [new SentinelScanner(), new SentinelScanner()],
         failures: 0,
@@ -139,6 +141,7 @@ export class Pool {
     });
     slot.child = child;
     slot.ready = false;
+    slot.started = false;
     child.on("message", (msg: FromChild) => this.onMessage(slot, child, msg));
     child.stdout?.on("data", (chunk: Buffer) => this.onData(slot, child, 0, chunk));
     child.stderr?.on("data", (chunk: Buffer) => this.onData(slot, child, 1, chunk));
@@ -151,6 +154,7 @@ export class Pool {
     if (slot.child !== child) return;
     if (msg.type === "ready") {
       slot.ready = true;
+      slot.started = true;
       slot.failures = 0;
       if (!slot.run) this.onFree();
       return;
@@ -158,6 +162,7 @@ export class Pool {
     const run = slot.run;
     if (msg.type === "done" && run && run.token === msg.token) {
       run.done = msg;
+      if (msg.exiting) slot.ready = false; // replaced once it is gone, before its next run
       this.maybeComplete(run);
     }
   }
@@ -186,7 +191,7 @@ export class Pool {
   private async onExit(slot: Slot, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
     if (slot.child !== child) return;
     killGroup(child.pid, "SIGKILL"); // whatever the handler left in the group
-    const wasReady = slot.ready;
+    const started = slot.started;
     slot.ready = false;
     const run = slot.run && !slot.run.proc ? slot.run : null;
     if (run) {
@@ -211,7 +216,7 @@ export class Pool {
     }
     slot.child = null;
     if (this.closing) return;
-    if (!wasReady && !run) slot.failures++;
+    if (!started) slot.failures++;
     if (slot.failures > 0) {
       this.log.error("a child process died before it was ready", { slot: slot.index, how: describeExit(code, signal) });
     }

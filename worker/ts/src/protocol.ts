@@ -29,6 +29,7 @@ export interface DoneMessage {
   ok: boolean;
   result?: string; // JSON text when ok
   traceback?: string;
+  exiting?: boolean; // the child leaves after this run (an uncaught error): do not give it another
 }
 
 export type FromChild = ReadyMessage | DoneMessage;
