@@ -128,12 +128,12 @@ function crash(err: unknown): void {
   void finishRun(msg.token, done).then(() => setTimeout(() => process.exit(70), 100));
 }
 
-function main(): void {
+async function main(): Promise<void> {
   process.on("disconnect", leave);
   process.on("uncaughtException", crash);
   process.on("unhandledRejection", crash);
   const tasks = process.argv[2];
-  const handlers = tasks ? loadHandlers(tasks) : new Map<string, Handler>();
+  const handlers = tasks ? await loadHandlers(tasks) : new Map<string, Handler>();
   let busy: Promise<void> = Promise.resolve();
   process.on("message", (msg: ToChild) => {
     if (msg.type === "abort") {
@@ -145,4 +145,4 @@ function main(): void {
   send({ type: "ready" });
 }
 
-main();
+void main();

@@ -37,7 +37,7 @@ export async function main(argv: string[]): Promise<number> {
   let functions: string[] = [];
   if (o.tasks) {
     try {
-      functions = [...loadHandlers(o.tasks).keys()];
+      functions = [...(await loadHandlers(o.tasks)).keys()];
     } catch (err) {
       return fail(`cannot load --tasks ${o.tasks}: ${(err as Error).stack ?? String(err)}`);
     }

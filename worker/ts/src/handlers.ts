@@ -1,4 +1,6 @@
 // What a --tasks module offers: its handlers by name, and what a handler is given.
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 
 /** What a handler learns about its run (web2py's W2P_TASK), and its cancellation. */
 export interface TaskContext {
@@ -16,7 +18,8 @@ export type Handler = (args: unknown[], vars: Record<string, unknown>, ctx: Task
 
 /**
  * The handlers of a loaded module: the functions of its `tasks` object when it exports one,
- * else its exported functions (a `default` object's functions too).
+ * else its exported functions (and those of a `default` object: a CommonJS module imported
+ * as ESM, or an ES module's default export).
  */
 export function handlersOf(mod: unknown): Map<string, Handler> {
   const found = new Map<string, Handler>();
@@ -26,19 +29,20 @@ export function handlersOf(mod: unknown): Map<string, Handler> {
       if (typeof value === "function" && name !== "default" && name !== "tasks") found.set(name, value as Handler);
     }
   };
-  const m = mod as Record<string, unknown> | null;
-  if (m && typeof m["tasks"] === "object" && m["tasks"] !== null) {
-    add(m["tasks"]);
+  const m = (mod ?? {}) as Record<string, unknown>;
+  const d = (typeof m["default"] === "object" && m["default"] !== null ? m["default"] : {}) as Record<string, unknown>;
+  const tasks = m["tasks"] ?? d["tasks"];
+  if (typeof tasks === "object" && tasks !== null) {
+    add(tasks);
     return found;
   }
-  if (m && typeof m["default"] === "object") add(m["default"]);
+  add(d);
   add(m);
   return found;
 }
 
-/** Loads the --tasks module (CommonJS require; the path is made absolute) and lists its handlers. */
-export function loadHandlers(path: string): Map<string, Handler> {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const mod: unknown = require(require("node:path").resolve(path));
+/** Loads the --tasks module (CommonJS or ES module, by import()) and lists its handlers. */
+export async function loadHandlers(path: string): Promise<Map<string, Handler>> {
+  const mod: unknown = await import(pathToFileURL(resolve(path)).href);
   return handlersOf(mod);
 }

@@ -8,6 +8,7 @@ import { test } from "node:test";
 
 import { join } from "../src/capture";
 import { CommandPolicy } from "../src/command";
+import { handlersOf, loadHandlers } from "../src/handlers";
 import { Level, Logger } from "../src/log";
 import { Pool } from "../src/pool";
 import { keyOf, Outcome, type Result, type Task } from "../src/types";
@@ -132,4 +133,14 @@ test("command tasks: exit codes, stderr tail, !clear!", async () => {
   } finally {
     await h.pool.close(2000);
   }
+});
+
+test("handler modules: a tasks object, named exports, an ES module", async () => {
+
+  const f = (): number => 1;
+  assert.deepEqual([...handlersOf({ tasks: { a: f }, b: f }).keys()], ["a"]);
+  assert.deepEqual([...handlersOf({ default: { tasks: { a: f } } }).keys()], ["a"]);
+  assert.deepEqual([...handlersOf({ a: f, b: 2, default: { c: f } }).keys()].sort(), ["a", "c"]);
+  const conformance = [...(await loadHandlers(HANDLERS)).keys()];
+  assert.ok(conformance.includes("stubborn") && conformance.includes("ts_only"));
 });
