@@ -27,7 +27,7 @@ import type { Pool } from "./pool";
 import { Reporter } from "./reporter";
 import { tlsHint } from "./tlshint";
 import { compareKeys, type Key, keyOf, Outcome, type Result, splitKey, type Task } from "./types";
-import { sleep, Waker } from "./wake";
+import { Waker } from "./wake";
 
 export const VERSION = "0.1.0";
 export const RPC_TIMEOUT_MS = 10_000;
@@ -183,7 +183,9 @@ export class Agent {
     this.stopping = true;
     this.reporter.wake();
     this.heartbeat.wake();
-    await Promise.race([Promise.all(loops), sleep(RPC_TIMEOUT_MS)]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(loops), new Promise((resolve) => (timer = setTimeout(resolve, RPC_TIMEOUT_MS)))]);
+    clearTimeout(timer);
     await this.pool.close(this.cfg.killGraceMs + 5000);
     this.rpc.close();
     this.log.info("worker exiting", { reason: this.leaving });
