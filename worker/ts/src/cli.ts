@@ -39,7 +39,9 @@ export async function main(argv: string[]): Promise<number> {
     try {
       functions = [...(await loadHandlers(o.tasks)).keys()];
     } catch (err) {
-      return fail(`cannot load --tasks ${o.tasks}: ${(err as Error).stack ?? String(err)}`);
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === "ERR_MODULE_NOT_FOUND" ? e.message : (e.stack ?? String(err)); // a bug in it: where
+      return fail(`cannot load --tasks ${o.tasks}: ${why}`);
     }
     if (functions.length === 0 && !o.allowCommands) {
       return fail(`nothing to run: --tasks ${o.tasks} exports no functions and command tasks are not allowed`);
@@ -50,7 +52,7 @@ export async function main(argv: string[]): Promise<number> {
     try {
       commands = new CommandPolicy(o.executables);
     } catch (err) {
-      return fail(`bad --allow-executable: ${(err as Error).message}`);
+      return fail((err as Error).message);
     }
   }
   const security: Security = {
