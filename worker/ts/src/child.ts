@@ -2,8 +2,8 @@
 // handler at a time as the pool asks over IPC. Its stdout and stderr are pipes the
 // pool reads (fd level: console.log, process.stdout.write and subprocesses alike).
 // It leaves as soon as its IPC channel closes (the worker died), taking its process
-// group with it. SIGTERM keeps Node's default (the child dies) unless a handler
-// installs its own listener.
+// group with it. SIGTERM aborts the run's signal and ends the child once the handler
+// settles; a handler that ignores both is ended by SIGKILL after the kill grace.
 import { writeSync } from "node:fs";
 
 import { type Handler, loadHandlers, type TaskContext } from "./handlers";
@@ -13,6 +13,7 @@ import { sentinelOf } from "./sentinel";
 let controller: AbortController | null = null;
 let current: RunMessage | null = null; // the run in progress
 let crashed = false;
+let terminating = false; // SIGTERM came: leave once the run in progress settles
 
 function send(message: FromChild): void {
   if (process.send) process.send(message);
@@ -100,6 +101,7 @@ async function run(handlers: Map<string, Handler>, msg: RunMessage): Promise<voi
   }
   controller = null;
   if (crashed) return; // crash() reported this run already
+  if (terminating) process.exit(143); // stopped: the pool reports the run and replaces this child
   current = null;
   await finishRun(msg.token, done);
 }
@@ -132,6 +134,13 @@ async function main(): Promise<void> {
   process.on("disconnect", leave);
   process.on("uncaughtException", crash);
   process.on("unhandledRejection", crash);
+  // A stop or a timeout: abort the run's signal and leave once its handler settles, so a
+  // handler that honours the signal may clean up (SIGKILL comes after --kill-grace anyway).
+  process.on("SIGTERM", () => {
+    terminating = true;
+    controller?.abort(new Error("the run was stopped"));
+    if (!current) process.exit(143);
+  });
   const tasks = process.argv[2];
   const handlers = tasks ? await loadHandlers(tasks) : new Map<string, Handler>();
   let busy: Promise<void> = Promise.resolve();
