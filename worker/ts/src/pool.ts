@@ -12,7 +12,7 @@ import { join } from "node:path";
 
 import { OutputBuffer, type Stream } from "./capture";
 import { type CommandPolicy, describeExit, spawnCommand, STDERR_TAIL_LINES, Tail } from "./command";
-import type { Logger } from "./log";
+import { Level, type Logger } from "./log";
 import type { DoneMessage, FromChild, RunMessage } from "./protocol";
 import { SentinelScanner } from "./sentinel";
 import { COMMAND_FUNCTION, type Key, Outcome, type Result, type Task } from "./types";
@@ -171,7 +171,7 @@ export class Pool {
     if (slot.child !== child) return;
     const run = slot.run;
     if (!run || run.proc || !run.token) {
-      if (this.log.enabled(10)) this.log.debug("child output outside a run", { slot: slot.index, bytes: chunk.length });
+      if (this.log.enabled(Level.Debug)) this.log.debug("child output outside a run", { slot: slot.index, bytes: chunk.length });
       return;
     }
     const scanner = slot.scanners[which];
