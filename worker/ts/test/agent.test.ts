@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { join as joinPath } from "node:path";
 import { test } from "node:test";
 
-import { type sendUnaryData, Server, ServerCredentials, type ServerUnaryCall, status } from "@grpc/grpc-js";
+import { Metadata, type sendUnaryData, Server, ServerCredentials, type ServerUnaryCall, status } from "@grpc/grpc-js";
 
 import { WorkerStatus } from "../gen/taskgrid/v1/common";
 import {
@@ -24,7 +24,8 @@ import { Pool } from "../src/pool";
 
 const HANDLERS = joinPath(__dirname, "..", "conformance", "handlers.js");
 
-type Handler<Req, Res> = (req: Req, n: number) => Res | { code: number; details: string };
+type Failure = { code: number; details: string; metadata?: Metadata };
+type Handler<Req, Res> = (req: Req, n: number) => Res | Failure;
 
 interface Script {
   register?: Handler<unknown, RegisterResponse>;
@@ -60,7 +61,10 @@ async function fake(script: Script) {
       const out = fn ? fn(call.request, n) : fallback;
       const delay = name === "lease" && (out as LeaseResponse).leases?.length === 0 ? 50 : 0;
       setTimeout(() => {
-        if (out && typeof out === "object" && "code" in out && "details" in out) cb({ code: out.code, details: out.details } as never);
+        if (out && typeof out === "object" && "code" in out && "details" in out) {
+          const { code, details, metadata } = out as Failure;
+          cb({ code, details, metadata } as never);
+        }
         else cb(null, out as Res);
       }, delay);
     };
@@ -167,6 +171,28 @@ test("a stale lease named by a heartbeat is stopped and never reported; held lea
     const reported = ((f.requests["report"] ?? []) as ReportRequest[]).flatMap((r) => r.reports);
     assert.deepEqual(reported, []);
     assert.ok(lines.some((l) => l.includes("no longer ours") && l.includes("9:1")));
+  } finally {
+    f.close();
+  }
+});
+
+test("an older coordinator's FAILED_PRECONDITION naming the lease: that report is dropped, never sent again", async () => {
+  const f = await fake({
+    lease: (_req, n) => (n === 1 ? { leases: [lease(11, [0.05])], status: ACTIVE, stop: [], stale: [] } : idle()),
+    report: () => {
+      const metadata = new Metadata();
+      metadata.set("taskgrid-stale-leases", "11:1");
+      return { code: status.FAILED_PRECONDITION, details: "stale lease", metadata };
+    },
+    heartbeat: (_req, n) => ({ status: n > 8 ? WorkerStatus.WORKER_STATUS_TERMINATE : ACTIVE, stop: [], heartbeat: 0.1, stale: [] }),
+  });
+  try {
+    const { agent } = await agentFor(f.address);
+    assert.equal(await agent.run(), 0);
+    const reports = ((f.requests["report"] ?? []) as ReportRequest[]).flatMap((r) => r.reports);
+    assert.equal(reports.filter((r) => r.ref?.taskId === 11).length, 1, "the rejected report was sent again");
+    const beats = (f.requests["heartbeat"] ?? []) as HeartbeatRequest[];
+    assert.ok(!beats.slice(-2).some((b) => b.running.some((r) => r.taskId === 11)), "the dropped lease is still held");
   } finally {
     f.close();
   }
