@@ -27,6 +27,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support import postgres as pg  # noqa: E402
+from tests.support.conformance_report import (  # noqa: E402, F401  (hooks)
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+)
 from tests.support.processes import (  # noqa: E402
     CoordinatorProcess,
     TestProcesses,

@@ -118,6 +118,39 @@ def test_terminate_finishes_then_exits(client, launch):
     assert w.wait(15) == 0
 
 
+def test_sigterm_drains_then_exits(client, launch):
+    """SIGTERM: the running task finishes and is reported, nothing more is leased, exit 0."""
+    w = launch("w1")
+    r = client.queue_task("print_lines", pargs=[4, 0.4], sync_output=1)
+    # really running in the worker (its output arrives), not only leased
+    wait_until(lambda: "line 0" in getattr(client.task_status(r.id, output=True).run,
+                                           "run_output", ""), timeout=15, desc="output")
+    w.terminate()
+    wait_until(lambda: client.get_workers()["w1"].status == "TERMINATE", timeout=10,
+               desc="the worker draining")
+    late = client.queue_task("add", pargs=[1, 1])
+    assert finished(client, r.id).task.status == "COMPLETED"
+    assert w.wait(15) == 0
+    assert client.task_status(late.id).status == "QUEUED"
+
+
+def test_a_run_goes_on_while_the_coordinator_is_away_and_is_reported_after(
+        client, coordinator, launch, tmp_path):
+    """The coordinator stops mid-run: the worker keeps the run, retries with backoff, and
+    delivers its report to the restarted coordinator (same address, same database)."""
+    launch("w1")
+    path = tmp_path / "away.marks"
+    r = client.queue_task("stubborn", pargs=[str(path), 1.5])
+    running(client, r.id)
+    coordinator.stop()
+    wait_until(lambda: path.exists() and (m := _marks(path)) and m[0][2] - m[0][1] >= 1.45,
+               timeout=15, desc="the run done while the coordinator was away")
+    coordinator.restart()
+    st = finished(client, r.id, timeout=30)
+    assert st.task.status == "COMPLETED" and st.result == 1.5
+    assert len(client.runs(r.id)) == 1
+
+
 def test_disable_and_resume(client, launch):
     launch()
     client.disable(worker_name="w1")
