@@ -47,8 +47,9 @@ def worker_argv(lang: str) -> list[str]:
 
 def run(lang: str, folder: pathlib.Path, args: argparse.Namespace) -> tuple[float, list[float]]:
     """(tasks/s, sorted latencies in ms) of `lang` workers on a fresh coordinator."""
-    db_url = f"sqlite:///{folder / f'{lang}.sqlite'}"
-    coord_log = open(folder / f"{lang}-coordinator.log", "wb")  # noqa: SIM115
+    folder = pathlib.Path(tempfile.mkdtemp(prefix=f"{lang}-", dir=folder))  # a fresh database
+    db_url = f"sqlite:///{folder / 'bench.sqlite'}"
+    coord_log = open(folder / "coordinator.log", "wb")  # noqa: SIM115
     coord = subprocess.Popen(taskgrid("coordinator", "--db", db_url, "--listen", "127.0.0.1:0"),
                              stdout=subprocess.PIPE, stderr=coord_log, start_new_session=True)
     assert coord.stdout is not None
@@ -56,7 +57,7 @@ def run(lang: str, folder: pathlib.Path, args: argparse.Namespace) -> tuple[floa
     procs = [coord]
     try:
         for i in range(args.workers):
-            log = open(folder / f"{lang}-worker{i}.log", "wb")  # noqa: SIM115
+            log = open(folder / f"worker{i}.log", "wb")  # noqa: SIM115
             procs.append(subprocess.Popen(
                 [*worker_argv(lang), "--coordinator", address, "--name", f"{lang}-{i}",
                  "--concurrency", str(args.concurrency), "--log-level", "WARNING"],
