@@ -28,7 +28,7 @@ import sqlalchemy as sa
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from throughput import latency, stop, taskgrid, throughput  # noqa: E402
+from throughput import costs, latency, stop, taskgrid, throughput  # noqa: E402
 
 from taskgrid.client import Scheduler  # noqa: E402
 from tests.conformance.launch import HANDLERS, go_binary, ts_worker  # noqa: E402
@@ -71,7 +71,10 @@ def run(lang: str, folder: pathlib.Path, args: argparse.Namespace) -> tuple[floa
             engine.dispose()
         return rate, lat
     finally:
-        stop(procs)
+        stop(procs)  # the coordinator logs its counters as it stops
+        if args.costs:
+            print(f"  {lang}: " + costs((folder / "coordinator.log").read_text(),
+                                        args.tasks + args.trickle), flush=True)
 
 
 def main() -> int:
@@ -82,6 +85,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--langs", default="python,go,typescript")
+    p.add_argument("--costs", action="store_true",
+                   help="print each run's RPCs and transactions per task")
     p.add_argument("--rounds", type=int, default=1,
                    help="languages run in turn this many times; the table gives medians")
     args = p.parse_args()
