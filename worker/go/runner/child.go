@@ -130,7 +130,7 @@ func (p *Pool) startChild() (*child, error) {
 	cmd := &exec.Cmd{
 		Path:        p.cfg.HandlerExecutable,
 		Args:        childArgs(),
-		Env:         mergeEnv(os.Environ(), map[string]string{ChildEnv: "1"}),
+		Env:         mergeEnv(workerEnv(), map[string]string{ChildEnv: "1"}),
 		Stdout:      outW,
 		Stderr:      errW,
 		ExtraFiles:  []*os.File{reqR, resW}, // fds 3 and 4

@@ -42,6 +42,9 @@ func childHandlers() map[string]Handler {
 	handlers["pid"] = func(context.Context, []any, map[string]any) (any, error) {
 		return os.Getpid(), nil
 	}
+	handlers["token"] = func(context.Context, []any, map[string]any) (any, error) {
+		return os.Getenv("TASKGRID_TOKEN"), nil
+	}
 	// deaf ignores its context and SIGTERM: only SIGKILL ends it.
 	handlers["deaf"] = func(_ context.Context, args []any, _ map[string]any) (any, error) {
 		signal.Ignore(syscall.SIGTERM)
@@ -262,4 +265,12 @@ func TestChildPerSlotAndClosedWithThePool(t *testing.T) {
 func isAlive(pid int) bool {
 	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
 	return err == nil
+}
+
+func TestChildNeverSeesTheWorkersToken(t *testing.T) {
+	t.Setenv("TASKGRID_TOKEN", "worker-secret-0123456789")
+	h := childHarness(t, Config{})
+	if r := h.run(Task{FunctionName: "token"}); r.Outcome != Completed || *r.Result != `""` {
+		t.Fatalf("got %+v (result %v)", r, r.Result)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,7 +134,7 @@ func (p *Pool) runCommand(r *run) ending {
 	cmd := &exec.Cmd{
 		Path:   path,
 		Args:   append([]string{command.Executable}, command.Args...),
-		Env:    mergeEnv(os.Environ(), command.Env),
+		Env:    mergeEnv(mergeEnv(workerEnv(), command.Env), runEnv(r.task)),
 		Dir:    command.Cwd,
 		Stdout: outW,
 		Stderr: errW,
@@ -236,6 +237,32 @@ func closeAll(files ...*os.File) {
 }
 
 // mergeEnv returns base with the task's variables added (replacing same names).
+// hiddenEnv names the worker's own secrets: what a task runs never sees them.
+var hiddenEnv = map[string]bool{"TASKGRID_TOKEN": true}
+
+// workerEnv is the worker's environment without hiddenEnv, for every process a
+// task runs in (commands and handler processes alike).
+func workerEnv() []string {
+	env := os.Environ()
+	kept := env[:0:0]
+	for _, kv := range env {
+		if name, _, _ := strings.Cut(kv, "="); !hiddenEnv[name] {
+			kept = append(kept, kv)
+		}
+	}
+	return kept
+}
+
+// runEnv tells a command which run it is (it cannot call worker.Current).
+func runEnv(t Task) map[string]string {
+	return map[string]string{
+		"TASKGRID_TASK_ID":   strconv.FormatInt(t.TaskID, 10),
+		"TASKGRID_TASK_UUID": t.UUID,
+		"TASKGRID_RUN_ID":    strconv.FormatInt(t.RunID, 10),
+		"TASKGRID_ATTEMPT":   strconv.FormatInt(t.Attempt, 10),
+	}
+}
+
 func mergeEnv(base []string, extra map[string]string) []string {
 	if len(extra) == 0 {
 		return base

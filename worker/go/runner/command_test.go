@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -195,5 +196,16 @@ func TestAllowListDoesNotFollowTheFileNamesSymlink(t *testing.T) {
 	}
 	if _, err := policy.Resolve(filepath.Join(dir, "rm"), ""); err == nil {
 		t.Fatal("rm must not be allowed through its shared binary")
+	}
+}
+
+func TestCommandSeesItsRunButNeverTheWorkersToken(t *testing.T) {
+	t.Setenv("TASKGRID_TOKEN", "worker-secret-0123456789")
+	h := newHarness(t, Config{Commands: allowAll(t)})
+	r := h.run(shell(`echo "token=[$TASKGRID_TOKEN] id=$TASKGRID_TASK_ID uuid=$TASKGRID_TASK_UUID run=$TASKGRID_RUN_ID attempt=$TASKGRID_ATTEMPT"`))
+	want := fmt.Sprintf("token=[] id=%d uuid=%s run=%d attempt=%d\n",
+		r.Task.TaskID, r.Task.UUID, r.Task.RunID, r.Task.Attempt)
+	if out := capture.Join(r.Output); r.Outcome != Completed || out != want {
+		t.Fatalf("got %+v, output %q, want %q", r, out, want)
 	}
 }
