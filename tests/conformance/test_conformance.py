@@ -360,7 +360,7 @@ def test_tls_and_a_worker_token(lang, start_coordinator, start_worker, tmp_path)
     wrong = start_worker("wrong-role", ready=False, heartbeat=0.5,
                          **worker_args(lang, [*ca, "--token", tokens["client"]]))
     good = start_worker("good", heartbeat=0.5, env={"TASKGRID_TOKEN": tokens["worker"]},
-                        **worker_args(lang, ca))
+                        **worker_args(lang, [*ca, "--allow-commands"]))
     from taskgrid.client import Scheduler, TlsConfig
 
     with Scheduler(coord.address, token=tokens["client"], tls=TlsConfig(ca=certs.ca)) as s:
@@ -369,6 +369,10 @@ def test_tls_and_a_worker_token(lang, start_coordinator, start_worker, tmp_path)
         st = s.task_status(r.id, output=True)
         assert st.task.status == "COMPLETED" and st.result == 42
         assert st.run.worker_name == "good"
+        # what a task runs sees its own run, never the worker's token
+        c = s.queue_command(["/bin/sh", "-c", 'echo "[$TASKGRID_TOKEN] $TASKGRID_TASK_ID"'])
+        wait_until(lambda: s.task_status(c.id).status in TERMINAL, timeout=20, desc="command")
+        assert s.task_status(c.id, output=True).run.run_output == f"[] {c.id}\n"
     assert "wrong-role" not in {w.worker_name for w in coord.list_workers()}
     for worker in (good, wrong):
         log = worker.log_text().split("\n", 1)[-1]  # past the header line with the argv
