@@ -57,6 +57,10 @@ const (
 	DefaultGroup       = "main"
 	DefaultHeartbeat   = 3 * time.Second
 	DefaultRPCTimeout  = 10 * time.Second
+	// LeaseLinger is how long a busy worker waits for more slots to free
+	// before it leases (docs/protocol.md §3): every call costs the
+	// coordinator far more than a task in it does.
+	LeaseLinger = 2 * time.Millisecond
 	// DefaultExitFlush is how long a leaving worker keeps trying to deliver its last reports.
 	DefaultExitFlush = 10 * time.Second
 	// DefaultAuthAttempts is how many registrations refused for bad credentials
@@ -134,6 +138,10 @@ type Agent struct {
 
 	releaseFailures int // consecutive failed Release calls (main loop only)
 
+	// How long a Lease waits for more free slots and a Report for more
+	// finished runs (LeaseLinger, ReportLinger; tests lengthen them).
+	leaseLinger, reportLinger time.Duration
+
 	wakeMain      chan struct{}
 	wakeHeartbeat chan struct{}
 	stopping      chan struct{}
@@ -173,7 +181,7 @@ func New(cfg Config) (*Agent, error) {
 		dropped: map[runner.Key]bool{}, unfinished: map[runner.Key]bool{},
 		toRelease: map[runner.Key]struct{}{},
 		wakeMain:  make(chan struct{}, 1), wakeHeartbeat: make(chan struct{}, 1),
-		stopping: make(chan struct{}),
+		stopping: make(chan struct{}), leaseLinger: LeaseLinger, reportLinger: ReportLinger,
 	}
 	a.pool = runner.New(runner.Config{
 		Handlers: cfg.Handlers, Concurrency: cfg.Concurrency, KillGrace: cfg.KillGrace,
@@ -349,8 +357,36 @@ func (a *Agent) disabledPollLocked(response *pb.LeaseResponse, took time.Duratio
 	}
 }
 
+// gatherFreeSlots lets a busy worker's slots free before it leases: runs
+// of a busy worker end within moments of each other, so waiting up to
+// leaseLinger (or until every slot is free) makes one Lease ask for
+// several tasks. An idle worker leases at once. False when the main loop
+// must look again first (a command, a lease to hand back, no session).
+func (a *Agent) gatherFreeSlots() bool {
+	capacity := max(1, a.cfg.Concurrency)
+	deadline := time.Now().Add(a.leaseLinger)
+	waited := false
+	for len(a.pool.ActiveKeys()) > 0 && a.pool.FreeSlots() < capacity {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		sleep(a.wakeMain, left) // onFinish wakes it
+		waited = true
+	}
+	if !waited {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.session != nil && len(a.toRelease) == 0 && a.mayLeaseLocked()
+}
+
 // leaseOnce makes one long-poll Lease for the free slots; false when the call failed.
 func (a *Agent) leaseOnce() bool {
+	if !a.gatherFreeSlots() {
+		return true // the wake-up it took may have been for something else
+	}
 	a.mu.Lock()
 	session, generation := a.session, a.generation
 	free := a.pool.FreeSlots()

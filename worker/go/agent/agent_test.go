@@ -541,6 +541,12 @@ func TestDrainFinishesRunsAndHandsBackLateLeases(t *testing.T) {
 	a, exit := startAgent(t, f, handlers(g))
 	key := f.offer(1, "wait", "[]")
 	f.waitUntil(t, "the run to start", func() bool { return len(a.pool.ActiveKeys()) == 1 })
+	// The next Lease goes out after the lease linger: drain while it is in flight.
+	f.waitUntil(t, "a Lease for the free slot", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.leaseCalls >= 2
+	})
 	a.RequestDrain()
 	f.waitUntil(t, "a draining heartbeat", func() bool {
 		f.mu.Lock()

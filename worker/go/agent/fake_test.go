@@ -58,6 +58,7 @@ type fakeCoordinator struct {
 	down        bool                // every call answers UNAVAILABLE
 	hangBeats   bool                // heartbeats get no answer (until the caller gives up)
 	leaseCalls  int                 // Lease calls received
+	leaseAsks   []int32             // the max_tasks of every Lease call
 	sessions    []*pb.WorkerSession // the session of every call that passed the check
 	changed     chan struct{}
 	// disabledAtOnce: a Lease of a DISABLED worker is answered at once, as coordinators
@@ -174,6 +175,7 @@ func (f *fakeCoordinator) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.
 	deadline := time.Now().Add(seconds(req.GetWaitS()))
 	f.mu.Lock()
 	f.leaseCalls++
+	f.leaseAsks = append(f.leaseAsks, req.GetMaxTasks())
 	f.mu.Unlock()
 	defer f.notify()
 	for {

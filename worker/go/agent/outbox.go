@@ -134,6 +134,19 @@ func (o *Outbox) Due(now time.Time) (due bool, next time.Time) {
 	return false, next
 }
 
+// HasReports is true when a report waits for a regular batch (troubled
+// ones travel alone, on their own schedule).
+func (o *Outbox) HasReports() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, key := range o.order {
+		if o.troubled[key] == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // readyLocked: key's troubles (if any) allow a try at now.
 func (o *Outbox) readyLocked(key runner.Key, now time.Time) bool {
 	t := o.troubled[key]

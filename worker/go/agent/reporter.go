@@ -19,6 +19,12 @@ import (
 // sync_output is 0 (web2py: about 1 s).
 const DefaultOutputInterval = time.Second
 
+// ReportLinger is how long finished runs wait for the runs still going on
+// before their Report leaves (docs/protocol.md §7), so runs ending close
+// together share one call. A run that ends while nothing else runs is
+// reported at once.
+const ReportLinger = 2 * time.Millisecond
+
 // delivery is what became of a batch handed to the coordinator.
 type delivery int
 
@@ -115,6 +121,7 @@ func (r *reporter) loop() {
 			sleepOr(r.wakeCh, r.a.stopping, wait)
 			due, ok = r.nextDue()
 		}
+		r.gatherReports()
 		r.setFlushing(true)
 		delivered := r.flushOnce()
 		r.setFlushing(false)
@@ -129,6 +136,32 @@ func (r *reporter) loop() {
 		}
 		sleepOr(r.wakeCh, r.a.stopping, backoff.Next())
 	}
+}
+
+// gatherReports waits up to reportLinger while reports are queued and
+// other runs are still going on (or ending: their report is not queued
+// yet), so that their reports join the same call. addReport wakes it.
+func (r *reporter) gatherReports() {
+	deadline := time.Now().Add(r.a.reportLinger)
+	for r.outbox.HasReports() && r.a.othersRunning() {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		sleepOr(r.wakeCh, r.a.stopping, left)
+		select {
+		case <-r.a.stopping:
+			return
+		default:
+		}
+	}
+}
+
+// othersRunning: some submitted run's outcome is not queued yet.
+func (a *Agent) othersRunning() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.unfinished) > 0
 }
 
 // sleepOr waits for d (forever when d < 0), a wake-up, or stop.
