@@ -138,6 +138,12 @@ type Agent struct {
 
 	releaseFailures int // consecutive failed Release calls (main loop only)
 
+	// ACK+FETCH (docs/protocol.md §7): finished runs ride on the next Lease
+	// when the coordinator said lease_takes_reports.
+	takesReports  bool // from the last RegisterResponse
+	carrying      bool // the main loop leases next: the reporter leaves the reports to it
+	leaseInFlight bool // runs ending now go by Report: no Lease will carry them soon
+
 	// How long a Lease waits for more free slots and a Report for more
 	// finished runs (LeaseLinger, ReportLinger; tests lengthen them).
 	leaseLinger, reportLinger time.Duration
@@ -288,6 +294,9 @@ func (a *Agent) mainLoop() {
 	backoff := NewBackoff()
 	for {
 		a.mu.Lock()
+		if a.session == nil || len(a.toRelease) > 0 || !a.mayLeaseLocked() {
+			a.stopCarryingLocked() // no Lease comes next: the reporter sends them
+		}
 		if a.leaving != "" && len(a.pool.ActiveKeys()) == 0 && len(a.unfinished) == 0 &&
 			(len(a.toRelease) == 0 || a.session == nil) {
 			a.mu.Unlock()
@@ -359,14 +368,14 @@ func (a *Agent) disabledPollLocked(response *pb.LeaseResponse, took time.Duratio
 
 // gatherFreeSlots lets a busy worker's slots free before it leases: runs
 // of a busy worker end within moments of each other, so waiting up to
-// leaseLinger (or until every slot is free) makes one Lease ask for
-// several tasks. An idle worker leases at once. False when the main loop
-// must look again first (a command, a lease to hand back, no session).
+// leaseLinger (or until no run is left, each ending one's report queued,
+// so the Lease may carry it) makes one Lease ask for several tasks. An
+// idle worker leases at once. False when the main loop must look again
+// first (a command, a lease to hand back, no session).
 func (a *Agent) gatherFreeSlots() bool {
-	capacity := max(1, a.cfg.Concurrency)
 	deadline := time.Now().Add(a.leaseLinger)
 	waited := false
-	for len(a.pool.ActiveKeys()) > 0 && a.pool.FreeSlots() < capacity {
+	for a.othersRunning() {
 		left := time.Until(deadline)
 		if left <= 0 {
 			break
@@ -382,9 +391,32 @@ func (a *Agent) gatherFreeSlots() bool {
 	return a.session != nil && len(a.toRelease) == 0 && a.mayLeaseLocked()
 }
 
+// stopCarryingLocked hands finished runs left for a Lease back to the reporter.
+func (a *Agent) stopCarryingLocked() {
+	if a.carrying {
+		a.carrying = false
+		a.reporter.wake()
+	}
+}
+
+// isCarrying: the main loop is about to lease and takes the queued reports along.
+func (a *Agent) isCarrying() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.carrying
+}
+
 // leaseOnce makes one long-poll Lease for the free slots; false when the call failed.
+// Finished runs in the outbox ride along when the coordinator takes reports
+// on Lease: one call instead of a Report and a Lease.
 func (a *Agent) leaseOnce() bool {
+	a.mu.Lock()
+	a.carrying = a.takesReports
+	a.mu.Unlock()
 	if !a.gatherFreeSlots() {
+		a.mu.Lock()
+		a.stopCarryingLocked()
+		a.mu.Unlock()
 		return true // the wake-up it took may have been for something else
 	}
 	a.mu.Lock()
@@ -393,20 +425,46 @@ func (a *Agent) leaseOnce() bool {
 	wasBusy := len(a.pool.ActiveKeys()) > 0
 	interval := a.heartbeat
 	disabled := a.status == pb.WorkerStatus_WORKER_STATUS_DISABLED
+	calling := session != nil && free > 0
+	var carried []runner.Result
+	if a.carrying && calling {
+		carried = a.reporter.takeForLease() // in flight, so still held, until settled
+	}
+	a.carrying = false
+	a.leaseInFlight = calling
+	a.reporter.wake() // it may have left reports to this call
 	a.mu.Unlock()
-	if session == nil || free <= 0 {
+	if !calling {
 		return true
 	}
+	defer func() {
+		a.mu.Lock()
+		a.leaseInFlight = false
+		a.mu.Unlock()
+	}()
 	request := &pb.LeaseRequest{Session: session, MaxTasks: int32(free), WaitS: interval.Seconds()}
+	for _, result := range carried {
+		request.Reports = append(request.Reports, reportPB(result))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), interval+DefaultRPCTimeout)
 	defer cancel()
 	var trailer metadataMD
 	sent := time.Now()
 	response, err := a.rpc.Lease(ctx, request, grpc.Trailer(&trailer))
 	if err != nil {
-		return a.failed("Lease", err, generation, trailer)
+		ok := a.failed("Lease", err, generation, trailer)
+		a.restoreCarried(carried, generation, staleKeys(trailer))
+		return ok
 	}
 	a.noteSuccess()
+	if len(carried) > 0 {
+		if stale := keysOf(response.GetStale()); len(stale) > 0 {
+			a.dropLeases(stale, "Lease")
+		}
+		a.outbox.SettleReports(carried)
+		a.outbox.Delivered(resultKeys(carried))
+		a.log.Debug("reported on Lease", "runs", len(carried), "stale", len(response.GetStale()))
+	}
 	a.log.Debug("lease answered", "asked", free, "got", len(response.GetLeases()), "stop", len(response.GetStop()))
 	a.applyStatus(response.GetStatus())
 	a.applyStops(response.GetStop())
@@ -426,6 +484,24 @@ func (a *Agent) leaseOnce() bool {
 	}
 	a.countEmptyRunLocked(len(response.GetLeases()) > 0 || wasBusy)
 	return true
+}
+
+// restoreCarried puts back the reports of a failed Lease: the worker cannot
+// know whether they were applied, so the reporter sends them again with
+// Report, which lists those already applied as stale. Nothing goes back
+// when the session was lost meanwhile, nor the leases the old trailer
+// named stale (dropped already).
+func (a *Agent) restoreCarried(carried []runner.Result, generation int, stale []runner.Key) {
+	if len(carried) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.outbox.SettleReports(carried)
+	if generation == a.generation {
+		a.outbox.RestoreByReport(without(carried, stale))
+		a.reporter.wake()
+	}
 }
 
 // startLocked runs a fresh lease, or keeps it to hand back when leaving.

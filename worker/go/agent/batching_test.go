@@ -100,3 +100,62 @@ func TestAReportWaitsForTheLingerWhileAnotherRunGoesOn(t *testing.T) {
 	close(g.release)
 	f.waitUntil(t, "the long run's report", func() bool { return f.report(long) != nil })
 }
+
+// ACK+FETCH: runs ending together ride on the next Lease, no Report call.
+func TestReportsRideOnTheNextLeaseWhenTheCoordinatorTakesThem(t *testing.T) {
+	f := startFake(t)
+	f.with(func() { f.takesReports = true })
+	first, second := f.offer(1, "wait", "[]"), f.offer(2, "wait", "[]")
+	g := newGate()
+	a, _, _ := startAgentWith(t, f, handlers(g), lingers(5*time.Second, 5*time.Second))
+	f.waitUntil(t, "both runs to start", func() bool { return len(a.pool.ActiveKeys()) == 2 })
+	close(g.release)
+	f.waitUntil(t, "both reports", func() bool { return f.report(first) != nil && f.report(second) != nil })
+	f.waitUntil(t, "the outbox to be empty", func() bool { return a.outbox.IsEmpty() })
+	f.with(func() {
+		if len(f.reportCalls) != 0 {
+			t.Errorf("want no Report call, got %v", f.reportCalls)
+		}
+		if len(f.leaseReports) != 1 || len(f.leaseReports[0]) != 2 {
+			t.Errorf("want one Lease carrying both reports, got %v", f.leaseReports)
+		}
+	})
+}
+
+// A coordinator that did not say lease_takes_reports never gets reports on Lease.
+func TestNoReportsOnLeaseUnlessTheCoordinatorTakesThem(t *testing.T) {
+	f := startFake(t)
+	first, second := f.offer(1, "wait", "[]"), f.offer(2, "wait", "[]")
+	g := newGate()
+	a, _, _ := startAgentWith(t, f, handlers(g), lingers(5*time.Second, 5*time.Second))
+	f.waitUntil(t, "both runs to start", func() bool { return len(a.pool.ActiveKeys()) == 2 })
+	close(g.release)
+	f.waitUntil(t, "both reports", func() bool { return f.report(first) != nil && f.report(second) != nil })
+	f.with(func() {
+		if len(f.leaseReports) != 0 || len(f.reportCalls) == 0 {
+			t.Errorf("reports on Lease %v, Report calls %v", f.leaseReports, f.reportCalls)
+		}
+	})
+}
+
+// A Lease carrying reports that fails: they go again with Report.
+func TestReportsOfAFailedLeaseGoAgainWithReport(t *testing.T) {
+	f := startFake(t)
+	f.with(func() { f.takesReports = true; f.failLease = 1 })
+	first, second := f.offer(1, "wait", "[]"), f.offer(2, "wait", "[]")
+	g := newGate()
+	a, _, _ := startAgentWith(t, f, handlers(g), lingers(5*time.Second, 5*time.Second))
+	f.waitUntil(t, "both runs to start", func() bool { return len(a.pool.ActiveKeys()) == 2 })
+	close(g.release)
+	f.waitUntil(t, "both reports", func() bool { return f.report(first) != nil && f.report(second) != nil })
+	f.waitUntil(t, "the outbox to be empty", func() bool { return a.outbox.IsEmpty() })
+	f.with(func() {
+		if len(f.leaseReports) != 1 || len(f.reportCalls) != 1 || len(f.reportCalls[0]) != 2 {
+			t.Errorf("want the failed Lease's reports sent once with Report: Lease %v, Report %v",
+				f.leaseReports, f.reportCalls)
+		}
+	})
+	if f.reportCount(first) != 1 || f.reportCount(second) != 1 {
+		t.Errorf("reports applied %d and %d times", f.reportCount(first), f.reportCount(second))
+	}
+}

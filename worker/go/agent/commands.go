@@ -60,6 +60,9 @@ func (a *Agent) onFinish(result runner.Result) {
 	a.metrics.finished(result)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.takesReports && !a.leaseInFlight && a.leaving == "" && a.session != nil {
+		a.carrying = true // the main loop leases next: the report rides along
+	}
 	if a.dropped[key] {
 		delete(a.dropped, key)
 	} else {

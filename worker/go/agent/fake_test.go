@@ -51,16 +51,21 @@ type fakeCoordinator struct {
 	poisonOut   map[runner.Key]int
 	outputCalls int // SendOutput calls, failed ones too
 	poisonCode  codes.Code
-	reportCalls [][]runner.Key      // the leases of every Report call, failed ones too
-	acceptedRep [][]runner.Key      // the leases of every Report call that succeeded
-	nameTaken   int                 // answer this many Register calls ALREADY_EXISTS (-1: always)
-	nameRefusal []time.Time         // when each ALREADY_EXISTS was sent
-	down        bool                // every call answers UNAVAILABLE
-	hangBeats   bool                // heartbeats get no answer (until the caller gives up)
-	leaseCalls  int                 // Lease calls received
-	leaseAsks   []int32             // the max_tasks of every Lease call
-	sessions    []*pb.WorkerSession // the session of every call that passed the check
-	changed     chan struct{}
+	reportCalls [][]runner.Key // the leases of every Report call, failed ones too
+	acceptedRep [][]runner.Key // the leases of every Report call that succeeded
+	nameTaken   int            // answer this many Register calls ALREADY_EXISTS (-1: always)
+	nameRefusal []time.Time    // when each ALREADY_EXISTS was sent
+	down        bool           // every call answers UNAVAILABLE
+	hangBeats   bool           // heartbeats get no answer (until the caller gives up)
+	leaseCalls  int            // Lease calls received
+	leaseAsks   []int32        // the max_tasks of every Lease call
+	// takesReports: RegisterResponse.lease_takes_reports, and Lease applies
+	// its reports as Report does (ACK+FETCH)
+	takesReports bool
+	leaseReports [][]runner.Key      // the reports carried by every Lease call, failed ones too
+	failLease    int                 // answer this many Lease calls carrying reports UNAVAILABLE (nothing applied)
+	sessions     []*pb.WorkerSession // the session of every call that passed the check
+	changed      chan struct{}
 	// disabledAtOnce: a Lease of a DISABLED worker is answered at once, as coordinators
 	// did before they held it open until resume
 	disabledAtOnce bool
@@ -167,7 +172,7 @@ func (f *fakeCoordinator) Register(_ context.Context, req *pb.RegisterRequest) (
 	n := len(f.registers)
 	return &pb.RegisterResponse{
 		Session:   &pb.WorkerSession{WorkerId: int64(n), SessionToken: fmt.Sprintf("token-%d", n)},
-		Heartbeat: 0.2, Status: f.status, DeadAfter: 0.6,
+		Heartbeat: 0.2, Status: f.status, DeadAfter: 0.6, LeaseTakesReports: f.takesReports,
 	}, nil
 }
 
@@ -178,6 +183,35 @@ func (f *fakeCoordinator) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.
 	f.leaseAsks = append(f.leaseAsks, req.GetMaxTasks())
 	f.mu.Unlock()
 	defer f.notify()
+	var staleReports []*pb.LeaseRef
+	if len(req.GetReports()) > 0 {
+		f.mu.Lock()
+		var refs []*pb.LeaseRef
+		var keys []runner.Key
+		for _, r := range req.GetReports() {
+			refs = append(refs, r.GetRef())
+			keys = append(keys, key(r.GetRef()))
+		}
+		f.leaseReports = append(f.leaseReports, keys)
+		err := f.session(ctx, req.GetSession())
+		if err == nil && f.failLease > 0 {
+			f.failLease--
+			err = status.Error(codes.Unavailable, "coordinator restarting")
+		}
+		if err == nil {
+			staleReports, err = f.staleOf(ctx, refs)
+		}
+		if err != nil {
+			f.mu.Unlock()
+			return nil, err
+		}
+		for _, r := range req.GetReports() {
+			if !isStale(staleReports, r.GetRef()) {
+				f.reports = append(f.reports, r)
+			}
+		}
+		f.mu.Unlock()
+	}
 	for {
 		f.mu.Lock()
 		if err := f.session(ctx, req.GetSession()); err != nil {
@@ -186,7 +220,7 @@ func (f *fakeCoordinator) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.
 		}
 		if f.disabledAtOnce && f.status == pb.WorkerStatus_WORKER_STATUS_DISABLED {
 			f.mu.Unlock()
-			return &pb.LeaseResponse{Status: pb.WorkerStatus_WORKER_STATUS_DISABLED}, nil
+			return &pb.LeaseResponse{Status: pb.WorkerStatus_WORKER_STATUS_DISABLED, Stale: staleReports}, nil
 		}
 		if len(f.pending) > 0 || !time.Now().Before(deadline) {
 			n := min(int(req.GetMaxTasks()), len(f.pending))
@@ -194,7 +228,7 @@ func (f *fakeCoordinator) Lease(ctx context.Context, req *pb.LeaseRequest) (*pb.
 			f.pending = f.pending[n:]
 			st := f.status
 			f.mu.Unlock()
-			return &pb.LeaseResponse{Leases: leases, Status: st}, nil
+			return &pb.LeaseResponse{Leases: leases, Status: st, Stale: staleReports}, nil
 		}
 		f.mu.Unlock()
 		time.Sleep(10 * time.Millisecond) // a fake: a real coordinator wakes on new work

@@ -35,6 +35,7 @@ type Outbox struct {
 	order    []runner.Key // report keys, oldest first
 	inFlight map[runner.Key]bool
 	troubled map[runner.Key]*trouble
+	byReport map[runner.Key]bool // back from a failed Lease: never carried by a Lease again
 	maxBytes int
 	maxCount int
 	// Retry says how a troubled lease is retried; set it before use.
@@ -62,6 +63,7 @@ func NewOutbox() *Outbox {
 		reports:  map[runner.Key]runner.Result{},
 		inFlight: map[runner.Key]bool{},
 		troubled: map[runner.Key]*trouble{},
+		byReport: map[runner.Key]bool{},
 		maxBytes: DefaultMaxBatchBytes,
 		maxCount: DefaultMaxBatchReports,
 		Retry: RetryPolicy{
@@ -136,11 +138,16 @@ func (o *Outbox) Due(now time.Time) (due bool, next time.Time) {
 
 // HasReports is true when a report waits for a regular batch (troubled
 // ones travel alone, on their own schedule).
-func (o *Outbox) HasReports() bool {
+func (o *Outbox) HasReports() bool { return o.hasReports(false) }
+
+// HasCarriable is true when a report waits that a Lease may carry.
+func (o *Outbox) HasCarriable() bool { return o.hasReports(true) }
+
+func (o *Outbox) hasReports(carrying bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, key := range o.order {
-		if o.troubled[key] == nil {
+		if o.troubled[key] == nil && !(carrying && o.byReport[key]) {
 			return true
 		}
 	}
@@ -206,14 +213,32 @@ func (o *Outbox) TakeOutput() map[runner.Key][]capture.Chunk {
 // TakeReports removes and returns reports, oldest first, each carrying
 // its run's unsent chunks; they count as in flight until Settle or Restore.
 // Troubled leases are left out (see TakeTroubledReport).
-func (o *Outbox) TakeReports() []runner.Result {
+func (o *Outbox) TakeReports() []runner.Result { return o.takeReports(false) }
+
+// TakeCarriable is TakeReports for a Lease to carry (ACK+FETCH): reports
+// back from a failed Lease are left out, they go by Report.
+func (o *Outbox) TakeCarriable() []runner.Result { return o.takeReports(true) }
+
+// RestoreByReport is RestoreReports for the reports of a failed Lease: the
+// worker cannot know whether they were applied, so they go by Report,
+// which answers those already applied as stale.
+func (o *Outbox) RestoreByReport(batch []runner.Result) {
+	o.RestoreReports(batch)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range batch {
+		o.byReport[r.Task.Key] = true
+	}
+}
+
+func (o *Outbox) takeReports(carrying bool) []runner.Result {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var batch []runner.Result
 	total := 0
 	var kept []runner.Key
 	for i, key := range o.order {
-		if o.troubled[key] != nil {
+		if o.troubled[key] != nil || (carrying && o.byReport[key]) {
 			kept = append(kept, key)
 			continue
 		}
@@ -232,6 +257,7 @@ func (o *Outbox) TakeReports() []runner.Result {
 func (o *Outbox) takeReportLocked(key runner.Key) runner.Result {
 	r := o.reports[key]
 	delete(o.reports, key)
+	delete(o.byReport, key)
 	if earlier := o.chunks[key]; len(earlier) > 0 {
 		delete(o.chunks, key)
 		r = withOutput(r, earlier)
@@ -382,6 +408,7 @@ func (o *Outbox) Discard(keys []runner.Key) {
 		delete(o.reports, key)
 		delete(o.inFlight, key)
 		delete(o.troubled, key)
+		delete(o.byReport, key)
 	}
 	o.order = slices.DeleteFunc(o.order, func(k runner.Key) bool { return slices.Contains(keys, k) })
 }
@@ -394,5 +421,6 @@ func (o *Outbox) Clear() {
 	clear(o.reports)
 	clear(o.inFlight)
 	clear(o.troubled)
+	clear(o.byReport)
 	o.order = nil
 }

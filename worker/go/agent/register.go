@@ -70,6 +70,7 @@ func (a *Agent) registerOnce() bool {
 	}
 	a.authFailures = 0
 	a.session = response.GetSession()
+	a.takesReports = response.GetLeaseTakesReports()
 	a.heartbeat = cfg.Heartbeat
 	if response.GetHeartbeat() > 0 {
 		a.heartbeat = seconds(response.GetHeartbeat())

@@ -25,6 +25,10 @@ const DefaultOutputInterval = time.Second
 // reported at once.
 const ReportLinger = 2 * time.Millisecond
 
+// CarryWait bounds how long finished runs wait for a Lease being prepared
+// to carry them (ACK+FETCH) before they go by Report after all.
+const CarryWait = 50 * time.Millisecond
+
 // delivery is what became of a batch handed to the coordinator.
 type delivery int
 
@@ -138,12 +142,33 @@ func (r *reporter) loop() {
 	}
 }
 
+// takeForLease takes the queued reports for a Lease to carry, unless a
+// flush is under way: it may hold live chunks of a run that has just
+// ended, which must reach the outbox (and that run's report) first.
+func (r *reporter) takeForLease() []runner.Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.flushing {
+		return nil
+	}
+	return r.outbox.TakeCarriable()
+}
+
 // gatherReports waits up to reportLinger while reports are queued and
 // other runs are still going on (or ending: their report is not queued
 // yet), so that their reports join the same call. addReport wakes it.
+// Then, while the main loop prepares a Lease that will carry them, it
+// leaves them to that call (it wakes us once it took them; CarryWait
+// only guards against a wake-up that never comes).
 func (r *reporter) gatherReports() {
-	deadline := time.Now().Add(r.a.reportLinger)
-	for r.outbox.HasReports() && r.a.othersRunning() {
+	r.waitWhile(r.a.reportLinger, r.outbox.HasReports, r.a.othersRunning)
+	r.waitWhile(CarryWait, r.outbox.HasCarriable, r.a.isCarrying)
+}
+
+// waitWhile waits up to d while reports wait (queued()) and cond holds.
+func (r *reporter) waitWhile(d time.Duration, queued, cond func() bool) {
+	deadline := time.Now().Add(d)
+	for queued() && cond() {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return
