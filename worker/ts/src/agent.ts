@@ -6,7 +6,8 @@
 //     heartbeat) and start what comes back; while DISABLED too, so that resume
 //     reaches it at once; hand back leases it will not run (Release);
 //   - heartbeat (heartbeat.ts): every `heartbeat` seconds, with every held lease;
-//   - reporter (reporter.ts): live output and finished runs in SendOutput and Report batches.
+//   - reporter (reporter.ts): live output and finished runs in SendOutput and Report batches
+//     (finished runs ride on the next Lease instead when the coordinator takes them there).
 //
 // Commands (DISABLED, TERMINATE, KILL, stop lease X) arrive in Lease and Heartbeat
 // answers. NOT_FOUND means the session is gone: runs are stopped and dropped, and
@@ -24,7 +25,7 @@ import { Heartbeat } from "./heartbeat";
 import type { Logger } from "./log";
 import { Outbox } from "./outbox";
 import type { Pool } from "./pool";
-import { Reporter } from "./reporter";
+import { Reporter, reportPB } from "./reporter";
 import { tlsHint } from "./tlshint";
 import { compareKeys, type Key, keyOf, Outcome, type Result, splitKey, type Task } from "./types";
 import { Waker } from "./wake";
@@ -155,6 +156,13 @@ export class Agent {
   private releaseFailures = 0;
   readonly wakeMain = new Waker();
   stopping = false;
+  // ACK+FETCH (docs/protocol.md §7): finished runs ride on the next Lease when the
+  // coordinator said lease_takes_reports.
+  private takesReports = false; // from the last RegisterResponse
+  private carrying = false; // the main loop leases next: the reporter leaves the reports to it
+  private leaseInFlight = false; // runs ending now go by Report: no Lease will carry them soon
+  /** LEASE_GATHER_MS, for the Lease and the Report alike (tests lengthen it). */
+  lingerMs = LEASE_GATHER_MS;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -218,6 +226,7 @@ export class Agent {
   private async mainLoop(): Promise<void> {
     const backoff = new Backoff();
     for (;;) {
+      if (!this.session || this.toRelease.size > 0 || !this.mayLease()) this.stopCarrying(); // no Lease comes next
       if (
         this.leaving &&
         this.pool.activeKeys().length === 0 &&
@@ -256,35 +265,70 @@ export class Agent {
     return !this.leaving && wanted && now >= this.holdUntil && this.pool.freeSlots() > 0;
   }
 
+  /** Hands finished runs left for a Lease back to the reporter. */
+  private stopCarrying(): void {
+    if (!this.carrying) return;
+    this.carrying = false;
+    this.reporter.wake();
+  }
+
+  /** The main loop is about to lease and takes the queued reports along. */
+  isCarrying(): boolean {
+    return this.carrying;
+  }
+
   private async leaseOnce(): Promise<boolean> {
+    this.carrying = this.takesReports;
     // Batching: with some slots still busy, wait a moment for them to free up, so one call
     // asks for several tasks (a lone task on an idle worker is never delayed).
-    const gatherUntil = Date.now() + LEASE_GATHER_MS;
+    const gatherUntil = Date.now() + this.lingerMs;
     let waited = false;
     while (this.pool.activeKeys().length > 0 && this.pool.freeSlots() < this.cfg.concurrency && Date.now() < gatherUntil) {
       await this.wakeMain.wait(gatherUntil - Date.now());
       waited = true;
     }
-    if (waited && (!this.mayLease() || this.toRelease.size > 0)) return true;
+    if (waited && (!this.mayLease() || this.toRelease.size > 0)) {
+      this.stopCarrying();
+      return true;
+    }
     const session = this.session;
     const generation = this.generation;
     const free = this.pool.freeSlots();
     const wasBusy = this.pool.activeKeys().length > 0;
     const interval = this.intervalMs;
     const disabled = this.status === WorkerStatus.WORKER_STATUS_DISABLED;
-    if (!session || free <= 0) return true;
+    const calling = session !== null && free > 0;
+    const carried = this.carrying && calling ? this.reporter.takeForLease() : []; // in flight, so still held, until settled
+    this.carrying = false;
+    this.reporter.wake(); // it may have left reports to this call
+    if (!session || !calling) return true;
+    this.leaseInFlight = true;
     const sent = Date.now();
     let response: LeaseResponse;
     try {
       response = await this.call<LeaseResponse>(
         "lease",
-        { session, maxTasks: free, waitS: interval / 1000, prefetch: false, reports: [] },
+        { session, maxTasks: free, waitS: interval / 1000, prefetch: false, reports: carried.map(reportPB) },
         interval + RPC_TIMEOUT_MS,
       );
-    } catch (err) {
-      return this.failed("Lease", err as ServiceError, generation);
+    } catch (e) {
+      const err = e as ServiceError;
+      const ok = this.failed("Lease", err, generation);
+      this.restoreCarried(carried, generation);
+      return ok;
+    } finally {
+      this.leaseInFlight = false;
     }
     this.noteSuccess();
+    if (carried.length > 0 && generation === this.generation) {
+      const stale = keysOf(response.stale);
+      if (stale.length > 0) this.dropLeases(stale, "Lease");
+      const keys = carried.map((r) => r.task.key);
+      this.outbox.settleReports(carried);
+      this.outbox.delivered(keys);
+      this.log.debug("reported on Lease", { runs: carried.length, stale: stale.length });
+      this.reporter.wake(); // the outbox may be empty now (waitIdle)
+    }
     this.log.debug("lease answered", { asked: free, got: response.leases.length, stop: response.stop.length });
     this.applyStatus(response.status);
     this.applyStops(keysOf(response.stop));
@@ -294,6 +338,17 @@ export class Agent {
     if (response.stop.length > 0 && response.leases.length === 0) this.holdUntil = Date.now() + this.intervalMs;
     this.countEmptyRun(response.leases.length > 0 || wasBusy);
     return true;
+  }
+
+  /** Puts back the reports of a failed Lease: the reporter sends them again with Report, which
+   * lists those already applied as stale. Not those no longer in flight: the session was lost
+   * meanwhile, or their leases were dropped as stale. */
+  private restoreCarried(carried: Result[], generation: number): void {
+    const back = carried.filter((r) => this.outbox.isInFlight(r.task.key));
+    if (back.length === 0) return;
+    this.outbox.settleReports(back);
+    if (generation === this.generation) this.outbox.restoreByReport(back);
+    this.reporter.wake();
   }
 
   /** A coordinator that answers a DISABLED Lease at once (an older one) is asked again only after a heartbeat. */
@@ -398,6 +453,7 @@ export class Agent {
     if (response.deadAfter > 0) this.deadAfterMs = response.deadAfter * 1000;
     this.authFailures = 0;
     if (!response.session) return false;
+    this.takesReports = response.leaseTakesReports;
     this.session = { workerId: response.session.workerId, sessionToken: response.session.sessionToken };
     this.intervalMs = response.heartbeat > 0 ? response.heartbeat * 1000 : cfg.heartbeatMs;
     this.emptyRuns = 0;
@@ -506,6 +562,9 @@ export class Agent {
   onFinish(result: Result): void {
     const key = result.task.key;
     this.log.debug("run ended", { lease: key, outcome: Outcome[result.outcome] });
+    if (this.takesReports && !this.leaseInFlight && !this.leaving && this.session) {
+      this.carrying = true; // the main loop leases next: the report rides along
+    }
     if (this.dropped.has(key)) this.dropped.delete(key);
     else this.reporter.addReport(result);
     this.unfinished.delete(key); // only now: its report is queued

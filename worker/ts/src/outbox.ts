@@ -37,6 +37,7 @@ export class Outbox {
   private order: Key[] = [];
   private readonly inFlight = new Set<Key>();
   private readonly troubled = new Map<Key, Trouble>();
+  private readonly byReport = new Set<Key>(); // back from a failed Lease: never carried by a Lease again
 
   constructor(
     readonly tries: number = DEFAULT_SERVER_ERROR_TRIES,
@@ -80,6 +81,16 @@ export class Outbox {
     return this.reports.size > 0;
   }
 
+  /** A report waits that a Lease may carry (ACK+FETCH). */
+  hasCarriable(): boolean {
+    for (const key of this.reports.keys()) if (!this.troubled.has(key) && !this.byReport.has(key)) return true;
+    return false;
+  }
+
+  isInFlight(key: Key): boolean {
+    return this.inFlight.has(key);
+  }
+
   isEmpty(): boolean {
     return this.reports.size === 0 && this.chunks.size === 0 && this.inFlight.size === 0;
   }
@@ -103,14 +114,15 @@ export class Outbox {
     return batch;
   }
 
-  /** Reports, oldest first, each with its unsent chunks; in flight until settled or restored. */
-  takeReports(): Result[] {
+  /** Reports, oldest first, each with its unsent chunks; in flight until settled or restored.
+   * carrying: for a Lease to carry, leaving out those back from a failed Lease. */
+  takeReports(carrying = false): Result[] {
     const batch: Result[] = [];
     let total = 0;
     const kept: Key[] = [];
     for (let i = 0; i < this.order.length; i++) {
       const key = this.order[i]!;
-      if (this.troubled.has(key)) {
+      if (this.troubled.has(key) || (carrying && this.byReport.has(key))) {
         kept.push(key);
         continue;
       }
@@ -129,6 +141,7 @@ export class Outbox {
   private takeReport(key: Key): Result {
     let r = this.reports.get(key)!;
     this.reports.delete(key);
+    this.byReport.delete(key);
     const earlier = this.chunks.get(key);
     if (earlier && earlier.length > 0) {
       this.chunks.delete(key);
@@ -222,6 +235,13 @@ export class Outbox {
     this.order = [...keys, ...this.order];
   }
 
+  /** restoreReports for the reports of a failed Lease: applied or not, nobody knows, so they go
+   * by Report, which answers those already applied as stale. */
+  restoreByReport(batch: Result[]): void {
+    this.restoreReports(batch);
+    for (const r of batch) this.byReport.add(r.task.key);
+  }
+
   /** Forgets everything about these leases (stale or lost). */
   discard(keys: Iterable<Key>): void {
     const gone = new Set(keys);
@@ -230,6 +250,7 @@ export class Outbox {
       this.reports.delete(key);
       this.inFlight.delete(key);
       this.troubled.delete(key);
+      this.byReport.delete(key);
     }
     this.order = this.order.filter((k) => !gone.has(k));
   }
@@ -239,6 +260,7 @@ export class Outbox {
     this.reports.clear();
     this.inFlight.clear();
     this.troubled.clear();
+    this.byReport.clear();
     this.order = [];
   }
 }

@@ -8,7 +8,7 @@ import { type ServiceError, status } from "@grpc/grpc-js";
 
 import type { ReportResponse, SendOutputResponse } from "../gen/taskgrid/v1/worker";
 import type { Agent } from "./agent";
-import { isOutage, isRefusal, isSessionGone, keysOf, LEASE_GATHER_MS, ref, staleKeys } from "./agent";
+import { isOutage, isRefusal, isSessionGone, keysOf, ref, staleKeys } from "./agent";
 import { Backoff } from "./backoff";
 import type { OutputBatch } from "./outbox";
 import { type Key, Outcome, type Result, type Task } from "./types";
@@ -17,6 +17,9 @@ import { Waker } from "./wake";
 export const DEFAULT_OUTPUT_INTERVAL_MS = 1000;
 /** How many times a batch rejected the old way (FAILED_PRECONDITION naming leases) is sent again. */
 export const MAX_RESENDS = 3;
+/** How long finished runs wait for a Lease being prepared to carry them (ACK+FETCH) before
+ * they go by Report after all; the main loop wakes us once it took them. */
+export const CARRY_WAIT_MS = 50;
 
 const RUN_STATUS: Record<Outcome, number> = {
   [Outcome.Completed]: 2,
@@ -49,7 +52,7 @@ function chunkPB(key: Key, c: { seq: number; data: string; clear: boolean }) {
   return { taskId: r.taskId, attempt: r.attempt, seq: c.seq, data: c.data, clear: c.clear, runId: 0 };
 }
 
-function reportPB(r: Result) {
+export function reportPB(r: Result) {
   const report: Record<string, unknown> = {
     ref: ref(r.task.key),
     status: RUN_STATUS[r.outcome],
@@ -115,9 +118,14 @@ export class Reporter {
         ({ due, ok } = this.nextDue());
       }
       // Gather the reports of runs ending close together into one call.
-      const gatherUntil = Date.now() + LEASE_GATHER_MS;
+      const gatherUntil = Date.now() + this.a.lingerMs;
       while (this.a.pool.activeKeys().length > 0 && this.a.outbox.hasReports() && Date.now() < gatherUntil) {
         await this.waker.wait(gatherUntil - Date.now());
+      }
+      // Leave them to the Lease the main loop is about to make.
+      const carryUntil = Date.now() + CARRY_WAIT_MS;
+      while (this.a.outbox.hasCarriable() && this.a.isCarrying() && Date.now() < carryUntil) {
+        await this.waker.wait(carryUntil - Date.now());
       }
       this.flushing = true;
       const delivered = await this.flushOnce();
@@ -130,6 +138,12 @@ export class Reporter {
       if (this.a.stopping) return;
       await this.waker.wait(backoff.next());
     }
+  }
+
+  /** Queued reports for a Lease to carry; none while a flush is under way, as it may hold live
+   * chunks of a run just ended, which must reach the outbox (and that run's report) first. */
+  takeForLease(): Result[] {
+    return this.flushing ? [] : this.a.outbox.takeReports(true);
   }
 
   /** ok when a send is due now; otherwise the time of the next due output (0: none). */

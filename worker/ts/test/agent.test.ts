@@ -36,13 +36,13 @@ interface Script {
 
 const ACTIVE = WorkerStatus.WORKER_STATUS_ACTIVE;
 
-function session(n: number): RegisterResponse {
+function session(n: number, leaseTakesReports = false): RegisterResponse {
   return {
     session: { workerId: n, sessionToken: `tok${n}` },
     heartbeat: 0.1,
     status: ACTIVE,
     deadAfter: 0.3,
-    leaseTakesReports: false,
+    leaseTakesReports,
   };
 }
 
@@ -84,19 +84,19 @@ async function fake(script: Script) {
   return { address: `127.0.0.1:${port}`, calls, requests, close: () => server.forceShutdown() };
 }
 
-async function agentFor(address: string, name = "w1") {
+async function agentFor(address: string, name = "w1", concurrency = 1) {
   const lines: string[] = [];
-  const log = new Logger(10, "text", (line) => lines.push(line));
+  const log = new Logger(10, "text", (line) => { lines.push(line); if (process.env["TG_DEBUG"]) process.stderr.write(line); });
   const rpc = await Coordinators.create(address, { token: "", tls: false, caFile: "", certFile: "", keyFile: "", serverName: "", insecure: false }, log);
   const agent = new Agent(
     {
-      workerName: name, groups: ["main"], heartbeatMs: 100, maxEmptyRuns: 0, concurrency: 1, killGraceMs: 500,
+      workerName: name, groups: ["main"], heartbeatMs: 100, maxEmptyRuns: 0, concurrency, killGraceMs: 500,
       functions: ["sleep_for"], commands: false, coordinator: address, security: { tls: false, clientCert: false }, log,
     },
     rpc,
   );
   agent.pool = new Pool(
-    { tasksPath: HANDLERS, concurrency: 1, killGraceMs: 500, commands: null, log },
+    { tasksPath: HANDLERS, concurrency, killGraceMs: 500, commands: null, log },
     (r) => agent.onFinish(r),
     () => agent.wakeMain.notify(),
   );
@@ -196,4 +196,61 @@ test("an older coordinator's FAILED_PRECONDITION naming the lease: that report i
   } finally {
     f.close();
   }
+});
+
+const TWO = { leases: [lease(21, [0.2]), lease(22, [0.2])], status: ACTIVE, stop: [], stale: [] };
+
+/** Two runs ending together against a coordinator that may take reports on Lease; the worker
+ * leaves once both are reported (by whichever call). */
+async function twoRuns(takesReports: boolean, lease: Handler<LeaseRequest, LeaseResponse>) {
+  const reported = new Set<number>();
+  let given = false; // both tasks, once both slots are free
+  const note = (reports: { ref?: { taskId: number } }[]) => reports.forEach((r) => reported.add(r.ref?.taskId ?? 0));
+  const f = await fake({
+    register: (_req, n) => session(n, takesReports),
+    lease: (req, n) => {
+      if (!given && req.maxTasks < 2) return idle();
+      const out = given ? lease(req, n) : TWO;
+      given = true;
+      if (!("code" in out)) note(req.reports);
+      return out;
+    },
+    report: (req) => {
+      note(req.reports);
+      return { stale: [] };
+    },
+    heartbeat: () => ({ status: reported.size === 2 ? WorkerStatus.WORKER_STATUS_TERMINATE : ACTIVE, stop: [], heartbeat: 0.1, stale: [] }),
+  });
+  try {
+    const { agent } = await agentFor(f.address, "w1", 2);
+    agent.lingerMs = 5000; // the runs end close together, but not within 2 ms on a busy machine
+    assert.equal(await agent.run(), 0);
+    const ids = (reports: { ref?: { taskId: number } }[]) => reports.map((p) => p.ref?.taskId ?? 0).sort();
+    const leases = ((f.requests["lease"] ?? []) as LeaseRequest[]).map((r) => ids(r.reports));
+    const reports = ((f.requests["report"] ?? []) as ReportRequest[]).map((r) => ids(r.reports));
+    return { leases, reports };
+  } finally {
+    f.close();
+  }
+}
+
+test("ACK+FETCH: two runs ending together ride on one Lease, no Report call", async () => {
+  const { leases, reports } = await twoRuns(true, () => idle());
+  assert.deepEqual(leases.filter((l) => l.length > 0), [[21, 22]]);
+  assert.deepEqual(reports, []);
+});
+
+test("without leaseTakesReports no report is ever put on a Lease", async () => {
+  const { leases, reports } = await twoRuns(false, () => idle());
+  assert.deepEqual(leases.filter((l) => l.length > 0), []);
+  assert.deepEqual(reports.flat().sort(), [21, 22]); // in one call or two
+});
+
+test("a Lease carrying reports that fails: they go again once, by Report, never on a Lease", async () => {
+  const { leases, reports } = await twoRuns(true, (req) => {
+    if (req.reports.length > 0) return { code: status.UNAVAILABLE, details: "gone a moment" };
+    return idle();
+  });
+  assert.deepEqual(leases.filter((l) => l.length > 0), [[21, 22]]);
+  assert.deepEqual(reports, [[21, 22]]);
 });
