@@ -473,3 +473,23 @@ def test_register_already_exists_for_too_long_exits_naming_the_name(stub, make_a
     assert len(stub.requests["Register"]) >= 2  # it retried before giving up
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(repr(WORKER_NAME) in m and "taken" in m for m in errors)
+
+
+# ---- reports ride on a Lease only when the coordinator takes them --------------------------
+
+
+@pytest.mark.parametrize("takes", [False, True])
+def test_reports_ride_on_the_next_lease_only_when_the_coordinator_takes_them(
+        stub, make_agent, takes):
+    stub.answer("Register", worker_pb2.RegisterResponse(
+        session=worker_pb2.WorkerSession(worker_id=7, session_token="secret"), heartbeat=3.0,
+        status=common_pb2.WORKER_STATUS_ACTIVE, dead_after=9.0, lease_takes_reports=takes))
+    worker = make_agent()
+    assert worker.register_once()
+    lease(stub, worker, (1, 1))
+    pool_of(worker).finish((1, 1))
+    assert worker.lease_once()
+    carried = [(r.ref.task_id, r.ref.attempt) for r in stub.requests["Lease"][-1].reports]
+    assert carried == ([(1, 1)] if takes else [])
+    if not takes:  # it goes by Report instead
+        assert worker._reporter.flush_once() and reported(stub) == [[(1, 1)]]
