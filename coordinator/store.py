@@ -30,9 +30,9 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from importlib import resources
+from types import ModuleType
 from typing import Any, TypeVar
 
-import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -60,6 +60,17 @@ from taskgrid.coordinator.workerrows import WorkerRows
 __all__ = ["FENCE", "Row", "Store", "Tx", "redact_url"]
 
 logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _pg() -> ModuleType:
+    """psycopg, imported on first use.
+
+    A coordinator on SQLite never needs it, and importing it costs every start 0.1 s.
+    """
+    import psycopg
+
+    return psycopg
 
 T = TypeVar("T")
 
@@ -100,7 +111,7 @@ class Tx(RunRows, WorkerRows):
         try:
             for keys, params in _shapes(d, rows):
                 ids += self._insert_returning_ids(hotsql.insert_task_sql(d, keys), params)
-        except (sqlite3.IntegrityError, psycopg.IntegrityError) as exc:
+        except (sqlite3.IntegrityError, _pg().IntegrityError) as exc:
             text = str(exc).lower()
             if "unique" not in text or "uuid" not in text:  # NOT NULL...: a bug, not a race
                 raise
@@ -605,7 +616,7 @@ class Store:
                 self.on_commit(time.perf_counter() - started)
             return out
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError,
-                sqlite3.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError
+                sqlite3.InterfaceError, _pg().OperationalError, _pg().InterfaceError
                 ) as exc:
             self.healthy = False
             raise StoreUnavailableError(f"database unavailable: {_first_line(exc)}") from exc
@@ -652,6 +663,7 @@ class Store:
         Raises:
             StoreUnavailableError: the connection could not be made, or was lost.
         """
+        psycopg = _pg()
         info = sa.make_url(self.url).set(drivername="postgresql").render_as_string(
             hide_password=False)
         try:
