@@ -93,7 +93,7 @@ ts-test: $(TS_BUILT)
 	cd $(TS_DIR) && node --test dist/test/
 
 test: check-protos lint postgres go go-test ts ts-test deploy-tools browser-tools
-	$(BIN)/python -m pytest -q -n 3
+	$(BIN)/python -m pytest -q -n 4
 
 ## The chaos suite at full scale: 10,000 tasks per database under worker, coordinator and
 ## PostgreSQL kills (docs/reliability.md). `make test` runs it at small scale.
