@@ -216,9 +216,12 @@ def test_children_lead_their_own_process_group(shared):
 
 def test_runs_beyond_the_pool_size_wait_for_a_free_child(make_pool):
     harness = make_pool(size=1)
-    tasks = [harness.submit("add", f"[{i}, 1]") for i in range(4)]
+    # the first run holds the only child long enough to look: four quick adds alone could
+    # all be done by the time free_slots() is read
+    tasks = [harness.submit("sleep_for", "[1]")]
+    tasks += [harness.submit("add", f"[{i}, 1]") for i in range(3)]
     assert harness.pool.free_slots() == 0
-    assert [harness.wait(t).result for t in tasks] == ["1", "2", "3", "4"]
+    assert [harness.wait(t).result for t in tasks] == ["1", "1", "2", "3"]
     assert harness.pool.free_slots() == 1
 
 
