@@ -16,7 +16,7 @@ import pytest
 
 from tests.conformance.launch import LANGS, worker_args
 from tests.support.certs import make_certs
-from tests.support.processes import Access, WorkerProcess
+from tests.support.processes import Access, WorkerProcess, pid_gone
 from tests.support.wait import wait_until
 
 TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "STOPPED", "EXPIRED"}
@@ -217,15 +217,6 @@ def _marks(path):
     return sorted(((pid, min(ts), max(ts)) for pid, ts in seen.items()), key=lambda m: m[1])
 
 
-def _gone(pid):
-    """True once `pid` has exited (a zombie not reaped yet counts: it runs nothing)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 def test_a_handler_that_ignores_cancellation_is_killed_and_its_retry_never_overlaps_it(
         client, launch, tmp_path):
     """The handler ignores SIGTERM and its stop signal: the timeout's SIGKILL after the grace
@@ -243,7 +234,7 @@ def test_a_handler_that_ignores_cancellation_is_killed_and_its_retry_never_overl
     (first, start1, last1), (second, start2, last2) = marks
     assert last1 < start2, "the retry started while the first attempt still ran"
     assert last1 - start1 < 10 and last2 - start2 < 10  # killed, not left to run its 30 s
-    wait_until(lambda: _gone(first) and _gone(second), timeout=10, desc="both attempts gone")
+    wait_until(lambda: pid_gone(first) and pid_gone(second), timeout=10, desc="both attempts gone")
     size = path.stat().st_size
     # still the only worker slot: the next task runs, and nothing wrote to the marks meanwhile
     assert finished(client, client.queue_task("add", pargs=[1, 1]).id).result == 2

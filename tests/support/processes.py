@@ -45,6 +45,15 @@ RPC_POLL_INTERVAL_S = 0.05
 RESTART_ATTEMPTS = 3
 
 
+def pid_gone(pid: int) -> bool:
+    """True once `pid` has exited; a zombie not reaped yet counts (it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def session_pids(sid: int) -> list[int]:
     """Every live process of session `sid` (read from /proc), however its groups are set."""
     pids = []

@@ -32,6 +32,7 @@ from taskgrid.worker.command import (
 )
 from taskgrid.worker.records import Command, LeaseKey, Outcome, RunResult, TaskRun
 from taskgrid.worker.runner import Pool
+from tests.support.processes import pid_gone
 from tests.support.wait import wait_until
 
 SH = canonical_path(shutil.which("sh") or "/bin/sh")
@@ -79,14 +80,6 @@ def shared() -> Iterator[Harness]:
     harness = Harness(command_policy=CommandPolicy(allowed=True))
     yield harness
     harness.pool.close()
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 # -- runs ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from taskgrid.worker import current_task
 from taskgrid.worker.capture import join_chunks
 from taskgrid.worker.records import LeaseKey, Outcome, RunResult, TaskRun
 from taskgrid.worker.runner import Pool, PoolError
+from tests.support.processes import pid_gone
 from tests.support.wait import wait_until
 
 TASKS = """
@@ -268,15 +269,7 @@ def test_stop_kills_the_whole_process_group(make_pool, tmp_path):
     assert harness.pool.stop(task.key) is True
     assert harness.pool.stop(task.key) is False  # already stopping
     assert harness.wait(task).outcome is Outcome.STOPPED
-    wait_until(lambda: not pid_alive(sleeper) or _is_zombie(sleeper), desc="subprocess killed")
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    wait_until(lambda: pid_gone(sleeper), desc="subprocess killed")
 
 
 def test_stop_of_a_queued_run_ends_it_at_once(make_pool):
