@@ -28,7 +28,7 @@ import sqlalchemy as sa
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from throughput import costs, latency, stop, taskgrid, throughput  # noqa: E402
+from throughput import costs, latency, start, stop, taskgrid, throughput  # noqa: E402
 
 from taskgrid.client import Scheduler  # noqa: E402
 from tests.conformance.launch import HANDLERS, go_binary, ts_worker  # noqa: E402
@@ -49,19 +49,9 @@ def run(lang: str, folder: pathlib.Path, args: argparse.Namespace) -> tuple[floa
     """(tasks/s, sorted latencies in ms) of `lang` workers on a fresh coordinator."""
     folder = pathlib.Path(tempfile.mkdtemp(prefix=f"{lang}-", dir=folder))  # a fresh database
     db_url = f"sqlite:///{folder / 'bench.sqlite'}"
-    coord_log = open(folder / "coordinator.log", "wb")  # noqa: SIM115
-    coord = subprocess.Popen(taskgrid("coordinator", "--db", db_url, "--listen", "127.0.0.1:0"),
-                             stdout=subprocess.PIPE, stderr=coord_log, start_new_session=True)
-    assert coord.stdout is not None
-    address = coord.stdout.readline().decode().rsplit(" ", 1)[1].strip()
-    procs = [coord]
+    procs, address = start(folder, db_url, args.workers, args.concurrency, worker_argv(lang),
+                           f"{lang}-")
     try:
-        for i in range(args.workers):
-            log = open(folder / f"worker{i}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [*worker_argv(lang), "--coordinator", address, "--name", f"{lang}-{i}",
-                 "--concurrency", str(args.concurrency), "--log-level", "WARNING"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         with Scheduler(address) as s:
             while len([w for w in s.get_workers().values() if w.alive]) < args.workers:
                 time.sleep(0.05)  # start-up, not measured

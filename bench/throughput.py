@@ -39,9 +39,11 @@ def taskgrid(*args: str) -> list[str]:
     return [sys.executable, "-m", "taskgrid", *args]
 
 
-def start(folder: pathlib.Path, db_url: str, workers: int, concurrency: int
+def start(folder: pathlib.Path, db_url: str, workers: int, concurrency: int,
+          worker: list[str] | None = None, name: str = "bench-w"
           ) -> tuple[list[subprocess.Popen[bytes]], str]:
-    """Coordinator plus workers; returns (processes, address)."""
+    """Coordinator plus workers (`worker`: the command of another worker program, by default
+    `taskgrid worker` on bench_tasks.py); returns (processes, address)."""
     coord_log = open(folder / "coordinator.log", "wb")  # noqa: SIM115
     coord = subprocess.Popen(
         taskgrid("coordinator", "--db", db_url, "--listen", "127.0.0.1:0"),
@@ -50,11 +52,12 @@ def start(folder: pathlib.Path, db_url: str, workers: int, concurrency: int
     line = coord.stdout.readline().decode()
     address = line.rsplit(" ", 1)[1].strip()
     procs = [coord]
+    program = worker or taskgrid("worker", "--tasks", str(TASKS))
     for i in range(workers):
         log = open(folder / f"worker{i}.log", "wb")  # noqa: SIM115
         procs.append(subprocess.Popen(
-            taskgrid("worker", "--tasks", str(TASKS), "--coordinator", address, "--name",
-                     f"bench-w{i}", "--concurrency", str(concurrency), "--log-level", "WARNING"),
+            [*program, "--coordinator", address, "--name", f"{name}{i}",
+             "--concurrency", str(concurrency), "--log-level", "WARNING"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return procs, address
 
