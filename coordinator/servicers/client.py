@@ -43,6 +43,19 @@ def _filter_text(key: str, value: str) -> str:
     return value
 
 
+def _job_name(value: str, required: bool) -> str:
+    """A job name as QueueJob stores it and GetJob looks it up.
+
+    No NUL, at most MAX_JOB_NAME characters; empty means QueueJob's default name, so a
+    lookup (`required`) refuses it.
+    """
+    if "\x00" in value or len(value) > MAX_JOB_NAME or (required and not value):
+        raise InvalidRequestError(
+            "job_name", f"{'a non-empty name of ' if required else ''}at most {MAX_JOB_NAME} "
+            "characters, no NUL")
+    return value
+
+
 def _changed(c: housekeeping.Changed) -> client_pb2.TasksChangedResponse:
     return client_pb2.TasksChangedResponse(count=c.count, task_ids=c.task_ids)
 
@@ -92,8 +105,7 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
             raise InvalidRequestError("tasks", "give at least one task")
         if len(request.tasks) > tasks.MAX_QUEUE_BATCH:
             raise InvalidRequestError("tasks", f"at most {tasks.MAX_QUEUE_BATCH} per call")
-        if "\x00" in request.job_name or len(request.job_name) > MAX_JOB_NAME:
-            raise InvalidRequestError("job_name", f"at most {MAX_JOB_NAME} characters, no NUL")
+        _job_name(request.job_name, required=False)
         edges = [(convert.job_ref(e.task, f"edges[{i}].task"),
                   convert.job_ref(e.waits_for, f"edges[{i}].waits_for"))
                  for i, e in enumerate(request.edges)]
@@ -184,11 +196,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         which = request.WhichOneof("job")
         if which is None:
             raise InvalidRequestError("job", "give a job_name or a task_id")
-        if which == "job_name" and ("\x00" in request.job_name or not request.job_name
-                                    or len(request.job_name) > MAX_JOB_NAME):
-            raise InvalidRequestError(
-                "job_name",
-                f"must be a non-empty name of at most {MAX_JOB_NAME} characters, no NUL")
+        if which == "job_name":
+            _job_name(request.job_name, required=True)
         name, rows, edges = await jobs.get_job(
             self.rt, request.job_name if which == "job_name" else None,
             request.task_id if which == "task_id" else None)
